@@ -1,0 +1,118 @@
+//! What differs between database servers: admin SQL, connection setup, naming limits.
+//!
+//! [`Tenora`](crate::Tenora) is generic over a [`Backend`]; pick one with a cargo feature and the
+//! matching type: [`Postgres`] (`postgres`), [`Sqlite`] (`sqlite`, on by default). The trait is
+//! sealed: its methods are Tenora's plumbing, not an extension point.
+
+use std::future::Future;
+
+use diesel_async::pooled_connection::PoolError;
+
+use crate::config::{Client, Config};
+use crate::error::Result;
+use crate::migrate::MigrationOp;
+use crate::migrations::Migrations;
+use crate::naming::Naming;
+use crate::registry::RegistryConnection;
+use crate::secret::SecretString;
+use crate::tenant_id::TenantId;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::Postgres;
+
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+pub use sqlite::Sqlite;
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// A database server kind Tenora can provision tenants on. Sealed.
+pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
+    /// The `client` value of configs for this backend.
+    const CLIENT: Client;
+
+    /// The diesel-async connection type handed out by `tenant_conn` and `base_conn`.
+    type Connection: diesel_async::AsyncConnection + RegistryConnection + Send + 'static;
+
+    /// The bb8 connection manager of [`Backend::Connection`].
+    type Manager: bb8::ManageConnection<Connection = Self::Connection, Error = PoolError>;
+
+    /// Builds the backend from a validated config.
+    #[doc(hidden)]
+    fn from_config(config: &Config) -> Result<Self>;
+
+    /// How tenant ids map to names on this backend.
+    fn naming(&self) -> &Naming;
+
+    /// Whether tenants get their own database user with a password.
+    fn uses_passwords(&self) -> bool;
+
+    /// The base database, for messages (no credentials).
+    #[doc(hidden)]
+    fn describe_base(&self) -> String;
+
+    /// A tenant's database, for messages (no credentials).
+    #[doc(hidden)]
+    fn describe_tenant(&self, id: &TenantId) -> String;
+
+    /// Pool manager for the base database.
+    #[doc(hidden)]
+    fn base_manager(&self) -> Self::Manager;
+
+    /// Pool manager for a tenant's database, connecting as the tenant's user.
+    #[doc(hidden)]
+    fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager;
+
+    /// One unpooled connection to a tenant's database as the tenant's user.
+    #[doc(hidden)]
+    fn connect_tenant(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> impl Future<Output = Result<Self::Connection>> + Send;
+
+    /// One unpooled connection to the base database.
+    #[doc(hidden)]
+    fn connect_base(&self) -> impl Future<Output = Result<Self::Connection>> + Send;
+
+    /// Creates the tenant's user. Fails with `TenantExists` when the user exists already.
+    #[doc(hidden)]
+    fn create_user(
+        &self,
+        id: &TenantId,
+        password: &SecretString,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops the tenant's user if it exists.
+    #[doc(hidden)]
+    fn drop_user(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Creates the tenant's database, owned by its user. Fails with `TenantExists` when the
+    /// database exists already.
+    #[doc(hidden)]
+    fn create_database(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Restricts the tenant's database to its own user.
+    #[doc(hidden)]
+    fn lock_down(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Drops the tenant's database if it exists, closing other sessions on it.
+    #[doc(hidden)]
+    fn drop_database(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Whether the tenant's database exists.
+    fn database_exists(&self, id: &TenantId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Runs or reverts migrations on `conn`; returns it with the names of the migrations touched.
+    #[doc(hidden)]
+    fn run_migrations(
+        conn: Self::Connection,
+        migrations: Migrations,
+        op: MigrationOp,
+    ) -> impl Future<Output = std::result::Result<(Self::Connection, Vec<String>), crate::error::BoxError>> + Send;
+}

@@ -1,0 +1,390 @@
+//! PostgreSQL: one database and one login role per tenant; the role owns its database and
+//! nobody else (but superusers) may connect to it.
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use tokio_postgres::config::Host;
+use tokio_postgres::error::SqlState;
+
+use super::{Backend, sealed};
+use crate::config::{Client, Config};
+use crate::error::{BoxError, Error, Result};
+use crate::migrate::{self, MigrationOp};
+use crate::migrations::Migrations;
+use crate::naming::Naming;
+use crate::registry::impl_registry;
+use crate::secret::SecretString;
+use crate::tenant_id::TenantId;
+
+impl_registry!(AsyncPgConnection, |n| format!("${n}"));
+
+/// PostgreSQL's limit on identifier length, in bytes.
+const MAX_IDENTIFIER: usize = 63;
+
+/// The PostgreSQL backend (cargo feature `postgres`).
+///
+/// Tenant `acme` gets the database `<database_prefix>acme`, owned by the login role
+/// `<user_prefix>acme`; `CONNECT` is revoked from `PUBLIC`, so other tenants' roles cannot
+/// connect to it. Its password is sent to the server as a SCRAM-SHA-256 verifier, never in
+/// plain text. Connections are built from a parsed config, not from URLs with passwords in them.
+pub struct Postgres {
+    base: Arc<tokio_postgres::Config>,
+    admin: tokio_postgres::Config,
+    base_database: String,
+    server: String,
+    naming: Naming,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tokio_postgres::Config redacts its password in Debug; we print less still.
+        f.debug_struct("Postgres")
+            .field("base_database", &self.base_database)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl sealed::Sealed for Postgres {}
+
+/// Quotes an identifier: `"name"`, doubling any `"` inside.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal: `'text'`, doubling any `'` inside (the server runs with
+/// `standard_conforming_strings = on`, set on every admin session).
+pub(crate) fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+fn describe_server(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            Host::Tcp(h) => format!("{h}:{port}"),
+            #[cfg(unix)]
+            Host::Unix(p) => format!("{}:{port}", p.display()),
+        })
+        .collect();
+    if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    AsyncPgConnection::try_from_client_and_connection(client, connection).await
+}
+
+fn manager(
+    label: String,
+    config: Arc<tokio_postgres::Config>,
+) -> AsyncDieselConnectionManager<AsyncPgConnection> {
+    let mut manager_config = ManagerConfig::default();
+    manager_config.custom_setup = Box::new(move |_label| {
+        let config = Arc::clone(&config);
+        Box::pin(async move { connect(&config).await })
+    });
+    // The "URL" is only a label: connections come from the parsed config above.
+    AsyncDieselConnectionManager::new_with_config(label, manager_config)
+}
+
+impl Postgres {
+    fn tenant_config(&self, id: &TenantId, password: Option<&SecretString>) -> tokio_postgres::Config {
+        let mut config = (*self.base).clone();
+        config
+            .user(self.naming.user_name(id))
+            .dbname(self.naming.database_name(id));
+        if let Some(password) = password {
+            config.password(password.expose());
+        }
+        config
+    }
+
+    /// Opens an admin session on the admin database and runs `sql` (one statement: CREATE
+    /// DATABASE refuses to run inside a multi-statement batch).
+    async fn admin_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let result = async {
+            client
+                .batch_execute("SET standard_conforming_strings = on")
+                .await?;
+            client.batch_execute(sql).await
+        }
+        .await;
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+
+    async fn admin_exists(&self, sql: &str, name: &str) -> Result<bool> {
+        let run = async {
+            let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let row = client.query_opt(sql, &[&name]).await;
+            drop(client);
+            let _ = driver.await;
+            row
+        };
+        run.await
+            .map(|row| row.is_some())
+            .map_err(|e| Error::Admin {
+                context: format!("cannot look up `{name}` on {}", self.server),
+                source: Box::new(e),
+            })
+    }
+}
+
+fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |e| Error::Admin {
+        context,
+        source: Box::new(e),
+    }
+}
+
+impl Backend for Postgres {
+    const CLIENT: Client = Client::Postgres;
+    type Connection = AsyncPgConnection;
+    type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+
+    fn from_config(config: &Config) -> Result<Self> {
+        let b = &config.base;
+        let mut pg = match &b.url {
+            Some(url) => tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
+                Error::config(
+                    "base.url",
+                    format!("not a valid PostgreSQL connection URL ({e})"),
+                )
+            })?,
+            None => tokio_postgres::Config::new(),
+        };
+        if let Some(host) = &b.host {
+            pg.host(host);
+        }
+        if let Some(port) = b.port {
+            pg.port(port);
+        }
+        if let Some(user) = &b.user {
+            pg.user(user);
+        }
+        if let Some(password) = &b.password {
+            pg.password(password.expose());
+        }
+        if let Some(database) = &b.database {
+            pg.dbname(database);
+        }
+        if pg.get_hosts().is_empty() {
+            pg.host("localhost");
+        }
+        let user = pg.get_user().map(str::to_owned).ok_or_else(|| {
+            Error::config("base.user", "no user given (in base.url or base.user)")
+        })?;
+        let base_database = pg.get_dbname().map(str::to_owned).ok_or_else(|| {
+            Error::config(
+                "base.database",
+                "no base database given (the path of base.url, or base.database)",
+            )
+        })?;
+        pg.application_name("tenora")
+            .connect_timeout(Duration::from_secs(config.base.pool.connection_timeout));
+        let mut admin = pg.clone();
+        admin.dbname(&b.admin_database);
+        let naming = Naming::new(
+            &config.tenant.database_prefix,
+            &config.tenant.user_prefix,
+            "",
+            MAX_IDENTIFIER,
+            MAX_IDENTIFIER,
+        )
+        .reserve_databases([
+            "postgres",
+            "template0",
+            "template1",
+            b.admin_database.as_str(),
+            base_database.as_str(),
+        ])
+        .reserve_users([
+            user.as_str(),
+            "postgres",
+            "public",
+            "none",
+            "current_user",
+            "current_role",
+            "session_user",
+        ])
+        .reserve_user_prefix("pg_");
+        Ok(Postgres {
+            server: describe_server(&pg),
+            base: Arc::new(pg),
+            admin,
+            base_database,
+            naming,
+        })
+    }
+
+    fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    fn uses_passwords(&self) -> bool {
+        true
+    }
+
+    fn describe_base(&self) -> String {
+        format!(
+            "the PostgreSQL base database `{}` on {}",
+            self.base_database, self.server
+        )
+    }
+
+    fn describe_tenant(&self, id: &TenantId) -> String {
+        format!(
+            "tenant `{id}` (PostgreSQL database `{}` on {})",
+            self.naming.database_name(id),
+            self.server
+        )
+    }
+
+    fn base_manager(&self) -> Self::Manager {
+        manager(self.describe_base(), Arc::clone(&self.base))
+    }
+
+    fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
+        manager(
+            self.describe_tenant(id),
+            Arc::new(self.tenant_config(id, password)),
+        )
+    }
+
+    async fn connect_tenant(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> Result<Self::Connection> {
+        connect(&self.tenant_config(id, password))
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_tenant(id),
+                source: Box::new(e),
+            })
+    }
+
+    async fn connect_base(&self) -> Result<Self::Connection> {
+        connect(&self.base).await.map_err(|e| Error::Connect {
+            target: self.describe_base(),
+            source: Box::new(e),
+        })
+    }
+
+    async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {
+        let role = self.naming.user_name(id);
+        // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        let sql = format!(
+            "CREATE ROLE {} LOGIN PASSWORD {}",
+            quote_ident(&role),
+            quote_literal(&verifier)
+        );
+        match self.admin_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("the role `{role}` exists on {}", self.server),
+            }),
+            Err(e) => Err(admin_error(format!("cannot create the role `{role}`"))(e)),
+        }
+    }
+
+    async fn drop_user(&self, id: &TenantId) -> Result<()> {
+        let role = self.naming.user_name(id);
+        self.admin_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(&role)))
+            .await
+            .map_err(admin_error(format!("cannot drop the role `{role}`")))
+    }
+
+    async fn create_database(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        let role = self.naming.user_name(id);
+        let sql = format!(
+            "CREATE DATABASE {} OWNER {}",
+            quote_ident(&db),
+            quote_ident(&role)
+        );
+        match self.admin_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+                Err(Error::TenantExists {
+                    id: id.clone(),
+                    what: format!("the database `{db}` exists on {}", self.server),
+                })
+            }
+            Err(e) => Err(admin_error(format!("cannot create the database `{db}`"))(e)),
+        }
+    }
+
+    async fn lock_down(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        self.admin_execute(&format!(
+            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(admin_error(format!(
+            "cannot revoke PUBLIC's rights on the database `{db}`"
+        )))
+    }
+
+    async fn drop_database(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        self.admin_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&db)
+        ))
+        .await
+        .map_err(admin_error(format!("cannot drop the database `{db}`")))
+    }
+
+    async fn database_exists(&self, id: &TenantId) -> Result<bool> {
+        self.admin_exists(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &self.naming.database_name(id),
+        )
+        .await
+    }
+
+    async fn run_migrations(
+        conn: Self::Connection,
+        migrations: Migrations,
+        op: MigrationOp,
+    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_doubles_delimiters() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+}

@@ -1,0 +1,258 @@
+//! SQLite: the base database and each tenant are files; there are no users or passwords.
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, SimpleAsyncConnection as _};
+
+use super::{Backend, sealed};
+use crate::config::{Client, Config};
+use crate::error::{BoxError, Error, Result};
+use crate::migrate::{self, MigrationOp};
+use crate::migrations::Migrations;
+use crate::naming::Naming;
+use crate::registry::impl_registry;
+use crate::secret::SecretString;
+use crate::tenant_id::TenantId;
+
+/// The diesel-async connection type of the SQLite backend.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+impl_registry!(SqliteConn, |_| "?".to_owned());
+
+/// Settings applied to every SQLite connection: WAL for concurrent readers, a busy timeout so
+/// pooled writers wait instead of failing, and enforced foreign keys.
+const PRAGMAS: &str =
+    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+
+/// The SQLite backend (cargo feature `sqlite`, on by default).
+///
+/// The base database is the file `[base] database`; tenant `acme` lives in
+/// `<database_dir>/<database_prefix>acme<database_suffix>`. Tenant files are opened with
+/// `mode=rw`, so a missing file is an error rather than a silently created empty database.
+#[derive(Debug)]
+pub struct Sqlite {
+    base_path: PathBuf,
+    tenant_dir: PathBuf,
+    naming: Naming,
+}
+
+impl sealed::Sealed for Sqlite {}
+
+impl Sqlite {
+    fn tenant_path(&self, id: &TenantId) -> PathBuf {
+        self.tenant_dir.join(self.naming.database_name(id))
+    }
+
+    fn tenant_url(&self, id: &TenantId) -> String {
+        format!("file:{}?mode=rw", uri_path(&self.tenant_path(id)))
+    }
+
+    fn manager(url: String) -> AsyncDieselConnectionManager<SqliteConn> {
+        let mut config = ManagerConfig::default();
+        config.custom_setup = Box::new(|url| {
+            let url = url.to_owned();
+            Box::pin(async move { establish(&url).await })
+        });
+        AsyncDieselConnectionManager::new_with_config(url, config)
+    }
+}
+
+async fn establish(url: &str) -> diesel::ConnectionResult<SqliteConn> {
+    let mut conn = SqliteConn::establish(url).await?;
+    conn.batch_execute(PRAGMAS)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
+}
+
+/// Percent-encodes a path for an SQLite `file:` URI.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for byte in path.to_string_lossy().bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-_.~:".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn io_error(context: String, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        context,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("cannot remove the database file".to_owned(), path, e)),
+    }
+}
+
+impl Backend for Sqlite {
+    const CLIENT: Client = Client::Sqlite;
+    type Connection = SqliteConn;
+    type Manager = AsyncDieselConnectionManager<SqliteConn>;
+
+    fn from_config(config: &Config) -> Result<Self> {
+        let base = config
+            .base
+            .database
+            .clone()
+            .or_else(|| config.base.url.as_ref().map(|u| u.expose().to_owned()))
+            .ok_or_else(|| Error::config("base.database", "SQLite needs a base database path"))?;
+        let base = base
+            .strip_prefix("sqlite://")
+            .or_else(|| base.strip_prefix("file:"))
+            .unwrap_or(&base);
+        let base_path = config.resolve(Path::new(base));
+        let tenant_dir = config.resolve(&config.tenant.database_dir);
+        let mut naming = Naming::new(
+            &config.tenant.database_prefix,
+            &config.tenant.user_prefix,
+            &config.tenant.database_suffix,
+            255,
+            usize::MAX,
+        );
+        if base_path.parent() == Some(tenant_dir.as_path()) {
+            if let Some(name) = base_path.file_name() {
+                naming = naming.reserve_databases([name.to_string_lossy().into_owned()]);
+            }
+        }
+        if let Some(parent) = base_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io_error(
+                    "cannot create the folder of the base database".to_owned(),
+                    parent,
+                    e,
+                )
+            })?;
+        }
+        Ok(Sqlite {
+            base_path,
+            tenant_dir,
+            naming,
+        })
+    }
+
+    fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    fn uses_passwords(&self) -> bool {
+        false
+    }
+
+    fn describe_base(&self) -> String {
+        format!("the SQLite base database {}", self.base_path.display())
+    }
+
+    fn describe_tenant(&self, id: &TenantId) -> String {
+        format!("tenant `{id}` (SQLite file {})", self.tenant_path(id).display())
+    }
+
+    fn base_manager(&self) -> Self::Manager {
+        Sqlite::manager(self.base_path.to_string_lossy().into_owned())
+    }
+
+    fn tenant_manager(&self, id: &TenantId, _password: Option<&SecretString>) -> Self::Manager {
+        Sqlite::manager(self.tenant_url(id))
+    }
+
+    async fn connect_tenant(
+        &self,
+        id: &TenantId,
+        _password: Option<&SecretString>,
+    ) -> Result<Self::Connection> {
+        establish(&self.tenant_url(id))
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_tenant(id),
+                source: Box::new(e),
+            })
+    }
+
+    async fn connect_base(&self) -> Result<Self::Connection> {
+        establish(&self.base_path.to_string_lossy())
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_base(),
+                source: Box::new(e),
+            })
+    }
+
+    async fn create_user(&self, _id: &TenantId, _password: &SecretString) -> Result<()> {
+        Ok(())
+    }
+
+    async fn drop_user(&self, _id: &TenantId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_database(&self, id: &TenantId) -> Result<()> {
+        let path = self.tenant_path(id);
+        std::fs::create_dir_all(&self.tenant_dir).map_err(|e| {
+            io_error(
+                "cannot create the tenant database folder".to_owned(),
+                &self.tenant_dir,
+                e,
+            )
+        })?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            // Tenant data is private to the service's OS user.
+            options.mode(0o600);
+        }
+        match options.open(&path) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("its database file {} exists", path.display()),
+            }),
+            Err(e) => Err(io_error(
+                format!("cannot create the database file of tenant `{id}`"),
+                &path,
+                e,
+            )),
+        }
+    }
+
+    async fn lock_down(&self, _id: &TenantId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn drop_database(&self, id: &TenantId) -> Result<()> {
+        let path = self.tenant_path(id);
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut side = path.clone().into_os_string();
+            side.push(suffix);
+            remove_if_exists(Path::new(&side))?;
+        }
+        remove_if_exists(&path)
+    }
+
+    async fn database_exists(&self, id: &TenantId) -> Result<bool> {
+        Ok(self.tenant_path(id).exists())
+    }
+
+    async fn run_migrations(
+        conn: Self::Connection,
+        migrations: Migrations,
+        op: MigrationOp,
+    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op).await
+    }
+}

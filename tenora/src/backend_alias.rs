@@ -1,0 +1,17 @@
+//! Short names for the per-backend handle and connection types.
+
+/// Tenora on PostgreSQL.
+#[cfg(feature = "postgres")]
+pub type PgTenora = crate::Tenora<crate::backend::Postgres>;
+
+/// Tenora on SQLite.
+#[cfg(feature = "sqlite")]
+pub type SqliteTenora = crate::Tenora<crate::backend::Sqlite>;
+
+/// A pooled PostgreSQL connection from Tenora.
+#[cfg(feature = "postgres")]
+pub type PgConn = crate::PooledConn<crate::backend::Postgres>;
+
+/// A pooled SQLite connection from Tenora.
+#[cfg(feature = "sqlite")]
+pub type SqliteConn = crate::PooledConn<crate::backend::Sqlite>;

@@ -1,0 +1,683 @@
+//! [`Config`]: typed configuration, loaded from `tenora.toml` or built in code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::secret::{EncryptionKey, SecretString};
+
+/// Environment variable naming the config file (default `tenora.toml`).
+pub const ENV_CONFIG: &str = "TENORA_CONFIG";
+/// Environment variable overriding `base.url`.
+pub const ENV_BASE_URL: &str = "TENORA_BASE_URL";
+/// Environment variable overriding `secrets.key` (see [`EncryptionKey`] for the format).
+pub const ENV_KEY: &str = "TENORA_KEY";
+
+/// Which database server (or engine) holds the base and tenant databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
+    /// SQLite files.
+    Sqlite,
+}
+
+impl Client {
+    /// The name used in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Client::Postgres => "postgres",
+            Client::Mysql => "mysql",
+            Client::Sqlite => "sqlite",
+        }
+    }
+
+    fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "postgres" | "postgresql" | "pg" => Ok(Client::Postgres),
+            "mysql" | "mariadb" => Ok(Client::Mysql),
+            "sqlite" | "sqlite3" => Ok(Client::Sqlite),
+            "mssql" | "sqlserver" | "tedious" => Err(format!(
+                "`{s}` (SQL Server) is not supported: Diesel has no SQL Server backend; \
+                 supported clients are postgres, mysql and sqlite"
+            )),
+            other => Err(format!(
+                "unknown client `{other}`; supported clients are postgres, mysql and sqlite"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Client {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Client::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Connection pool settings (`[tenant.pool]`, `[base.pool]`). Durations are in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Most connections a pool holds (default 10).
+    pub max_size: u32,
+    /// Idle connections a pool keeps open (default none: connections open on demand).
+    pub min_idle: Option<u32>,
+    /// Seconds to wait for a connection before giving up (default 30).
+    pub connection_timeout: u64,
+    /// Seconds an idle connection stays open (default 600; 0 keeps them forever).
+    pub idle_timeout: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: 10,
+            min_idle: None,
+            connection_timeout: 30,
+            idle_timeout: 600,
+        }
+    }
+}
+
+impl PoolConfig {
+    pub(crate) fn connection_timeout(&self) -> Duration {
+        Duration::from_secs(self.connection_timeout)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout > 0).then(|| Duration::from_secs(self.idle_timeout))
+    }
+
+    fn validate(&self, section: &str) -> Result<()> {
+        if self.max_size == 0 {
+            return Err(Error::config(
+                format!("{section}.max_size"),
+                "must be at least 1",
+            ));
+        }
+        if self.min_idle.is_some_and(|m| m > self.max_size) {
+            return Err(Error::config(
+                format!("{section}.min_idle"),
+                "must not exceed max_size",
+            ));
+        }
+        if self.connection_timeout == 0 {
+            return Err(Error::config(
+                format!("{section}.connection_timeout"),
+                "must be at least 1 second",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[base]`: where the base database (with the tenant registry) lives.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseConfig {
+    /// The database server kind.
+    pub client: Client,
+    /// Connection URL of the base database (`postgres://user:pass@host:port/db`). For SQLite,
+    /// a file path. Overridden by `TENORA_BASE_URL`.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// Server host, when `url` is not given.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Server port, when `url` is not given.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Admin user, when `url` is not given.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Admin password, when `url` is not given.
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Base database name; for SQLite, the path of the base database file.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Database that `CREATE DATABASE` runs from (PostgreSQL; default `postgres`).
+    #[serde(default = "default_admin_database")]
+    pub admin_database: String,
+    /// Folder of base migrations (used by the CLI; apps usually embed them).
+    #[serde(default = "default_base_migrations")]
+    pub migrations_dir: PathBuf,
+    /// Folder of base seeds.
+    #[serde(default)]
+    pub seeds_dir: Option<PathBuf>,
+    /// Pool of base-database connections.
+    #[serde(default = "base_pool_default")]
+    pub pool: PoolConfig,
+}
+
+/// `[tenant]`: how tenant databases are named, placed and pooled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Folder of tenant migrations (used by the CLI; apps usually embed them).
+    pub migrations_dir: PathBuf,
+    /// Folder of tenant seeds.
+    pub seeds_dir: Option<PathBuf>,
+    /// Prefix of each tenant's database user/role (default `user_`).
+    pub user_prefix: String,
+    /// Prefix of each tenant's database name (default empty).
+    pub database_prefix: String,
+    /// SQLite: folder holding tenant database files (default `.`).
+    pub database_dir: PathBuf,
+    /// SQLite: file name suffix of tenant databases (default `.sqlite`).
+    pub database_suffix: String,
+    /// Pool settings of each tenant pool.
+    pub pool: PoolConfig,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            migrations_dir: PathBuf::from("migrations/tenants"),
+            seeds_dir: None,
+            user_prefix: "user_".to_owned(),
+            database_prefix: String::new(),
+            database_dir: PathBuf::from("."),
+            database_suffix: ".sqlite".to_owned(),
+            pool: PoolConfig::default(),
+        }
+    }
+}
+
+/// `[registry]`: the tenant table in the base database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// Table name (default `tenora_tenants`).
+    pub table: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            table: "tenora_tenants".to_owned(),
+        }
+    }
+}
+
+/// `[secrets]`: the key that encrypts tenant passwords at rest.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// 32-byte key, base64 or hex (see [`EncryptionKey`]). Overridden by `TENORA_KEY`.
+    #[serde(default)]
+    pub key: Option<SecretString>,
+}
+
+impl fmt::Debug for SecretsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretsConfig")
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Tenora's whole configuration.
+///
+/// Load it from TOML with [`Config::load`] / [`Config::from_path`] / [`Config::from_toml`], or
+/// build it in code:
+///
+/// ```
+/// use tenora::Config;
+/// let config = Config::sqlite("data/base.sqlite").tenant_database_dir("data/tenants");
+/// assert_eq!(config.base.client, tenora::Client::Sqlite);
+/// ```
+///
+/// Relative paths are resolved against the config file's folder (or the current folder for
+/// configs built in code). Unknown keys and bad values fail at load with the key's name.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The base database.
+    pub base: BaseConfig,
+    /// Tenant databases.
+    #[serde(default)]
+    pub tenant: TenantConfig,
+    /// The registry table.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    /// The encryption key.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+    /// Folder that relative paths are resolved against.
+    #[serde(skip)]
+    pub root: PathBuf,
+}
+
+fn default_admin_database() -> String {
+    "postgres".to_owned()
+}
+fn default_base_migrations() -> PathBuf {
+    PathBuf::from("migrations/base")
+}
+fn base_pool_default() -> PoolConfig {
+    PoolConfig {
+        max_size: 4,
+        ..PoolConfig::default()
+    }
+}
+
+impl fmt::Debug for BaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BaseConfig")
+            .field("client", &self.client)
+            .field("url", &self.url.as_ref().map(|u| redact_url(u.expose())))
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("database", &self.database)
+            .field("admin_database", &self.admin_database)
+            .field("migrations_dir", &self.migrations_dir)
+            .field("seeds_dir", &self.seeds_dir)
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("base", &self.base)
+            .field("tenant", &self.tenant)
+            .field("registry", &self.registry)
+            .field("secrets", &self.secrets)
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+/// Replaces the password in a `scheme://user:password@host/...` URL with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl Config {
+    fn with_client(client: Client) -> Self {
+        Config {
+            base: BaseConfig {
+                client,
+                url: None,
+                host: None,
+                port: None,
+                user: None,
+                password: None,
+                database: None,
+                admin_database: default_admin_database(),
+                migrations_dir: default_base_migrations(),
+                seeds_dir: None,
+                pool: base_pool_default(),
+            },
+            tenant: TenantConfig::default(),
+            registry: RegistryConfig::default(),
+            secrets: SecretsConfig::default(),
+            root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+
+    /// A SQLite config whose base database is the file at `base_path`.
+    pub fn sqlite(base_path: impl Into<PathBuf>) -> Self {
+        let mut c = Config::with_client(Client::Sqlite);
+        c.base.database = Some(base_path.into().to_string_lossy().into_owned());
+        c
+    }
+
+    /// A PostgreSQL config whose base database is at `url`
+    /// (`postgres://user:password@host:port/database`).
+    pub fn postgres(url: impl Into<String>) -> Self {
+        let mut c = Config::with_client(Client::Postgres);
+        c.base.url = Some(SecretString::new(url.into()));
+        c
+    }
+
+    /// Sets the SQLite folder of tenant database files.
+    pub fn tenant_database_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.tenant.database_dir = dir.into();
+        self
+    }
+
+    /// Sets the prefix of tenant database names.
+    pub fn tenant_database_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.tenant.database_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the prefix of tenant user/role names.
+    pub fn tenant_user_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.tenant.user_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the tenant pool settings.
+    pub fn tenant_pool(mut self, pool: PoolConfig) -> Self {
+        self.tenant.pool = pool;
+        self
+    }
+
+    /// Sets the registry table name.
+    pub fn registry_table(mut self, table: impl Into<String>) -> Self {
+        self.registry.table = table.into();
+        self
+    }
+
+    /// Sets the encryption key (same format as `TENORA_KEY`).
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.secrets.key = Some(SecretString::new(key.into()));
+        self
+    }
+
+    /// Sets the folder relative paths are resolved against.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Loads `$TENORA_CONFIG` (or `tenora.toml` in the current folder), then applies the
+    /// environment overrides `TENORA_BASE_URL` and `TENORA_KEY`, then validates.
+    pub fn load() -> Result<Self> {
+        let path = std::env::var_os(ENV_CONFIG)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("tenora.toml"));
+        Config::from_path(path)
+    }
+
+    /// Loads the TOML file at `path`, applies environment overrides and validates.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            context: "cannot read the config file".to_owned(),
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        let root = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut config = Config::parse_toml(&text, &path.display().to_string())?;
+        config.root = root;
+        config.apply_env()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (without environment overrides), validates, and resolves relative
+    /// paths against the current folder.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config = Config::parse_toml(text, "config")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_toml(text: &str, origin: &str) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().to_owned();
+            let at = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            Error::config(origin, format!("{message}{at}"))
+        })?;
+        config.root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+        Ok(config)
+    }
+
+    /// Applies `TENORA_BASE_URL` and `TENORA_KEY` when they are set.
+    pub fn apply_env(&mut self) -> Result<()> {
+        if let Some(url) = env_var(ENV_BASE_URL)? {
+            self.base.url = Some(SecretString::new(url));
+        }
+        if let Some(key) = env_var(ENV_KEY)? {
+            self.secrets.key = Some(SecretString::new(key));
+        }
+        Ok(())
+    }
+
+    /// Checks every value; errors name the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.base.pool.validate("base.pool")?;
+        self.tenant.pool.validate("tenant.pool")?;
+        check_name_part("tenant.user_prefix", &self.tenant.user_prefix)?;
+        check_name_part("tenant.database_prefix", &self.tenant.database_prefix)?;
+        check_identifier("registry.table", &self.registry.table)?;
+        if self.tenant.database_suffix.contains(['/', '\\']) {
+            return Err(Error::config(
+                "tenant.database_suffix",
+                "must not contain a path separator",
+            ));
+        }
+        match self.base.client {
+            Client::Sqlite => {
+                if self.base.database.is_none() && self.base.url.is_none() {
+                    return Err(Error::config(
+                        "base.database",
+                        "SQLite needs the path of the base database file, e.g. \
+                         database = \"data/base.sqlite\"",
+                    ));
+                }
+            }
+            Client::Postgres | Client::Mysql => {
+                if self.base.url.is_none() && self.base.database.is_none() {
+                    return Err(Error::config(
+                        "base.url",
+                        format!(
+                            "set url (or host, port, user, password, database), or the \
+                             {ENV_BASE_URL} environment variable"
+                        ),
+                    ));
+                }
+            }
+        }
+        self.encryption_key()?;
+        Ok(())
+    }
+
+    /// The encryption key, parsed, when one is configured.
+    pub fn encryption_key(&self) -> Result<Option<EncryptionKey>> {
+        self.secrets
+            .key
+            .as_ref()
+            .map(|k| {
+                EncryptionKey::parse(k.expose())
+                    .map_err(|e| Error::config("secrets.key / TENORA_KEY", e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// `path` resolved against [`Config::root`].
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.root.join(path)
+        }
+    }
+}
+
+fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(v) if v.is_empty() => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::config(name, "is not valid UTF-8")),
+    }
+}
+
+fn check_name_part(key: &str, value: &str) -> Result<()> {
+    if value.len() > 32 {
+        return Err(Error::config(key, "must be at most 32 characters"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(Error::config(
+            key,
+            format!("{value:?} may only contain lowercase letters a-z, digits and `_`"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_identifier(key: &str, value: &str) -> Result<()> {
+    let ok = value.len() <= 63
+        && value.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            key,
+            format!(
+                "{value:?} is not a valid table name: 1 to 63 characters, lowercase letters, \
+                 digits and `_`, not starting with a digit"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::from_toml(
+            r#"
+            [base]
+            client = "postgres"
+            url = "postgres://admin:s3cret@localhost:5432/app"
+            admin_database = "postgres"
+            migrations_dir = "migrations/base"
+            seeds_dir = "seeds/base"
+            [tenant]
+            migrations_dir = "migrations/tenants"
+            seeds_dir = "seeds/tenants"
+            user_prefix = "user_"
+            database_prefix = "t_"
+            database_dir = "."
+            database_suffix = ".sqlite"
+            [tenant.pool]
+            max_size = 5
+            min_idle = 1
+            connection_timeout = 3
+            idle_timeout = 60
+            [registry]
+            table = "tenants"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.base.client, Client::Postgres);
+        assert_eq!(c.tenant.pool.max_size, 5);
+        assert_eq!(c.tenant.database_prefix, "t_");
+        assert_eq!(c.registry.table, "tenants");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("admin:***@localhost"), "{debug}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::from_toml("[base]\nclient = \"sqlite\"\ndatabase = \"b\"\nfoo = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `foo`"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+
+        let e = Config::from_toml("[base]\nclient = \"oracle\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown client `oracle`"), "{e}");
+
+        let e = Config::from_toml("[base]\nclient = \"mssql\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Diesel has no SQL Server backend"), "{e}");
+
+        let e = Config::from_toml(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b\"\n[tenant.pool]\nmax_size = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tenant.pool.max_size"), "{e}");
+
+        let e = Config::from_toml(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b\"\n[tenant]\nuser_prefix = \"U-\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tenant.user_prefix"), "{e}");
+
+        let e = Config::from_toml(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b\"\n[registry]\ntable = \"x; drop\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("registry.table"), "{e}");
+
+        let e = Config::from_toml("[base]\nclient = \"sqlite\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("base.database"), "{e}");
+
+        let e = Config::from_toml(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b\"\n[secrets]\nkey = \"short\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("TENORA_KEY"), "{e}");
+        assert!(!e.contains("short"), "{e}");
+    }
+
+    #[test]
+    fn redacts_url_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("base.sqlite"), "base.sqlite");
+    }
+}

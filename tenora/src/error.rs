@@ -1,0 +1,203 @@
+//! The crate's one error type.
+
+use std::fmt;
+
+use crate::tenant_id::TenantId;
+
+/// Result alias used across Tenora.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a lower layer (diesel, bb8, the OS), kept as the `source` of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Everything that can go wrong in Tenora.
+///
+/// Messages name the tenant, key, file, step or migration at fault and, where the fix is known,
+/// say what to do. They never contain a password, key or URL with credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tenant id broke the naming rule.
+    #[error("invalid tenant id {id:?}: {reason}")]
+    InvalidTenantId {
+        /// The rejected input (escaped when printed).
+        id: String,
+        /// Which rule it broke, stated in full.
+        reason: String,
+    },
+
+    /// A configuration value is missing or wrong.
+    #[error("configuration error at `{key}`: {message}")]
+    Config {
+        /// The key at fault, e.g. `tenant.pool.max_size` or `TENORA_KEY`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+
+    /// The tenant is not in the registry, or is not `active` (being provisioned or dropped).
+    #[error("unknown tenant `{id}`{}", match state {
+        Some(s) => format!(": it is `{s}`, not `active`"),
+        None => ": it is not in the registry".to_owned(),
+    })]
+    UnknownTenant {
+        /// The tenant asked for.
+        id: TenantId,
+        /// Its registry state when it exists but is not active.
+        state: Option<crate::registry::TenantState>,
+    },
+
+    /// `create_tenant` for an id that is already registered or whose database already exists.
+    #[error("tenant `{id}` already exists ({what}); nothing was changed")]
+    TenantExists {
+        /// The tenant.
+        id: TenantId,
+        /// What exists already: the registry row, the database, the role, the file.
+        what: String,
+    },
+
+    /// A provisioning step failed; the earlier steps were undone.
+    #[error("creating tenant `{id}` failed at step `{step}`: {source}{}", cleanup_note(cleanup))]
+    Provision {
+        /// The tenant.
+        id: TenantId,
+        /// The step that failed.
+        step: crate::provision::Step,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+        /// Errors met while undoing earlier steps (empty when everything was removed).
+        cleanup: Vec<String>,
+    },
+
+    /// Dropping a tenant failed at a step; what was already removed stays removed.
+    #[error("dropping tenant `{id}` failed at step `{step}`: {source}; run drop_tenant again to finish")]
+    Drop {
+        /// The tenant.
+        id: TenantId,
+        /// The step that failed.
+        step: crate::provision::Step,
+        /// Why it failed.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A migration failed or the migrations of a database could not be read.
+    #[error("migrations on {database} failed: {source}")]
+    Migration {
+        /// `base database` or `tenant `id``.
+        database: String,
+        /// The error from the migration harness (names the migration).
+        #[source]
+        source: BoxError,
+    },
+
+    /// A seed file failed.
+    #[error("seed `{seed}` on {database} failed: {source}")]
+    Seed {
+        /// `base database` or `tenant `id``.
+        database: String,
+        /// The seed file name.
+        seed: String,
+        /// The database error.
+        #[source]
+        source: diesel::result::Error,
+    },
+
+    /// A query failed.
+    #[error("{context}: {source}")]
+    Database {
+        /// What Tenora was doing.
+        context: String,
+        /// The database error.
+        #[source]
+        source: diesel::result::Error,
+    },
+
+    /// An administrative statement (CREATE DATABASE, CREATE ROLE, ...) failed.
+    #[error("{context}: {source}")]
+    Admin {
+        /// What Tenora was doing, naming the database or role.
+        context: String,
+        /// The server's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Connecting to a database failed.
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// Which database (never with a password).
+        target: String,
+        /// The connection error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// No connection could be taken from a pool in time.
+    #[error("no connection to {target} within the pool's connection_timeout: {source}")]
+    PoolTimeout {
+        /// Which database.
+        target: String,
+        /// The pool error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// The registry table is missing from the base database.
+    #[error(
+        "the registry table `{table}` is missing in the base database: run the base migrations \
+         (they must include the registry migration shipped by the base-schema crate) first"
+    )]
+    RegistryMissing {
+        /// The configured table name.
+        table: String,
+    },
+
+    /// A stored password could not be decrypted or an encryption key is unusable.
+    #[error("{0}")]
+    Secret(#[from] crate::secret::SecretError),
+
+    /// A file or folder operation failed.
+    #[error("{context} ({}): {source}", path.display())]
+    Io {
+        /// What Tenora was doing.
+        context: String,
+        /// The path involved.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The requested operation is not supported by this backend or build.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn cleanup_note(cleanup: &[String]) -> String {
+    if cleanup.is_empty() {
+        "; everything created for it was removed".to_owned()
+    } else {
+        format!(
+            "; undoing the earlier steps also failed ({}): run drop_tenant for it",
+            cleanup.join("; ")
+        )
+    }
+}
+
+impl Error {
+    pub(crate) fn db(context: impl fmt::Display, source: diesel::result::Error) -> Self {
+        Error::Database {
+            context: context.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! # Tenora: database-per-tenant plumbing for Diesel
+//!
+//! Each tenant of your app gets its own database (and, on PostgreSQL, its own locked-down
+//! login role). Tenora keeps a **registry** of tenants in a base database, **provisions** and
+//! drops tenant databases with nothing left behind on failure, hands out **pooled diesel-async
+//! connections** per tenant ([`Tenora::tenant_conn`]), and runs **migrations embedded at compile
+//! time** on the base and every tenant database.
+//!
+//! ```no_run
+//! use diesel_async::RunQueryDsl;
+//! use tenora::{Config, SqliteTenora};
+//!
+//! // Migrations compiled into the binary (Diesel layout: <version>_<name>/up.sql, down.sql).
+//! // const BASE: tenora::Migrations = tenora::embed_migrations!("migrations/base");
+//! # const BASE: tenora::Migrations = tenora::Migrations::empty();
+//! # const TENANT: tenora::Migrations = tenora::Migrations::empty();
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let tenora = SqliteTenora::builder(Config::sqlite("data/base.sqlite"))
+//!     .base_migrations(BASE)
+//!     .tenant_migrations(TENANT)
+//!     .connect()
+//!     .await?;
+//! tenora.migrate_base().await?;
+//! let acme = tenora.tenant_id("acme")?;          // validated once
+//! tenora.create_tenant(&acme, None).await?;      // database + migrations + registry row
+//! let mut conn = tenora.tenant_conn(&acme).await?;
+//! diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Cargo features
+//! - `sqlite` (default): [`backend::Sqlite`], with a bundled SQLite (no system library).
+//! - `postgres`: [`backend::Postgres`], pure Rust (no libpq).
+//!
+//! ## Modules
+//! - [`TenantId`]: the validated tenant name; nothing takes a raw `&str` id.
+//! - [`Config`]: `tenora.toml` / env / builder.
+//! - [`secret`]: password generation and ChaCha20-Poly1305 sealing of stored passwords.
+//! - [`Migrations`] / [`Seeds`] and [`embed_migrations!`] / [`embed_seeds!`].
+
+// Without a backend feature the crate still builds (schema crates depend on it that way), but
+// the plumbing that only backends use is idle.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, unused_imports, unused_macros)
+)]
+
+mod backend_alias;
+pub mod backend;
+mod config;
+mod error;
+mod migrate;
+mod migrations;
+mod naming;
+mod pool_cache;
+mod provision;
+pub mod registry;
+pub mod secret;
+mod tenant_id;
+mod tenora;
+
+pub use crate::backend_alias::*;
+pub use crate::config::{
+    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolConfig, RegistryConfig,
+    SecretsConfig, TenantConfig, redact_url,
+};
+pub use crate::error::{BoxError, Error, Result};
+pub use crate::migrate::MigrationOp;
+pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};
+pub use crate::naming::Naming;
+pub use crate::pool_cache::CacheStats;
+pub use crate::provision::Step;
+pub use crate::registry::{TenantRecord, TenantState};
+pub use crate::secret::{EncryptionKey, SecretString};
+pub use crate::tenant_id::TenantId;
+pub use crate::tenora::{PooledConn, TenantOutcome, Tenora, TenoraBuilder};
+
+/// Embeds a Diesel-layout migrations folder (relative to the crate's `Cargo.toml`) as a
+/// [`Migrations`] value, validated at compile time.
+///
+/// ```ignore
+/// pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
+/// ```
+///
+/// Editing an embedded file triggers a rebuild; adding a *new* migration folder does not, so
+/// give the crate a `build.rs` with `println!("cargo:rerun-if-changed=migrations");`.
+pub use tenora_macros::embed_migrations;
+
+/// Embeds a folder of `*.sql` seed files (run in file-name order) as a [`Seeds`] value.
+///
+/// ```ignore
+/// pub const SEEDS: tenora::Seeds = tenora::embed_seeds!("seeds");
+/// ```
+pub use tenora_macros::embed_seeds;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};
+}

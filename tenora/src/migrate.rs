@@ -1,0 +1,90 @@
+//! Running migrations and seeds on one database, through Diesel's migration harness.
+//!
+//! Diesel's harness is synchronous, so it runs on a blocking thread with diesel-async's
+//! `AsyncConnectionWrapper`: this works on every Tokio runtime flavour (diesel-async's own
+//! `AsyncMigrationHarness` uses `block_in_place`, which panics on a current-thread runtime).
+
+use diesel::migration::MigrationVersion;
+use diesel_async::AsyncConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_migrations::MigrationHarness;
+
+use crate::error::{BoxError, Error, Result};
+use crate::migrations::{Migrations, Seeds};
+
+/// What to do with a database's migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationOp {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last `steps` applied migrations (fewer if fewer are applied).
+    Down {
+        /// How many to revert.
+        steps: usize,
+    },
+}
+
+fn name_of(migrations: &Migrations, version: &MigrationVersion<'_>) -> String {
+    let version = version.to_string();
+    migrations
+        .iter()
+        .find(|m| m.version() == version)
+        .map(|m| m.name().to_owned())
+        .unwrap_or(version)
+}
+
+/// Runs `op` with Diesel's harness on a blocking thread and hands the connection back. Generic over any connection whose
+/// `AsyncConnectionWrapper` Diesel can migrate; each backend calls it with its concrete type.
+pub(crate) async fn run_blocking<C>(
+    conn: C,
+    migrations: Migrations,
+    op: MigrationOp,
+) -> std::result::Result<(C, Vec<String>), BoxError>
+where
+    C: AsyncConnection + Send + 'static,
+    AsyncConnectionWrapper<C>: MigrationHarness<C::Backend>,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut harness = AsyncConnectionWrapper::<C>::from(conn);
+        let mut touched = Vec::new();
+        match op {
+            MigrationOp::Up => {
+                for version in harness.run_pending_migrations(migrations.clone())? {
+                    touched.push(name_of(&migrations, &version));
+                }
+            }
+            MigrationOp::Down { steps } => {
+                for _ in 0..steps {
+                    if harness.applied_migrations()?.is_empty() {
+                        break;
+                    }
+                    let version = harness.revert_last_migration(migrations.clone())?;
+                    touched.push(name_of(&migrations, &version));
+                }
+            }
+        }
+        Ok((harness.into_inner(), touched))
+    })
+    .await
+    .map_err(|e| -> BoxError { format!("the migration task failed: {e}").into() })?
+}
+
+/// Runs every seed in order, each in its own transaction; returns the seed names.
+pub(crate) async fn run_seeds<C>(conn: &mut C, seeds: &Seeds, database: &str) -> Result<Vec<String>>
+where
+    C: AsyncConnection + Send,
+{
+    let mut ran = Vec::with_capacity(seeds.len());
+    for seed in seeds.iter() {
+        let sql = seed.sql();
+        conn.transaction(async |c| c.batch_execute(sql).await)
+            .await
+            .map_err(|source| Error::Seed {
+                database: database.to_owned(),
+                seed: seed.name().to_owned(),
+                source,
+            })?;
+        ran.push(seed.name().to_owned());
+    }
+    Ok(ran)
+}

@@ -1,0 +1,231 @@
+//! [`PoolCache`]: one bb8 pool per tenant, created once, shared by every caller.
+//!
+//! The hit path takes a read lock for a map lookup and an `Arc` clone, never across an
+//! `.await`. A miss inserts an empty `OnceCell` under a short write lock and then builds the
+//! pool outside the lock: concurrent first calls for one tenant wait on the same cell
+//! (single-flight), and a slow miss never blocks hits or misses of other tenants. A failed build
+//! removes its cell again, so lookups of unknown ids leave nothing behind.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::OnceCell;
+
+use crate::tenant_id::TenantId;
+
+type Cell<P> = Arc<OnceCell<P>>;
+
+/// Counters of the pool cache, as returned by [`Tenora::stats`](crate::Tenora::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Tenant pools currently cached.
+    pub cached_pools: usize,
+    /// Lookups served by a cached pool.
+    pub hits: u64,
+    /// Lookups that found no ready pool.
+    pub misses: u64,
+    /// Pools built (at most one per tenant per cache lifetime, unless evicted).
+    pub pools_created: u64,
+    /// Pools removed by `evict` or `close_all`.
+    pub evictions: u64,
+}
+
+/// A map from tenant to pool with single-flight creation.
+pub(crate) struct PoolCache<P> {
+    map: RwLock<HashMap<TenantId, Cell<P>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    created: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl<P: Clone> PoolCache<P> {
+    pub(crate) fn new() -> Self {
+        PoolCache {
+            map: RwLock::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            created: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Cell<P>>> {
+        // A panic while holding the lock cannot leave the map inconsistent (every operation is
+        // a single insert/remove), so a poisoned lock is safe to keep using.
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, Cell<P>>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tenant's pool, building it with `build` on a miss.
+    pub(crate) async fn get_or_try_init<E, F, Fut>(&self, id: &TenantId, build: F) -> Result<P, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<P, E>>,
+    {
+        let cell = {
+            let map = self.read();
+            match map.get(id) {
+                Some(cell) => {
+                    if let Some(pool) = cell.get() {
+                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(pool.clone());
+                    }
+                    Arc::clone(cell)
+                }
+                None => {
+                    drop(map);
+                    Arc::clone(
+                        self.write()
+                            .entry(id.clone())
+                            .or_insert_with(|| Arc::new(OnceCell::new())),
+                    )
+                }
+            }
+        };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let result = cell
+            .get_or_try_init(|| async {
+                let pool = build().await?;
+                self.created.fetch_add(1, Ordering::Relaxed);
+                Ok(pool)
+            })
+            .await
+            .cloned();
+        if result.is_err() {
+            let mut map = self.write();
+            if map
+                .get(id)
+                .is_some_and(|c| Arc::ptr_eq(c, &cell) && c.get().is_none())
+            {
+                map.remove(id);
+            }
+        }
+        result
+    }
+
+    /// Removes the tenant's pool; returns whether one was cached. Connections already handed
+    /// out stay usable; the pool closes when the last of them is returned.
+    pub(crate) fn evict(&self, id: &TenantId) -> bool {
+        let removed = self.write().remove(id).is_some();
+        if removed {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Removes every pool.
+    pub(crate) fn clear(&self) {
+        let n = {
+            let mut map = self.write();
+            let n = map.len();
+            map.clear();
+            n
+        };
+        self.evictions.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        CacheStats {
+            cached_pools: self.read().values().filter(|c| c.initialized()).count(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            pools_created: self.created.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    fn id(s: &str) -> TenantId {
+        TenantId::new(s).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_calls_build_one_pool() {
+        let cache = Arc::new(PoolCache::<u32>::new());
+        let builds = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let cache = Arc::clone(&cache);
+            let builds = Arc::clone(&builds);
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_try_init(&id("acme"), || async {
+                        builds.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, ()>(7)
+                    })
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(7));
+        }
+        assert_eq!(builds.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats().pools_created, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_miss_does_not_block_other_tenants() {
+        let cache = Arc::new(PoolCache::<u32>::new());
+        cache
+            .get_or_try_init(&id("warm"), || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        let slow = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_try_init(&id("cold"), || async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok::<_, ()>(2)
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let hit = tokio::time::timeout(
+            Duration::from_secs(5),
+            cache.get_or_try_init(&id("warm"), || async { Ok::<_, ()>(99) }),
+        )
+        .await
+        .expect("a hit must not wait for another tenant's miss");
+        assert_eq!(hit, Ok(1));
+        slow.abort();
+    }
+
+    #[tokio::test]
+    async fn failures_leave_nothing_cached_and_evict_works() {
+        let cache = PoolCache::<u32>::new();
+        let r = cache
+            .get_or_try_init(&id("nope"), || async { Err::<u32, _>("unknown") })
+            .await;
+        assert_eq!(r, Err("unknown"));
+        assert!(cache.read().is_empty());
+        cache
+            .get_or_try_init(&id("a"), || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        assert!(cache.evict(&id("a")));
+        assert!(!cache.evict(&id("a")));
+        let again = cache
+            .get_or_try_init(&id("a"), || async { Ok::<_, ()>(2) })
+            .await;
+        assert_eq!(again, Ok(2));
+        cache.clear();
+        assert_eq!(cache.stats().cached_pools, 0);
+        assert_eq!(cache.stats().evictions, 2);
+    }
+}

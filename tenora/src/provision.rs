@@ -1,0 +1,282 @@
+//! Creating and dropping tenants, as explicit steps with compensation.
+//!
+//! `create_tenant` first claims the id with a `provisioning` registry row (which also stores the
+//! sealed password, so a crash leaves a row that says how far it got), then creates the user,
+//! the database, locks it down, migrates and seeds it as the tenant's own user, and finally
+//! marks the row `active`. If a step fails, every earlier step is undone in reverse order —
+//! only what this call created is removed, never a database or role that existed before — and
+//! the error names the tenant and the step.
+
+use std::fmt;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::migrate::{self, MigrationOp};
+use crate::registry::{RegistryConnection as _, TenantRecord, TenantState};
+use crate::secret::{self, SecretString};
+use crate::tenant_id::TenantId;
+use crate::tenora::Tenora;
+
+/// A step of creating or dropping a tenant, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Insert the `provisioning` registry row.
+    Register,
+    /// Create the tenant's database user.
+    CreateUser,
+    /// Create the tenant's database.
+    CreateDatabase,
+    /// Revoke other users' access to the database.
+    LockDown,
+    /// Run the tenant migrations.
+    Migrate,
+    /// Run the tenant seeds.
+    Seed,
+    /// Mark the registry row `active`.
+    Activate,
+    /// Mark the registry row `deleting`.
+    MarkDeleting,
+    /// Drop the tenant's database.
+    DropDatabase,
+    /// Drop the tenant's database user.
+    DropUser,
+    /// Delete the registry row.
+    Unregister,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Register => "register",
+            Step::CreateUser => "create user",
+            Step::CreateDatabase => "create database",
+            Step::LockDown => "lock down",
+            Step::Migrate => "migrate",
+            Step::Seed => "seed",
+            Step::Activate => "activate",
+            Step::MarkDeleting => "mark deleting",
+            Step::DropDatabase => "drop database",
+            Step::DropUser => "drop user",
+            Step::Unregister => "unregister",
+        })
+    }
+}
+
+/// What has been created so far, for undoing.
+#[derive(Default)]
+struct Made {
+    row: bool,
+    user: bool,
+    database: bool,
+}
+
+impl<B: Backend> Tenora<B> {
+    /// Creates tenant `id`: its database (and, where the backend has users, a dedicated user
+    /// that owns it and alone may connect), runs the tenant migrations and seeds, and registers
+    /// it as `active`.
+    ///
+    /// `password` sets the user's password; `None` generates a strong one. Backends without
+    /// users (SQLite) refuse a password. The password is stored sealed with the configured key.
+    ///
+    /// Fails with [`Error::TenantExists`] (changing nothing) when the id is registered or its
+    /// database or user already exists, and with [`Error::Provision`] naming the failed step
+    /// otherwise — after removing everything this call created.
+    pub async fn create_tenant(
+        &self,
+        id: &TenantId,
+        password: Option<SecretString>,
+    ) -> Result<TenantRecord> {
+        let backend = self.backend();
+        backend.naming().check(id)?;
+        let password = match (backend.uses_passwords(), password) {
+            (true, Some(p)) => {
+                secret::check_password(p.expose())?;
+                Some(p)
+            }
+            (true, None) => Some(secret::generate_password()),
+            (false, Some(_)) => {
+                return Err(Error::Unsupported(format!(
+                    "{} backend has no database users, so tenant `{id}` cannot have a password; \
+                     pass None",
+                    B::CLIENT
+                )));
+            }
+            (false, None) => None,
+        };
+        let sealed = password
+            .as_ref()
+            .map(|p| secret::seal(self.key(), id, p.expose()));
+
+        // Claim the id first: a duplicate changes nothing.
+        {
+            let mut conn = self.base_conn().await?;
+            if let Some(row) = self.registry_get_on(&mut conn, id).await? {
+                return Err(Error::TenantExists {
+                    id: id.clone(),
+                    what: format!("it is registered, in state `{}`", row.record.state),
+                });
+            }
+            conn.registry_insert(self.table(), id, sealed, TenantState::Provisioning)
+                .await
+                .map_err(|e| self.registry_error(e, id))?;
+        }
+        let mut made = Made {
+            row: true,
+            ..Made::default()
+        };
+        match self.provision(id, password.as_ref(), &mut made).await {
+            Ok(record) => Ok(record),
+            Err((step, source)) => {
+                let cleanup = self.undo(id, &made).await;
+                if matches!(source, Error::TenantExists { .. }) && cleanup.is_empty() {
+                    return Err(source);
+                }
+                Err(Error::Provision {
+                    id: id.clone(),
+                    step,
+                    source: Box::new(source),
+                    cleanup,
+                })
+            }
+        }
+    }
+
+    async fn provision(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+        made: &mut Made,
+    ) -> std::result::Result<TenantRecord, (Step, Error)> {
+        let backend = self.backend();
+        if let Some(password) = password {
+            backend
+                .create_user(id, password)
+                .await
+                .map_err(|e| (Step::CreateUser, e))?;
+            made.user = true;
+        }
+        backend
+            .create_database(id)
+            .await
+            .map_err(|e| (Step::CreateDatabase, e))?;
+        made.database = true;
+        backend
+            .lock_down(id)
+            .await
+            .map_err(|e| (Step::LockDown, e))?;
+
+        let conn = backend
+            .connect_tenant(id, password)
+            .await
+            .map_err(|e| (Step::Migrate, e))?;
+        let database = format!("tenant `{id}`");
+        let (mut conn, _applied) =
+            B::run_migrations(conn, self.tenant_migrations().clone(), MigrationOp::Up)
+                .await
+                .map_err(|source| {
+                    (
+                        Step::Migrate,
+                        Error::Migration {
+                            database: database.clone(),
+                            source,
+                        },
+                    )
+                })?;
+        migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
+            .await
+            .map_err(|e| (Step::Seed, e))?;
+        drop(conn);
+
+        let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
+        base.registry_set_state(self.table(), id, TenantState::Active)
+            .await
+            .map_err(|e| (Step::Activate, self.registry_error(e, id)))?;
+        let row = self
+            .registry_get_on(&mut base, id)
+            .await
+            .map_err(|e| (Step::Activate, e))?
+            .ok_or_else(|| {
+                (
+                    Step::Activate,
+                    Error::Unsupported(format!(
+                        "the registry row of tenant `{id}` vanished while it was being created"
+                    )),
+                )
+            })?;
+        tracing::info!(tenant = %id, "tenant created");
+        Ok(row.record)
+    }
+
+    /// Undoes what `made` says was created, newest first; returns what could not be undone.
+    async fn undo(&self, id: &TenantId, made: &Made) -> Vec<String> {
+        let backend = self.backend();
+        let mut failures = Vec::new();
+        if made.database {
+            if let Err(e) = backend.drop_database(id).await {
+                failures.push(format!("{}: {e}", Step::DropDatabase));
+            }
+        }
+        if made.user {
+            if let Err(e) = backend.drop_user(id).await {
+                failures.push(format!("{}: {e}", Step::DropUser));
+            }
+        }
+        if made.row {
+            let deleted = async {
+                let mut conn = self.base_conn().await?;
+                conn.registry_delete(self.table(), id)
+                    .await
+                    .map_err(|e| self.registry_error(e, id))
+            }
+            .await;
+            if let Err(e) = deleted {
+                failures.push(format!("{}: {e}", Step::Unregister));
+            }
+        }
+        if !failures.is_empty() {
+            tracing::error!(tenant = %id, ?failures, "could not undo a failed tenant creation");
+        }
+        failures
+    }
+
+    /// Drops tenant `id`: closes its pool, drops its database and user, and deletes its registry
+    /// row. Fails with [`Error::UnknownTenant`] when it is not registered. Safe to call again
+    /// after a failure: each step skips what is already gone.
+    pub async fn drop_tenant(&self, id: &TenantId) -> Result<()> {
+        let backend = self.backend();
+        let fail = |step: Step| {
+            move |e: Error| Error::Drop {
+                id: id.clone(),
+                step,
+                source: Box::new(e),
+            }
+        };
+        {
+            let mut conn = self.base_conn().await?;
+            if self.registry_get_on(&mut conn, id).await?.is_none() {
+                return Err(Error::UnknownTenant {
+                    id: id.clone(),
+                    state: None,
+                });
+            }
+            conn.registry_set_state(self.table(), id, TenantState::Deleting)
+                .await
+                .map_err(|e| fail(Step::MarkDeleting)(self.registry_error(e, id)))?;
+        }
+        self.evict(id);
+        backend
+            .drop_database(id)
+            .await
+            .map_err(fail(Step::DropDatabase))?;
+        if backend.uses_passwords() {
+            backend.drop_user(id).await.map_err(fail(Step::DropUser))?;
+        }
+        let mut conn = self.base_conn().await?;
+        conn.registry_delete(self.table(), id)
+            .await
+            .map_err(|e| fail(Step::Unregister)(self.registry_error(e, id)))?;
+        tracing::info!(tenant = %id, "tenant dropped");
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! The tenant registry: one row per tenant in the base database.
+//!
+//! The table (default `tenora_tenants`, see `[registry] table`) ships as a base migration in the
+//! `base-schema` crate; [`registry_migration_sql`] renders the same SQL for any table name.
+//! Rows carry a [`TenantState`] so a crash half-way through provisioning or dropping stays
+//! visible (and, later, repairable) instead of silently leaving a half-made tenant.
+
+use std::fmt;
+
+use chrono::NaiveDateTime;
+
+use crate::tenant_id::TenantId;
+
+/// Where a tenant is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    /// Being created: the database may be half-made. Not served by `tenant_conn`.
+    Provisioning,
+    /// Ready to serve.
+    Active,
+    /// Being dropped. Not served by `tenant_conn`.
+    Deleting,
+}
+
+impl TenantState {
+    /// The text stored in the `state` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::Provisioning => "provisioning",
+            TenantState::Active => "active",
+            TenantState::Deleting => "deleting",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "provisioning" => Some(TenantState::Provisioning),
+            "active" => Some(TenantState::Active),
+            "deleting" => Some(TenantState::Deleting),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for TenantState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registry row, without its password.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantRecord {
+    /// The tenant.
+    pub id: TenantId,
+    /// Its state.
+    pub state: TenantState,
+    /// When the row was created (UTC).
+    pub created_at: NaiveDateTime,
+    /// When the row last changed (UTC).
+    pub updated_at: NaiveDateTime,
+}
+
+/// A registry row as read from the database, with the stored (sealed) password.
+pub(crate) struct StoredTenant {
+    pub(crate) record: TenantRecord,
+    pub(crate) password: Option<String>,
+}
+
+/// The raw row shape shared by every backend.
+#[doc(hidden)]
+#[derive(diesel::QueryableByName)]
+pub struct RawRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) password: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) state: String,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub(crate) created_at: NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+impl RawRow {
+    pub(crate) fn into_stored(self, table: &str) -> crate::Result<StoredTenant> {
+        let bad = |what: &str| crate::Error::Database {
+            context: format!("registry table `{table}` holds a row with {what}"),
+            source: diesel::result::Error::DeserializationError(what.into()),
+        };
+        let id = TenantId::new(&self.id).map_err(|_| bad(&format!("an invalid id {:?}", self.id)))?;
+        let state = TenantState::parse(&self.state)
+            .ok_or_else(|| bad(&format!("an unknown state {:?}", self.state)))?;
+        Ok(StoredTenant {
+            record: TenantRecord {
+                id,
+                state,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            },
+            password: self.password,
+        })
+    }
+}
+
+pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at";
+
+/// The SQL of the registry migration for `table` (portable across PostgreSQL, MySQL and
+/// SQLite). `base-schema` ships it for the default table name.
+pub fn registry_migration_sql(table: &str) -> (String, String) {
+    let up = format!(
+        "-- Tenora's tenant registry: one row per tenant database.\n\
+         CREATE TABLE {table} (\n    \
+             id VARCHAR(63) NOT NULL PRIMARY KEY,\n    \
+             password TEXT,\n    \
+             state VARCHAR(16) NOT NULL,\n    \
+             created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
+             updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n\
+         );\n"
+    );
+    let down = format!("DROP TABLE {table};\n");
+    (up, down)
+}
+
+/// Registry queries on one backend's connection type. Implemented for each backend's
+/// connection by `impl_registry!`, so the SQL is written once and checked per backend.
+pub trait RegistryConnection: Send {
+    /// Reads one row.
+    #[doc(hidden)]
+    fn registry_get(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+    ) -> impl Future<Output = diesel::QueryResult<Option<RawRow>>> + Send;
+    /// Reads every row, ordered by id.
+    #[doc(hidden)]
+    fn registry_list(
+        &mut self,
+        table: &str,
+    ) -> impl Future<Output = diesel::QueryResult<Vec<RawRow>>> + Send;
+    /// Inserts a row.
+    #[doc(hidden)]
+    fn registry_insert(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+        password: Option<String>,
+        state: TenantState,
+    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+    /// Changes a row's state.
+    #[doc(hidden)]
+    fn registry_set_state(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+        state: TenantState,
+    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+    /// Deletes a row.
+    #[doc(hidden)]
+    fn registry_delete(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+}
+
+/// Implements [`RegistryConnection`] for a concrete diesel-async connection type, given the
+/// backend's bind placeholder for parameter `n` (1-based).
+macro_rules! impl_registry {
+    ($conn:ty, $ph:expr) => {
+        impl $crate::registry::RegistryConnection for $conn {
+            async fn registry_get(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+            ) -> diesel::QueryResult<Option<$crate::registry::RawRow>> {
+                use diesel::OptionalExtension as _;
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "SELECT {} FROM {table} WHERE id = {}",
+                    $crate::registry::COLUMNS,
+                    ph(1)
+                );
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .get_result::<$crate::registry::RawRow>(self)
+                    .await
+                    .optional()
+            }
+
+            async fn registry_list(
+                &mut self,
+                table: &str,
+            ) -> diesel::QueryResult<Vec<$crate::registry::RawRow>> {
+                use diesel_async::RunQueryDsl as _;
+                let sql = format!(
+                    "SELECT {} FROM {table} ORDER BY id",
+                    $crate::registry::COLUMNS
+                );
+                diesel::sql_query(sql).load(self).await
+            }
+
+            async fn registry_insert(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+                password: Option<String>,
+                state: $crate::registry::TenantState,
+            ) -> diesel::QueryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                let sql = format!(
+                    "INSERT INTO {table} ({}) VALUES ({}, {}, {}, {}, {})",
+                    $crate::registry::COLUMNS,
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4),
+                    ph(5)
+                );
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(password)
+                    .bind::<diesel::sql_types::Text, _>(state.as_str())
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .execute(self)
+                    .await
+            }
+
+            async fn registry_set_state(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+                state: $crate::registry::TenantState,
+            ) -> diesel::QueryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                let sql = format!(
+                    "UPDATE {table} SET state = {}, updated_at = {} WHERE id = {}",
+                    ph(1),
+                    ph(2),
+                    ph(3)
+                );
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(state.as_str())
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .execute(self)
+                    .await
+            }
+
+            async fn registry_delete(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+            ) -> diesel::QueryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!("DELETE FROM {table} WHERE id = {}", ph(1));
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .execute(self)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use impl_registry;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_sql_names_the_table() {
+        let (up, down) = registry_migration_sql("my_tenants");
+        assert!(up.contains("CREATE TABLE my_tenants"));
+        assert_eq!(down, "DROP TABLE my_tenants;\n");
+    }
+}

@@ -1,0 +1,479 @@
+//! [`Tenora`]: the handle an application keeps — registry, pools, migrations, provisioning.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::migrate::{self, MigrationOp};
+use crate::migrations::{Migrations, Seeds};
+use crate::pool_cache::{CacheStats, PoolCache};
+use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
+use crate::secret::{self, EncryptionKey, SecretString};
+use crate::tenant_id::TenantId;
+
+/// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`] and
+/// [`Tenora::base_conn`]. Derefs to the backend's diesel-async connection and can be passed as
+/// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
+pub type PooledConn<B> = bb8::PooledConnection<'static, <B as Backend>::Manager>;
+
+type Pool<B> = bb8::Pool<<B as Backend>::Manager>;
+
+/// The outcome of a migration run on one tenant, from
+/// [`Tenora::migrate_all_tenants`] / [`Tenora::rollback_all_tenants`].
+#[derive(Debug)]
+pub struct TenantOutcome {
+    /// The tenant.
+    pub id: TenantId,
+    /// The names of the migrations applied or reverted (empty: already up to date), or why it
+    /// failed.
+    pub result: Result<Vec<String>>,
+}
+
+/// Tenora's handle: cheap to clone, share it across your app.
+///
+/// ```no_run
+/// # async fn demo() -> tenora::Result<()> {
+/// use tenora::{Config, SqliteTenora, TenantId};
+/// const TENANT_MIGRATIONS: tenora::Migrations = tenora::Migrations::empty();
+///
+/// let tenora = SqliteTenora::builder(Config::sqlite("base.sqlite"))
+///     .tenant_migrations(TENANT_MIGRATIONS)
+///     .connect()
+///     .await?;
+/// let acme = tenora.tenant_id("acme")?;
+/// tenora.create_tenant(&acme, None).await?;
+/// let mut conn = tenora.tenant_conn(&acme).await?; // pooled, per tenant
+/// # Ok(()) }
+/// ```
+pub struct Tenora<B: Backend> {
+    inner: Arc<Inner<B>>,
+}
+
+impl<B: Backend> Clone for Tenora<B> {
+    fn clone(&self) -> Self {
+        Tenora {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<B: Backend> {
+    backend: B,
+    config: Config,
+    key: Option<EncryptionKey>,
+    base_pool: Pool<B>,
+    tenants: PoolCache<Pool<B>>,
+    base_migrations: Migrations,
+    base_seeds: Seeds,
+    tenant_migrations: Migrations,
+    tenant_seeds: Seeds,
+}
+
+/// Sets up a [`Tenora`]: the config plus the migrations and seeds to use.
+#[must_use]
+pub struct TenoraBuilder<B: Backend> {
+    config: Config,
+    base_migrations: Migrations,
+    base_seeds: Seeds,
+    tenant_migrations: Migrations,
+    tenant_seeds: Seeds,
+    backend: PhantomData<B>,
+}
+
+impl<B: Backend> TenoraBuilder<B> {
+    /// Migrations of the base database (usually `base_schema::MIGRATIONS`, which creates the
+    /// registry).
+    pub fn base_migrations(mut self, migrations: Migrations) -> Self {
+        self.base_migrations = migrations;
+        self
+    }
+
+    /// Seeds of the base database.
+    pub fn base_seeds(mut self, seeds: Seeds) -> Self {
+        self.base_seeds = seeds;
+        self
+    }
+
+    /// Migrations of every tenant database.
+    pub fn tenant_migrations(mut self, migrations: Migrations) -> Self {
+        self.tenant_migrations = migrations;
+        self
+    }
+
+    /// Seeds run on every new tenant database.
+    pub fn tenant_seeds(mut self, seeds: Seeds) -> Self {
+        self.tenant_seeds = seeds;
+        self
+    }
+
+    /// Validates the config and opens the base pool (checking that the base database answers).
+    pub async fn connect(self) -> Result<Tenora<B>> {
+        let config = self.config;
+        config.validate()?;
+        if config.base.client != B::CLIENT {
+            return Err(Error::config(
+                "base.client",
+                format!(
+                    "is `{}`, but this Tenora is the {} backend; use the matching type \
+                     (e.g. tenora::PgTenora) and cargo feature",
+                    config.base.client,
+                    B::CLIENT
+                ),
+            ));
+        }
+        let key = config.encryption_key()?;
+        if key.is_none() {
+            tracing::warn!(
+                "no encryption key configured: set TENORA_KEY so tenant passwords are \
+                 encrypted at rest"
+            );
+        }
+        let backend = B::from_config(&config)?;
+        let p = &config.base.pool;
+        let base_pool = bb8::Pool::builder()
+            .max_size(p.max_size)
+            .min_idle(p.min_idle)
+            .connection_timeout(p.connection_timeout())
+            .idle_timeout(p.idle_timeout())
+            .retry_connection(false)
+            .build_unchecked(backend.base_manager());
+        let tenora = Tenora {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                key,
+                base_pool,
+                tenants: PoolCache::new(),
+                base_migrations: self.base_migrations,
+                base_seeds: self.base_seeds,
+                tenant_migrations: self.tenant_migrations,
+                tenant_seeds: self.tenant_seeds,
+            }),
+        };
+        drop(tenora.base_conn().await?);
+        Ok(tenora)
+    }
+}
+
+impl<B: Backend> Tenora<B> {
+    /// Starts setting up a Tenora for `config`.
+    pub fn builder(config: Config) -> TenoraBuilder<B> {
+        TenoraBuilder {
+            config,
+            base_migrations: Migrations::empty(),
+            base_seeds: Seeds::empty(),
+            tenant_migrations: Migrations::empty(),
+            tenant_seeds: Seeds::empty(),
+            backend: PhantomData,
+        }
+    }
+
+    /// The backend (naming rules, database checks).
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn key(&self) -> Option<&EncryptionKey> {
+        self.inner.key.as_ref()
+    }
+
+    pub(crate) fn table(&self) -> &str {
+        &self.inner.config.registry.table
+    }
+
+    pub(crate) fn tenant_migrations(&self) -> &Migrations {
+        &self.inner.tenant_migrations
+    }
+
+    pub(crate) fn tenant_seeds(&self) -> &Seeds {
+        &self.inner.tenant_seeds
+    }
+
+    /// Validates `id` as a [`TenantId`] and checks that its database and user names fit this
+    /// backend and configuration (length after prefixes, reserved names).
+    pub fn tenant_id(&self, id: &str) -> Result<TenantId> {
+        let id = TenantId::new(id)?;
+        self.inner.backend.naming().check(&id)?;
+        Ok(id)
+    }
+
+    /// A pooled connection to the base database.
+    pub async fn base_conn(&self) -> Result<PooledConn<B>> {
+        self.inner
+            .base_pool
+            .get_owned()
+            .await
+            .map_err(|e| pool_error(e, || self.inner.backend.describe_base()))
+    }
+
+    /// A pooled connection to tenant `id`'s database, as the tenant's own user.
+    ///
+    /// The first call for a tenant looks it up in the registry (it must be `active`, else
+    /// [`Error::UnknownTenant`]), opens its password and creates its pool; concurrent first
+    /// calls share that work. Later calls take a connection from the cached pool.
+    pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
+        let pool = self
+            .inner
+            .tenants
+            .get_or_try_init(id, || self.build_tenant_pool(id))
+            .await?;
+        pool.get_owned()
+            .await
+            .map_err(|e| pool_error(e, || self.inner.backend.describe_tenant(id)))
+    }
+
+    async fn build_tenant_pool(&self, id: &TenantId) -> Result<Pool<B>> {
+        let stored = self.active_tenant(id).await?;
+        let password = self.password_of(&stored)?;
+        let p = &self.inner.config.tenant.pool;
+        tracing::debug!(tenant = %id, "creating tenant pool");
+        Ok(bb8::Pool::builder()
+            .max_size(p.max_size)
+            .min_idle(p.min_idle)
+            .connection_timeout(p.connection_timeout())
+            .idle_timeout(p.idle_timeout())
+            // A round trip per checkout costs far more than the lookup; broken connections are
+            // still dropped on return (diesel-async reports them through `has_broken`).
+            .test_on_check_out(false)
+            .retry_connection(false)
+            .build_unchecked(
+                self.inner
+                    .backend
+                    .tenant_manager(id, password.as_ref()),
+            ))
+    }
+
+    /// Closes tenant `id`'s cached pool (the next `tenant_conn` builds a new one). Returns
+    /// whether one was cached.
+    pub fn evict(&self, id: &TenantId) -> bool {
+        self.inner.tenants.evict(id)
+    }
+
+    /// Closes every cached tenant pool.
+    pub fn close_all(&self) {
+        self.inner.tenants.clear();
+    }
+
+    /// Pool cache counters.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.tenants.stats()
+    }
+
+    /// The registry row of tenant `id`, if registered (in any state).
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>> {
+        let mut conn = self.base_conn().await?;
+        Ok(self
+            .registry_get_on(&mut conn, id)
+            .await?
+            .map(|s| s.record))
+    }
+
+    /// Every registered tenant, ordered by id. Passwords are never returned.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let mut conn = self.base_conn().await?;
+        let table = self.table();
+        let rows = conn
+            .registry_list(table)
+            .await
+            .map_err(|e| self.registry_error_any(e, "cannot list tenants"))?;
+        rows.into_iter()
+            .map(|r| r.into_stored(table).map(|s| s.record))
+            .collect()
+    }
+
+    pub(crate) async fn registry_get_on(
+        &self,
+        conn: &mut B::Connection,
+        id: &TenantId,
+    ) -> Result<Option<StoredTenant>> {
+        let table = self.table();
+        conn.registry_get(table, id)
+            .await
+            .map_err(|e| self.registry_error(e, id))?
+            .map(|row| row.into_stored(table))
+            .transpose()
+    }
+
+    async fn active_tenant(&self, id: &TenantId) -> Result<StoredTenant> {
+        let mut conn = self.base_conn().await?;
+        match self.registry_get_on(&mut conn, id).await? {
+            Some(t) if t.record.state == TenantState::Active => Ok(t),
+            Some(t) => Err(Error::UnknownTenant {
+                id: id.clone(),
+                state: Some(t.record.state),
+            }),
+            None => Err(Error::UnknownTenant {
+                id: id.clone(),
+                state: None,
+            }),
+        }
+    }
+
+    fn password_of(&self, stored: &StoredTenant) -> Result<Option<SecretString>> {
+        if !self.inner.backend.uses_passwords() {
+            return Ok(None);
+        }
+        let id = &stored.record.id;
+        let sealed = stored.password.as_deref().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "tenant `{id}` has no stored password in the registry; it cannot connect as \
+                 its own user"
+            ))
+        })?;
+        Ok(Some(secret::open(self.key(), id, sealed)?))
+    }
+
+    pub(crate) fn registry_error(&self, e: diesel::result::Error, id: &TenantId) -> Error {
+        self.registry_error_any(e, &format!("registry lookup of tenant `{id}` failed"))
+            .with_tenant_exists(id)
+    }
+
+    fn registry_error_any(&self, e: diesel::result::Error, context: &str) -> Error {
+        use diesel::result::{DatabaseErrorKind, Error as DieselError};
+        let table = self.table();
+        if let DieselError::DatabaseError(kind, info) = &e {
+            let msg = info.message();
+            let missing = msg.contains(table)
+                && (msg.contains("does not exist") || msg.contains("no such table"))
+                || msg.contains(&format!("Table '{table}'"))
+                || matches!(kind, DatabaseErrorKind::Unknown) && msg.contains("doesn't exist");
+            if missing {
+                return Error::RegistryMissing {
+                    table: table.to_owned(),
+                };
+            }
+        }
+        Error::db(context, e)
+    }
+
+    // --- migrations and seeds -------------------------------------------------------------
+
+    /// Applies pending base migrations; returns the names applied.
+    pub async fn migrate_base(&self) -> Result<Vec<String>> {
+        self.run_on_base(MigrationOp::Up).await
+    }
+
+    /// Reverts the last `steps` base migrations; returns the names reverted.
+    pub async fn rollback_base(&self, steps: usize) -> Result<Vec<String>> {
+        self.run_on_base(MigrationOp::Down { steps }).await
+    }
+
+    async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
+        let conn = self.inner.backend.connect_base().await?;
+        B::run_migrations(conn, self.inner.base_migrations.clone(), op)
+            .await
+            .map(|(_, names)| names)
+            .map_err(|source| Error::Migration {
+                database: "the base database".to_owned(),
+                source,
+            })
+    }
+
+    /// Runs the base seeds; returns the seed names.
+    pub async fn run_base_seeds(&self) -> Result<Vec<String>> {
+        let mut conn = self.base_conn().await?;
+        migrate::run_seeds(&mut *conn, &self.inner.base_seeds, "the base database").await
+    }
+
+    /// Applies pending tenant migrations to tenant `id` (which must be `active`).
+    pub async fn migrate_tenant(&self, id: &TenantId) -> Result<Vec<String>> {
+        self.run_on_tenant(id, MigrationOp::Up).await
+    }
+
+    /// Reverts the last `steps` tenant migrations of tenant `id`.
+    pub async fn rollback_tenant(&self, id: &TenantId, steps: usize) -> Result<Vec<String>> {
+        self.run_on_tenant(id, MigrationOp::Down { steps }).await
+    }
+
+    async fn run_on_tenant(&self, id: &TenantId, op: MigrationOp) -> Result<Vec<String>> {
+        let stored = self.active_tenant(id).await?;
+        let password = self.password_of(&stored)?;
+        let conn = self
+            .inner
+            .backend
+            .connect_tenant(id, password.as_ref())
+            .await?;
+        B::run_migrations(conn, self.inner.tenant_migrations.clone(), op)
+            .await
+            .map(|(_, names)| names)
+            .map_err(|source| Error::Migration {
+                database: format!("tenant `{id}`"),
+                source,
+            })
+    }
+
+    /// Runs the tenant seeds on tenant `id`; returns the seed names.
+    pub async fn run_tenant_seeds(&self, id: &TenantId) -> Result<Vec<String>> {
+        let mut conn = self.tenant_conn(id).await?;
+        migrate::run_seeds(&mut *conn, &self.inner.tenant_seeds, &format!("tenant `{id}`")).await
+    }
+
+    /// Applies pending tenant migrations to every `active` tenant. One tenant's failure does
+    /// not stop the others; each outcome is reported.
+    pub async fn migrate_all_tenants(&self) -> Result<Vec<TenantOutcome>> {
+        self.run_on_all(MigrationOp::Up).await
+    }
+
+    /// Reverts the last `steps` tenant migrations on every `active` tenant.
+    pub async fn rollback_all_tenants(&self, steps: usize) -> Result<Vec<TenantOutcome>> {
+        self.run_on_all(MigrationOp::Down { steps }).await
+    }
+
+    async fn run_on_all(&self, op: MigrationOp) -> Result<Vec<TenantOutcome>> {
+        let mut outcomes = Vec::new();
+        for record in self.list_tenants().await? {
+            if record.state != TenantState::Active {
+                continue;
+            }
+            let result = self.run_on_tenant(&record.id, op).await;
+            outcomes.push(TenantOutcome {
+                id: record.id,
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+impl Error {
+    fn with_tenant_exists(self, id: &TenantId) -> Self {
+        if let Error::Database {
+            source:
+                diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                ),
+            ..
+        } = &self
+        {
+            return Error::TenantExists {
+                id: id.clone(),
+                what: "it was registered concurrently".to_owned(),
+            };
+        }
+        self
+    }
+}
+
+fn pool_error(
+    e: bb8::RunError<diesel_async::pooled_connection::PoolError>,
+    target: impl FnOnce() -> String,
+) -> Error {
+    match e {
+        bb8::RunError::User(e) => Error::Connect {
+            target: target(),
+            source: Box::new(e),
+        },
+        bb8::RunError::TimedOut => Error::PoolTimeout {
+            target: target(),
+            source: "timed out".into(),
+        },
+    }
+}
