@@ -48,6 +48,7 @@ impl Naming {
         self
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn reserve_users<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -57,6 +58,7 @@ impl Naming {
         self
     }
 
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn reserve_user_prefix(mut self, prefix: &str) -> Self {
         self.reserved_user_prefixes.push(prefix.to_owned());
         self

@@ -1,1 +1,60 @@
+//! Integration tests against real databases: SQLite always, PostgreSQL when
+//! `TENORA_TEST_PG_URL` is set (required when `CI` is set). One test binary for the crate.
 
+mod support;
+
+mod scenarios;
+
+#[cfg(feature = "postgres")]
+mod postgres;
+
+/// Runs every shared scenario as a test against one backend.
+macro_rules! scenario_tests {
+    ($module:ident, $backend:ty) => {
+        mod $module {
+            use crate::scenarios as s;
+            type B = $backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn provision_and_isolation() {
+                s::provision_and_isolation::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn invalid_ids_create_nothing() {
+                s::invalid_ids_create_nothing::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn failing_migration_leaves_nothing() {
+                s::failing_migration_leaves_nothing::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn duplicate_create_changes_nothing() {
+                s::duplicate_create_changes_nothing::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn drop_removes_everything() {
+                s::drop_removes_everything::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_first_calls_share_one_pool() {
+                s::concurrent_first_calls_share_one_pool::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unknown_and_unregistered() {
+                s::unknown_and_unregistered::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn migrate_and_rollback() {
+                s::migrate_and_rollback::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn seeds_run_on_create_and_on_demand() {
+                s::seeds_run_on_create_and_on_demand::<B>().await
+            }
+        }
+    };
+}
+
+scenario_tests!(sqlite, tenora::backend::Sqlite);
+#[cfg(feature = "postgres")]
+scenario_tests!(pg, tenora::backend::Postgres);

@@ -362,11 +362,13 @@ impl Backend for Postgres {
     }
 
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
-        self.admin_exists(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &self.naming.database_name(id),
-        )
-        .await
+        let db = self.naming.database_name(id);
+        if db.len() > MAX_IDENTIFIER {
+            // No database can have that name; the server would refuse to even compare it.
+            return Ok(false);
+        }
+        self.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", &db)
+            .await
     }
 
     async fn run_migrations(

@@ -1,0 +1,260 @@
+//! Scenarios written once and run against every backend (see `lib.rs`).
+
+use std::sync::Arc;
+
+use diesel_async::SimpleAsyncConnection as _;
+use tenora::{Error, Step, TenantId, TenantState};
+
+use crate::support::assert_err_contains;
+use crate::support::backends::{TestBackend, tenora, tenora_with};
+
+fn id(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+const FAILING: tenora::Migrations = tenora::embed_migrations!("tests/fixtures/failing_tenant");
+
+pub async fn provision_and_isolation<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let (acme, globex) = (id("acme"), id("globex"));
+    let record = t.create_tenant(&acme, None).await.unwrap();
+    assert_eq!(record.state, TenantState::Active);
+    t.create_tenant(&globex, None).await.unwrap();
+
+    for (tenant, project) in [(&acme, "anvils"), (&globex, "world domination")] {
+        let mut conn = t.tenant_conn(tenant).await.unwrap();
+        conn.batch_execute(&format!(
+            "INSERT INTO projects (owner_id, name) VALUES (1, '{project}')"
+        ))
+        .await
+        .unwrap();
+    }
+    let mut a = t.tenant_conn(&acme).await.unwrap();
+    let mut g = t.tenant_conn(&globex).await.unwrap();
+    assert_eq!(B::project_names(&mut a).await, ["anvils"]);
+    assert_eq!(B::project_names(&mut g).await, ["world domination"]);
+
+    let listed: Vec<_> = t
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.state))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("acme".to_owned(), TenantState::Active),
+            ("globex".to_owned(), TenantState::Active)
+        ]
+    );
+    assert!(t.backend().database_exists(&acme).await.unwrap());
+}
+
+pub async fn invalid_ids_create_nothing<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let long = "a".repeat(64);
+    for bad in [
+        "",
+        long.as_str(),
+        "Acme",
+        "o'neil",
+        "has space",
+        "a\"; DROP DATABASE x; --",
+        "caf\u{e9}",
+        "1abc",
+    ] {
+        assert_err_contains(t.tenant_id(bad), &["invalid tenant id", "lowercase letter"]);
+    }
+    // Valid by itself, but too long once the configured prefixes are added: refused, never
+    // truncated.
+    let max = t.backend().naming().max_id_len();
+    if max < TenantId::MAX_LEN {
+        let too_long = id(&"b".repeat(max + 1));
+        assert_err_contains(t.tenant_id(too_long.as_str()), &["at most"]);
+        assert_err_contains(t.create_tenant(&too_long, None).await, &["at most"]);
+        assert!(!t.backend().database_exists(&too_long).await.unwrap());
+    }
+    assert!(t.list_tenants().await.unwrap().is_empty());
+}
+
+pub async fn failing_migration_leaves_nothing<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora_with::<B>(env.config.clone(), FAILING).await;
+    let acme = id("acme");
+    let err = t.create_tenant(&acme, None).await.unwrap_err();
+    match &err {
+        Error::Provision {
+            id, step, cleanup, ..
+        } => {
+            assert_eq!(id, &acme);
+            assert_eq!(*step, Step::Migrate);
+            assert!(cleanup.is_empty(), "{cleanup:?}");
+        }
+        other => panic!("expected a provisioning error, got {other:?}"),
+    }
+    let msg = err.to_string();
+    for needle in ["tenant `acme`", "step `migrate`", "everything created for it was removed"] {
+        assert!(msg.contains(needle), "{msg}");
+    }
+    assert!(t.list_tenants().await.unwrap().is_empty());
+    assert!(!t.backend().database_exists(&acme).await.unwrap());
+    assert_err_contains(t.tenant_conn(&acme).await, &["unknown tenant `acme`"]);
+
+    // Nothing half-made blocks a later, good attempt.
+    let good = tenora::<B>(&env).await;
+    good.create_tenant(&acme, None).await.unwrap();
+    drop(good.tenant_conn(&acme).await.unwrap());
+}
+
+pub async fn duplicate_create_changes_nothing<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'keep me')")
+        .await
+        .unwrap();
+    drop(conn);
+
+    let err = t.create_tenant(&acme, None).await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
+
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    assert_eq!(B::project_names(&mut conn).await, ["keep me"]);
+    assert_eq!(t.list_tenants().await.unwrap().len(), 1);
+}
+
+pub async fn drop_removes_everything<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let conn = t.tenant_conn(&acme).await.unwrap();
+    drop(conn);
+    t.drop_tenant(&acme).await.unwrap();
+    assert!(!t.backend().database_exists(&acme).await.unwrap());
+    assert_eq!(t.tenant(&acme).await.unwrap(), None);
+    assert_err_contains(t.tenant_conn(&acme).await, &["unknown tenant `acme`"]);
+    assert_err_contains(t.drop_tenant(&acme).await, &["not in the registry"]);
+    // The id is free again.
+    t.create_tenant(&acme, None).await.unwrap();
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    assert!(B::project_names(&mut conn).await.is_empty());
+}
+
+pub async fn concurrent_first_calls_share_one_pool<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = Arc::new(tenora::<B>(&env).await);
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let t = Arc::clone(&t);
+            let acme = acme.clone();
+            tokio::spawn(async move {
+                let mut conn = t.tenant_conn(&acme).await.unwrap();
+                conn.batch_execute("SELECT 1").await.unwrap();
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = t.stats();
+    assert_eq!(stats.pools_created, 1, "{stats:?}");
+    assert_eq!(stats.cached_pools, 1, "{stats:?}");
+    assert_eq!(stats.hits + stats.misses, 32, "{stats:?}");
+
+    assert!(t.evict(&acme));
+    drop(t.tenant_conn(&acme).await.unwrap());
+    assert_eq!(t.stats().pools_created, 2);
+    t.close_all();
+    assert_eq!(t.stats().cached_pools, 0);
+}
+
+pub async fn unknown_and_unregistered<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    // Before the base migrations, the registry is missing: say so.
+    let raw = tenora::Tenora::<B>::builder(env.config.clone())
+        .connect()
+        .await
+        .unwrap();
+    assert_err_contains(
+        raw.create_tenant(&id("acme"), None).await,
+        &["registry table `tenora_tenants` is missing", "base migrations"],
+    );
+    let t = tenora::<B>(&env).await;
+    assert_err_contains(
+        t.tenant_conn(&id("nobody")).await,
+        &["unknown tenant `nobody`", "not in the registry"],
+    );
+    assert_eq!(t.stats().cached_pools, 0);
+}
+
+pub async fn migrate_and_rollback<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    assert!(t.migrate_base().await.unwrap().is_empty(), "base is up to date");
+    let (acme, globex) = (id("acme"), id("globex"));
+    t.create_tenant(&acme, None).await.unwrap();
+    t.create_tenant(&globex, None).await.unwrap();
+
+    let reverted = t.rollback_tenant(&acme, 1).await.unwrap();
+    assert_eq!(reverted, ["2024-01-01-000002_create_projects"]);
+    t.evict(&acme);
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    assert!(conn.batch_execute("SELECT * FROM projects").await.is_err());
+    drop(conn);
+
+    let applied = t.migrate_tenant(&acme).await.unwrap();
+    assert_eq!(applied, ["2024-01-01-000002_create_projects"]);
+
+    let outcomes = t.migrate_all_tenants().await.unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for o in &outcomes {
+        assert!(o.result.as_ref().unwrap().is_empty(), "{o:?}");
+    }
+    let outcomes = t.rollback_all_tenants(2).await.unwrap();
+    for o in &outcomes {
+        assert_eq!(o.result.as_ref().unwrap().len(), 2, "{o:?}");
+    }
+    let outcomes = t.migrate_all_tenants().await.unwrap();
+    for o in &outcomes {
+        assert_eq!(o.result.as_ref().unwrap().len(), 2, "{o:?}");
+    }
+    // More steps than applied: stops at none.
+    assert_eq!(t.rollback_tenant(&globex, 5).await.unwrap().len(), 2);
+    assert!(t.rollback_tenant(&globex, 1).await.unwrap().is_empty());
+
+    // Base rollback removes the registry; migrating again restores it.
+    assert_eq!(
+        t.rollback_base(1).await.unwrap(),
+        ["2024-01-01-000000_create_tenora_tenants"]
+    );
+    assert_err_contains(t.list_tenants().await, &["is missing"]);
+    assert_eq!(t.migrate_base().await.unwrap().len(), 1);
+    assert!(t.list_tenants().await.unwrap().is_empty());
+}
+
+pub async fn seeds_run_on_create_and_on_demand<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    // The seed's admin user exists: projects can reference user 1.
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'x')")
+        .await
+        .unwrap();
+    drop(conn);
+    // Running the seed again violates the unique email: a clear error naming the seed.
+    assert_err_contains(
+        t.run_tenant_seeds(&acme).await,
+        &["seed `01_admin_user.sql`", "tenant `acme`"],
+    );
+}
