@@ -53,6 +53,7 @@ mod error;
 mod migrate;
 mod migrations;
 mod naming;
+mod pool;
 mod pool_cache;
 mod provision;
 pub mod registry;

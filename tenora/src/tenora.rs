@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::{Migrations, Seeds};
+use crate::pool::ManagedPool;
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, EncryptionKey, SecretString};
@@ -18,7 +19,6 @@ use crate::tenant_id::TenantId;
 /// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
 pub type PooledConn<B> = bb8::PooledConnection<'static, <B as Backend>::Manager>;
 
-type Pool<B> = bb8::Pool<<B as Backend>::Manager>;
 
 /// The outcome of a migration run on one tenant, from
 /// [`Tenora::migrate_all_tenants`] / [`Tenora::rollback_all_tenants`].
@@ -59,12 +59,22 @@ impl<B: Backend> Clone for Tenora<B> {
     }
 }
 
+impl<B: Backend> std::fmt::Debug for Tenora<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the config's secrets: only what identifies this handle.
+        f.debug_struct("Tenora")
+            .field("base", &self.inner.backend.describe_base())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner<B: Backend> {
     backend: B,
     config: Config,
     key: Option<EncryptionKey>,
-    base_pool: Pool<B>,
-    tenants: PoolCache<Pool<B>>,
+    base_pool: ManagedPool<B>,
+    tenants: PoolCache<ManagedPool<B>>,
     base_migrations: Migrations,
     base_seeds: Seeds,
     tenant_migrations: Migrations,
@@ -131,14 +141,9 @@ impl<B: Backend> TenoraBuilder<B> {
             );
         }
         let backend = B::from_config(&config)?;
-        let p = &config.base.pool;
-        let base_pool = bb8::Pool::builder()
-            .max_size(p.max_size)
-            .min_idle(p.min_idle)
-            .connection_timeout(p.connection_timeout())
-            .idle_timeout(p.idle_timeout())
-            .retry_connection(false)
-            .build_unchecked(backend.base_manager());
+        // Connecting directly first fails fast with the real cause (bad host, password, ...).
+        let first = backend.connect_base().await?;
+        let base_pool = ManagedPool::new(&config.base.pool, backend.base_manager(), first);
         let tenora = Tenora {
             inner: Arc::new(Inner {
                 backend,
@@ -152,7 +157,6 @@ impl<B: Backend> TenoraBuilder<B> {
                 tenant_seeds: self.tenant_seeds,
             }),
         };
-        drop(tenora.base_conn().await?);
         Ok(tenora)
     }
 }
@@ -208,9 +212,8 @@ impl<B: Backend> Tenora<B> {
     pub async fn base_conn(&self) -> Result<PooledConn<B>> {
         self.inner
             .base_pool
-            .get_owned()
+            .get(|| self.inner.backend.describe_base())
             .await
-            .map_err(|e| pool_error(e, || self.inner.backend.describe_base()))
     }
 
     /// A pooled connection to tenant `id`'s database, as the tenant's own user.
@@ -224,30 +227,20 @@ impl<B: Backend> Tenora<B> {
             .tenants
             .get_or_try_init(id, || self.build_tenant_pool(id))
             .await?;
-        pool.get_owned()
-            .await
-            .map_err(|e| pool_error(e, || self.inner.backend.describe_tenant(id)))
+        pool.get(|| self.inner.backend.describe_tenant(id)).await
     }
 
-    async fn build_tenant_pool(&self, id: &TenantId) -> Result<Pool<B>> {
+    async fn build_tenant_pool(&self, id: &TenantId) -> Result<ManagedPool<B>> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
-        let p = &self.inner.config.tenant.pool;
+        let backend = &self.inner.backend;
         tracing::debug!(tenant = %id, "creating tenant pool");
-        Ok(bb8::Pool::builder()
-            .max_size(p.max_size)
-            .min_idle(p.min_idle)
-            .connection_timeout(p.connection_timeout())
-            .idle_timeout(p.idle_timeout())
-            // A round trip per checkout costs far more than the lookup; broken connections are
-            // still dropped on return (diesel-async reports them through `has_broken`).
-            .test_on_check_out(false)
-            .retry_connection(false)
-            .build_unchecked(
-                self.inner
-                    .backend
-                    .tenant_manager(id, password.as_ref()),
-            ))
+        let first = backend.connect_tenant(id, password.as_ref()).await?;
+        Ok(ManagedPool::new(
+            &self.inner.config.tenant.pool,
+            backend.tenant_manager(id, password.as_ref()),
+            first,
+        ))
     }
 
     /// Closes tenant `id`'s cached pool (the next `tenant_conn` builds a new one). Returns
@@ -459,21 +452,5 @@ impl Error {
             };
         }
         self
-    }
-}
-
-fn pool_error(
-    e: bb8::RunError<diesel_async::pooled_connection::PoolError>,
-    target: impl FnOnce() -> String,
-) -> Error {
-    match e {
-        bb8::RunError::User(e) => Error::Connect {
-            target: target(),
-            source: Box::new(e),
-        },
-        bb8::RunError::TimedOut => Error::PoolTimeout {
-            target: target(),
-            source: "timed out".into(),
-        },
     }
 }

@@ -1,1 +1,238 @@
+//! PostgreSQL-only behaviour: roles, grants, passwords, stored secrets, server errors.
 
+use diesel_async::SimpleAsyncConnection as _;
+use tenora::backend::{Backend as _, Postgres};
+use tenora::{Config, EncryptionKey, Error, PgTenora, SecretString, TenantId};
+
+use crate::support::assert_err_contains;
+use crate::support::backends::{Env, TestBackend, admin_client, pg_env_at, tenora, tenora_with};
+use crate::support::pg_cluster::PgCluster;
+
+fn id(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+/// The admin URL with another database name.
+fn url_for(env: &Env, database: &str) -> String {
+    let base = env.config.base.url.as_ref().unwrap().expose();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{database}")
+}
+
+/// Reads the stored (sealed) password of `id` from the registry.
+async fn stored_password(env: &Env, id: &str) -> String {
+    let client = admin_client(&url_for(env, env.config.base.database.as_deref().unwrap())).await;
+    client
+        .query_one("SELECT password FROM tenora_tenants WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The server's message of a tokio-postgres error.
+fn pg_text(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|db| db.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
+}
+
+fn key_of(env: &Env) -> EncryptionKey {
+    env.config.encryption_key().unwrap().unwrap()
+}
+
+/// Connects with tokio-postgres as `user`/`password` to `database` on the env's server.
+async fn connect_as(
+    env: &Env,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let base = env.config.base.url.as_ref().unwrap().expose();
+    let mut config: tokio_postgres::Config = base.parse().unwrap();
+    config.user(user).password(password).dbname(database);
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_roles_cannot_reach_other_tenants() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let (a, b) = (id("acme"), id("globex"));
+    t.create_tenant(&a, None).await.unwrap();
+    t.create_tenant(&b, None).await.unwrap();
+    let naming = t.backend().naming();
+    let a_password = tenora::secret::decrypt_password(&key_of(&env), &a, &stored_password(&env, "acme").await)
+        .unwrap();
+
+    // A's role reaches its own database and owns the tables there...
+    let own = connect_as(&env, &naming.user_name(&a), a_password.expose(), &naming.database_name(&a))
+        .await
+        .expect("a tenant connects to its own database");
+    let owner: String = own
+        .query_one(
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'projects'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, naming.user_name(&a));
+
+    // ...but not B's.
+    let err = connect_as(&env, &naming.user_name(&a), a_password.expose(), &naming.database_name(&b))
+        .await
+        .expect_err("A's role must not connect to B's database");
+    assert!(
+        pg_text(&err).contains("permission denied for database"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let (a, b) = (id("acme"), id("globex"));
+    let chosen = SecretString::new("Chosen-Passw0rd!");
+    t.create_tenant(&a, Some(chosen)).await.unwrap();
+    t.create_tenant(&b, None).await.unwrap();
+
+    let sealed_a = stored_password(&env, "acme").await;
+    assert!(sealed_a.starts_with("tenora:v1:"), "{sealed_a}");
+    assert!(!sealed_a.contains("Chosen-Passw0rd!"));
+    let opened = tenora::secret::decrypt_password(&key_of(&env), &a, &sealed_a).unwrap();
+    assert_eq!(opened.expose(), "Chosen-Passw0rd!");
+
+    // A wrong key is a clear error, not garbage.
+    let wrong = env
+        .config
+        .clone()
+        .key(EncryptionKey::generate().to_base64().expose());
+    let t_wrong = tenora_with::<Postgres>(wrong, Postgres::tenant_migrations()).await;
+    assert_err_contains(
+        t_wrong.tenant_conn(&a).await,
+        &["cannot decrypt the stored password of tenant `acme`", "TENORA_KEY"],
+    );
+    // No key at all, for an encrypted row.
+    let mut keyless = env.config.clone();
+    keyless.secrets.key = None;
+    let t_keyless = tenora_with::<Postgres>(keyless, Postgres::tenant_migrations()).await;
+    assert_err_contains(t_keyless.tenant_conn(&a).await, &["no encryption key is configured"]);
+
+    // A ciphertext copied into another tenant's row does not open there.
+    let client = admin_client(&url_for(&env, env.config.base.database.as_deref().unwrap())).await;
+    client
+        .execute(
+            "UPDATE tenora_tenants SET password = $1 WHERE id = 'globex'",
+            &[&sealed_a],
+        )
+        .await
+        .unwrap();
+    assert_err_contains(
+        t.tenant_conn(&b).await,
+        &["cannot decrypt the stored password of tenant `globex`"],
+    );
+    // A's stays usable.
+    let mut conn = t.tenant_conn(&a).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+
+    // Bad caller passwords are refused before anything is made.
+    assert_err_contains(
+        t.create_tenant(&id("initech"), Some(SecretString::new("it's bad"))).await,
+        &["unusable password"],
+    );
+    assert!(t.tenant(&id("initech")).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_database_is_never_taken_over_or_dropped() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let acme = id("acme");
+    let db = t.backend().naming().database_name(&acme);
+    let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE \"{db}\""))
+        .await
+        .unwrap();
+
+    let err = t.create_tenant(&acme, None).await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("the database `{db}` exists")), "{err}");
+    // The foreign database survives; our role and row are gone.
+    assert!(t.backend().database_exists(&acme).await.unwrap());
+    let role = t.backend().naming().user_name(&acme);
+    let roles = admin
+        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap();
+    assert!(roles.is_empty(), "role {role} was left behind");
+    assert!(t.tenant(&acme).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_provisioning_leaves_no_role() {
+    let Some(env) = Postgres::env() else { return };
+    const FAILING: tenora::Migrations =
+        tenora::embed_migrations!("tests/fixtures/failing_tenant");
+    let t = tenora_with::<Postgres>(env.config.clone(), FAILING).await;
+    let acme = id("acme");
+    assert_err_contains(t.create_tenant(&acme, None).await, &["step `migrate`", "no_such_table"]);
+    let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
+    let role = t.backend().naming().user_name(&acme);
+    let roles = admin
+        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap();
+    assert!(roles.is_empty(), "role {role} was left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_server_and_wrong_backend_are_clear_errors() {
+    let Some(_env) = Postgres::env() else { return };
+    let config = Config::postgres("postgres://admin:hunter2secret@127.0.0.1:1/app");
+    let err = PgTenora::builder(config).connect().await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect to the PostgreSQL base database `app` on 127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2secret"), "{err}");
+
+    let sqlite = Config::sqlite("unused.sqlite");
+    assert_err_contains(
+        PgTenora::builder(sqlite).connect().await,
+        &["base.client", "is `sqlite`"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_checked_by_a_scram_server() {
+    let Some(cluster) = PgCluster::start() else { return };
+    let env = pg_env_at(&cluster.admin_url());
+    let t = tenora::<Postgres>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+
+    // The stored password works: tenant_conn logs in as the tenant's role.
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+    drop(conn);
+
+    // A wrong password is refused by the server.
+    let naming = t.backend().naming();
+    let err = connect_as(&env, &naming.user_name(&acme), "WrongPassword123", &naming.database_name(&acme))
+        .await
+        .expect_err("a wrong password must be refused");
+    assert!(pg_text(&err).contains("password authentication failed"), "{err}");
+
+    // A chosen password works too.
+    let globex = id("globex");
+    t.create_tenant(&globex, Some(SecretString::new("Globex-Pa55word")))
+        .await
+        .unwrap();
+    connect_as(&env, &naming.user_name(&globex), "Globex-Pa55word", &naming.database_name(&globex))
+        .await
+        .expect("the chosen password logs in");
+    drop(env); // drop the test objects before the cluster stops
+}

@@ -80,11 +80,48 @@ fn describe_server(config: &tokio_postgres::Config) -> String {
     }
 }
 
+/// A tokio-postgres error with the server's message in its `Display` (tokio-postgres itself
+/// prints only "db error" and keeps the message in its source).
+#[derive(Debug)]
+pub(crate) struct ServerError(tokio_postgres::Error);
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => {
+                write!(f, "{}: {}", db.severity(), db.message())?;
+                if let Some(detail) = db.detail() {
+                    write!(f, " ({detail})")?;
+                }
+                if let Some(hint) = db.hint() {
+                    write!(f, "; hint: {hint}")?;
+                }
+                Ok(())
+            }
+            None => {
+                write!(f, "{}", self.0)?;
+                let mut source = std::error::Error::source(&self.0);
+                while let Some(s) = source {
+                    write!(f, ": {s}")?;
+                    source = s.source();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
 async fn connect(config: &tokio_postgres::Config) -> diesel::ConnectionResult<AsyncPgConnection> {
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+        .map_err(|e| diesel::ConnectionError::BadConnection(ServerError(e).to_string()))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
@@ -147,7 +184,7 @@ impl Postgres {
             .map(|row| row.is_some())
             .map_err(|e| Error::Admin {
                 context: format!("cannot look up `{name}` on {}", self.server),
-                source: Box::new(e),
+                source: Box::new(ServerError(e)),
             })
     }
 }
@@ -155,7 +192,7 @@ impl Postgres {
 fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |e| Error::Admin {
         context,
-        source: Box::new(e),
+        source: Box::new(ServerError(e)),
     }
 }
 

@@ -1,1 +1,176 @@
+//! A private PostgreSQL cluster with `scram-sha-256` authentication, for tests of password
+//! behaviour (the machine's main cluster trusts every local connection).
+//!
+//! `initdb` and `postgres` refuse to run as root: when the test runs as root, they run as the
+//! `postgres` OS user through `runuser`, in a temp folder that user owns.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A running private cluster; stopped and deleted on drop.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    as_postgres: bool,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Superuser password (the superuser is `postgres`).
+    pub password: String,
+}
+
+fn find_bin() -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl PgCluster {
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        run(&self.bin, self.as_postgres, program, args)
+    }
+
+    /// Starts a cluster, or returns `None` (after a loud message; a failure in CI) when the
+    /// PostgreSQL server binaries are not installed.
+    pub fn start() -> Option<PgCluster> {
+        let Some(bin) = find_bin() else {
+            crate::support::missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)");
+            return None;
+        };
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "tenora-pg-{}",
+            crate::support::unique_token()
+        ));
+        std::fs::create_dir_all(&dir).expect("create cluster folder");
+        if as_postgres {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of {} failed", dir.display());
+        }
+        let password = format!("pw{}", crate::support::unique_token());
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, format!("{password}\n")).expect("write pwfile");
+        if as_postgres {
+            Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&pwfile)
+                .status()
+                .expect("chown pwfile");
+        }
+        let mut cluster = PgCluster {
+            bin,
+            dir,
+            as_postgres,
+            port: 0,
+            password,
+        };
+        let data = cluster.data_dir();
+        let out = cluster.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                "--pwfile",
+                path(&pwfile),
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        assert!(out.status.success(), "initdb failed: {}", text(&out));
+        // A few tries in case another process takes the port between probe and start.
+        for _ in 0..5 {
+            cluster.port = free_port();
+            let options = format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                cluster.port,
+                path(&cluster.dir)
+            );
+            let log = cluster.dir.join("log");
+            let out = cluster.run(
+                "pg_ctl",
+                &["-D", path(&data), "-o", &options, "-l", path(&log), "-w", "start"],
+            );
+            if out.status.success() {
+                return Some(cluster);
+            }
+        }
+        panic!(
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(cluster.dir.join("log")).unwrap_or_default()
+        );
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// Superuser URL of the cluster's `postgres` database.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "postgres://postgres:{}@127.0.0.1:{}/postgres",
+            self.password, self.port
+        )
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let _ = self.run("pg_ctl", &["-D", path(&data), "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn run(bin: &Path, as_postgres: bool, program: &str, args: &[&str]) -> Output {
+    let exe = bin.join(program);
+    let mut cmd = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    cmd.args(args)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()))
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
