@@ -45,7 +45,10 @@ pub fn embed_seeds(input: TokenStream) -> TokenStream {
 fn resolve(lit: &LitStr) -> syn::Result<PathBuf> {
     let relative = lit.value();
     let base = std::env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| {
-        syn::Error::new(lit.span(), "CARGO_MANIFEST_DIR is not set; build with cargo")
+        syn::Error::new(
+            lit.span(),
+            "CARGO_MANIFEST_DIR is not set; build with cargo",
+        )
     })?;
     let dir = Path::new(&base).join(&relative);
     dir.canonicalize().map_err(|e| {
@@ -114,4 +117,65 @@ fn expand_seeds(lit: &LitStr) -> syn::Result<TokenStream2> {
         const SEEDS: &[::tenora::__private::SeedScript] = &[ #(#items),* ];
         ::tenora::__private::Seeds::__from_static(SEEDS)
     }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tenora-macro-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn lit(path: &Path) -> LitStr {
+        LitStr::new(path.to_str().unwrap(), Span::call_site())
+    }
+
+    fn compile_error_of(result: syn::Result<TokenStream2>) -> String {
+        let tokens = match result {
+            Ok(t) => panic!("expected a compile error, got {t}"),
+            Err(e) => e.to_compile_error().to_string(),
+        };
+        assert!(tokens.contains("compile_error"), "{tokens}");
+        tokens
+    }
+
+    #[test]
+    fn expands_to_static_migrations_with_include_str() {
+        let dir = temp_dir("ok");
+        std::fs::create_dir_all(dir.join("2024-01-01-000000_a")).unwrap();
+        std::fs::write(dir.join("2024-01-01-000000_a/up.sql"), "SELECT 1;").unwrap();
+        let out = expand_migrations(&lit(&dir)).unwrap().to_string();
+        assert!(out.contains("include_str !"), "{out}");
+        assert!(out.contains("\"20240101000000\""), "{out}");
+        assert!(
+            out.contains(&tenora_migration_files::checksum("SELECT 1;")),
+            "{out}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn folder_problems_become_compile_errors() {
+        let missing = compile_error_of(expand_migrations(&lit(Path::new("/no/such/dir"))));
+        assert!(missing.contains("cannot open folder"), "{missing}");
+
+        let dir = temp_dir("no-up");
+        std::fs::create_dir_all(dir.join("2024-01-01-000000_a")).unwrap();
+        let no_up = compile_error_of(expand_migrations(&lit(&dir)));
+        assert!(no_up.contains("missing up.sql"), "{no_up}");
+
+        std::fs::write(dir.join("2024-01-01-000000_a/up.sql"), "").unwrap();
+        std::fs::create_dir_all(dir.join("20240101000000_b")).unwrap();
+        std::fs::write(dir.join("20240101000000_b/up.sql"), "").unwrap();
+        let dup = compile_error_of(expand_migrations(&lit(&dir)));
+        assert!(dup.contains("share the version"), "{dup}");
+        std::fs::remove_dir_all(dir).unwrap();
+
+        let seeds = compile_error_of(expand_seeds(&lit(Path::new("/no/such/seeds"))));
+        assert!(seeds.contains("cannot open folder"), "{seeds}");
+    }
 }

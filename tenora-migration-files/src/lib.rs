@@ -121,7 +121,10 @@ fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, ScanError> {
         let entry = entry.map_err(|e| err(dir, format!("cannot list the folder: {e}")))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else {
-            return Err(err(&entry.path(), "file name is not valid UTF-8; rename it"));
+            return Err(err(
+                &entry.path(),
+                "file name is not valid UTF-8; rename it",
+            ));
         };
         if name.starts_with('.') {
             continue;
@@ -286,9 +289,18 @@ mod tests {
     #[test]
     fn scans_sorted_with_checksums_and_metadata() {
         let dir = temp_dir("ok");
-        write(&dir.join("2024-02-01-000000_b/up.sql"), "CREATE TABLE b (id INT);");
-        write(&dir.join("2024-02-01-000000_b/metadata.toml"), "run_in_transaction = false\n");
-        write(&dir.join("2024-01-01-000000_a/up.sql"), "CREATE TABLE a (id INT);");
+        write(
+            &dir.join("2024-02-01-000000_b/up.sql"),
+            "CREATE TABLE b (id INT);",
+        );
+        write(
+            &dir.join("2024-02-01-000000_b/metadata.toml"),
+            "run_in_transaction = false\n",
+        );
+        write(
+            &dir.join("2024-01-01-000000_a/up.sql"),
+            "CREATE TABLE a (id INT);",
+        );
         write(&dir.join("2024-01-01-000000_a/down.sql"), "DROP TABLE a;");
         write(&dir.join(".keep"), "");
         let found = scan_migrations(&dir).unwrap();
@@ -315,7 +327,10 @@ mod tests {
         write(&dir.join("2024-01-01-000000_a/up.sql"), "");
         write(&dir.join("20240101000000_b/up.sql"), "");
         let e = scan_migrations(&dir).unwrap_err();
-        assert!(e.message.contains("share the version 20240101000000"), "{e}");
+        assert!(
+            e.message.contains("share the version 20240101000000"),
+            "{e}"
+        );
 
         fs::remove_dir_all(&dir).unwrap();
         write(&dir.join("users/up.sql"), "");

@@ -462,15 +462,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `TENORA_BASE_URL` and `TENORA_KEY` when they are set.
+    /// Applies `TENORA_BASE_URL` and `TENORA_KEY` when they are set (and not empty).
     pub fn apply_env(&mut self) -> Result<()> {
-        if let Some(url) = env_var(ENV_BASE_URL)? {
+        let base_url = env_var(ENV_BASE_URL)?;
+        let key = env_var(ENV_KEY)?;
+        self.apply_overrides(base_url, key);
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, base_url: Option<String>, key: Option<String>) {
+        if let Some(url) = base_url {
             self.base.url = Some(SecretString::new(url));
         }
-        if let Some(key) = env_var(ENV_KEY)? {
+        if let Some(key) = key {
             self.secrets.key = Some(SecretString::new(key));
         }
-        Ok(())
     }
 
     /// Checks every value; errors name the key at fault.
@@ -669,6 +675,40 @@ mod tests {
         .to_string();
         assert!(e.contains("TENORA_KEY"), "{e}");
         assert!(!e.contains("short"), "{e}");
+    }
+
+    #[test]
+    fn files_resolve_relative_paths_and_env_overrides_win() {
+        let dir = std::env::temp_dir().join(format!("tenora-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tenora.toml");
+        std::fs::write(
+            &path,
+            "[base]\nclient = \"postgres\"\nurl = \"postgres://a@h/db\"\n",
+        )
+        .unwrap();
+        let mut c = Config::from_path(&path).unwrap();
+        assert_eq!(c.root, dir);
+        assert_eq!(
+            c.resolve(&c.tenant.migrations_dir),
+            dir.join("migrations/tenants")
+        );
+        let key = crate::secret::EncryptionKey::generate().to_base64();
+        c.apply_overrides(
+            Some("postgres://b@h/other".to_owned()),
+            Some(key.expose().to_owned()),
+        );
+        assert_eq!(
+            c.base.url.as_ref().unwrap().expose(),
+            "postgres://b@h/other"
+        );
+        assert!(c.encryption_key().unwrap().is_some());
+        let e = Config::from_path(dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read the config file"), "{e}");
+        assert!(e.contains("missing.toml"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

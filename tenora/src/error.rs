@@ -57,7 +57,10 @@ pub enum Error {
     },
 
     /// A provisioning step failed; the earlier steps were undone.
-    #[error("creating tenant `{id}` failed at step `{step}`: {source}{}", cleanup_note(cleanup))]
+    #[error(
+        "creating tenant `{id}` failed at step `{step}`: {source}{}",
+        cleanup_note(cleanup)
+    )]
     Provision {
         /// The tenant.
         id: TenantId,
@@ -71,7 +74,9 @@ pub enum Error {
     },
 
     /// Dropping a tenant failed at a step; what was already removed stays removed.
-    #[error("dropping tenant `{id}` failed at step `{step}`: {source}; run drop_tenant again to finish")]
+    #[error(
+        "dropping tenant `{id}` failed at step `{step}`: {source}; run drop_tenant again to finish"
+    )]
     Drop {
         /// The tenant.
         id: TenantId,

@@ -46,8 +46,8 @@
     allow(dead_code, unused_imports, unused_macros)
 )]
 
-mod backend_alias;
 pub mod backend;
+mod backend_alias;
 mod config;
 mod error;
 mod migrate;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use diesel::backend::Backend as DieselBackend;
 use diesel::connection::BoxableConnection;
-use diesel::migration::{self, MigrationMetadata, MigrationName, MigrationSource, MigrationVersion};
+use diesel::migration::{
+    self, MigrationMetadata, MigrationName, MigrationSource, MigrationVersion,
+};
 
 use crate::error::{Error, Result};
 
@@ -119,7 +121,9 @@ impl<DB: DieselBackend> migration::Migration<DB> for SqlMigration {
                 conn.batch_execute(down)?;
                 Ok(())
             }
-            None => Err(Box::new(diesel_migrations::MigrationError::NoMigrationRevertFile)),
+            None => Err(Box::new(
+                diesel_migrations::MigrationError::NoMigrationRevertFile,
+            )),
         }
     }
 
@@ -210,7 +214,9 @@ impl Migrations {
 
 impl fmt::Debug for Migrations {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|m| &m.name)).finish()
+        f.debug_list()
+            .entries(self.iter().map(|m| &m.name))
+            .finish()
     }
 }
 
@@ -285,12 +291,11 @@ impl Seeds {
 
     /// Reads a folder of `*.sql` seed files at run time.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        let files = tenora_migration_files::scan_seeds(dir.as_ref()).map_err(|e| {
-            Error::Migration {
+        let files =
+            tenora_migration_files::scan_seeds(dir.as_ref()).map_err(|e| Error::Migration {
                 database: format!("seed folder {}", dir.as_ref().display()),
                 source: Box::new(e),
-            }
-        })?;
+            })?;
         let list: Vec<SeedScript> = files
             .into_iter()
             .map(|f| SeedScript {
@@ -320,6 +325,8 @@ impl Seeds {
 
 impl fmt::Debug for Seeds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter().map(|s| &s.name)).finish()
+        f.debug_list()
+            .entries(self.iter().map(|s| &s.name))
+            .finish()
     }
 }

@@ -54,7 +54,8 @@ impl Naming {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.reserved_users.extend(names.into_iter().map(Into::into));
+        self.reserved_users
+            .extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -101,14 +102,14 @@ impl Naming {
             )));
         }
         let database = self.database_name(id);
-        if self.reserved_databases.iter().any(|r| *r == database) {
+        if self.reserved_databases.contains(&database) {
             return Err(invalid(format!(
                 "its database name `{database}` is reserved (a system database or the base \
                  database)"
             )));
         }
         let user = self.user_name(id);
-        if self.reserved_users.iter().any(|r| *r == user)
+        if self.reserved_users.contains(&user)
             || self
                 .reserved_user_prefixes
                 .iter()

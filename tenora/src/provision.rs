@@ -212,15 +212,15 @@ impl<B: Backend> Tenora<B> {
     async fn undo(&self, id: &TenantId, made: &Made) -> Vec<String> {
         let backend = self.backend();
         let mut failures = Vec::new();
-        if made.database {
-            if let Err(e) = backend.drop_database(id).await {
-                failures.push(format!("{}: {e}", Step::DropDatabase));
-            }
+        if made.database
+            && let Err(e) = backend.drop_database(id).await
+        {
+            failures.push(format!("{}: {e}", Step::DropDatabase));
         }
-        if made.user {
-            if let Err(e) = backend.drop_user(id).await {
-                failures.push(format!("{}: {e}", Step::DropUser));
-            }
+        if made.user
+            && let Err(e) = backend.drop_user(id).await
+        {
+            failures.push(format!("{}: {e}", Step::DropUser));
         }
         if made.row {
             let deleted = async {

@@ -90,7 +90,8 @@ impl RawRow {
             context: format!("registry table `{table}` holds a row with {what}"),
             source: diesel::result::Error::DeserializationError(what.into()),
         };
-        let id = TenantId::new(&self.id).map_err(|_| bad(&format!("an invalid id {:?}", self.id)))?;
+        let id =
+            TenantId::new(&self.id).map_err(|_| bad(&format!("an invalid id {:?}", self.id)))?;
         let state = TenantState::parse(&self.state)
             .ok_or_else(|| bad(&format!("an unknown state {:?}", self.state)))?;
         Ok(StoredTenant {

@@ -388,7 +388,9 @@ mod tests {
         );
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         EncryptionKey::parse(hex).unwrap();
-        let err = EncryptionKey::parse("dG9vIHNob3J0").unwrap_err().to_string();
+        let err = EncryptionKey::parse("dG9vIHNob3J0")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("decodes to 9 bytes"), "{err}");
         assert!(!err.contains("dG9vIHNob3J0"));
         assert_eq!(format!("{key:?}"), "EncryptionKey(<redacted>)");
@@ -412,7 +414,13 @@ mod tests {
     #[test]
     fn password_rule() {
         check_password("abcdEFGH1234!").unwrap();
-        for bad in ["short", "has space 123", "quote'123456", "back\\slash12", "ünïcödé123"] {
+        for bad in [
+            "short",
+            "has space 123",
+            "quote'123456",
+            "back\\slash12",
+            "ünïcödé123",
+        ] {
             assert!(check_password(bad).is_err(), "{bad}");
         }
     }

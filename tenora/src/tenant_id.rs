@@ -147,7 +147,10 @@ mod tests {
             long.as_str(),
         ] {
             let err = TenantId::new(bad).unwrap_err().to_string();
-            assert!(err.contains("a lowercase letter a-z first"), "{bad:?}: {err}");
+            assert!(
+                err.contains("a lowercase letter a-z first"),
+                "{bad:?}: {err}"
+            );
         }
     }
 }

@@ -19,7 +19,6 @@ use crate::tenant_id::TenantId;
 /// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
 pub type PooledConn<B> = bb8::PooledConnection<'static, <B as Backend>::Manager>;
 
-
 /// The outcome of a migration run on one tenant, from
 /// [`Tenora::migrate_all_tenants`] / [`Tenora::rollback_all_tenants`].
 #[derive(Debug)]
@@ -262,10 +261,7 @@ impl<B: Backend> Tenora<B> {
     /// The registry row of tenant `id`, if registered (in any state).
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRecord>> {
         let mut conn = self.base_conn().await?;
-        Ok(self
-            .registry_get_on(&mut conn, id)
-            .await?
-            .map(|s| s.record))
+        Ok(self.registry_get_on(&mut conn, id).await?.map(|s| s.record))
     }
 
     /// Every registered tenant, ordered by id. Passwords are never returned.
@@ -405,7 +401,12 @@ impl<B: Backend> Tenora<B> {
     /// Runs the tenant seeds on tenant `id`; returns the seed names.
     pub async fn run_tenant_seeds(&self, id: &TenantId) -> Result<Vec<String>> {
         let mut conn = self.tenant_conn(id).await?;
-        migrate::run_seeds(&mut *conn, &self.inner.tenant_seeds, &format!("tenant `{id}`")).await
+        migrate::run_seeds(
+            &mut *conn,
+            &self.inner.tenant_seeds,
+            &format!("tenant `{id}`"),
+        )
+        .await
     }
 
     /// Applies pending tenant migrations to every `active` tenant. One tenant's failure does

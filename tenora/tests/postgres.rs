@@ -65,13 +65,19 @@ async fn tenant_roles_cannot_reach_other_tenants() {
     t.create_tenant(&a, None).await.unwrap();
     t.create_tenant(&b, None).await.unwrap();
     let naming = t.backend().naming();
-    let a_password = tenora::secret::decrypt_password(&key_of(&env), &a, &stored_password(&env, "acme").await)
-        .unwrap();
+    let a_password =
+        tenora::secret::decrypt_password(&key_of(&env), &a, &stored_password(&env, "acme").await)
+            .unwrap();
 
     // A's role reaches its own database and owns the tables there...
-    let own = connect_as(&env, &naming.user_name(&a), a_password.expose(), &naming.database_name(&a))
-        .await
-        .expect("a tenant connects to its own database");
+    let own = connect_as(
+        &env,
+        &naming.user_name(&a),
+        a_password.expose(),
+        &naming.database_name(&a),
+    )
+    .await
+    .expect("a tenant connects to its own database");
     let owner: String = own
         .query_one(
             "SELECT tableowner::text FROM pg_tables WHERE tablename = 'projects'",
@@ -83,9 +89,14 @@ async fn tenant_roles_cannot_reach_other_tenants() {
     assert_eq!(owner, naming.user_name(&a));
 
     // ...but not B's.
-    let err = connect_as(&env, &naming.user_name(&a), a_password.expose(), &naming.database_name(&b))
-        .await
-        .expect_err("A's role must not connect to B's database");
+    let err = connect_as(
+        &env,
+        &naming.user_name(&a),
+        a_password.expose(),
+        &naming.database_name(&b),
+    )
+    .await
+    .expect_err("A's role must not connect to B's database");
     assert!(
         pg_text(&err).contains("permission denied for database"),
         "{err}"
@@ -115,13 +126,19 @@ async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
     let t_wrong = tenora_with::<Postgres>(wrong, Postgres::tenant_migrations()).await;
     assert_err_contains(
         t_wrong.tenant_conn(&a).await,
-        &["cannot decrypt the stored password of tenant `acme`", "TENORA_KEY"],
+        &[
+            "cannot decrypt the stored password of tenant `acme`",
+            "TENORA_KEY",
+        ],
     );
     // No key at all, for an encrypted row.
     let mut keyless = env.config.clone();
     keyless.secrets.key = None;
     let t_keyless = tenora_with::<Postgres>(keyless, Postgres::tenant_migrations()).await;
-    assert_err_contains(t_keyless.tenant_conn(&a).await, &["no encryption key is configured"]);
+    assert_err_contains(
+        t_keyless.tenant_conn(&a).await,
+        &["no encryption key is configured"],
+    );
 
     // A ciphertext copied into another tenant's row does not open there.
     let client = admin_client(&url_for(&env, env.config.base.database.as_deref().unwrap())).await;
@@ -142,7 +159,8 @@ async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
 
     // Bad caller passwords are refused before anything is made.
     assert_err_contains(
-        t.create_tenant(&id("initech"), Some(SecretString::new("it's bad"))).await,
+        t.create_tenant(&id("initech"), Some(SecretString::new("it's bad")))
+            .await,
         &["unusable password"],
     );
     assert!(t.tenant(&id("initech")).await.unwrap().is_none());
@@ -162,7 +180,11 @@ async fn existing_database_is_never_taken_over_or_dropped() {
 
     let err = t.create_tenant(&acme, None).await.unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
-    assert!(err.to_string().contains(&format!("the database `{db}` exists")), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("the database `{db}` exists")),
+        "{err}"
+    );
     // The foreign database survives; our role and row are gone.
     assert!(t.backend().database_exists(&acme).await.unwrap());
     let role = t.backend().naming().user_name(&acme);
@@ -177,11 +199,13 @@ async fn existing_database_is_never_taken_over_or_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_provisioning_leaves_no_role() {
     let Some(env) = Postgres::env() else { return };
-    const FAILING: tenora::Migrations =
-        tenora::embed_migrations!("tests/fixtures/failing_tenant");
+    const FAILING: tenora::Migrations = tenora::embed_migrations!("tests/fixtures/failing_tenant");
     let t = tenora_with::<Postgres>(env.config.clone(), FAILING).await;
     let acme = id("acme");
-    assert_err_contains(t.create_tenant(&acme, None).await, &["step `migrate`", "no_such_table"]);
+    assert_err_contains(
+        t.create_tenant(&acme, None).await,
+        &["step `migrate`", "no_such_table"],
+    );
     let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
     let role = t.backend().naming().user_name(&acme);
     let roles = admin
@@ -195,8 +219,15 @@ async fn failed_provisioning_leaves_no_role() {
 async fn dead_server_and_wrong_backend_are_clear_errors() {
     let Some(_env) = Postgres::env() else { return };
     let config = Config::postgres("postgres://admin:hunter2secret@127.0.0.1:1/app");
-    let err = PgTenora::builder(config).connect().await.unwrap_err().to_string();
-    assert!(err.contains("cannot connect to the PostgreSQL base database `app` on 127.0.0.1:1"), "{err}");
+    let err = PgTenora::builder(config)
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot connect to the PostgreSQL base database `app` on 127.0.0.1:1"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2secret"), "{err}");
 
     let sqlite = Config::sqlite("unused.sqlite");
@@ -208,7 +239,9 @@ async fn dead_server_and_wrong_backend_are_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_are_checked_by_a_scram_server() {
-    let Some(cluster) = PgCluster::start() else { return };
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
     let env = pg_env_at(&cluster.admin_url());
     let t = tenora::<Postgres>(&env).await;
     let acme = id("acme");
@@ -221,18 +254,31 @@ async fn passwords_are_checked_by_a_scram_server() {
 
     // A wrong password is refused by the server.
     let naming = t.backend().naming();
-    let err = connect_as(&env, &naming.user_name(&acme), "WrongPassword123", &naming.database_name(&acme))
-        .await
-        .expect_err("a wrong password must be refused");
-    assert!(pg_text(&err).contains("password authentication failed"), "{err}");
+    let err = connect_as(
+        &env,
+        &naming.user_name(&acme),
+        "WrongPassword123",
+        &naming.database_name(&acme),
+    )
+    .await
+    .expect_err("a wrong password must be refused");
+    assert!(
+        pg_text(&err).contains("password authentication failed"),
+        "{err}"
+    );
 
     // A chosen password works too.
     let globex = id("globex");
     t.create_tenant(&globex, Some(SecretString::new("Globex-Pa55word")))
         .await
         .unwrap();
-    connect_as(&env, &naming.user_name(&globex), "Globex-Pa55word", &naming.database_name(&globex))
-        .await
-        .expect("the chosen password logs in");
+    connect_as(
+        &env,
+        &naming.user_name(&globex),
+        "Globex-Pa55word",
+        &naming.database_name(&globex),
+    )
+    .await
+    .expect("the chosen password logs in");
     drop(env); // drop the test objects before the cluster stops
 }

@@ -96,7 +96,11 @@ pub async fn failing_migration_leaves_nothing<B: TestBackend>() {
         other => panic!("expected a provisioning error, got {other:?}"),
     }
     let msg = err.to_string();
-    for needle in ["tenant `acme`", "step `migrate`", "everything created for it was removed"] {
+    for needle in [
+        "tenant `acme`",
+        "step `migrate`",
+        "everything created for it was removed",
+    ] {
         assert!(msg.contains(needle), "{msg}");
     }
     assert!(t.list_tenants().await.unwrap().is_empty());
@@ -186,7 +190,10 @@ pub async fn unknown_and_unregistered<B: TestBackend>() {
         .unwrap();
     assert_err_contains(
         raw.create_tenant(&id("acme"), None).await,
-        &["registry table `tenora_tenants` is missing", "base migrations"],
+        &[
+            "registry table `tenora_tenants` is missing",
+            "base migrations",
+        ],
     );
     let t = tenora::<B>(&env).await;
     assert_err_contains(
@@ -199,7 +206,10 @@ pub async fn unknown_and_unregistered<B: TestBackend>() {
 pub async fn migrate_and_rollback<B: TestBackend>() {
     let Some(env) = B::env() else { return };
     let t = tenora::<B>(&env).await;
-    assert!(t.migrate_base().await.unwrap().is_empty(), "base is up to date");
+    assert!(
+        t.migrate_base().await.unwrap().is_empty(),
+        "base is up to date"
+    );
     let (acme, globex) = (id("acme"), id("globex"));
     t.create_tenant(&acme, None).await.unwrap();
     t.create_tenant(&globex, None).await.unwrap();

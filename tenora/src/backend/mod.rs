@@ -114,5 +114,7 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         conn: Self::Connection,
         migrations: Migrations,
         op: MigrationOp,
-    ) -> impl Future<Output = std::result::Result<(Self::Connection, Vec<String>), crate::error::BoxError>> + Send;
+    ) -> impl Future<
+        Output = std::result::Result<(Self::Connection, Vec<String>), crate::error::BoxError>,
+    > + Send;
 }

@@ -139,7 +139,11 @@ fn manager(
 }
 
 impl Postgres {
-    fn tenant_config(&self, id: &TenantId, password: Option<&SecretString>) -> tokio_postgres::Config {
+    fn tenant_config(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> tokio_postgres::Config {
         let mut config = (*self.base).clone();
         config
             .user(self.naming.user_name(id))
@@ -366,12 +370,10 @@ impl Backend for Postgres {
         );
         match self.admin_execute(&sql).await {
             Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
-                Err(Error::TenantExists {
-                    id: id.clone(),
-                    what: format!("the database `{db}` exists on {}", self.server),
-                })
-            }
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("the database `{db}` exists on {}", self.server),
+            }),
             Err(e) => Err(admin_error(format!("cannot create the database `{db}`"))(e)),
         }
     }

@@ -95,7 +95,11 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error("cannot remove the database file".to_owned(), path, e)),
+        Err(e) => Err(io_error(
+            "cannot remove the database file".to_owned(),
+            path,
+            e,
+        )),
     }
 }
 
@@ -124,10 +128,10 @@ impl Backend for Sqlite {
             255,
             usize::MAX,
         );
-        if base_path.parent() == Some(tenant_dir.as_path()) {
-            if let Some(name) = base_path.file_name() {
-                naming = naming.reserve_databases([name.to_string_lossy().into_owned()]);
-            }
+        if base_path.parent() == Some(tenant_dir.as_path())
+            && let Some(name) = base_path.file_name()
+        {
+            naming = naming.reserve_databases([name.to_string_lossy().into_owned()]);
         }
         if let Some(parent) = base_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -158,7 +162,10 @@ impl Backend for Sqlite {
     }
 
     fn describe_tenant(&self, id: &TenantId) -> String {
-        format!("tenant `{id}` (SQLite file {})", self.tenant_path(id).display())
+        format!(
+            "tenant `{id}` (SQLite file {})",
+            self.tenant_path(id).display()
+        )
     }
 
     fn base_manager(&self) -> Self::Manager {

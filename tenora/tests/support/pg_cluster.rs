@@ -57,10 +57,8 @@ impl PgCluster {
             return None;
         };
         let as_postgres = is_root();
-        let dir = std::env::temp_dir().join(format!(
-            "tenora-pg-{}",
-            crate::support::unique_token()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("tenora-pg-{}", crate::support::unique_token()));
         std::fs::create_dir_all(&dir).expect("create cluster folder");
         if as_postgres {
             let status = Command::new("chown")
@@ -115,7 +113,16 @@ impl PgCluster {
             let log = cluster.dir.join("log");
             let out = cluster.run(
                 "pg_ctl",
-                &["-D", path(&data), "-o", &options, "-l", path(&log), "-w", "start"],
+                &[
+                    "-D",
+                    path(&data),
+                    "-o",
+                    &options,
+                    "-l",
+                    path(&log),
+                    "-w",
+                    "start",
+                ],
             );
             if out.status.success() {
                 return Some(cluster);
