@@ -48,6 +48,10 @@ macro_rules! scenario_tests {
                 s::migrate_and_rollback::<B>().await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn runtime_migration_folders_match_embedded() {
+                s::runtime_migration_folders_match_embedded::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn seeds_run_on_create_and_on_demand() {
                 s::seeds_run_on_create_and_on_demand::<B>().await
             }

@@ -88,6 +88,19 @@ async fn tenant_roles_cannot_reach_other_tenants() {
         .get(0);
     assert_eq!(owner, naming.user_name(&a));
 
+    // The diesel CLI would agree: the versions are in diesel's own table.
+    let versions: Vec<String> = own
+        .query(
+            "SELECT version FROM __diesel_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, ["20240101000001", "20240101000002"]);
+
     // ...but not B's.
     let err = connect_as(
         &env,

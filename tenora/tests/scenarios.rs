@@ -268,3 +268,29 @@ pub async fn seeds_run_on_create_and_on_demand<B: TestBackend>() {
         &["seed `01_admin_user.sql`", "tenant `acme`"],
     );
 }
+
+pub async fn runtime_migration_folders_match_embedded<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    // Loading the same folder at run time gives the same migrations (names, checksums) as
+    // embedding it, and provisions tenants the same way.
+    let folder = format!(
+        "{}/../tenant-schema/migrations/{}",
+        env!("CARGO_MANIFEST_DIR"),
+        B::NAME
+    );
+    let loaded = tenora::Migrations::from_dir(&folder).unwrap();
+    let embedded = B::tenant_migrations();
+    let pairs: Vec<_> = loaded.iter().zip(embedded.iter()).collect();
+    assert_eq!(pairs.len(), embedded.len());
+    for (l, e) in pairs {
+        assert_eq!((l.name(), l.checksum()), (e.name(), e.checksum()));
+    }
+    let t = tenora_with::<B>(env.config.clone(), loaded).await;
+    t.create_tenant(&id("acme"), None).await.unwrap();
+    let mut conn = t.tenant_conn(&id("acme")).await.unwrap();
+    assert!(B::project_names(&mut conn).await.is_empty());
+    assert_err_contains(
+        tenora::Migrations::from_dir("/no/such/folder"),
+        &["cannot read the folder"],
+    );
+}
