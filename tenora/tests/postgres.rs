@@ -29,6 +29,32 @@ async fn stored_password(env: &Env, id: &str) -> String {
         .get(0)
 }
 
+/// Logs in as `role_of`'s tenant role to `db_of`'s tenant database.
+async fn login(
+    env: &Env,
+    naming: &tenora::Naming,
+    role_of: &TenantId,
+    password: &str,
+    db_of: &TenantId,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    connect_as(
+        env,
+        &naming.user_name(role_of),
+        password,
+        &naming.database_name(db_of),
+    )
+    .await
+}
+
+/// Fails if the role `role` exists.
+async fn assert_no_role(admin: &tokio_postgres::Client, role: &str) {
+    let roles = admin
+        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap();
+    assert!(roles.is_empty(), "role {role} was left behind");
+}
+
 /// The server's message of a tokio-postgres error.
 fn pg_text(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
@@ -70,14 +96,9 @@ async fn tenant_roles_cannot_reach_other_tenants() {
             .unwrap();
 
     // A's role reaches its own database and owns the tables there...
-    let own = connect_as(
-        &env,
-        &naming.user_name(&a),
-        a_password.expose(),
-        &naming.database_name(&a),
-    )
-    .await
-    .expect("a tenant connects to its own database");
+    let own = login(&env, naming, &a, a_password.expose(), &a)
+        .await
+        .expect("a tenant connects to its own database");
     let owner: String = own
         .query_one(
             "SELECT tableowner::text FROM pg_tables WHERE tablename = 'projects'",
@@ -102,14 +123,9 @@ async fn tenant_roles_cannot_reach_other_tenants() {
     assert_eq!(versions, ["20240101000001", "20240101000002"]);
 
     // ...but not B's.
-    let err = connect_as(
-        &env,
-        &naming.user_name(&a),
-        a_password.expose(),
-        &naming.database_name(&b),
-    )
-    .await
-    .expect_err("A's role must not connect to B's database");
+    let err = login(&env, naming, &a, a_password.expose(), &b)
+        .await
+        .expect_err("A's role must not connect to B's database");
     assert!(
         pg_text(&err).contains("permission denied for database"),
         "{err}"
@@ -200,12 +216,7 @@ async fn existing_database_is_never_taken_over_or_dropped() {
     );
     // The foreign database survives; our role and row are gone.
     assert!(t.backend().database_exists(&acme).await.unwrap());
-    let role = t.backend().naming().user_name(&acme);
-    let roles = admin
-        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-        .await
-        .unwrap();
-    assert!(roles.is_empty(), "role {role} was left behind");
+    assert_no_role(&admin, &t.backend().naming().user_name(&acme)).await;
     assert!(t.tenant(&acme).await.unwrap().is_none());
 }
 
@@ -220,12 +231,7 @@ async fn failed_provisioning_leaves_no_role() {
         &["step `migrate`", "no_such_table"],
     );
     let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
-    let role = t.backend().naming().user_name(&acme);
-    let roles = admin
-        .query("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
-        .await
-        .unwrap();
-    assert!(roles.is_empty(), "role {role} was left behind");
+    assert_no_role(&admin, &t.backend().naming().user_name(&acme)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,14 +273,9 @@ async fn passwords_are_checked_by_a_scram_server() {
 
     // A wrong password is refused by the server.
     let naming = t.backend().naming();
-    let err = connect_as(
-        &env,
-        &naming.user_name(&acme),
-        "WrongPassword123",
-        &naming.database_name(&acme),
-    )
-    .await
-    .expect_err("a wrong password must be refused");
+    let err = login(&env, naming, &acme, "WrongPassword123", &acme)
+        .await
+        .expect_err("a wrong password must be refused");
     assert!(
         pg_text(&err).contains("password authentication failed"),
         "{err}"
@@ -285,13 +286,8 @@ async fn passwords_are_checked_by_a_scram_server() {
     t.create_tenant(&globex, Some(SecretString::new("Globex-Pa55word")))
         .await
         .unwrap();
-    connect_as(
-        &env,
-        &naming.user_name(&globex),
-        "Globex-Pa55word",
-        &naming.database_name(&globex),
-    )
-    .await
-    .expect("the chosen password logs in");
+    login(&env, naming, &globex, "Globex-Pa55word", &globex)
+        .await
+        .expect("the chosen password logs in");
     drop(env); // drop the test objects before the cluster stops
 }
