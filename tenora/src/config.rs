@@ -304,29 +304,76 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Replaces the password in a `scheme://user:password@host/...` URL with `***`.
+/// Hides the password in a connection string: the `password` of a
+/// `scheme://user:password@host/...` URL (up to the last `@`, as tokio-postgres reads it),
+/// `password=` query parameters, and `password=` in `key=value` connection strings all become
+/// `***`. Errs on the side of hiding too much.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                ),
+    let mut out = match url.find("://") {
+        Some(scheme_end) => {
+            let (head, rest) = url.split_at(scheme_end + 3);
+            match rest.rfind('@') {
+                Some(at) => {
+                    let userinfo = &rest[..at];
+                    match userinfo.find(':') {
+                        Some(colon) => format!("{head}{}:***{}", &userinfo[..colon], &rest[at..]),
+                        None => url.to_owned(),
+                    }
+                }
                 None => url.to_owned(),
             }
         }
         None => url.to_owned(),
+    };
+    out = redact_password_params(&out);
+    out
+}
+
+/// Replaces the value after every `password=` (any case, optional spaces around `=`, quoted or
+/// not) with `***`.
+fn redact_password_params(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut pos = 0;
+    while let Some(found) = lower[pos..].find("password") {
+        let key_end = pos + found + "password".len();
+        let after = &text[key_end..];
+        let trimmed = after.trim_start();
+        if !trimmed.starts_with('=') {
+            out.push_str(&text[pos..key_end]);
+            pos = key_end;
+            continue;
+        }
+        let value_start = key_end + (after.len() - trimmed.len()) + 1;
+        let value = &text[value_start..];
+        let lead = value.len() - value.trim_start().len();
+        let value = value.trim_start();
+        let value_len = if let Some(quoted) = value.strip_prefix('\'') {
+            // Quoted: up to the closing quote (backslash escapes allowed), or the end.
+            let mut len = quoted.len();
+            let mut escaped = false;
+            for (i, c) in quoted.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        len = i + 1;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            1 + len
+        } else {
+            value
+                .find(|c: char| c == '&' || c.is_whitespace())
+                .unwrap_or(value.len())
+        };
+        out.push_str(&text[pos..value_start + lead]);
+        out.push_str("***");
+        pos = value_start + lead + value_len;
     }
+    out.push_str(&text[pos..]);
+    out
 }
 
 impl Config {
@@ -463,6 +510,8 @@ impl Config {
     }
 
     /// Applies `TENORA_BASE_URL` and `TENORA_KEY` when they are set (and not empty).
+    /// `TENORA_BASE_URL` replaces all of `[base]`'s connection settings (`url`, `host`, `port`,
+    /// `user`, `password`, `database`).
     pub fn apply_env(&mut self) -> Result<()> {
         let base_url = env_var(ENV_BASE_URL)?;
         let key = env_var(ENV_KEY)?;
@@ -472,7 +521,14 @@ impl Config {
 
     fn apply_overrides(&mut self, base_url: Option<String>, key: Option<String>) {
         if let Some(url) = base_url {
+            // The environment's URL replaces every connection setting of the file, so nothing
+            // from the file silently mixes into it.
             self.base.url = Some(SecretString::new(url));
+            self.base.host = None;
+            self.base.port = None;
+            self.base.user = None;
+            self.base.password = None;
+            self.base.database = None;
         }
         if let Some(key) = key {
             self.secrets.key = Some(SecretString::new(key));
@@ -684,7 +740,7 @@ mod tests {
         let path = dir.join("tenora.toml");
         std::fs::write(
             &path,
-            "[base]\nclient = \"postgres\"\nurl = \"postgres://a@h/db\"\n",
+            "[base]\nclient = \"postgres\"\nurl = \"postgres://a@h/db\"\ndatabase = \"x\"\n",
         )
         .unwrap();
         let mut c = Config::from_path(&path).unwrap();
@@ -717,6 +773,19 @@ mod tests {
             redact_url("postgres://u:p%40ss@h:5432/db?x=1"),
             "postgres://u:***@h:5432/db?x=1"
         );
+        assert_eq!(
+            redact_url("postgres://u:pa/ss?x@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=hunter2&sslmode=off"),
+            "postgres://h/db?user=u&password=***&sslmode=off"
+        );
+        assert_eq!(
+            redact_url("host=h user=u password = 'hun ter2' dbname=db"),
+            "host=h user=u password = *** dbname=db"
+        );
+        assert_eq!(redact_url("host=h PASSWORD=x"), "host=h PASSWORD=***");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("base.sqlite"), "base.sqlite");
     }

@@ -99,11 +99,13 @@ impl<P: Clone> PoolCache<P> {
             .await
             .cloned();
         if result.is_err() {
+            // Remove the empty cell unless other callers still hold it (they will try to build
+            // it in turn; the last one to fail removes it). Unknown ids leave nothing behind.
             let mut map = self.write();
-            if map
-                .get(id)
-                .is_some_and(|c| Arc::ptr_eq(c, &cell) && c.get().is_none())
-            {
+            let ours_and_unused = map.get(id).is_some_and(|c| {
+                Arc::ptr_eq(c, &cell) && c.get().is_none() && Arc::strong_count(c) == 2
+            });
+            if ours_and_unused {
                 map.remove(id);
             }
         }
@@ -113,7 +115,10 @@ impl<P: Clone> PoolCache<P> {
     /// Removes the tenant's pool; returns whether one was cached. Connections already handed
     /// out stay usable; the pool closes when the last of them is returned.
     pub(crate) fn evict(&self, id: &TenantId) -> bool {
-        let removed = self.write().remove(id).is_some();
+        let removed = self
+            .write()
+            .remove(id)
+            .is_some_and(|cell| cell.initialized());
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -124,7 +129,7 @@ impl<P: Clone> PoolCache<P> {
     pub(crate) fn clear(&self) {
         let n = {
             let mut map = self.write();
-            let n = map.len();
+            let n = map.values().filter(|c| c.initialized()).count();
             map.clear();
             n
         };
@@ -204,6 +209,54 @@ mod tests {
         .expect("a hit must not wait for another tenant's miss");
         assert_eq!(hit, Ok(1));
         slow.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_build_hands_over_to_a_waiter_and_keeps_one_cell() {
+        let cache = Arc::new(PoolCache::<u32>::new());
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let attempts = Arc::clone(&attempts);
+                tokio::spawn(async move {
+                    cache
+                        .get_or_try_init(&id("flaky"), || async {
+                            let n = attempts.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if n == 0 {
+                                Err("first attempt fails")
+                            } else {
+                                Ok(n as u32)
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut ok = Vec::new();
+        for t in tasks {
+            if let Ok(v) = t.await.unwrap() {
+                ok.push(v);
+            }
+        }
+        assert_eq!(
+            ok.len(),
+            7,
+            "one caller sees the failure, the others the retry"
+        );
+        assert!(
+            ok.iter().all(|v| *v == ok[0]),
+            "every waiter shares one pool: {ok:?}"
+        );
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        assert_eq!(cache.stats().cached_pools, 1);
+        assert_eq!(
+            cache
+                .get_or_try_init(&id("flaky"), || async { Err("unused") })
+                .await,
+            Ok(ok[0])
+        );
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ impl<B: Backend> Tenora<B> {
     /// Fails with [`Error::TenantExists`] (changing nothing) when the id is registered or its
     /// database or user already exists, and with [`Error::Provision`] naming the failed step
     /// otherwise — after removing everything this call created.
+    ///
+    /// The work runs on its own Tokio task, so dropping the returned future (a request timeout,
+    /// a client that went away) does not stop it half-way: it still finishes or undoes itself.
     pub async fn create_tenant(
         &self,
         id: &TenantId,
@@ -107,7 +110,23 @@ impl<B: Backend> Tenora<B> {
         let sealed = password
             .as_ref()
             .map(|p| secret::seal(self.key(), id, p.expose()));
+        let this = self.clone();
+        let id = id.clone();
+        match tokio::spawn(async move { this.create_claimed(&id, password, sealed).await }).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Unsupported(format!(
+                "the tenant creation task was cancelled: {e}"
+            ))),
+        }
+    }
 
+    async fn create_claimed(
+        &self,
+        id: &TenantId,
+        password: Option<SecretString>,
+        sealed: Option<String>,
+    ) -> Result<TenantRecord> {
         // Claim the id first: a duplicate changes nothing.
         {
             let mut conn = self.base_conn().await?;
@@ -189,9 +208,23 @@ impl<B: Backend> Tenora<B> {
         drop(conn);
 
         let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
-        base.registry_set_state(self.table(), id, TenantState::Active)
+        let changed = base
+            .registry_set_state(
+                self.table(),
+                id,
+                Some(TenantState::Provisioning),
+                TenantState::Active,
+            )
             .await
             .map_err(|e| (Step::Activate, self.registry_error(e, id)))?;
+        if changed != 1 {
+            return Err((
+                Step::Activate,
+                Error::Unsupported(format!(
+                    "the registry row of tenant `{id}` is no longer `provisioning` (was the                      tenant dropped while it was being created?)"
+                )),
+            ));
+        }
         let row = self
             .registry_get_on(&mut base, id)
             .await
@@ -223,14 +256,21 @@ impl<B: Backend> Tenora<B> {
             failures.push(format!("{}: {e}", Step::DropUser));
         }
         if made.row {
-            let deleted = async {
+            // Keep the row (as `deleting`) while something it names could not be removed, so
+            // `drop_tenant` can finish the job; otherwise release the id.
+            let keep = !failures.is_empty();
+            let done = async {
                 let mut conn = self.base_conn().await?;
-                conn.registry_delete(self.table(), id)
-                    .await
-                    .map_err(|e| self.registry_error(e, id))
+                if keep {
+                    conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
+                        .await
+                } else {
+                    conn.registry_delete(self.table(), id).await
+                }
+                .map_err(|e| self.registry_error(e, id))
             }
             .await;
-            if let Err(e) = deleted {
+            if let Err(e) = done {
                 failures.push(format!("{}: {e}", Step::Unregister));
             }
         }
@@ -245,6 +285,9 @@ impl<B: Backend> Tenora<B> {
     /// after a failure: each step skips what is already gone.
     pub async fn drop_tenant(&self, id: &TenantId) -> Result<()> {
         let backend = self.backend();
+        // Names are derived from the id and today's prefixes: never act on names that do not
+        // fit (they could be truncated by the server onto someone else's database).
+        backend.naming().check(id)?;
         let fail = |step: Step| {
             move |e: Error| Error::Drop {
                 id: id.clone(),
@@ -260,7 +303,7 @@ impl<B: Backend> Tenora<B> {
                     state: None,
                 });
             }
-            conn.registry_set_state(self.table(), id, TenantState::Deleting)
+            conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                 .await
                 .map_err(|e| fail(Step::MarkDeleting)(self.registry_error(e, id)))?;
         }

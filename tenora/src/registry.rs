@@ -150,13 +150,15 @@ pub trait RegistryConnection: Send {
         password: Option<String>,
         state: TenantState,
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
-    /// Changes a row's state.
+    /// Changes a row's state, only if it is in state `from` (any state when `None`); returns
+    /// the number of rows changed.
     #[doc(hidden)]
     fn registry_set_state(
         &mut self,
         table: &str,
         id: &TenantId,
-        state: TenantState,
+        from: Option<TenantState>,
+        to: TenantState,
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
     /// Deletes a row.
     #[doc(hidden)]
@@ -167,10 +169,17 @@ pub trait RegistryConnection: Send {
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
 }
 
+/// Quotes the registry table name with the backend's identifier quote character (the name is
+/// already validated as `[a-z_][a-z0-9_]*`; quoting keeps keywords such as `user` usable).
+#[doc(hidden)]
+pub fn quote_table(table: &str, quote: char) -> String {
+    format!("{quote}{table}{quote}")
+}
+
 /// Implements [`RegistryConnection`] for a concrete diesel-async connection type, given the
-/// backend's bind placeholder for parameter `n` (1-based).
+/// backend's bind placeholder for parameter `n` (1-based) and its identifier quote character.
 macro_rules! impl_registry {
-    ($conn:ty, $ph:expr) => {
+    ($conn:ty, $ph:expr, $quote:expr) => {
         impl $crate::registry::RegistryConnection for $conn {
             async fn registry_get(
                 &mut self,
@@ -181,8 +190,9 @@ macro_rules! impl_registry {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let sql = format!(
-                    "SELECT {} FROM {table} WHERE id = {}",
+                    "SELECT {} FROM {} WHERE id = {}",
                     $crate::registry::COLUMNS,
+                    $crate::registry::quote_table(table, $quote),
                     ph(1)
                 );
                 diesel::sql_query(sql)
@@ -198,8 +208,9 @@ macro_rules! impl_registry {
             ) -> diesel::QueryResult<Vec<$crate::registry::RawRow>> {
                 use diesel_async::RunQueryDsl as _;
                 let sql = format!(
-                    "SELECT {} FROM {table} ORDER BY id",
-                    $crate::registry::COLUMNS
+                    "SELECT {} FROM {} ORDER BY id",
+                    $crate::registry::COLUMNS,
+                    $crate::registry::quote_table(table, $quote)
                 );
                 diesel::sql_query(sql).load(self).await
             }
@@ -215,7 +226,8 @@ macro_rules! impl_registry {
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "INSERT INTO {table} ({}) VALUES ({}, {}, {}, {}, {})",
+                    "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {})",
+                    $crate::registry::quote_table(table, $quote),
                     $crate::registry::COLUMNS,
                     ph(1),
                     ph(2),
@@ -237,23 +249,36 @@ macro_rules! impl_registry {
                 &mut self,
                 table: &str,
                 id: &$crate::TenantId,
-                state: $crate::registry::TenantState,
+                from: Option<$crate::registry::TenantState>,
+                to: $crate::registry::TenantState,
             ) -> diesel::QueryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
-                let sql = format!(
-                    "UPDATE {table} SET state = {}, updated_at = {} WHERE id = {}",
+                let mut sql = format!(
+                    "UPDATE {} SET state = {}, updated_at = {} WHERE id = {}",
+                    $crate::registry::quote_table(table, $quote),
                     ph(1),
                     ph(2),
                     ph(3)
                 );
-                diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(state.as_str())
+                if from.is_some() {
+                    sql.push_str(&format!(" AND state = {}", ph(4)));
+                }
+                let query = diesel::sql_query(sql)
+                    .into_boxed()
+                    .bind::<diesel::sql_types::Text, _>(to.as_str())
                     .bind::<diesel::sql_types::Timestamp, _>(now)
-                    .bind::<diesel::sql_types::Text, _>(id.as_str())
-                    .execute(self)
-                    .await
+                    .bind::<diesel::sql_types::Text, _>(id.as_str());
+                match from {
+                    Some(from) => {
+                        query
+                            .bind::<diesel::sql_types::Text, _>(from.as_str())
+                            .execute(self)
+                            .await
+                    }
+                    None => query.execute(self).await,
+                }
             }
 
             async fn registry_delete(
@@ -263,7 +288,11 @@ macro_rules! impl_registry {
             ) -> diesel::QueryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
-                let sql = format!("DELETE FROM {table} WHERE id = {}", ph(1));
+                let sql = format!(
+                    "DELETE FROM {} WHERE id = {}",
+                    $crate::registry::quote_table(table, $quote),
+                    ph(1)
+                );
                 diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id.as_str())
                     .execute(self)

@@ -52,6 +52,10 @@ macro_rules! scenario_tests {
                 s::runtime_migration_folders_match_embedded::<B>().await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancelled_create_still_finishes() {
+                s::cancelled_create_still_finishes::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn seeds_run_on_create_and_on_demand() {
                 s::seeds_run_on_create_and_on_demand::<B>().await
             }

@@ -75,6 +75,7 @@ pub async fn invalid_ids_create_nothing<B: TestBackend>() {
         let too_long = id(&"b".repeat(max + 1));
         assert_err_contains(t.tenant_id(too_long.as_str()), &["at most"]);
         assert_err_contains(t.create_tenant(&too_long, None).await, &["at most"]);
+        assert_err_contains(t.drop_tenant(&too_long).await, &["at most"]);
         assert!(!t.backend().database_exists(&too_long).await.unwrap());
     }
     assert!(t.list_tenants().await.unwrap().is_empty());
@@ -293,4 +294,32 @@ pub async fn runtime_migration_folders_match_embedded<B: TestBackend>() {
         tenora::Migrations::from_dir("/no/such/folder"),
         &["cannot read the folder"],
     );
+}
+
+pub async fn cancelled_create_still_finishes<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let acme = id("acme");
+    // Give up on the call almost at once: the creation goes on by itself.
+    let gave_up = tokio::time::timeout(
+        std::time::Duration::from_millis(2),
+        t.create_tenant(&acme, None),
+    )
+    .await;
+    let mut state = None;
+    for _ in 0..200 {
+        state = t.tenant(&acme).await.unwrap().map(|r| r.state);
+        if state != Some(TenantState::Provisioning) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        state,
+        Some(TenantState::Active),
+        "the creation must finish after the caller gave up (timed out: {})",
+        gave_up.is_err()
+    );
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    assert!(B::project_names(&mut conn).await.is_empty());
 }

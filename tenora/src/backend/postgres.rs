@@ -20,7 +20,7 @@ use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
 
-impl_registry!(AsyncPgConnection, |n| format!("${n}"));
+impl_registry!(AsyncPgConnection, |n| format!("${n}"), '"');
 
 /// PostgreSQL's limit on identifier length, in bytes.
 const MAX_IDENTIFIER: usize = 63;

@@ -22,7 +22,7 @@ use crate::tenant_id::TenantId;
 /// The diesel-async connection type of the SQLite backend.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-impl_registry!(SqliteConn, |_| "?".to_owned());
+impl_registry!(SqliteConn, |_| "?".to_owned(), '"');
 
 /// Settings applied to every SQLite connection: WAL for concurrent readers, a busy timeout so
 /// pooled writers wait instead of failing, and enforced foreign keys.
@@ -115,10 +115,21 @@ impl Backend for Sqlite {
             .clone()
             .or_else(|| config.base.url.as_ref().map(|u| u.expose().to_owned()))
             .ok_or_else(|| Error::config("base.database", "SQLite needs a base database path"))?;
-        let base = base
+        let base = match base
             .strip_prefix("sqlite://")
             .or_else(|| base.strip_prefix("file:"))
-            .unwrap_or(&base);
+        {
+            Some(path) => path,
+            None if base.contains("://") => {
+                // Never echo it: it may be another server's URL with a password in it.
+                return Err(Error::config(
+                    "base.url",
+                    "the SQLite client takes a file path (or sqlite://path), not a server URL; \
+                     check base.client and TENORA_BASE_URL",
+                ));
+            }
+            None => &base,
+        };
         let base_path = config.resolve(Path::new(base));
         let tenant_dir = config.resolve(&config.tenant.database_dir);
         let mut naming = Naming::new(
@@ -261,5 +272,28 @@ impl Backend for Sqlite {
         op: MigrationOp,
     ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
         migrate::run_blocking(conn, migrations, op).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_are_refused_without_echoing_them() {
+        let mut config = Config::sqlite("unused.sqlite");
+        config.base.database = None;
+        config.base.url = Some(SecretString::new("postgres://u:hunter2@h/db"));
+        let err = Sqlite::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("takes a file path"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn uri_paths_are_percent_encoded() {
+        assert_eq!(
+            uri_path(Path::new("/a b/c?d#e.sqlite")),
+            "/a%20b/c%3Fd%23e.sqlite"
+        );
     }
 }
