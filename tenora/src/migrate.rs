@@ -33,6 +33,10 @@ fn name_of(migrations: &Migrations, version: &MigrationVersion<'_>) -> String {
         .unwrap_or(version)
 }
 
+fn named_failure(what: &str, name: &str, e: &(dyn std::error::Error + Send + Sync)) -> BoxError {
+    format!("{what} `{name}` failed: {e}").into()
+}
+
 /// Runs `op` with Diesel's harness on a blocking thread and hands the connection back. Generic over any connection whose
 /// `AsyncConnectionWrapper` Diesel can migrate; each backend calls it with its concrete type.
 pub(crate) async fn run_blocking<C>(
@@ -49,17 +53,25 @@ where
         let mut touched = Vec::new();
         match op {
             MigrationOp::Up => {
-                for version in harness.run_pending_migrations(migrations.clone())? {
-                    touched.push(name_of(&migrations, &version));
+                // One by one, so a failure names its migration.
+                for migration in harness.pending_migrations(migrations.clone())? {
+                    let name = migration.name().to_string();
+                    harness
+                        .run_migration(&*migration)
+                        .map_err(|e| named_failure("migration", &name, &*e))?;
+                    touched.push(name);
                 }
             }
             MigrationOp::Down { steps } => {
                 for _ in 0..steps {
-                    if harness.applied_migrations()?.is_empty() {
+                    let Some(last) = harness.applied_migrations()?.into_iter().max() else {
                         break;
-                    }
-                    let version = harness.revert_last_migration(migrations.clone())?;
-                    touched.push(name_of(&migrations, &version));
+                    };
+                    let name = name_of(&migrations, &last);
+                    harness
+                        .revert_last_migration(migrations.clone())
+                        .map_err(|e| named_failure("reverting migration", &name, &*e))?;
+                    touched.push(name);
                 }
             }
         }

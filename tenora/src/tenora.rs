@@ -121,17 +121,7 @@ impl<B: Backend> TenoraBuilder<B> {
     pub async fn connect(self) -> Result<Tenora<B>> {
         let config = self.config;
         config.validate()?;
-        if config.base.client != B::CLIENT {
-            return Err(Error::config(
-                "base.client",
-                format!(
-                    "is `{}`, but this Tenora is the {} backend; use the matching type \
-                     (e.g. tenora::PgTenora) and cargo feature",
-                    config.base.client,
-                    B::CLIENT
-                ),
-            ));
-        }
+        check_client::<B>(&config)?;
         let key = config.encryption_key()?;
         if key.is_none() {
             tracing::warn!(
@@ -171,6 +161,14 @@ impl<B: Backend> Tenora<B> {
             tenant_seeds: Seeds::empty(),
             backend: PhantomData,
         }
+    }
+
+    /// Creates the base database of `config` if it does not exist yet (PostgreSQL: `CREATE
+    /// DATABASE` from the admin database; SQLite: the file). Returns whether it was created.
+    pub async fn create_base_database(config: &Config) -> Result<bool> {
+        config.validate()?;
+        check_client::<B>(config)?;
+        B::from_config(config)?.create_base().await
     }
 
     /// The backend (naming rules, database checks).
@@ -434,6 +432,21 @@ impl<B: Backend> Tenora<B> {
         }
         Ok(outcomes)
     }
+}
+
+fn check_client<B: Backend>(config: &Config) -> Result<()> {
+    if config.base.client == B::CLIENT {
+        return Ok(());
+    }
+    Err(Error::config(
+        "base.client",
+        format!(
+            "is `{}`, but this Tenora is the {} backend; use the matching type \
+             (e.g. tenora::PgTenora) and cargo feature",
+            config.base.client,
+            B::CLIENT
+        ),
+    ))
 }
 
 impl Error {

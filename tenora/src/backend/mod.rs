@@ -105,6 +105,10 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     #[doc(hidden)]
     fn drop_database(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
 
+    /// Creates the base database if it does not exist; returns whether it was created.
+    #[doc(hidden)]
+    fn create_base(&self) -> impl Future<Output = Result<bool>> + Send;
+
     /// Whether the tenant's database exists.
     fn database_exists(&self, id: &TenantId) -> impl Future<Output = Result<bool>> + Send;
 

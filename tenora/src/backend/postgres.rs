@@ -400,6 +400,27 @@ impl Backend for Postgres {
         .map_err(admin_error(format!("cannot drop the database `{db}`")))
     }
 
+    async fn create_base(&self) -> Result<bool> {
+        let db = &self.base_database;
+        if self
+            .admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", db)
+            .await?
+        {
+            return Ok(false);
+        }
+        match self
+            .admin_execute(&format!("CREATE DATABASE {}", quote_ident(db)))
+            .await
+        {
+            Ok(()) => Ok(true),
+            // Created concurrently by someone else: fine.
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => Ok(false),
+            Err(e) => Err(admin_error(format!(
+                "cannot create the base database `{db}`"
+            ))(e)),
+        }
+    }
+
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
         let db = self.naming.database_name(id);
         if db.len() > MAX_IDENTIFIER {

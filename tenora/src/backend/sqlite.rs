@@ -262,6 +262,15 @@ impl Backend for Sqlite {
         remove_if_exists(&path)
     }
 
+    async fn create_base(&self) -> Result<bool> {
+        if self.base_path.exists() {
+            return Ok(false);
+        }
+        // Opening the base database creates the file.
+        drop(self.connect_base().await?);
+        Ok(true)
+    }
+
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
         Ok(self.tenant_path(id).exists())
     }

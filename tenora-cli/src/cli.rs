@@ -1,0 +1,165 @@
+//! Command-line grammar (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Migrate, roll back and seed Tenora's base database and every tenant database; generate
+/// migrations and seeds; create, drop and list tenants.
+#[derive(Debug, Parser)]
+#[command(name = "tenora", version, disable_help_subcommand = true)]
+pub struct Cli {
+    /// Config file (default: $TENORA_CONFIG, else tenora.toml in this folder or a parent)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Create the base database first if it does not exist
+    #[arg(long, global = true)]
+    pub create_base: bool,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail (each migration applied or reverted)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command to run
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable lines (with a progress bar on a terminal)
+    Text,
+    /// One JSON document on standard output
+    Json,
+}
+
+/// Which tenants a fleet command touches, and whether to stop at the first failure.
+#[derive(Debug, Clone, Args)]
+pub struct Fleet {
+    /// Only this tenant (repeatable); default: every active tenant
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+
+    /// Stop at the first failing tenant instead of continuing with the others
+    #[arg(long)]
+    pub fail_fast: bool,
+}
+
+/// Every command. The names (and aliases) follow the Node tool this replaces.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending base migrations
+    #[command(name = "migrate", visible_alias = "migrate:base")]
+    Migrate,
+
+    /// Revert base migrations (the last one, or --step N)
+    #[command(name = "rollback", visible_alias = "rollback:base")]
+    Rollback {
+        /// How many migrations to revert
+        #[arg(long, default_value_t = 1)]
+        step: usize,
+    },
+
+    /// Apply pending tenant migrations to every tenant
+    #[command(name = "migrate:tenants")]
+    MigrateTenants(#[command(flatten)] Fleet),
+
+    /// Revert tenant migrations on every tenant (the last one, or --step N)
+    #[command(name = "rollback:tenants")]
+    RollbackTenants {
+        /// Which tenants
+        #[command(flatten)]
+        fleet: Fleet,
+        /// How many migrations to revert per tenant
+        #[arg(long, default_value_t = 1)]
+        step: usize,
+    },
+
+    /// Create a base migration folder (template inferred from the name)
+    #[command(name = "make:migration", visible_alias = "make:migration:base")]
+    MakeMigration {
+        /// e.g. create_users, add_email_to_users, remove_email_from_users
+        name: String,
+    },
+
+    /// Create a tenant migration folder (template inferred from the name)
+    #[command(name = "make:migration:tenants")]
+    MakeMigrationTenants {
+        /// e.g. create_projects, add_due_date_to_projects
+        name: String,
+    },
+
+    /// Create a base seed file
+    #[command(name = "make:seed", visible_alias = "make:seed:base")]
+    MakeSeed {
+        /// Seed name, e.g. 01_plans
+        name: String,
+    },
+
+    /// Create a tenant seed file
+    #[command(name = "make:seed:tenants")]
+    MakeSeedTenants {
+        /// Seed name, e.g. 01_admin_user
+        name: String,
+    },
+
+    /// Run the base seeds
+    #[command(name = "seed:run", visible_alias = "seed:run:base")]
+    SeedRun,
+
+    /// Run the tenant seeds on every tenant
+    #[command(name = "seed:run:tenants")]
+    SeedRunTenants(#[command(flatten)] Fleet),
+
+    /// List every command with a one-line description
+    #[command(name = "list")]
+    List,
+
+    /// Create, drop and list tenants
+    #[command(name = "tenants", subcommand)]
+    Tenants(TenantsCommand),
+
+    /// Print a new random encryption key (base64) for TENORA_KEY
+    #[command(name = "generate-key")]
+    GenerateKey,
+
+    /// Print a shell completion script
+    #[command(name = "completions")]
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `tenora tenants ...`
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Provision a tenant: database, user, migrations, seeds, registry row
+    Create {
+        /// The tenant id (lowercase letter first, then a-z, 0-9, _)
+        id: String,
+        /// Read the tenant's database password from standard input (default: generate one)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Drop a tenant: its database, user and registry row
+    Drop {
+        /// The tenant id
+        id: String,
+        /// Confirm: the tenant's data is deleted
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List tenants (id, state, created_at)
+    List,
+}

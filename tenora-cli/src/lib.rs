@@ -1,0 +1,117 @@
+//! The `tenora` command line tool, as a library.
+//!
+//! The `tenora` binary is [`main`]. An application can ship the same commands inside its own
+//! binary, running its compiled-in migrations instead of the folders named in the config
+//! (single-binary deploys: `myapp migrate:tenants`):
+//!
+//! ```no_run
+//! # const BASE: tenora::Migrations = tenora::Migrations::empty();
+//! # const TENANT: tenora::Migrations = tenora::Migrations::empty();
+//! fn main() -> std::process::ExitCode {
+//!     tenora_cli::main_with(tenora_cli::Embedded {
+//!         base: BASE,     // tenora::embed_migrations!("migrations/base")
+//!         tenant: TENANT, // tenora::embed_migrations!("migrations/tenants")
+//!         base_seeds: tenora::Seeds::empty(),
+//!         tenant_seeds: tenora::Seeds::empty(),
+//!     })
+//! }
+//! ```
+//!
+//! Exit codes: 0 success, 1 failed work (including any failed tenant), 2 usage or configuration
+//! errors.
+
+mod cli;
+mod error;
+mod make;
+mod output;
+mod project;
+mod run;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub use crate::cli::{Cli, Command, Fleet, Format, TenantsCommand};
+pub use crate::error::{CliError, ErrorKind};
+pub use crate::run::command_lines;
+
+/// Migrations and seeds compiled into an application, used instead of the config's folders.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Base migrations.
+    pub base: tenora::Migrations,
+    /// Tenant migrations.
+    pub tenant: tenora::Migrations,
+    /// Base seeds.
+    pub base_seeds: tenora::Seeds,
+    /// Tenant seeds.
+    pub tenant_seeds: tenora::Seeds,
+}
+
+/// Runs the CLI on the process arguments with migrations from the config's folders.
+pub fn main() -> ExitCode {
+    run_from(std::env::args_os(), None)
+}
+
+/// Runs the CLI on the process arguments with compiled-in migrations and seeds.
+pub fn main_with(embedded: Embedded) -> ExitCode {
+    run_from(std::env::args_os(), Some(embedded))
+}
+
+/// Runs the CLI on `args` (the first is the program name); prints results and errors; returns
+/// the exit code.
+pub fn run_from<I, T>(args: I, embedded: Option<Embedded>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let format = cli.format;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run::run(cli, embedded.as_ref()));
+    match result {
+        Ok(outcome) => {
+            if format == Format::Json && !outcome.json.is_null() {
+                let ok = outcome.failed.is_none();
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": ok, "result": outcome.json })
+                );
+            }
+            match outcome.failed {
+                None => ExitCode::SUCCESS,
+                Some(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Err(e) => {
+            if format == Format::Json {
+                println!("{}", serde_json::json!({ "ok": false, "error": e.message }));
+            }
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Printing: text lines or one JSON document, progress on a terminal, per-tenant summaries.
+
+use std::io::IsTerminal as _;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::Format;
+
+/// Where and how much to print.
+#[derive(Debug, Clone, Copy)]
+pub struct Out {
+    /// Text or JSON.
+    pub format: Format,
+    /// Only errors.
+    pub quiet: bool,
+    /// Extra detail.
+    pub verbose: bool,
+}
+
+impl Out {
+    /// A line of normal output (text mode, not quiet).
+    pub fn line(&self, text: impl AsRef<str>) {
+        if self.format == Format::Text && !self.quiet {
+            println!("{}", text.as_ref());
+        }
+    }
+
+    /// A line shown only with `-v`.
+    pub fn detail(&self, text: impl AsRef<str>) {
+        if self.verbose {
+            self.line(text);
+        }
+    }
+
+    /// Progress over `len` tenants: a bar on a terminal, nothing otherwise (the per-tenant
+    /// lines are printed by [`Progress::done`]).
+    pub fn progress(&self, len: usize, label: &str) -> Progress {
+        let bar = (self.format == Format::Text && !self.quiet && std::io::stderr().is_terminal())
+            .then(|| {
+                let bar = ProgressBar::new(len as u64);
+                if let Ok(style) =
+                    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg}")
+                {
+                    bar.set_style(style.progress_chars("=> "));
+                }
+                bar.set_prefix(label.to_owned());
+                bar
+            });
+        Progress { out: *self, bar }
+    }
+}
+
+/// What happened on one tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantRun {
+    /// The tenant id.
+    pub tenant: String,
+    /// `applied`, `reverted`, `seeded`, `up_to_date`, `failed` or `skipped`.
+    pub status: &'static str,
+    /// Migrations applied or reverted, or seeds run.
+    pub items: Vec<String>,
+    /// The error, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Progress of a fleet run.
+pub struct Progress {
+    out: Out,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// Records one tenant's result.
+    pub fn done(&self, run: &TenantRun) {
+        let text = match (&run.error, run.items.len()) {
+            (Some(e), _) => format!("{}: failed: {e}", run.tenant),
+            (None, 0) => format!("{}: {}", run.tenant, run.status.replace('_', " ")),
+            (None, n) => format!("{}: {} {n}", run.tenant, run.status),
+        };
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(run.tenant.clone());
+                if run.error.is_some() || self.out.verbose {
+                    bar.println(text);
+                }
+            }
+            None => self.out.line(text),
+        }
+        for item in &run.items {
+            self.out.detail(format!("  {item}"));
+        }
+    }
+
+    /// Clears the bar.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Prints the per-tenant summary; returns how many failed.
+pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
+    let count = |status: &str| runs.iter().filter(|r| r.status == status).count();
+    let failed = count("failed");
+    let mut parts = Vec::new();
+    for status in [
+        "applied",
+        "reverted",
+        "seeded",
+        "up_to_date",
+        "failed",
+        "skipped",
+    ] {
+        let n = count(status);
+        if n > 0 {
+            parts.push(format!("{n} {}", status.replace('_', " ")));
+        }
+    }
+    if parts.is_empty() {
+        parts.push("no tenants".to_owned());
+    }
+    out.line(format!("{command}: {}", parts.join(", ")));
+    for run in runs.iter().filter(|r| r.status == "failed") {
+        out.line(format!(
+            "  failed: {}: {}",
+            run.tenant,
+            run.error.as_deref().unwrap_or("")
+        ));
+    }
+    failed
+}

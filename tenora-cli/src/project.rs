@@ -1,0 +1,74 @@
+//! Finding and loading the project: config file, migration and seed folders.
+
+use std::path::{Path, PathBuf};
+
+use tenora::{Config, Migrations, Seeds};
+
+use crate::error::CliError;
+
+/// The config file to use: `--config`, else `$TENORA_CONFIG`, else `tenora.toml` in the current
+/// folder or the nearest parent that has one.
+pub fn find_config(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(tenora::ENV_CONFIG).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::usage(format!("cannot read the current folder: {e}")))?;
+    cwd.ancestors()
+        .map(|dir| dir.join("tenora.toml"))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "no tenora.toml in {} or any parent folder; pass --config PATH or set {}",
+                cwd.display(),
+                tenora::ENV_CONFIG
+            ))
+        })
+}
+
+/// Loads and validates the config.
+pub fn load_config(explicit: Option<&Path>) -> Result<Config, CliError> {
+    let path = find_config(explicit)?;
+    Config::from_path(&path).map_err(|e| {
+        // Whatever is wrong with the config file is a configuration error (exit code 2).
+        CliError::usage(CliError::from(e).message)
+    })
+}
+
+/// A configured folder, resolved against the config's folder.
+pub fn folder(config: &Config, path: &Path) -> PathBuf {
+    config.resolve(path)
+}
+
+/// The migrations in the folder at `key` (e.g. `base.migrations_dir`), which must exist.
+pub fn migrations(config: &Config, key: &str, dir: &Path) -> Result<Migrations, CliError> {
+    let dir = folder(config, dir);
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "{key}: the migrations folder {} does not exist; create it or fix the path",
+            dir.display()
+        )));
+    }
+    Ok(Migrations::from_dir(&dir)?)
+}
+
+/// The seeds in the folder at `key` (e.g. `tenant.seeds_dir`), which must be configured and
+/// exist.
+pub fn seeds(config: &Config, key: &str, dir: Option<&Path>) -> Result<Seeds, CliError> {
+    let Some(dir) = dir else {
+        return Err(CliError::usage(format!(
+            "{key} is not set in the config; add it to run or make seeds"
+        )));
+    };
+    let dir = folder(config, dir);
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "{key}: the seeds folder {} does not exist; create it or fix the path",
+            dir.display()
+        )));
+    }
+    Ok(Seeds::from_dir(&dir)?)
+}

@@ -1,0 +1,487 @@
+//! Running a parsed command.
+
+use std::io::Read as _;
+
+use clap::CommandFactory as _;
+use serde_json::{Value, json};
+use tenora::backend::{Backend, Postgres, Sqlite};
+use tenora::{Client, Config, Migrations, Seeds, TenantId, TenantState, Tenora};
+
+use crate::Embedded;
+use crate::cli::{Cli, Command, Fleet, TenantsCommand};
+use crate::error::CliError;
+use crate::make;
+use crate::output::{Out, TenantRun, summary};
+use crate::project;
+
+/// The result of a command: what to print as JSON, and whether any part of the work failed.
+pub struct Outcome {
+    /// The JSON document for `--format json`.
+    pub json: Value,
+    /// Part of the work failed (exit code 1), e.g. one tenant of a fleet run.
+    pub failed: Option<String>,
+}
+
+impl Outcome {
+    fn ok(json: Value) -> Self {
+        Outcome { json, failed: None }
+    }
+}
+
+/// Runs `cli`.
+pub async fn run(cli: Cli, embedded: Option<&Embedded>) -> Result<Outcome, CliError> {
+    let out = Out {
+        format: cli.format,
+        quiet: cli.quiet,
+        verbose: cli.verbose > 0,
+    };
+    match &cli.command {
+        Command::List => return Ok(list(&out)),
+        Command::GenerateKey => {
+            let key = tenora::EncryptionKey::generate().to_base64();
+            if out.format == crate::cli::Format::Text {
+                println!("{}", key.expose());
+            }
+            return Ok(Outcome::ok(json!({ "key": key.expose() })));
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "tenora",
+                &mut std::io::stdout(),
+            );
+            return Ok(Outcome::ok(Value::Null));
+        }
+        _ => {}
+    }
+    let config = project::load_config(cli.config.as_deref())?;
+    if let Some(outcome) = make_command(&cli.command, &config, &out)? {
+        return Ok(outcome);
+    }
+    match config.base.client {
+        Client::Postgres => execute::<Postgres>(&cli, config, embedded, &out).await,
+        Client::Sqlite => execute::<Sqlite>(&cli, config, embedded, &out).await,
+        Client::Mysql => Err(CliError::usage(
+            "base.client: the mysql backend is not available yet; use postgres or sqlite",
+        )),
+    }
+}
+
+/// Every command, one line each (also what `tenora list` prints).
+pub fn command_lines() -> Vec<(String, String)> {
+    let mut lines = Vec::new();
+    for sub in Cli::command().get_subcommands() {
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let aliases: Vec<&str> = sub.get_visible_aliases().collect();
+        if sub.get_name() == "tenants" {
+            for nested in sub.get_subcommands() {
+                let about = nested
+                    .get_about()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                lines.push((format!("tenants {}", nested.get_name()), about));
+            }
+            continue;
+        }
+        let name = if aliases.is_empty() {
+            sub.get_name().to_owned()
+        } else {
+            format!("{} ({})", sub.get_name(), aliases.join(", "))
+        };
+        lines.push((name, about));
+    }
+    lines.push((
+        "help".to_owned(),
+        "Print help (also: <command> --help)".to_owned(),
+    ));
+    lines
+}
+
+fn list(out: &Out) -> Outcome {
+    let lines = command_lines();
+    let width = lines.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    for (name, about) in &lines {
+        out.line(format!("  {name:<width$}  {about}"));
+    }
+    Outcome::ok(json!(
+        lines
+            .iter()
+            .map(|(n, a)| json!({"command": n, "description": a}))
+            .collect::<Vec<_>>()
+    ))
+}
+
+/// The generators: they need the config but no database.
+fn make_command(cmd: &Command, config: &Config, out: &Out) -> Result<Option<Outcome>, CliError> {
+    let client = config.base.client;
+    let (name, dir, kind) = match cmd {
+        Command::MakeMigration { name } => (name, &config.base.migrations_dir, "base migration"),
+        Command::MakeMigrationTenants { name } => {
+            (name, &config.tenant.migrations_dir, "tenant migration")
+        }
+        Command::MakeSeed { name } | Command::MakeSeedTenants { name } => {
+            make::check_name(name)?;
+            let (key, dir, which) = match cmd {
+                Command::MakeSeed { .. } => {
+                    ("base.seeds_dir", &config.base.seeds_dir, "base database")
+                }
+                _ => (
+                    "tenant.seeds_dir",
+                    &config.tenant.seeds_dir,
+                    "tenant databases",
+                ),
+            };
+            let dir = dir.as_ref().ok_or_else(|| {
+                CliError::usage(format!(
+                    "{key} is not set in the config; add it to make seeds"
+                ))
+            })?;
+            let path = make::write_seed(&project::folder(config, dir), name, which)?;
+            out.line(format!("created seed {}", path.display()));
+            return Ok(Some(Outcome::ok(json!({ "created": path }))));
+        }
+        _ => return Ok(None),
+    };
+    make::check_name(name)?;
+    let template = make::infer(name);
+    let (up, down) = make::render(&template, client);
+    let folder = make::write_migration(&project::folder(config, dir), name, &up, &down)?;
+    out.line(format!("created {kind} {}", folder.display()));
+    Ok(Some(Outcome::ok(json!({ "created": folder }))))
+}
+
+/// What a command needs loaded.
+#[derive(Default)]
+struct Sources {
+    base: Option<Migrations>,
+    tenant: Option<Migrations>,
+    base_seeds: Option<Seeds>,
+    tenant_seeds: Option<Seeds>,
+}
+
+async fn execute<B: Backend>(
+    cli: &Cli,
+    config: Config,
+    embedded: Option<&Embedded>,
+    out: &Out,
+) -> Result<Outcome, CliError> {
+    // Bad input is reported before anything is loaded or connected.
+    if let Command::Tenants(TenantsCommand::Create { id, .. } | TenantsCommand::Drop { id, .. }) =
+        &cli.command
+    {
+        TenantId::new(id)?;
+    }
+    if cli.create_base && Tenora::<B>::create_base_database(&config).await? {
+        out.line("created the base database");
+    }
+    let mut sources = Sources::default();
+    match &cli.command {
+        Command::Migrate => {
+            let base = match embedded {
+                Some(e) => e.base.clone(),
+                None => match registry_migration_first(&config, out)? {
+                    Ok(migrations) => migrations,
+                    Err(generated) => return Ok(generated),
+                },
+            };
+            sources.base = Some(base);
+        }
+        Command::Rollback { .. } => sources.base = Some(base_migrations(&config, embedded)?),
+        Command::MigrateTenants(_) | Command::RollbackTenants { .. } => {
+            sources.tenant = Some(tenant_migrations(&config, embedded)?);
+        }
+        Command::SeedRun => {
+            sources.base_seeds = Some(match embedded {
+                Some(e) => e.base_seeds.clone(),
+                None => {
+                    project::seeds(&config, "base.seeds_dir", config.base.seeds_dir.as_deref())?
+                }
+            });
+        }
+        Command::SeedRunTenants(_) => {
+            sources.tenant_seeds = Some(tenant_seeds(&config, embedded, true)?)
+        }
+        Command::Tenants(TenantsCommand::Create { .. }) => {
+            sources.tenant = Some(tenant_migrations(&config, embedded)?);
+            sources.tenant_seeds = Some(tenant_seeds(&config, embedded, false)?);
+        }
+        _ => {}
+    }
+    let tenora = Tenora::<B>::builder(config)
+        .base_migrations(sources.base.unwrap_or(Migrations::empty()))
+        .tenant_migrations(sources.tenant.unwrap_or(Migrations::empty()))
+        .base_seeds(sources.base_seeds.unwrap_or(Seeds::empty()))
+        .tenant_seeds(sources.tenant_seeds.unwrap_or(Seeds::empty()))
+        .connect()
+        .await?;
+
+    match &cli.command {
+        Command::Migrate => {
+            let applied = tenora.migrate_base().await?;
+            report_base(out, "migrate", "applied", &applied)
+        }
+        Command::Rollback { step } => {
+            let reverted = tenora.rollback_base(*step).await?;
+            report_base(out, "rollback", "reverted", &reverted)
+        }
+        Command::SeedRun => {
+            let ran = tenora.run_base_seeds().await?;
+            out.line(format!("seed:run: ran {} base seed(s)", ran.len()));
+            for s in &ran {
+                out.detail(format!("  {s}"));
+            }
+            Ok(Outcome::ok(json!({ "seeds": ran })))
+        }
+        Command::MigrateTenants(fleet) => run_fleet(&tenora, fleet, Op::Migrate, out).await,
+        Command::RollbackTenants { fleet, step } => {
+            run_fleet(&tenora, fleet, Op::Rollback(*step), out).await
+        }
+        Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
+        Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
+        Command::List
+        | Command::GenerateKey
+        | Command::Completions { .. }
+        | Command::MakeMigration { .. }
+        | Command::MakeMigrationTenants { .. }
+        | Command::MakeSeed { .. }
+        | Command::MakeSeedTenants { .. } => unreachable!("handled before connecting"),
+    }
+}
+
+fn base_migrations(config: &Config, embedded: Option<&Embedded>) -> Result<Migrations, CliError> {
+    match embedded {
+        Some(e) => Ok(e.base.clone()),
+        None => project::migrations(config, "base.migrations_dir", &config.base.migrations_dir),
+    }
+}
+
+fn tenant_migrations(config: &Config, embedded: Option<&Embedded>) -> Result<Migrations, CliError> {
+    match embedded {
+        Some(e) => Ok(e.tenant.clone()),
+        None => project::migrations(
+            config,
+            "tenant.migrations_dir",
+            &config.tenant.migrations_dir,
+        ),
+    }
+}
+
+/// Tenant seeds; when not `required`, a missing `tenant.seeds_dir` means no seeds.
+fn tenant_seeds(
+    config: &Config,
+    embedded: Option<&Embedded>,
+    required: bool,
+) -> Result<Seeds, CliError> {
+    match (embedded, config.tenant.seeds_dir.as_deref()) {
+        (Some(e), _) => Ok(e.tenant_seeds.clone()),
+        (None, None) if !required => Ok(Seeds::empty()),
+        (None, dir) => project::seeds(config, "tenant.seeds_dir", dir),
+    }
+}
+
+/// On the run-time path, `migrate` first makes sure the base migrations create the registry:
+/// if none does, it writes the registry migration into the folder (creating the folder) and
+/// stops, so the user can review it. Returns the migrations, or the outcome to report.
+fn registry_migration_first(
+    config: &Config,
+    out: &Out,
+) -> Result<Result<Migrations, Outcome>, CliError> {
+    let dir = project::folder(config, &config.base.migrations_dir);
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
+        out.line(format!(
+            "created the base migrations folder {}",
+            dir.display()
+        ));
+    }
+    let migrations = Migrations::from_dir(&dir)?;
+    let table = &config.registry.table;
+    if make::has_registry_migration(&migrations, table) {
+        return Ok(Ok(migrations));
+    }
+    let (up, down) = tenora::registry::registry_migration_sql(table);
+    let folder = make::write_migration(&dir, &format!("create_{table}"), &up, &down)?;
+    out.line(format!(
+        "wrote the tenant registry migration {}\nreview it (the registry schema is yours to \
+         extend) and run `tenora migrate` again",
+        folder.display()
+    ));
+    Ok(Err(Outcome::ok(
+        json!({ "generated": folder, "applied": [] }),
+    )))
+}
+
+fn report_base(
+    out: &Out,
+    command: &str,
+    verb: &str,
+    names: &[String],
+) -> Result<Outcome, CliError> {
+    if names.is_empty() {
+        out.line(format!("{command}: base database already up to date"));
+    } else {
+        out.line(format!(
+            "{command}: {verb} {} base migration(s)",
+            names.len()
+        ));
+        for n in names {
+            out.detail(format!("  {n}"));
+        }
+    }
+    Ok(Outcome::ok(json!({ verb: names })))
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Migrate,
+    Rollback(usize),
+    Seed,
+}
+
+impl Op {
+    fn label(self) -> &'static str {
+        match self {
+            Op::Migrate => "migrate:tenants",
+            Op::Rollback(_) => "rollback:tenants",
+            Op::Seed => "seed:run:tenants",
+        }
+    }
+
+    fn done_status(self) -> &'static str {
+        match self {
+            Op::Migrate => "applied",
+            Op::Rollback(_) => "reverted",
+            Op::Seed => "seeded",
+        }
+    }
+}
+
+async fn run_fleet<B: Backend>(
+    tenora: &Tenora<B>,
+    fleet: &Fleet,
+    op: Op,
+    out: &Out,
+) -> Result<Outcome, CliError> {
+    let targets: Vec<TenantId> = if fleet.tenants.is_empty() {
+        tenora
+            .list_tenants()
+            .await?
+            .into_iter()
+            .filter(|t| t.state == TenantState::Active)
+            .map(|t| t.id)
+            .collect()
+    } else {
+        fleet
+            .tenants
+            .iter()
+            .map(|id| tenora.tenant_id(id))
+            .collect::<Result<_, _>>()?
+    };
+    let progress = out.progress(targets.len(), op.label());
+    let mut runs = Vec::with_capacity(targets.len());
+    let mut stop = false;
+    for id in &targets {
+        if stop {
+            runs.push(TenantRun {
+                tenant: id.to_string(),
+                status: "skipped",
+                items: Vec::new(),
+                error: None,
+            });
+            continue;
+        }
+        let result = match op {
+            Op::Migrate => tenora.migrate_tenant(id).await,
+            Op::Rollback(step) => tenora.rollback_tenant(id, step).await,
+            Op::Seed => tenora.run_tenant_seeds(id).await,
+        };
+        let run = match result {
+            Ok(items) => TenantRun {
+                tenant: id.to_string(),
+                status: if items.is_empty() && !matches!(op, Op::Seed) {
+                    "up_to_date"
+                } else {
+                    op.done_status()
+                },
+                items,
+                error: None,
+            },
+            Err(e) => {
+                stop = fleet.fail_fast;
+                TenantRun {
+                    tenant: id.to_string(),
+                    status: "failed",
+                    items: Vec::new(),
+                    error: Some(CliError::from(e).message),
+                }
+            }
+        };
+        progress.done(&run);
+        runs.push(run);
+    }
+    progress.finish();
+    let failed = summary(out, op.label(), &runs);
+    Ok(Outcome {
+        json: json!({ "tenants": runs, "failed": failed }),
+        failed: (failed > 0).then(|| format!("{}: {failed} tenant(s) failed", op.label())),
+    })
+}
+
+async fn tenants<B: Backend>(
+    tenora: &Tenora<B>,
+    cmd: &TenantsCommand,
+    out: &Out,
+) -> Result<Outcome, CliError> {
+    match cmd {
+        TenantsCommand::Create { id, password_stdin } => {
+            let id = tenora.tenant_id(id)?;
+            let password = if *password_stdin {
+                let mut text = String::new();
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?;
+                let password = text.trim_end_matches(['\r', '\n']).to_owned();
+                text.clear();
+                Some(tenora::SecretString::new(password))
+            } else {
+                None
+            };
+            let record = tenora.create_tenant(&id, password).await?;
+            out.line(format!("created tenant `{}` ({})", record.id, record.state));
+            Ok(Outcome::ok(json!(record)))
+        }
+        TenantsCommand::Drop { id, yes } => {
+            let id = tenora.tenant_id(id)?;
+            if !yes {
+                return Err(CliError::usage(format!(
+                    "dropping tenant `{id}` deletes its database and all its data; pass --yes \
+                     to confirm"
+                )));
+            }
+            tenora.drop_tenant(&id).await?;
+            out.line(format!("dropped tenant `{id}`"));
+            Ok(Outcome::ok(json!({ "dropped": id })))
+        }
+        TenantsCommand::List => {
+            let records = tenora.list_tenants().await?;
+            let width = records
+                .iter()
+                .map(|r| r.id.as_str().len())
+                .max()
+                .unwrap_or(0)
+                .max(2);
+            out.line(format!("{:<width$}  {:<12}  CREATED_AT", "ID", "STATE"));
+            for r in &records {
+                out.line(format!(
+                    "{:<width$}  {:<12}  {}",
+                    r.id.as_str(),
+                    r.state.as_str(),
+                    r.created_at.format("%Y-%m-%d %H:%M:%S")
+                ));
+            }
+            Ok(Outcome::ok(json!(records)))
+        }
+    }
+}

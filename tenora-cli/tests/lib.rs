@@ -1,0 +1,9 @@
+//! Drives the real `tenora` binary against SQLite and PostgreSQL in temporary project folders.
+//!
+//! PostgreSQL runs need `TENORA_TEST_PG_URL` (an admin URL); without it they skip loudly, and
+//! with `CI` set they fail. Snapshots live in `tests/snapshots/`; set
+//! `TENORA_UPDATE_SNAPSHOTS=1` to rewrite them after an intended change.
+
+mod project;
+mod scenario;
+mod snapshots;

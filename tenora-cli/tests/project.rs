@@ -1,0 +1,213 @@
+//! A temporary Tenora project (config + folders) for one backend, cleaned up on drop.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use diesel_async::SimpleAsyncConnection as _;
+
+/// Which backend a project uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A project folder with a `tenora.toml`.
+pub struct Project {
+    pub kind: Kind,
+    pub dir: tempfile::TempDir,
+    pg: Option<PgNames>,
+}
+
+struct PgNames {
+    admin_url: String,
+    base_db: String,
+    prefix: String,
+}
+
+fn token() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{:x}{}",
+        (std::process::id() ^ nanos) % 0xff_ffff,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+impl Project {
+    /// A new project, or `None` (loudly; a failure under CI) when the server is missing.
+    pub fn new(kind: Kind) -> Option<Project> {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, pg) = match kind {
+            Kind::Sqlite => (
+                "[base]\nclient = \"sqlite\"\ndatabase = \"data/base.sqlite\"\n\
+                 [tenant]\ndatabase_dir = \"data/tenants\"\nseeds_dir = \"seeds/tenants\"\n"
+                    .to_owned(),
+                None,
+            ),
+            Kind::Postgres => {
+                let Some(admin_url) = std::env::var("TENORA_TEST_PG_URL")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                else {
+                    assert!(!in_ci(), "TENORA_TEST_PG_URL is required when CI is set");
+                    eprintln!(
+                        "\n!!!! SKIPPED: PostgreSQL (TENORA_TEST_PG_URL) is not available !!!!\n"
+                    );
+                    return None;
+                };
+                let t = token();
+                let names = PgNames {
+                    admin_url: admin_url.clone(),
+                    base_db: format!("tenora_cli_{t}"),
+                    prefix: format!("c{t}_"),
+                };
+                let config = format!(
+                    "[base]\nclient = \"postgres\"\nurl = \"{admin_url}\"\ndatabase = \"{}\"\n\
+                     [tenant]\ndatabase_prefix = \"{p}\"\nuser_prefix = \"{p}u_\"\n\
+                     seeds_dir = \"seeds/tenants\"\n[secrets]\nkey = \"{}\"\n",
+                    names.base_db,
+                    tenora::EncryptionKey::generate().to_base64().expose(),
+                    p = names.prefix,
+                );
+                (config, Some(names))
+            }
+        };
+        std::fs::write(dir.path().join("tenora.toml"), config).unwrap();
+        Some(Project { kind, dir, pg })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `tenora` binary, run in the project folder with a clean environment.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("tenora").unwrap();
+        cmd.current_dir(self.path())
+            .env_remove("TENORA_CONFIG")
+            .env_remove("TENORA_BASE_URL")
+            .env_remove("TENORA_KEY");
+        cmd
+    }
+
+    /// Runs `args`; returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `args` and asserts success; returns stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(
+            code, 0,
+            "tenora {args:?} failed\nstdout: {out}\nstderr: {err}"
+        );
+        out
+    }
+
+    /// The single migration folder under `dir` whose name ends with `suffix`.
+    pub fn migration(&self, dir: &str, suffix: &str) -> PathBuf {
+        let found: Vec<_> = std::fs::read_dir(self.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(suffix))
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found[0].clone()
+    }
+
+    /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
+    pub async fn tenant_sql(&self, id: &str, sql: &str) {
+        let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
+        match self.kind {
+            Kind::Sqlite => {
+                let t = tenora::SqliteTenora::builder(config)
+                    .connect()
+                    .await
+                    .unwrap();
+                let id = t.tenant_id(id).unwrap();
+                t.tenant_conn(&id)
+                    .await
+                    .unwrap()
+                    .batch_execute(sql)
+                    .await
+                    .unwrap();
+            }
+            Kind::Postgres => {
+                let t = tenora::PgTenora::builder(config).connect().await.unwrap();
+                let id = t.tenant_id(id).unwrap();
+                t.tenant_conn(&id)
+                    .await
+                    .unwrap()
+                    .batch_execute(sql)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let Some(pg) = self.pg.take() else { return };
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let (client, conn) =
+                        tokio_postgres::connect(&pg.admin_url, tokio_postgres::NoTls)
+                            .await
+                            .unwrap();
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    for (sql, kind) in [
+                        (
+                            "SELECT datname::text FROM pg_database \
+                             WHERE starts_with(datname, $1) OR datname = $2",
+                            "DATABASE",
+                        ),
+                        (
+                            "SELECT rolname::text FROM pg_roles \
+                             WHERE starts_with(rolname, $1) OR rolname = $2",
+                            "ROLE",
+                        ),
+                    ] {
+                        let rows = client.query(sql, &[&pg.prefix, &pg.base_db]).await.unwrap();
+                        for row in rows {
+                            let name: String = row.get(0);
+                            let force = if kind == "DATABASE" {
+                                " WITH (FORCE)"
+                            } else {
+                                ""
+                            };
+                            client
+                                .batch_execute(&format!("DROP {kind} IF EXISTS \"{name}\"{force}"))
+                                .await
+                                .unwrap();
+                        }
+                    }
+                });
+        })
+        .join()
+        .expect("cleaning up PostgreSQL test objects");
+    }
+}

@@ -1,0 +1,221 @@
+//! The whole operator flow, on each backend.
+
+use crate::project::{Kind, Project};
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+async fn operator_flow(kind: Kind) {
+    let Some(p) = Project::new(kind) else { return };
+    let create_base = if kind == Kind::Postgres {
+        vec!["--create-base"]
+    } else {
+        vec![]
+    };
+
+    // First migrate: writes the registry migration (creating the folder) and stops.
+    let first = p.ok(&[&create_base[..], &["migrate"]].concat());
+    assert!(
+        first.contains("wrote the tenant registry migration"),
+        "{first}"
+    );
+    let registry = p.migration("migrations/base", "_create_tenora_tenants");
+    assert!(
+        std::fs::read_to_string(registry.join("up.sql"))
+            .unwrap()
+            .contains("CREATE TABLE tenora_tenants")
+    );
+    // Second: applies it. Third: nothing to do.
+    assert!(p.ok(&["migrate"]).contains("applied 1 base migration"));
+    assert!(p.ok(&["migrate:base"]).contains("already up to date"));
+
+    // Tenant schema and seed, generated.
+    p.ok(&["make:migration:tenants", "create_users"]);
+    p.ok(&["make:migration:tenants", "add_email_to_users"]);
+    p.ok(&["make:seed:tenants", "01_admin"]);
+    let seed = p.path().join("seeds/tenants/01_admin.sql");
+    let mut text = std::fs::read_to_string(&seed).unwrap();
+    text.push_str("INSERT INTO users (id, email) VALUES (1, 'admin@example.com');\n");
+    std::fs::write(&seed, text).unwrap();
+
+    for id in ["acme", "globex", "initech"] {
+        let out = p.ok(&["tenants", "create", id]);
+        assert!(
+            out.contains(&format!("created tenant `{id}` (active)")),
+            "{out}"
+        );
+    }
+    let listed = json(&p.ok(&["--format", "json", "tenants", "list"]));
+    let ids: Vec<_> = listed["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["acme", "globex", "initech"]);
+    assert!(!listed.to_string().contains("password"));
+
+    // A new tenant migration; globex already has a conflicting table, so it fails there while
+    // the others migrate.
+    p.ok(&["make:migration:tenants", "create_projects"]);
+    p.tenant_sql("globex", "CREATE TABLE projects (x INTEGER)")
+        .await;
+    let (code, out, err) = p.run(&["migrate:tenants"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("migrate:tenants: 2 applied, 1 failed"),
+        "{out}"
+    );
+    assert!(out.contains("failed: globex"), "{out}");
+    assert!(
+        out.contains("_create_projects"),
+        "the failing migration is named: {out}"
+    );
+    assert!(err.contains("1 tenant(s) failed"), "{err}");
+
+    let (code, out, _) = p.run(&["--format", "json", "migrate:tenants"]);
+    assert_eq!(code, 1);
+    let doc = json(&out);
+    assert_eq!(doc["ok"], false);
+    let statuses: Vec<_> = doc["result"]["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap().to_owned(),
+                t["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("acme".into(), "up_to_date".into()),
+            ("globex".into(), "failed".into()),
+            ("initech".into(), "up_to_date".into())
+        ]
+    );
+
+    // --fail-fast stops at globex: initech is skipped.
+    let (code, out, _) = p.run(&["--format", "json", "migrate:tenants", "--fail-fast"]);
+    assert_eq!(code, 1);
+    assert_eq!(json(&out)["result"]["tenants"][2]["status"], "skipped");
+
+    // Roll one tenant back two steps, then everyone forward again.
+    let out = p.ok(&["rollback:tenants", "--tenant", "acme", "--step", "2", "-v"]);
+    assert!(out.contains("acme: reverted 2"), "{out}");
+    assert!(out.contains("_add_email_to_users"), "{out}");
+    p.tenant_sql("globex", "DROP TABLE projects").await;
+    let out = p.ok(&["migrate:tenants"]);
+    assert!(
+        out.contains("acme: applied 2") && out.contains("globex: applied 1"),
+        "{out}"
+    );
+
+    // Seeds run on creation and on demand (the seed is not re-runnable: a clear error).
+    let (code, out, _) = p.run(&["seed:run:tenants", "--tenant", "initech"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("seed `01_admin.sql`"), "{out}");
+    p.tenant_sql("initech", "DELETE FROM users").await;
+    assert!(
+        p.ok(&["seed:run:tenants", "--tenant", "initech"])
+            .contains("initech: seeded 1")
+    );
+
+    // Dropping needs --yes.
+    let (code, _, err) = p.run(&["tenants", "drop", "acme"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("pass --yes"), "{err}");
+    p.ok(&["tenants", "drop", "acme", "--yes"]);
+    let listed = json(&p.ok(&["--format", "json", "tenants", "list"]));
+    assert_eq!(listed["result"].as_array().unwrap().len(), 2);
+
+    // Base rollback reverts the registry migration.
+    assert!(p.ok(&["rollback"]).contains("reverted 1 base migration"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_flow_sqlite() {
+    operator_flow(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_flow_postgres() {
+    operator_flow(Kind::Postgres).await;
+}
+
+#[test]
+fn usage_and_config_errors_exit_2_with_the_cause() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    let (code, _, err) = p.run(&["--config", "missing.toml", "migrate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.toml"), "{err}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = assert_cmd::Command::cargo_bin("tenora")
+        .unwrap()
+        .current_dir(empty.path())
+        .env_remove("TENORA_CONFIG")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tenora.toml"));
+
+    std::fs::write(p.path().join("bad.toml"), "[base]\nclient = \"oracle\"\n").unwrap();
+    let (code, _, err) = p.run(&["--config", "bad.toml", "migrate"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown client `oracle`"), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "printed once: {err}");
+
+    let (code, _, err) = p.run(&["tenants", "create", "Bad Id"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid tenant id"), "{err}");
+
+    let (code, _, err) = p.run(&["seed:run"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("base.seeds_dir is not set"), "{err}");
+
+    let (code, _, err) = p.run(&["migrate:tenants"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tenant.migrations_dir"), "{err}");
+
+    let (code, _, err) = p.run(&["make:migration", "Bad-Name"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid name"), "{err}");
+
+    let (code, _, _) = p.run(&["no-such-command"]);
+    assert_eq!(code, 2);
+
+    let (code, out, _) = p.run(&["--format", "json", "--config", "bad.toml", "migrate"]);
+    assert_eq!(code, 2);
+    assert_eq!(json(&out)["ok"], false);
+}
+
+#[test]
+fn passwords_never_printed() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    std::fs::write(
+        p.path().join("pg.toml"),
+        "[base]\nclient = \"postgres\"\nurl = \"postgres://admin:hunter2secret@127.0.0.1:1/app\"\n",
+    )
+    .unwrap();
+    let (code, out, err) = p.run(&["--config", "pg.toml", "tenants", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        !format!("{out}{err}").contains("hunter2secret"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = p.ok(&["completions", shell]);
+        assert!(out.contains("migrate:tenants"), "{shell}");
+    }
+}
