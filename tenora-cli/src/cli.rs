@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Migrate, roll back and seed Tenora's base database and every tenant database; generate
 /// migrations and seeds; create, drop and list tenants.
 #[derive(Debug, Parser)]
-#[command(name = "tenora", version, disable_help_subcommand = true)]
+#[command(name = "tenora", version)]
 pub struct Cli {
     /// Config file (default: $TENORA_CONFIG, else tenora.toml in this folder or a parent)
     #[arg(long, global = true, value_name = "PATH")]

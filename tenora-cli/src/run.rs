@@ -74,6 +74,9 @@ pub fn command_lines() -> Vec<(String, String)> {
     for sub in Cli::command().get_subcommands() {
         let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
         let aliases: Vec<&str> = sub.get_visible_aliases().collect();
+        if sub.get_name() == "help" {
+            continue; // clap's own; listed last below
+        }
         if sub.get_name() == "tenants" {
             for nested in sub.get_subcommands() {
                 let about = nested
@@ -392,6 +395,7 @@ async fn run_fleet<B: Backend>(
             });
             continue;
         }
+        progress.start(id.as_str());
         let result = match op {
             Op::Migrate => tenora.migrate_tenant(id).await,
             Op::Rollback(step) => tenora.rollback_tenant(id, step).await,

@@ -219,3 +219,35 @@ fn completions_for_each_shell() {
         assert!(out.contains("migrate:tenants"), "{shell}");
     }
 }
+
+#[test]
+fn embedded_migrations_replace_the_folders() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    let config = p.path().join("tenora.toml");
+    let run = |args: &[&str]| {
+        let mut full = vec!["tenora", "--config", config.to_str().unwrap()];
+        full.extend_from_slice(args);
+        tenora_cli::run_from(
+            full,
+            Some(tenora_cli::Embedded {
+                base: base_schema::MIGRATIONS,
+                tenant: tenant_schema::SQLITE_MIGRATIONS,
+                base_seeds: tenora::Seeds::empty(),
+                tenant_seeds: tenant_schema::SEEDS,
+            }),
+        )
+    };
+    // No migration folders exist in this project: everything comes from the binary.
+    assert_eq!(run(&["migrate"]), std::process::ExitCode::SUCCESS);
+    assert_eq!(
+        run(&["tenants", "create", "acme"]),
+        std::process::ExitCode::SUCCESS
+    );
+    assert_eq!(run(&["migrate:tenants"]), std::process::ExitCode::SUCCESS);
+    assert!(!p.path().join("migrations").exists());
+    let listed = p.ok(&["tenants", "list"]);
+    assert!(
+        listed.contains("acme") && listed.contains("active"),
+        "{listed}"
+    );
+}
