@@ -132,6 +132,22 @@ impl Project {
         found[0].clone()
     }
 
+    /// The sealed password stored in the registry for tenant `id` (PostgreSQL projects).
+    pub async fn stored_password(&self, id: &str) -> String {
+        let pg = self.pg.as_ref().expect("a PostgreSQL project");
+        let mut config: tokio_postgres::Config = pg.admin_url.parse().unwrap();
+        config.dbname(&pg.base_db);
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+            .query_one("SELECT password FROM tenora_tenants WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
     pub async fn tenant_sql(&self, id: &str, sql: &str) {
         let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();

@@ -132,6 +132,32 @@ async fn operator_flow(kind: Kind) {
     let listed = json(&p.ok(&["--format", "json", "tenants", "list"]));
     assert_eq!(listed["result"].as_array().unwrap().len(), 2);
 
+    // A chosen password through stdin: stored sealed (PostgreSQL); refused where tenants have no
+    // users (SQLite).
+    let out = p
+        .cmd()
+        .args(["tenants", "create", "hooli", "--password-stdin"])
+        .write_stdin("Hooli-Pass-123\n")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    match kind {
+        Kind::Postgres => {
+            assert!(out.status.success(), "{stderr}");
+            let config = tenora::Config::from_path(p.path().join("tenora.toml")).unwrap();
+            let key = config.encryption_key().unwrap().unwrap();
+            let sealed = p.stored_password("hooli").await;
+            let id = tenora::TenantId::new("hooli").unwrap();
+            let opened = tenora::secret::decrypt_password(&key, &id, &sealed).unwrap();
+            assert_eq!(opened.expose(), "Hooli-Pass-123");
+        }
+        Kind::Sqlite => {
+            assert_eq!(out.status.code(), Some(1));
+            assert!(stderr.contains("no database users"), "{stderr}");
+        }
+    }
+    assert!(!stderr.contains("Hooli-Pass-123"));
+
     // Base rollback reverts the registry migration.
     assert!(p.ok(&["rollback"]).contains("reverted 1 base migration"));
 }
@@ -250,4 +276,24 @@ fn embedded_migrations_replace_the_folders() {
         listed.contains("acme") && listed.contains("active"),
         "{listed}"
     );
+}
+
+#[test]
+fn config_is_found_in_a_parent_folder_and_paths_are_relative_to_it() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    let deep = p.path().join("src/deeper");
+    std::fs::create_dir_all(&deep).unwrap();
+    let out = p
+        .cmd()
+        .current_dir(&deep)
+        .args(["make:migration", "create_plans"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.migration("migrations/base", "_create_plans");
+    assert!(!deep.join("migrations").exists());
 }
