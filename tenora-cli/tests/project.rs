@@ -152,31 +152,20 @@ impl Project {
     pub async fn tenant_sql(&self, id: &str, sql: &str) {
         let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
         match self.kind {
-            Kind::Sqlite => {
-                let t = tenora::SqliteTenora::builder(config)
-                    .connect()
-                    .await
-                    .unwrap();
-                let id = t.tenant_id(id).unwrap();
-                t.tenant_conn(&id)
-                    .await
-                    .unwrap()
-                    .batch_execute(sql)
-                    .await
-                    .unwrap();
-            }
-            Kind::Postgres => {
-                let t = tenora::PgTenora::builder(config).connect().await.unwrap();
-                let id = t.tenant_id(id).unwrap();
-                t.tenant_conn(&id)
-                    .await
-                    .unwrap()
-                    .batch_execute(sql)
-                    .await
-                    .unwrap();
-            }
+            Kind::Sqlite => sql_as_tenant::<tenora::backend::Sqlite>(config, id, sql).await,
+            Kind::Postgres => sql_as_tenant::<tenora::backend::Postgres>(config, id, sql).await,
         }
     }
+}
+
+async fn sql_as_tenant<B: tenora::backend::Backend>(config: tenora::Config, id: &str, sql: &str) {
+    let t = tenora::Tenora::<B>::builder(config)
+        .connect()
+        .await
+        .unwrap();
+    let id = t.tenant_id(id).unwrap();
+    let mut conn = t.tenant_conn(&id).await.unwrap();
+    conn.batch_execute(sql).await.unwrap();
 }
 
 impl Drop for Project {
