@@ -10,6 +10,9 @@ pub const SQLITE_MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("mig
 pub const POSTGRES_MIGRATIONS: tenora::Migrations =
     tenora::embed_migrations!("migrations/postgres");
 
+/// Tenant migrations for MySQL / MariaDB.
+pub const MYSQL_MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations/mysql");
+
 /// Seeds run on every new tenant: one admin user.
 pub const SEEDS: tenora::Seeds = tenora::embed_seeds!("seeds");
 
@@ -47,7 +50,11 @@ pub mod schema {
 mod tests {
     #[test]
     fn migrations_are_embedded_in_order_with_checksums() {
-        for set in [super::SQLITE_MIGRATIONS, super::POSTGRES_MIGRATIONS] {
+        for set in [
+            super::SQLITE_MIGRATIONS,
+            super::POSTGRES_MIGRATIONS,
+            super::MYSQL_MIGRATIONS,
+        ] {
             let names: Vec<_> = set.iter().map(|m| m.name()).collect();
             assert_eq!(
                 names,

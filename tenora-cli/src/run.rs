@@ -4,7 +4,7 @@ use std::io::Read as _;
 
 use clap::CommandFactory as _;
 use serde_json::{Value, json};
-use tenora::backend::{Backend, Postgres, Sqlite};
+use tenora::backend::{Backend, Mysql, Postgres, Sqlite};
 use tenora::{Client, Config, Migrations, Seeds, TenantId, TenantState, Tenora};
 
 use crate::Embedded;
@@ -62,9 +62,7 @@ pub async fn run(cli: Cli, embedded: Option<&Embedded>) -> Result<Outcome, CliEr
     match config.base.client {
         Client::Postgres => execute::<Postgres>(&cli, config, embedded, &out).await,
         Client::Sqlite => execute::<Sqlite>(&cli, config, embedded, &out).await,
-        Client::Mysql => Err(CliError::usage(
-            "base.client: the mysql backend is not available yet; use postgres or sqlite",
-        )),
+        Client::Mysql => execute::<Mysql>(&cli, config, embedded, &out).await,
     }
 }
 

@@ -10,16 +10,19 @@ use diesel_async::SimpleAsyncConnection as _;
 pub enum Kind {
     Sqlite,
     Postgres,
+    Mysql,
 }
 
 /// A project folder with a `tenora.toml`.
 pub struct Project {
     pub kind: Kind,
     pub dir: tempfile::TempDir,
-    pg: Option<PgNames>,
+    pg: Option<ServerNames>,
 }
 
-struct PgNames {
+/// The server objects a PostgreSQL or MySQL project may create (all named by `prefix`).
+struct ServerNames {
+    kind: Kind,
     admin_url: String,
     base_db: String,
     prefix: String,
@@ -54,25 +57,25 @@ impl Project {
                     .to_owned(),
                 None,
             ),
-            Kind::Postgres => {
-                let Some(admin_url) = std::env::var("TENORA_TEST_PG_URL")
-                    .ok()
-                    .filter(|u| !u.is_empty())
-                else {
-                    assert!(!in_ci(), "TENORA_TEST_PG_URL is required when CI is set");
-                    eprintln!(
-                        "\n!!!! SKIPPED: PostgreSQL (TENORA_TEST_PG_URL) is not available !!!!\n"
-                    );
+            Kind::Postgres | Kind::Mysql => {
+                let (var, client) = match kind {
+                    Kind::Postgres => ("TENORA_TEST_PG_URL", "postgres"),
+                    _ => ("TENORA_TEST_MYSQL_URL", "mysql"),
+                };
+                let Some(admin_url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
+                    assert!(!in_ci(), "{var} is required when CI is set");
+                    eprintln!("\n!!!! SKIPPED: {client} ({var}) is not available !!!!\n");
                     return None;
                 };
                 let t = token();
-                let names = PgNames {
+                let names = ServerNames {
+                    kind,
                     admin_url: admin_url.clone(),
                     base_db: format!("tenora_cli_{t}"),
                     prefix: format!("c{t}_"),
                 };
                 let config = format!(
-                    "[base]\nclient = \"postgres\"\nurl = \"{admin_url}\"\ndatabase = \"{}\"\n\
+                    "[base]\nclient = \"{client}\"\nurl = \"{admin_url}\"\ndatabase = \"{}\"\n\
                      [tenant]\ndatabase_prefix = \"{p}\"\nuser_prefix = \"{p}u_\"\n\
                      seeds_dir = \"seeds/tenants\"\n[secrets]\nkey = \"{}\"\n",
                     names.base_db,
@@ -132,20 +135,33 @@ impl Project {
         found[0].clone()
     }
 
-    /// The sealed password stored in the registry for tenant `id` (PostgreSQL projects).
+    /// The sealed password stored in the registry for tenant `id` (server projects).
     pub async fn stored_password(&self, id: &str) -> String {
-        let pg = self.pg.as_ref().expect("a PostgreSQL project");
-        let mut config: tokio_postgres::Config = pg.admin_url.parse().unwrap();
-        config.dbname(&pg.base_db);
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-            .query_one("SELECT password FROM tenora_tenants WHERE id = $1", &[&id])
-            .await
-            .unwrap()
-            .get(0)
+        let names = self.pg.as_ref().expect("a server project");
+        match names.kind {
+            Kind::Mysql => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+                let sql = format!(
+                    "SELECT password FROM `{}`.tenora_tenants WHERE id = ?",
+                    names.base_db
+                );
+                conn.exec_first(sql, (id,)).await.unwrap().unwrap()
+            }
+            _ => {
+                let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
+                config.dbname(&names.base_db);
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client
+                    .query_one("SELECT password FROM tenora_tenants WHERE id = $1", &[&id])
+                    .await
+                    .unwrap()
+                    .get(0)
+            }
+        }
     }
 
     /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
@@ -154,6 +170,7 @@ impl Project {
         match self.kind {
             Kind::Sqlite => sql_as_tenant::<tenora::backend::Sqlite>(config, id, sql).await,
             Kind::Postgres => sql_as_tenant::<tenora::backend::Postgres>(config, id, sql).await,
+            Kind::Mysql => sql_as_tenant::<tenora::backend::Mysql>(config, id, sql).await,
         }
     }
 }
@@ -170,49 +187,89 @@ async fn sql_as_tenant<B: tenora::backend::Backend>(config: tenora::Config, id: 
 
 impl Drop for Project {
     fn drop(&mut self) {
-        let Some(pg) = self.pg.take() else { return };
+        let Some(names) = self.pg.take() else { return };
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap()
                 .block_on(async move {
-                    let (client, conn) =
-                        tokio_postgres::connect(&pg.admin_url, tokio_postgres::NoTls)
-                            .await
-                            .unwrap();
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    for (sql, kind) in [
-                        (
-                            "SELECT datname::text FROM pg_database \
-                             WHERE starts_with(datname, $1) OR datname = $2",
-                            "DATABASE",
-                        ),
-                        (
-                            "SELECT rolname::text FROM pg_roles \
-                             WHERE starts_with(rolname, $1) OR rolname = $2",
-                            "ROLE",
-                        ),
-                    ] {
-                        let rows = client.query(sql, &[&pg.prefix, &pg.base_db]).await.unwrap();
-                        for row in rows {
-                            let name: String = row.get(0);
-                            let force = if kind == "DATABASE" {
-                                " WITH (FORCE)"
-                            } else {
-                                ""
-                            };
-                            client
-                                .batch_execute(&format!("DROP {kind} IF EXISTS \"{name}\"{force}"))
-                                .await
-                                .unwrap();
-                        }
+                    match names.kind {
+                        Kind::Mysql => drop_mysql_objects(&names).await,
+                        _ => drop_pg_objects(&names).await,
                     }
                 });
         })
         .join()
-        .expect("cleaning up PostgreSQL test objects");
+        .expect("cleaning up server test objects");
     }
+}
+
+async fn drop_pg_objects(names: &ServerNames) {
+    let (client, conn) = tokio_postgres::connect(&names.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    for (sql, kind) in [
+        (
+            "SELECT datname::text FROM pg_database \
+             WHERE starts_with(datname, $1) OR datname = $2",
+            "DATABASE",
+        ),
+        (
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) OR rolname = $2",
+            "ROLE",
+        ),
+    ] {
+        let rows = client
+            .query(sql, &[&names.prefix, &names.base_db])
+            .await
+            .unwrap();
+        for row in rows {
+            let name: String = row.get(0);
+            let force = if kind == "DATABASE" {
+                " WITH (FORCE)"
+            } else {
+                ""
+            };
+            client
+                .batch_execute(&format!("DROP {kind} IF EXISTS \"{name}\"{force}"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn drop_mysql_objects(names: &ServerNames) {
+    use mysql_async::prelude::Queryable as _;
+    let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+    let n = names.prefix.len();
+    let dbs: Vec<String> = conn
+        .exec(
+            "SELECT schema_name FROM information_schema.schemata \
+             WHERE LEFT(schema_name, ?) = ? OR schema_name = ?",
+            (n, names.prefix.as_str(), names.base_db.as_str()),
+        )
+        .await
+        .unwrap();
+    for db in dbs {
+        conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+            .await
+            .unwrap();
+    }
+    let users: Vec<(String, String)> = conn
+        .exec(
+            "SELECT user, host FROM mysql.user WHERE LEFT(user, ?) = ?",
+            (n, names.prefix.as_str()),
+        )
+        .await
+        .unwrap();
+    for (user, host) in users {
+        conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
+            .await
+            .unwrap();
+    }
+    let _ = conn.disconnect().await;
 }

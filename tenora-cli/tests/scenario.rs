@@ -8,14 +8,10 @@ fn json(stdout: &str) -> serde_json::Value {
 
 async fn operator_flow(kind: Kind) {
     let Some(p) = Project::new(kind) else { return };
-    let create_base = if kind == Kind::Postgres {
-        vec!["--create-base"]
-    } else {
-        vec![]
-    };
-
-    // First migrate: writes the registry migration (creating the folder) and stops.
-    let first = p.ok(&[&create_base[..], &["migrate"]].concat());
+    // First migrate: creates the base database, writes the registry migration (creating the
+    // folder) and stops.
+    let first = p.ok(&["--create-base", "migrate"]);
+    assert!(first.contains("created the base database"), "{first}");
     assert!(
         first.contains("wrote the tenant registry migration"),
         "{first}"
@@ -28,6 +24,9 @@ async fn operator_flow(kind: Kind) {
     );
     // Second: applies it. Third: nothing to do.
     assert!(p.ok(&["migrate"]).contains("applied 1 base migration"));
+    // An existing base database is left alone.
+    let again = p.ok(&["--create-base", "tenants", "list"]);
+    assert!(!again.contains("created the base database"), "{again}");
     assert!(p.ok(&["migrate:base"]).contains("already up to date"));
 
     // Tenant schema and seed, generated.
@@ -142,7 +141,7 @@ async fn operator_flow(kind: Kind) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     match kind {
-        Kind::Postgres => {
+        Kind::Postgres | Kind::Mysql => {
             assert!(out.status.success(), "{stderr}");
             let config = tenora::Config::from_path(p.path().join("tenora.toml")).unwrap();
             let key = config.encryption_key().unwrap().unwrap();
@@ -170,6 +169,11 @@ async fn operator_flow_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_flow_postgres() {
     operator_flow(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_flow_mysql() {
+    operator_flow(Kind::Mysql).await;
 }
 
 #[test]

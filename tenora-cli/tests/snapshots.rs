@@ -49,6 +49,10 @@ fn generated_migrations_per_dialect() {
             "postgres",
             "[base]\nclient = \"postgres\"\nurl = \"postgres://u@localhost/app\"\n",
         ),
+        (
+            "mysql",
+            "[base]\nclient = \"mysql\"\nurl = \"mysql://u@localhost/app\"\n",
+        ),
     ] {
         let p = Project::new(Kind::Sqlite).unwrap();
         std::fs::write(p.path().join("tenora.toml"), config).unwrap();

@@ -15,3 +15,11 @@ pub type PgConn = crate::PooledConn<crate::backend::Postgres>;
 /// A pooled SQLite connection from Tenora.
 #[cfg(feature = "sqlite")]
 pub type SqliteConn = crate::PooledConn<crate::backend::Sqlite>;
+
+/// Tenora on MySQL / MariaDB.
+#[cfg(feature = "mysql")]
+pub type MysqlTenora = crate::Tenora<crate::backend::Mysql>;
+
+/// A pooled MySQL connection from Tenora.
+#[cfg(feature = "mysql")]
+pub type MysqlConn = crate::PooledConn<crate::backend::Mysql>;

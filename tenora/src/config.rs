@@ -178,6 +178,11 @@ pub struct TenantConfig {
     pub database_dir: PathBuf,
     /// SQLite: file name suffix of tenant databases (default `.sqlite`).
     pub database_suffix: String,
+    /// Explicit tenant database name template with one `{id}`, e.g. `"tenant_{id}.db"`;
+    /// overrides `database_prefix` and (SQLite) `database_suffix`.
+    pub database_name: Option<String>,
+    /// MySQL: host pattern of tenant users, `'<user>'@'<user_host>'` (default `%`).
+    pub user_host: String,
     /// Pool settings of each tenant pool.
     pub pool: PoolConfig,
 }
@@ -191,6 +196,8 @@ impl Default for TenantConfig {
             database_prefix: String::new(),
             database_dir: PathBuf::from("."),
             database_suffix: ".sqlite".to_owned(),
+            database_name: None,
+            user_host: "%".to_owned(),
             pool: PoolConfig::default(),
         }
     }
@@ -414,6 +421,14 @@ impl Config {
         c
     }
 
+    /// A MySQL / MariaDB config whose base database is at `url`
+    /// (`mysql://user:password@host:port/database`).
+    pub fn mysql(url: impl Into<String>) -> Self {
+        let mut c = Config::with_client(Client::Mysql);
+        c.base.url = Some(SecretString::new(url.into()));
+        c
+    }
+
     /// Sets the SQLite folder of tenant database files.
     pub fn tenant_database_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.tenant.database_dir = dir.into();
@@ -429,6 +444,12 @@ impl Config {
     /// Sets the prefix of tenant user/role names.
     pub fn tenant_user_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.tenant.user_prefix = prefix.into();
+        self
+    }
+
+    /// Sets an explicit tenant database name template containing `{id}` once.
+    pub fn tenant_database_name(mut self, template: impl Into<String>) -> Self {
+        self.tenant.database_name = Some(template.into());
         self
     }
 
@@ -542,6 +563,20 @@ impl Config {
         check_name_part("tenant.user_prefix", &self.tenant.user_prefix)?;
         check_name_part("tenant.database_prefix", &self.tenant.database_prefix)?;
         check_identifier("registry.table", &self.registry.table)?;
+        self.validate_database_name()?;
+        if self.tenant.user_host.is_empty()
+            || !self
+                .tenant
+                .user_host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".%_-:".contains(&b))
+        {
+            return Err(Error::config(
+                "tenant.user_host",
+                "must be a MySQL host pattern of letters, digits and `.%_-:`, e.g. \"%\" or \
+                 \"10.0.%\"",
+            ));
+        }
         if self.tenant.database_suffix.contains(['/', '\\']) {
             return Err(Error::config(
                 "tenant.database_suffix",
@@ -572,6 +607,51 @@ impl Config {
         }
         self.encryption_key()?;
         Ok(())
+    }
+
+    /// The prefix and suffix around the tenant id in tenant database names: from
+    /// `tenant.database_name` when set, else `database_prefix` and (SQLite only)
+    /// `database_suffix`.
+    pub fn database_affixes(&self) -> (String, String) {
+        if let Some((prefix, suffix)) = self
+            .tenant
+            .database_name
+            .as_deref()
+            .and_then(|t| t.split_once("{id}"))
+        {
+            return (prefix.to_owned(), suffix.to_owned());
+        }
+        let suffix = match self.base.client {
+            Client::Sqlite => self.tenant.database_suffix.clone(),
+            Client::Postgres | Client::Mysql => String::new(),
+        };
+        (self.tenant.database_prefix.clone(), suffix)
+    }
+
+    fn validate_database_name(&self) -> Result<()> {
+        const KEY: &str = "tenant.database_name";
+        let Some(template) = &self.tenant.database_name else {
+            return Ok(());
+        };
+        if template.matches("{id}").count() != 1 {
+            return Err(Error::config(
+                KEY,
+                "must contain `{id}` exactly once, e.g. \"tenant_{id}.sqlite\"",
+            ));
+        }
+        let (prefix, suffix) = self.database_affixes();
+        match self.base.client {
+            Client::Sqlite => {
+                if template.contains(['/', '\\', '\0']) {
+                    return Err(Error::config(KEY, "must be a file name, not a path"));
+                }
+                Ok(())
+            }
+            Client::Postgres | Client::Mysql => {
+                check_name_part(KEY, &prefix)?;
+                check_name_part(KEY, &suffix)
+            }
+        }
     }
 
     /// The encryption key, parsed, when one is configured.
@@ -765,6 +845,35 @@ mod tests {
         assert!(e.contains("cannot read the config file"), "{e}");
         assert!(e.contains("missing.toml"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn database_name_templates() {
+        let c = Config::sqlite("b.sqlite").tenant_database_name("tenant_{id}.db");
+        c.validate().unwrap();
+        assert_eq!(c.database_affixes(), ("tenant_".into(), ".db".into()));
+        let c = Config::sqlite("b.sqlite");
+        assert_eq!(c.database_affixes(), ("".into(), ".sqlite".into()));
+        let e = Config::sqlite("b.sqlite")
+            .tenant_database_name("x")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenant.database_name"), "{e}");
+        let e = Config::sqlite("b.sqlite")
+            .tenant_database_name("../{id}")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a path"), "{e}");
+        let e = Config::postgres("postgres://u@h/db")
+            .tenant_database_name("{id}.db")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenant.database_name"), "{e}");
+        let pg = Config::postgres("postgres://u@h/db").tenant_database_name("t_{id}_db");
+        assert_eq!(pg.database_affixes(), ("t_".into(), "_db".into()));
     }
 
     #[test]

@@ -32,6 +32,7 @@
 //! ## Cargo features
 //! - `sqlite` (default): [`backend::Sqlite`], with a bundled SQLite (no system library).
 //! - `postgres`: [`backend::Postgres`], pure Rust (no libpq).
+//! - `mysql`: [`backend::Mysql`] for MySQL and MariaDB, pure Rust (no libmysqlclient).
 //!
 //! ## Modules
 //! - [`TenantId`]: the validated tenant name; nothing takes a raw `&str` id.
@@ -42,7 +43,7 @@
 // Without a backend feature the crate still builds (schema crates depend on it that way), but
 // the plumbing that only backends use is idle.
 #![cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres")),
+    not(any(feature = "sqlite", feature = "postgres", feature = "mysql")),
     allow(dead_code, unused_imports, unused_macros)
 )]
 

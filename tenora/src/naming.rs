@@ -48,7 +48,7 @@ impl Naming {
         self
     }
 
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     pub(crate) fn reserve_users<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,

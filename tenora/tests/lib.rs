@@ -1,12 +1,18 @@
 //! Integration tests against real databases: SQLite always, PostgreSQL when
-//! `TENORA_TEST_PG_URL` is set (required when `CI` is set). One test binary for the crate.
+//! `TENORA_TEST_PG_URL` is set, MySQL/MariaDB when `TENORA_TEST_MYSQL_URL` is set (both required
+//! when `CI` is set). One test binary for the crate.
 
 mod support;
 
 mod scenarios;
 
+mod sqlite;
+
 #[cfg(feature = "postgres")]
 mod postgres;
+
+#[cfg(feature = "mysql")]
+mod mysql;
 
 /// Runs every shared scenario as a test against one backend.
 macro_rules! scenario_tests {
@@ -63,6 +69,8 @@ macro_rules! scenario_tests {
     };
 }
 
-scenario_tests!(sqlite, tenora::backend::Sqlite);
+scenario_tests!(lite, tenora::backend::Sqlite);
 #[cfg(feature = "postgres")]
 scenario_tests!(pg, tenora::backend::Postgres);
+#[cfg(feature = "mysql")]
+scenario_tests!(my, tenora::backend::Mysql);

@@ -22,6 +22,11 @@ mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::Postgres;
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "mysql")]
+pub use mysql::Mysql;
+
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]

@@ -247,10 +247,11 @@ impl Backend for Postgres {
             .connect_timeout(Duration::from_secs(config.base.pool.connection_timeout));
         let mut admin = pg.clone();
         admin.dbname(&b.admin_database);
+        let (prefix, suffix) = config.database_affixes();
         let naming = Naming::new(
-            &config.tenant.database_prefix,
+            &prefix,
             &config.tenant.user_prefix,
-            "",
+            &suffix,
             MAX_IDENTIFIER,
             MAX_IDENTIFIER,
         )

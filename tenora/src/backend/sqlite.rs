@@ -132,10 +132,11 @@ impl Backend for Sqlite {
         };
         let base_path = config.resolve(Path::new(base));
         let tenant_dir = config.resolve(&config.tenant.database_dir);
+        let (prefix, suffix) = config.database_affixes();
         let mut naming = Naming::new(
-            &config.tenant.database_prefix,
+            &prefix,
             &config.tenant.user_prefix,
-            &config.tenant.database_suffix,
+            &suffix,
             255,
             usize::MAX,
         );

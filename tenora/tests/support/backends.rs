@@ -221,3 +221,141 @@ mod pg {
         }
     }
 }
+
+#[cfg(feature = "mysql")]
+pub use my::*;
+
+#[cfg(feature = "mysql")]
+mod my {
+    use mysql_async::prelude::Queryable as _;
+
+    use super::*;
+
+    /// Env var with the admin URL of the test MySQL / MariaDB server.
+    pub const MYSQL_URL_VAR: &str = "TENORA_TEST_MYSQL_URL";
+
+    /// Runs `f` on a fresh current-thread runtime in another thread (usable from `Drop` and
+    /// from inside a test's runtime).
+    fn blocking<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f)
+        })
+        .join()
+        .expect("MySQL test helper");
+    }
+
+    /// A connection to the test server as its admin.
+    pub async fn mysql_admin(url: &str) -> mysql_async::Conn {
+        mysql_async::Conn::from_url(url)
+            .await
+            .expect("connect to the test MySQL server")
+    }
+
+    /// Drops this test's base database and every tenant database and user it made.
+    pub struct MysqlCleanup {
+        pub admin_url: String,
+        pub token: String,
+        pub base_db: String,
+    }
+
+    impl Drop for MysqlCleanup {
+        fn drop(&mut self) {
+            let url = self.admin_url.clone();
+            let db_prefix = format!("t{}_", self.token);
+            let user_prefix = format!("u{}_", self.token);
+            let base_db = self.base_db.clone();
+            blocking(async move {
+                let mut conn = mysql_admin(&url).await;
+                let dbs: Vec<String> = conn
+                    .exec(
+                        "SELECT schema_name FROM information_schema.schemata \
+                         WHERE LEFT(schema_name, ?) = ? OR schema_name = ?",
+                        (db_prefix.len(), db_prefix.as_str(), base_db.as_str()),
+                    )
+                    .await
+                    .unwrap();
+                for db in dbs {
+                    conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
+                        .await
+                        .unwrap();
+                }
+                let users: Vec<(String, String)> = conn
+                    .exec(
+                        "SELECT user, host FROM mysql.user WHERE LEFT(user, ?) = ?",
+                        (user_prefix.len(), user_prefix.as_str()),
+                    )
+                    .await
+                    .unwrap();
+                for (user, host) in users {
+                    conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
+                        .await
+                        .unwrap();
+                }
+                let _ = conn.disconnect().await;
+            });
+        }
+    }
+
+    /// The admin URL, or `None` after reporting it missing.
+    pub fn mysql_url() -> Option<String> {
+        match std::env::var(MYSQL_URL_VAR) {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                crate::support::missing(&format!("MySQL/MariaDB ({MYSQL_URL_VAR})"));
+                None
+            }
+        }
+    }
+
+    /// A MySQL env: own base database, own name prefixes.
+    pub fn mysql_env_at(admin_url: &str) -> Env {
+        let token = crate::support::unique_token();
+        let base_db = format!("tenora_base_{token}");
+        let (url, db) = (admin_url.to_owned(), base_db.clone());
+        blocking(async move {
+            let mut conn = mysql_admin(&url).await;
+            conn.query_drop(format!("CREATE DATABASE `{db}`"))
+                .await
+                .unwrap();
+            let _ = conn.disconnect().await;
+        });
+        let mut config = Config::mysql(admin_url)
+            .tenant_database_prefix(format!("t{token}_"))
+            .tenant_user_prefix(format!("u{token}_"))
+            .key(EncryptionKey::generate().to_base64().expose());
+        config.base.database = Some(base_db.clone());
+        Env {
+            config,
+            _guard: Box::new(MysqlCleanup {
+                admin_url: admin_url.to_owned(),
+                token,
+                base_db,
+            }),
+        }
+    }
+
+    impl TestBackend for tenora::backend::Mysql {
+        const NAME: &'static str = "mysql";
+
+        fn tenant_migrations() -> Migrations {
+            tenant_schema::MYSQL_MIGRATIONS
+        }
+
+        fn env() -> Option<Env> {
+            mysql_url().map(|url| mysql_env_at(&url))
+        }
+
+        async fn project_names(conn: &mut PooledConn<Self>) -> Vec<String> {
+            projects::table
+                .select(projects::name)
+                .order(projects::id)
+                .load(conn)
+                .await
+                .expect("load projects")
+        }
+    }
+}

@@ -4,6 +4,8 @@
 //! - `TENORA_TEST_PG_URL`: admin URL of a PostgreSQL server where tests may create databases
 //!   and roles (e.g. `postgres://postgres@127.0.0.1:5432/postgres`). Without it PostgreSQL tests
 //!   skip with a loud message — unless `CI` is set, where they fail.
+//! - `TENORA_TEST_MYSQL_URL`: admin URL of a MySQL or MariaDB server, likewise (e.g.
+//!   `mysql://root@127.0.0.1:3306/mysql`).
 //! - SQLite tests need nothing.
 
 #![allow(dead_code)]

@@ -1,0 +1,386 @@
+//! MySQL / MariaDB: one database and one user per tenant; the user holds privileges on its own
+//! database only and no global privileges.
+
+use std::sync::Arc;
+
+use diesel_async::AsyncMysqlConnection;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use mysql_async::prelude::Queryable as _;
+use mysql_async::{Opts, OptsBuilder};
+
+use super::{Backend, sealed};
+use crate::config::{Client, Config};
+use crate::error::{BoxError, Error, Result};
+use crate::migrate::{self, MigrationOp};
+use crate::migrations::Migrations;
+use crate::naming::Naming;
+use crate::registry::impl_registry;
+use crate::secret::SecretString;
+use crate::tenant_id::TenantId;
+
+impl_registry!(AsyncMysqlConnection, |_| "?".to_owned(), '`');
+
+/// MySQL's limit on database names.
+const MAX_DATABASE: usize = 64;
+/// MySQL's limit on user names (MariaDB allows 80; the stricter limit keeps configs portable).
+const MAX_USER: usize = 32;
+
+/// Server error codes Tenora reacts to.
+const ER_DB_CREATE_EXISTS: u16 = 1007;
+const ER_CANNOT_USER: u16 = 1396;
+
+/// The MySQL / MariaDB backend (cargo feature `mysql`).
+///
+/// Tenant `acme` gets the database `<database_prefix>acme` and the user
+/// `'<user_prefix>acme'@'<user_host>'` with `GRANT ALL` on that database only. MySQL DDL is not
+/// transactional; provisioning still removes everything it made when a step fails.
+pub struct Mysql {
+    base: Opts,
+    base_database: String,
+    user_host: String,
+    server: String,
+    naming: Naming,
+}
+
+impl std::fmt::Debug for Mysql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mysql")
+            .field("base_database", &self.base_database)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl sealed::Sealed for Mysql {}
+
+/// Quotes an identifier: `` `name` ``, doubling any backtick inside.
+fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// Quotes a string literal, escaping `'` and `\`.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// A database name as it appears in `GRANT ... ON <db>.*`, where `_` and `%` are wildcards and
+/// must be escaped: without this, tenant `a_b`'s grant would also cover a database `axb`.
+fn grant_target(database: &str) -> String {
+    let escaped = database
+        .replace('\\', "\\\\")
+        .replace('_', "\\_")
+        .replace('%', "\\%");
+    format!("{}.*", quote_ident(&escaped))
+}
+
+fn server_error(context: String) -> impl FnOnce(mysql_async::Error) -> Error {
+    move |e| Error::Admin {
+        context,
+        source: Box::new(e),
+    }
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+async fn connect(opts: &Opts) -> diesel::ConnectionResult<AsyncMysqlConnection> {
+    let builder = OptsBuilder::from_opts(opts.clone())
+        // diesel-async keeps its own statement cache and expects found-rows semantics.
+        .stmt_cache_size(0)
+        .client_found_rows(true);
+    let conn = mysql_async::Conn::new(builder)
+        .await
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    AsyncMysqlConnection::try_from(conn).await
+}
+
+fn manager(label: String, opts: Arc<Opts>) -> AsyncDieselConnectionManager<AsyncMysqlConnection> {
+    let mut config = ManagerConfig::default();
+    config.custom_setup = Box::new(move |_label| {
+        let opts = Arc::clone(&opts);
+        Box::pin(async move { connect(&opts).await })
+    });
+    AsyncDieselConnectionManager::new_with_config(label, config)
+}
+
+impl Mysql {
+    fn tenant_opts(&self, id: &TenantId, password: Option<&SecretString>) -> Opts {
+        OptsBuilder::from_opts(self.base.clone())
+            .user(Some(self.naming.user_name(id)))
+            .pass(password.map(|p| p.expose().to_owned()))
+            .db_name(Some(self.naming.database_name(id)))
+            .into()
+    }
+
+    fn account(&self, id: &TenantId) -> String {
+        format!(
+            "{}@{}",
+            quote_literal(&self.naming.user_name(id)),
+            quote_literal(&self.user_host)
+        )
+    }
+
+    async fn admin(&self) -> std::result::Result<mysql_async::Conn, mysql_async::Error> {
+        let admin = OptsBuilder::from_opts(self.base.clone()).db_name(None::<String>);
+        mysql_async::Conn::new(admin).await
+    }
+
+    async fn admin_execute(&self, sql: &str) -> std::result::Result<(), mysql_async::Error> {
+        let mut conn = self.admin().await?;
+        let result = conn.query_drop(sql).await;
+        let _ = conn.disconnect().await;
+        result
+    }
+
+    async fn schema_exists(&self, name: &str) -> Result<bool> {
+        let run = async {
+            let mut conn = self.admin().await?;
+            let row: Option<u8> = conn
+                .exec_first(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = ?",
+                    (name,),
+                )
+                .await?;
+            let _ = conn.disconnect().await;
+            Ok::<_, mysql_async::Error>(row.is_some())
+        };
+        run.await.map_err(server_error(format!(
+            "cannot look up `{name}` on {}",
+            self.server
+        )))
+    }
+}
+
+impl Backend for Mysql {
+    const CLIENT: Client = Client::Mysql;
+    type Connection = AsyncMysqlConnection;
+    type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
+
+    fn from_config(config: &Config) -> Result<Self> {
+        let b = &config.base;
+        let opts = match &b.url {
+            Some(url) => Opts::from_url(url.expose()).map_err(|e| {
+                Error::config(
+                    "base.url",
+                    format!("not a valid MySQL connection URL ({e})"),
+                )
+            })?,
+            None => Opts::default(),
+        };
+        let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+        if let Some(host) = &b.host {
+            builder = builder.ip_or_hostname(host.clone());
+        }
+        if let Some(port) = b.port {
+            builder = builder.tcp_port(port);
+        }
+        if let Some(user) = &b.user {
+            builder = builder.user(Some(user.clone()));
+        }
+        if let Some(password) = &b.password {
+            builder = builder.pass(Some(password.expose().to_owned()));
+        }
+        if let Some(database) = &b.database {
+            builder = builder.db_name(Some(database.clone()));
+        }
+        let opts: Opts = builder.into();
+        let user = opts.user().map(str::to_owned).ok_or_else(|| {
+            Error::config("base.user", "no user given (in base.url or base.user)")
+        })?;
+        let base_database = opts.db_name().map(str::to_owned).ok_or_else(|| {
+            Error::config(
+                "base.database",
+                "no base database given (the path of base.url, or base.database)",
+            )
+        })?;
+        let server = match opts.socket() {
+            Some(socket) => socket.to_owned(),
+            None => format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
+        };
+        let (prefix, suffix) = config.database_affixes();
+        let naming = Naming::new(
+            &prefix,
+            &config.tenant.user_prefix,
+            &suffix,
+            MAX_DATABASE,
+            MAX_USER,
+        )
+        .reserve_databases([
+            "mysql",
+            "information_schema",
+            "performance_schema",
+            "sys",
+            base_database.as_str(),
+        ])
+        .reserve_users([user.as_str(), "root", "mysql", "mariadb.sys"]);
+        Ok(Mysql {
+            base: opts,
+            base_database,
+            user_host: config.tenant.user_host.clone(),
+            server,
+            naming,
+        })
+    }
+
+    fn naming(&self) -> &Naming {
+        &self.naming
+    }
+
+    fn uses_passwords(&self) -> bool {
+        true
+    }
+
+    fn describe_base(&self) -> String {
+        format!(
+            "the MySQL base database `{}` on {}",
+            self.base_database, self.server
+        )
+    }
+
+    fn describe_tenant(&self, id: &TenantId) -> String {
+        format!(
+            "tenant `{id}` (MySQL database `{}` on {})",
+            self.naming.database_name(id),
+            self.server
+        )
+    }
+
+    fn base_manager(&self) -> Self::Manager {
+        manager(self.describe_base(), Arc::new(self.base.clone()))
+    }
+
+    fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
+        manager(
+            self.describe_tenant(id),
+            Arc::new(self.tenant_opts(id, password)),
+        )
+    }
+
+    async fn connect_tenant(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> Result<Self::Connection> {
+        connect(&self.tenant_opts(id, password))
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_tenant(id),
+                source: Box::new(e),
+            })
+    }
+
+    async fn connect_base(&self) -> Result<Self::Connection> {
+        connect(&self.base).await.map_err(|e| Error::Connect {
+            target: self.describe_base(),
+            source: Box::new(e),
+        })
+    }
+
+    async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {
+        let account = self.account(id);
+        let sql = format!(
+            "CREATE USER {account} IDENTIFIED BY {}",
+            quote_literal(password.expose())
+        );
+        match self.admin_execute(&sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(ER_CANNOT_USER) => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("the user {account} exists on {}", self.server),
+            }),
+            Err(e) => Err(server_error(format!("cannot create the user {account}"))(e)),
+        }
+    }
+
+    async fn drop_user(&self, id: &TenantId) -> Result<()> {
+        let account = self.account(id);
+        self.admin_execute(&format!("DROP USER IF EXISTS {account}"))
+            .await
+            .map_err(server_error(format!("cannot drop the user {account}")))
+    }
+
+    async fn create_database(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        match self
+            .admin_execute(&format!("CREATE DATABASE {}", quote_ident(&db)))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if server_code(&e) == Some(ER_DB_CREATE_EXISTS) => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("the database `{db}` exists on {}", self.server),
+            }),
+            Err(e) => Err(server_error(format!("cannot create the database `{db}`"))(
+                e,
+            )),
+        }
+    }
+
+    async fn lock_down(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        let account = self.account(id);
+        self.admin_execute(&format!(
+            "GRANT ALL PRIVILEGES ON {} TO {account}",
+            grant_target(&db)
+        ))
+        .await
+        .map_err(server_error(format!(
+            "cannot grant {account} its rights on the database `{db}`"
+        )))
+    }
+
+    async fn drop_database(&self, id: &TenantId) -> Result<()> {
+        let db = self.naming.database_name(id);
+        self.admin_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))
+            .await
+            .map_err(server_error(format!("cannot drop the database `{db}`")))
+    }
+
+    async fn create_base(&self) -> Result<bool> {
+        let db = &self.base_database;
+        if self.schema_exists(db).await? {
+            return Ok(false);
+        }
+        self.admin_execute(&format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            quote_ident(db)
+        ))
+        .await
+        .map_err(server_error(format!(
+            "cannot create the base database `{db}`"
+        )))?;
+        Ok(true)
+    }
+
+    async fn database_exists(&self, id: &TenantId) -> Result<bool> {
+        let db = self.naming.database_name(id);
+        if db.len() > MAX_DATABASE {
+            return Ok(false);
+        }
+        self.schema_exists(&db).await
+    }
+
+    async fn run_migrations(
+        conn: Self::Connection,
+        migrations: Migrations,
+        op: MigrationOp,
+    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_grant_wildcards() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(quote_literal("it's \\"), "'it''s \\\\'");
+        assert_eq!(grant_target("t_a_b"), "`t\\_a\\_b`.*");
+    }
+}

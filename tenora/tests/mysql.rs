@@ -1,0 +1,165 @@
+//! MySQL/MariaDB-only behaviour: users, grants (including `_` wildcards), server errors.
+
+use mysql_async::prelude::Queryable as _;
+use tenora::backend::{Backend as _, Mysql};
+use tenora::{Config, Error, MysqlTenora, TenantId};
+
+use crate::support::assert_err_contains;
+use crate::support::backends::{Env, TestBackend, mysql_admin, tenora};
+
+fn id(s: &str) -> TenantId {
+    TenantId::new(s).unwrap()
+}
+
+fn admin_url(env: &Env) -> String {
+    env.config.base.url.as_ref().unwrap().expose().to_owned()
+}
+
+/// Logs in as `role_of`'s tenant user with its stored password, to `db_of`'s database.
+async fn login(
+    env: &Env,
+    t: &MysqlTenora,
+    role_of: &TenantId,
+    db_of: &TenantId,
+) -> Result<mysql_async::Conn, mysql_async::Error> {
+    let key = env.config.encryption_key().unwrap().unwrap();
+    let mut admin = mysql_admin(&admin_url(env)).await;
+    let sealed: String = admin
+        .exec_first(
+            format!(
+                "SELECT password FROM `{}`.tenora_tenants WHERE id = ?",
+                env.config.base.database.as_deref().unwrap()
+            ),
+            (role_of.as_str(),),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let password = tenora::secret::decrypt_password(&key, role_of, &sealed).unwrap();
+    let opts =
+        mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&admin_url(env)).unwrap())
+            .prefer_socket(false)
+            .user(Some(t.backend().naming().user_name(role_of)))
+            .pass(Some(password.expose().to_owned()))
+            .db_name(Some(t.backend().naming().database_name(db_of)));
+    mysql_async::Conn::new(opts).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_users_cannot_reach_other_tenants() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    // `a_b` and `axb`: an unescaped `_` in GRANT would let a_b's user into axb's database.
+    let (a, b, wild) = (id("acme"), id("globex"), id("a_b"));
+    let lookalike = id("axb");
+    for tenant in [&a, &b, &wild, &lookalike] {
+        t.create_tenant(tenant, None).await.unwrap();
+    }
+
+    let mut own = login(&env, &t, &a, &a).await.expect("own database");
+    let tables: Vec<String> = own.query("SHOW TABLES").await.unwrap();
+    assert!(tables.contains(&"projects".to_owned()), "{tables:?}");
+    let databases: Vec<String> = own.query("SHOW DATABASES").await.unwrap();
+    let naming = t.backend().naming();
+    assert!(databases.contains(&naming.database_name(&a)));
+    assert!(
+        !databases.contains(&naming.database_name(&b)),
+        "{databases:?}"
+    );
+
+    let err = login(&env, &t, &a, &b)
+        .await
+        .expect_err("A must not open B");
+    assert!(err.to_string().contains("Access denied"), "{err}");
+    let err = login(&env, &t, &wild, &lookalike)
+        .await
+        .expect_err("a_b must not open axb");
+    assert!(err.to_string().contains("Access denied"), "{err}");
+
+    // No global privileges: the only grants are USAGE and the tenant's own database.
+    let grants: Vec<String> = own.query("SHOW GRANTS").await.unwrap();
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(grants[0].starts_with("GRANT USAGE ON *.*"), "{grants:?}");
+    assert!(
+        grants[1].contains(&format!(
+            "ON `{}`.*",
+            naming.database_name(&a).replace('_', "\\_")
+        )),
+        "{grants:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_database_is_never_taken_over_or_dropped() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = id("acme");
+    let db = t.backend().naming().database_name(&acme);
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    admin
+        .query_drop(format!("CREATE DATABASE `{db}`"))
+        .await
+        .unwrap();
+    let err = t.create_tenant(&acme, None).await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
+    assert!(t.backend().database_exists(&acme).await.unwrap());
+    let user = t.backend().naming().user_name(&acme);
+    let users: Vec<String> = admin
+        .exec(
+            "SELECT user FROM mysql.user WHERE user = ?",
+            (user.as_str(),),
+        )
+        .await
+        .unwrap();
+    assert!(users.is_empty(), "user {user} was left behind");
+    assert!(t.tenant(&acme).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_provisioning_leaves_no_user() {
+    let Some(env) = Mysql::env() else { return };
+    const FAILING: tenora::Migrations = tenora::embed_migrations!("tests/fixtures/failing_tenant");
+    let t = crate::support::backends::tenora_with::<Mysql>(env.config.clone(), FAILING).await;
+    let acme = id("acme");
+    assert_err_contains(
+        t.create_tenant(&acme, None).await,
+        &["step `migrate`", "no_such_table"],
+    );
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    let user = t.backend().naming().user_name(&acme);
+    let users: Vec<String> = admin
+        .exec(
+            "SELECT user FROM mysql.user WHERE user = ?",
+            (user.as_str(),),
+        )
+        .await
+        .unwrap();
+    assert!(users.is_empty(), "user {user} was left behind");
+    assert!(!t.backend().database_exists(&acme).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_name_limit_is_enforced_not_truncated() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let max = t.backend().naming().max_id_len();
+    assert!(max < 32, "user names are limited to 32 characters");
+    assert_err_contains(t.tenant_id(&"z".repeat(max + 1)), &["at most"]);
+    t.tenant_id(&"z".repeat(max)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_server_is_a_clear_error_without_the_password() {
+    let Some(_env) = Mysql::env() else { return };
+    let config = Config::mysql("mysql://admin:hunter2secret@127.0.0.1:1/app");
+    let err = MysqlTenora::builder(config)
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot connect to the MySQL base database `app` on 127.0.0.1:1"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2secret"), "{err}");
+}
