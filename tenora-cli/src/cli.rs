@@ -53,6 +53,10 @@ pub struct Fleet {
     /// Stop at the first failing tenant instead of continuing with the others
     #[arg(long)]
     pub fail_fast: bool,
+
+    /// Tenants worked on at once (default: twice the CPU cores, at most 16)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
 }
 
 /// Every command. The names (and aliases) follow the Node tool this replaces.

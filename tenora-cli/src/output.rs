@@ -72,13 +72,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Shows which tenant is being worked on.
-    pub fn start(&self, tenant: &str) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(tenant.to_owned());
-        }
-    }
-
     /// Records one tenant's result.
     pub fn done(&self, run: &TenantRun) {
         let text = match (&run.error, run.items.len()) {
@@ -89,6 +82,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => {
                 bar.inc(1);
+                bar.set_message(run.tenant.clone());
                 if run.error.is_some() || self.out.verbose {
                     bar.println(text);
                 }

@@ -5,7 +5,10 @@ use std::io::Read as _;
 use clap::CommandFactory as _;
 use serde_json::{Value, json};
 use tenora::backend::{Backend, Mysql, Postgres, Sqlite};
-use tenora::{Client, Config, Migrations, Seeds, TenantId, TenantState, Tenora};
+use tenora::{
+    Client, Config, FleetOp, FleetOptions, Migrations, Seeds, TenantId, TenantOutcome, TenantState,
+    Tenora,
+};
 
 use crate::Embedded;
 use crate::cli::{Cli, Command, Fleet, TenantsCommand};
@@ -365,65 +368,67 @@ async fn run_fleet<B: Backend>(
     op: Op,
     out: &Out,
 ) -> Result<Outcome, CliError> {
-    let targets: Vec<TenantId> = if fleet.tenants.is_empty() {
-        tenora
+    let ids: Option<Vec<TenantId>> = if fleet.tenants.is_empty() {
+        None
+    } else {
+        Some(
+            fleet
+                .tenants
+                .iter()
+                .map(|id| tenora.tenant_id(id))
+                .collect::<Result<_, _>>()?,
+        )
+    };
+    let count = match &ids {
+        Some(ids) => ids.len(),
+        None => tenora
             .list_tenants()
             .await?
-            .into_iter()
-            .filter(|t| t.state == TenantState::Active)
-            .map(|t| t.id)
-            .collect()
-    } else {
-        fleet
-            .tenants
             .iter()
-            .map(|id| tenora.tenant_id(id))
-            .collect::<Result<_, _>>()?
+            .filter(|t| t.state == TenantState::Active)
+            .count(),
     };
-    let progress = out.progress(targets.len(), op.label());
-    let mut runs = Vec::with_capacity(targets.len());
-    let mut stop = false;
-    for id in &targets {
-        if stop {
-            runs.push(TenantRun {
-                tenant: id.to_string(),
-                status: "skipped",
-                items: Vec::new(),
-                error: None,
-            });
-            continue;
-        }
-        progress.start(id.as_str());
-        let result = match op {
-            Op::Migrate => tenora.migrate_tenant(id).await,
-            Op::Rollback(step) => tenora.rollback_tenant(id, step).await,
-            Op::Seed => tenora.run_tenant_seeds(id).await,
-        };
-        let run = match result {
-            Ok(items) => TenantRun {
-                tenant: id.to_string(),
-                status: if items.is_empty() && !matches!(op, Op::Seed) {
-                    "up_to_date"
-                } else {
-                    op.done_status()
-                },
-                items,
-                error: None,
-            },
-            Err(e) => {
-                stop = fleet.fail_fast;
-                TenantRun {
-                    tenant: id.to_string(),
-                    status: "failed",
-                    items: Vec::new(),
-                    error: Some(CliError::from(e).message),
-                }
-            }
-        };
-        progress.done(&run);
-        runs.push(run);
+    let mut options = FleetOptions::default().fail_fast(fleet.fail_fast);
+    if let Some(n) = fleet.concurrency {
+        options = options.concurrency(usize::from(n));
     }
+    let fleet_op = match op {
+        Op::Migrate => FleetOp::Migrate,
+        Op::Rollback(steps) => FleetOp::Rollback(steps),
+        Op::Seed => FleetOp::Seed,
+    };
+    let progress = out.progress(count, op.label());
+    let to_run = |outcome: &TenantOutcome| match &outcome.result {
+        Ok(items) => TenantRun {
+            tenant: outcome.id.to_string(),
+            status: if items.is_empty() && !matches!(op, Op::Seed) {
+                "up_to_date"
+            } else {
+                op.done_status()
+            },
+            items: items.clone(),
+            error: None,
+        },
+        Err(tenora::Error::Skipped { .. }) => TenantRun {
+            tenant: outcome.id.to_string(),
+            status: "skipped",
+            items: Vec::new(),
+            error: None,
+        },
+        Err(e) => TenantRun {
+            tenant: outcome.id.to_string(),
+            status: "failed",
+            items: Vec::new(),
+            error: Some(tenora::redact_url(&e.to_string())),
+        },
+    };
+    let outcomes = tenora
+        .run_fleet(ids.as_deref(), fleet_op, options, |outcome| {
+            progress.done(&to_run(outcome))
+        })
+        .await?;
     progress.finish();
+    let runs: Vec<TenantRun> = outcomes.iter().map(to_run).collect();
     let failed = summary(out, op.label(), &runs);
     Ok(Outcome {
         json: json!({ "tenants": runs, "failed": failed }),

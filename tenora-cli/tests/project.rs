@@ -93,6 +93,16 @@ impl Project {
         self.dir.path()
     }
 
+    /// The `tenora` binary as a plain process (for running several at once).
+    pub fn process(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("tenora"));
+        cmd.current_dir(self.path())
+            .env_remove("TENORA_CONFIG")
+            .env_remove("TENORA_BASE_URL")
+            .env_remove("TENORA_KEY");
+        cmd
+    }
+
     /// The `tenora` binary, run in the project folder with a clean environment.
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::cargo_bin("tenora").unwrap();

@@ -301,3 +301,43 @@ fn config_is_found_in_a_parent_folder_and_paths_are_relative_to_it() {
     p.migration("migrations/base", "_create_plans");
     assert!(!deep.join("migrations").exists());
 }
+
+#[test]
+fn three_processes_migrate_the_fleet_at_once() {
+    let p = Project::new(Kind::Sqlite).unwrap();
+    p.ok(&["migrate"]);
+    p.ok(&["migrate"]);
+    p.ok(&["make:migration:tenants", "create_users"]);
+    p.ok(&["make:seed:tenants", "01_nothing"]);
+    for i in 0..5 {
+        p.ok(&["tenants", "create", &format!("t{i}")]);
+    }
+    p.ok(&["make:migration:tenants", "create_projects"]);
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            p.process()
+                .args(["--format", "json", "migrate:tenants", "--concurrency", "2"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied = 0;
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for t in json(&text)["result"]["tenants"].as_array().unwrap() {
+            applied += t["items"].as_array().unwrap().len();
+        }
+    }
+    assert_eq!(
+        applied, 5,
+        "every tenant got the new migration exactly once"
+    );
+}

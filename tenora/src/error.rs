@@ -175,6 +175,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A fleet run skipped this tenant after an earlier failure (fail-fast).
+    #[error("tenant `{id}` was skipped after an earlier failure (fail-fast)")]
+    Skipped {
+        /// The tenant.
+        id: TenantId,
+    },
+
     /// The requested operation is not supported by this backend or build.
     #[error("{0}")]
     Unsupported(String),

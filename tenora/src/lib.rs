@@ -51,6 +51,7 @@ pub mod backend;
 mod backend_alias;
 mod config;
 mod error;
+mod fleet;
 mod migrate;
 mod migrations;
 mod naming;
@@ -68,6 +69,7 @@ pub use crate::config::{
     SecretsConfig, TenantConfig, redact_url,
 };
 pub use crate::error::{BoxError, Error, Result};
+pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
 pub use crate::migrate::MigrationOp;
 pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};
 pub use crate::naming::Naming;
@@ -76,7 +78,7 @@ pub use crate::provision::Step;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::secret::{EncryptionKey, SecretString};
 pub use crate::tenant_id::TenantId;
-pub use crate::tenora::{PooledConn, TenantOutcome, Tenora, TenoraBuilder};
+pub use crate::tenora::{PooledConn, Tenora, TenoraBuilder};
 
 /// Embeds a Diesel-layout migrations folder (relative to the crate's `Cargo.toml`) as a
 /// [`Migrations`] value, validated at compile time.

@@ -43,12 +43,28 @@ pub(crate) async fn run_blocking<C>(
     conn: C,
     migrations: Migrations,
     op: MigrationOp,
+    file_lock: Option<std::path::PathBuf>,
 ) -> std::result::Result<(C, Vec<String>), BoxError>
 where
     C: AsyncConnection + Send + 'static,
     AsyncConnectionWrapper<C>: MigrationHarness<C::Backend>,
 {
     tokio::task::spawn_blocking(move || {
+        // Held (when given) until this closure returns.
+        let _lock = match &file_lock {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open the lock file {}: {e}", path.display()))?;
+                file.lock()
+                    .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+                Some(file)
+            }
+            None => None,
+        };
         let mut harness = AsyncConnectionWrapper::<C>::from(conn);
         let mut touched = Vec::new();
         match op {

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Target};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::registry::{RegistryConnection as _, TenantRecord, TenantState};
@@ -190,18 +190,23 @@ impl<B: Backend> Tenora<B> {
             .await
             .map_err(|e| (Step::Migrate, e))?;
         let database = format!("tenant `{id}`");
-        let (mut conn, _applied) =
-            B::run_migrations(conn, self.tenant_migrations().clone(), MigrationOp::Up)
-                .await
-                .map_err(|source| {
-                    (
-                        Step::Migrate,
-                        Error::Migration {
-                            database: database.clone(),
-                            source,
-                        },
-                    )
-                })?;
+        let (mut conn, _applied) = backend
+            .run_migrations(
+                Target::Tenant(id),
+                conn,
+                self.tenant_migrations().clone(),
+                MigrationOp::Up,
+            )
+            .await
+            .map_err(|source| {
+                (
+                    Step::Migrate,
+                    Error::Migration {
+                        database: database.clone(),
+                        source,
+                    },
+                )
+            })?;
         migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
             .await
             .map_err(|e| (Step::Seed, e))?;

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Target};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -18,17 +18,6 @@ use crate::tenant_id::TenantId;
 /// [`Tenora::base_conn`]. Derefs to the backend's diesel-async connection and can be passed as
 /// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
 pub type PooledConn<B> = bb8::PooledConnection<'static, <B as Backend>::Manager>;
-
-/// The outcome of a migration run on one tenant, from
-/// [`Tenora::migrate_all_tenants`] / [`Tenora::rollback_all_tenants`].
-#[derive(Debug)]
-pub struct TenantOutcome {
-    /// The tenant.
-    pub id: TenantId,
-    /// The names of the migrations applied or reverted (empty: already up to date), or why it
-    /// failed.
-    pub result: Result<Vec<String>>,
-}
 
 /// Tenora's handle: cheap to clone, share it across your app.
 ///
@@ -354,7 +343,9 @@ impl<B: Backend> Tenora<B> {
 
     async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
         let conn = self.inner.backend.connect_base().await?;
-        B::run_migrations(conn, self.inner.base_migrations.clone(), op)
+        self.inner
+            .backend
+            .run_migrations(Target::Base, conn, self.inner.base_migrations.clone(), op)
             .await
             .map(|(_, names)| names)
             .map_err(|source| Error::Migration {
@@ -379,7 +370,11 @@ impl<B: Backend> Tenora<B> {
         self.run_on_tenant(id, MigrationOp::Down { steps }).await
     }
 
-    async fn run_on_tenant(&self, id: &TenantId, op: MigrationOp) -> Result<Vec<String>> {
+    pub(crate) async fn run_on_tenant(
+        &self,
+        id: &TenantId,
+        op: MigrationOp,
+    ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
         let conn = self
@@ -387,7 +382,14 @@ impl<B: Backend> Tenora<B> {
             .backend
             .connect_tenant(id, password.as_ref())
             .await?;
-        B::run_migrations(conn, self.inner.tenant_migrations.clone(), op)
+        self.inner
+            .backend
+            .run_migrations(
+                Target::Tenant(id),
+                conn,
+                self.inner.tenant_migrations.clone(),
+                op,
+            )
             .await
             .map(|(_, names)| names)
             .map_err(|source| Error::Migration {
@@ -405,32 +407,6 @@ impl<B: Backend> Tenora<B> {
             &format!("tenant `{id}`"),
         )
         .await
-    }
-
-    /// Applies pending tenant migrations to every `active` tenant. One tenant's failure does
-    /// not stop the others; each outcome is reported.
-    pub async fn migrate_all_tenants(&self) -> Result<Vec<TenantOutcome>> {
-        self.run_on_all(MigrationOp::Up).await
-    }
-
-    /// Reverts the last `steps` tenant migrations on every `active` tenant.
-    pub async fn rollback_all_tenants(&self, steps: usize) -> Result<Vec<TenantOutcome>> {
-        self.run_on_all(MigrationOp::Down { steps }).await
-    }
-
-    async fn run_on_all(&self, op: MigrationOp) -> Result<Vec<TenantOutcome>> {
-        let mut outcomes = Vec::new();
-        for record in self.list_tenants().await? {
-            if record.state != TenantState::Active {
-                continue;
-            }
-            let result = self.run_on_tenant(&record.id, op).await;
-            outcomes.push(TenantOutcome {
-                id: record.id,
-                result,
-            });
-        }
-        Ok(outcomes)
     }
 }
 

@@ -62,6 +62,14 @@ macro_rules! scenario_tests {
                 s::cancelled_create_still_finishes::<B>().await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_fleet_runs_apply_each_migration_once() {
+                s::concurrent_fleet_runs_apply_each_migration_once::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fail_fast_skips_the_rest() {
+                s::fail_fast_skips_the_rest::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn seeds_run_on_create_and_on_demand() {
                 s::seeds_run_on_create_and_on_demand::<B>().await
             }

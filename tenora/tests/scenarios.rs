@@ -323,3 +323,116 @@ pub async fn cancelled_create_still_finishes<B: TestBackend>() {
     let mut conn = t.tenant_conn(&acme).await.unwrap();
     assert!(B::project_names(&mut conn).await.is_empty());
 }
+
+/// A copy of this backend's tenant migrations folder plus one new migration, in a temp dir.
+fn migrations_plus_one<B: TestBackend>() -> (tempfile::TempDir, tenora::Migrations) {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tenant-schema/migrations")
+        .join(B::NAME);
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        let to = dir.path().join(entry.file_name());
+        std::fs::create_dir_all(&to).unwrap();
+        for file in std::fs::read_dir(entry.path()).unwrap() {
+            let file = file.unwrap();
+            std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
+        }
+    }
+    let extra = dir.path().join("2024-06-01-000000_create_audit_log");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("up.sql"),
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, note VARCHAR(100));\n",
+    )
+    .unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP TABLE audit_log;\n").unwrap();
+    let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
+    (dir, migrations)
+}
+
+pub async fn concurrent_fleet_runs_apply_each_migration_once<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let ids: Vec<TenantId> = (0..6).map(|i| id(&format!("tenant{i}"))).collect();
+    for tenant in &ids {
+        t.create_tenant(tenant, None).await.unwrap();
+    }
+    // Three "replicas" with a new migration start migrating the fleet at the same moment.
+    let (_dir, newer) = migrations_plus_one::<B>();
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(tenora_with::<B>(env.config.clone(), newer.clone()).await);
+    }
+    let runs: Vec<_> = replicas
+        .into_iter()
+        .map(|r| {
+            tokio::spawn(async move {
+                r.run_fleet(
+                    None,
+                    tenora::FleetOp::Migrate,
+                    tenora::FleetOptions::default().concurrency(3),
+                    |_| {},
+                )
+                .await
+                .unwrap()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for run in runs {
+        for outcome in run.await.unwrap() {
+            let names = outcome
+                .result
+                .unwrap_or_else(|e| panic!("{}: {e}", outcome.id));
+            applied += names.len();
+            assert!(
+                names.iter().all(|n| n.ends_with("_create_audit_log")),
+                "{names:?}"
+            );
+        }
+    }
+    assert_eq!(
+        applied,
+        ids.len(),
+        "each tenant got the new migration exactly once"
+    );
+    // And now every tenant is up to date (one cheap check each).
+    let again = tenora_with::<B>(env.config.clone(), newer).await;
+    for outcome in again.migrate_all_tenants().await.unwrap() {
+        assert!(outcome.result.unwrap().is_empty());
+    }
+}
+
+pub async fn fail_fast_skips_the_rest<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let ids: Vec<TenantId> = ["a1", "b2", "c3"].into_iter().map(id).collect();
+    for tenant in &ids {
+        t.create_tenant(tenant, None).await.unwrap();
+    }
+    let (_dir, newer) = migrations_plus_one::<B>();
+    let mut conn = t.tenant_conn(&ids[0]).await.unwrap();
+    conn.batch_execute("CREATE TABLE audit_log (x INTEGER)")
+        .await
+        .unwrap();
+    drop(conn);
+    let t2 = tenora_with::<B>(env.config.clone(), newer).await;
+    let mut seen = 0;
+    let outcomes = t2
+        .run_fleet(
+            Some(&ids),
+            tenora::FleetOp::Migrate,
+            tenora::FleetOptions::default()
+                .concurrency(1)
+                .fail_fast(true),
+            |_| seen += 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(seen, 3);
+    assert!(outcomes[0].result.is_err());
+    for o in &outcomes[1..] {
+        assert!(matches!(o.result, Err(Error::Skipped { .. })), "{o:?}");
+    }
+}

@@ -32,6 +32,16 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
 
+/// Which database a migration run is for.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The base database.
+    Base,
+    /// A tenant's database.
+    Tenant(&'a TenantId),
+}
+
 pub(crate) mod sealed {
     pub trait Sealed {}
 }
@@ -117,9 +127,13 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// Whether the tenant's database exists.
     fn database_exists(&self, id: &TenantId) -> impl Future<Output = Result<bool>> + Send;
 
-    /// Runs or reverts migrations on `conn`; returns it with the names of the migrations touched.
+    /// Runs or reverts migrations on `conn` (connected to `target`) under the database's
+    /// migration lock, so concurrent runs (e.g. replicas migrating at startup) apply each
+    /// migration exactly once; returns the connection with the names of the migrations touched.
     #[doc(hidden)]
     fn run_migrations(
+        &self,
+        target: Target<'_>,
         conn: Self::Connection,
         migrations: Migrations,
         op: MigrationOp,

@@ -8,7 +8,9 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use mysql_async::prelude::Queryable as _;
 use mysql_async::{Opts, OptsBuilder};
 
-use super::{Backend, sealed};
+use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
+
+use super::{Backend, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -24,6 +26,15 @@ impl_registry!(AsyncMysqlConnection, |_| "?".to_owned(), '`');
 const MAX_DATABASE: usize = 64;
 /// MySQL's limit on user names (MariaDB allows 80; the stricter limit keeps configs portable).
 const MAX_USER: usize = 32;
+
+/// How long a migration run waits for another run on the same database.
+const MIGRATION_LOCK_WAIT_SECS: u32 = 3600;
+
+#[derive(diesel::QueryableByName)]
+struct LockResult {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+    locked: Option<i32>,
+}
 
 /// Server error codes Tenora reacts to.
 const ER_DB_CREATE_EXISTS: u16 = 1007;
@@ -365,11 +376,31 @@ impl Backend for Mysql {
     }
 
     async fn run_migrations(
-        conn: Self::Connection,
+        &self,
+        _target: Target<'_>,
+        mut conn: Self::Connection,
         migrations: Migrations,
         op: MigrationOp,
     ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
-        migrate::run_blocking(conn, migrations, op).await
+        // A named server-wide lock per database (names are limited to 64 characters, hence
+        // the hash); released below or when the session ends.
+        let locked = diesel::sql_query(format!(
+            "SELECT GET_LOCK(CONCAT('tenora_', SHA1(DATABASE())), {MIGRATION_LOCK_WAIT_SECS}) \
+             AS locked"
+        ))
+        .get_result::<LockResult>(&mut conn)
+        .await?;
+        if locked.locked != Some(1) {
+            return Err(format!(
+                "could not take the migration lock of this database within \
+                 {MIGRATION_LOCK_WAIT_SECS} s; another migration run may be stuck"
+            )
+            .into());
+        }
+        let (mut conn, names) = migrate::run_blocking(conn, migrations, op, None).await?;
+        conn.batch_execute("DO RELEASE_LOCK(CONCAT('tenora_', SHA1(DATABASE())))")
+            .await?;
+        Ok((conn, names))
     }
 }
 

@@ -10,7 +10,9 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 
-use super::{Backend, sealed};
+use diesel_async::SimpleAsyncConnection as _;
+
+use super::{Backend, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -21,6 +23,9 @@ use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
 
 impl_registry!(AsyncPgConnection, |n| format!("${n}"), '"');
+
+/// Advisory lock key of migration runs (the bytes of "tenoraMG").
+const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 
 /// PostgreSQL's limit on identifier length, in bytes.
 const MAX_IDENTIFIER: usize = 63;
@@ -433,11 +438,20 @@ impl Backend for Postgres {
     }
 
     async fn run_migrations(
-        conn: Self::Connection,
+        &self,
+        _target: Target<'_>,
+        mut conn: Self::Connection,
         migrations: Migrations,
         op: MigrationOp,
     ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
-        migrate::run_blocking(conn, migrations, op).await
+        // A session-level advisory lock, scoped to this database by the server; released by
+        // the unlock below or, if anything fails, when the session ends.
+        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+            .await?;
+        let (mut conn, names) = migrate::run_blocking(conn, migrations, op, None).await?;
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .await?;
+        Ok((conn, names))
     }
 }
 

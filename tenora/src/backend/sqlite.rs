@@ -9,7 +9,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection as _};
 
-use super::{Backend, sealed};
+use super::{Backend, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -24,10 +24,11 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
 impl_registry!(SqliteConn, |_| "?".to_owned(), '"');
 
-/// Settings applied to every SQLite connection: WAL for concurrent readers, a busy timeout so
-/// pooled writers wait instead of failing, and enforced foreign keys.
+/// Settings applied to every SQLite connection: a busy timeout first (so the rest, and pooled
+/// writers, wait for locks instead of failing), WAL for concurrent readers, enforced foreign
+/// keys.
 const PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";
+    "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;";
 
 /// The SQLite backend (cargo feature `sqlite`, on by default).
 ///
@@ -68,6 +69,16 @@ async fn establish(url: &str) -> diesel::ConnectionResult<SqliteConn> {
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
+}
+
+/// Suffix of the file locked during migration runs.
+const MIGRATION_LOCK_SUFFIX: &str = "-migrate.lock";
+
+/// `path` with `suffix` appended to its file name (`a.sqlite` → `a.sqlite-wal`).
+fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut side = path.as_os_str().to_owned();
+    side.push(suffix);
+    PathBuf::from(side)
 }
 
 /// Percent-encodes a path for an SQLite `file:` URI.
@@ -255,10 +266,8 @@ impl Backend for Sqlite {
 
     async fn drop_database(&self, id: &TenantId) -> Result<()> {
         let path = self.tenant_path(id);
-        for suffix in ["-wal", "-shm", "-journal"] {
-            let mut side = path.clone().into_os_string();
-            side.push(suffix);
-            remove_if_exists(Path::new(&side))?;
+        for suffix in ["-wal", "-shm", "-journal", MIGRATION_LOCK_SUFFIX] {
+            remove_if_exists(&side_file(&path, suffix))?;
         }
         remove_if_exists(&path)
     }
@@ -277,11 +286,20 @@ impl Backend for Sqlite {
     }
 
     async fn run_migrations(
+        &self,
+        target: Target<'_>,
         conn: Self::Connection,
         migrations: Migrations,
         op: MigrationOp,
     ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
-        migrate::run_blocking(conn, migrations, op).await
+        // SQLite's own locks cover one transaction, not a whole run: an OS file lock beside
+        // the database serializes runs across processes.
+        let database = match target {
+            Target::Base => self.base_path.clone(),
+            Target::Tenant(id) => self.tenant_path(id),
+        };
+        let lock = side_file(&database, MIGRATION_LOCK_SUFFIX);
+        migrate::run_blocking(conn, migrations, op, Some(lock)).await
     }
 }
 
