@@ -70,8 +70,8 @@ pub enum Command {
     #[command(name = "rollback", visible_alias = "rollback:base")]
     Rollback {
         /// How many migrations to revert
-        #[arg(long, default_value_t = 1)]
-        step: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        step: u32,
     },
 
     /// Apply pending tenant migrations to every tenant
@@ -85,8 +85,8 @@ pub enum Command {
         #[command(flatten)]
         fleet: Fleet,
         /// How many migrations to revert per tenant
-        #[arg(long, default_value_t = 1)]
-        step: usize,
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        step: u32,
     },
 
     /// Create a base migration folder (template inferred from the name)

@@ -58,10 +58,18 @@ impl std::error::Error for CliError {}
 
 impl From<tenora::Error> for CliError {
     fn from(e: tenora::Error) -> Self {
-        let kind = match e {
-            tenora::Error::Config { .. } | tenora::Error::InvalidTenantId { .. } => {
-                ErrorKind::Usage
-            }
+        use tenora::secret::SecretError;
+        // Problems with what the user gave us (config, ids, passwords, unsupported requests)
+        // are usage errors; everything else is failed work.
+        let kind = match &e {
+            tenora::Error::Config { .. }
+            | tenora::Error::InvalidTenantId { .. }
+            | tenora::Error::Unsupported(_)
+            | tenora::Error::Secret(
+                SecretError::BadPassword(_)
+                | SecretError::InvalidKey(_)
+                | SecretError::MissingKey(_),
+            ) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         };
         CliError {

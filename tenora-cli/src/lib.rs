@@ -93,9 +93,8 @@ where
         Ok(outcome) => {
             if format == Format::Json && !outcome.json.is_null() {
                 let ok = outcome.failed.is_none();
-                println!(
-                    "{}",
-                    serde_json::json!({ "ok": ok, "result": outcome.json })
+                output::print_stdout(
+                    &serde_json::json!({ "ok": ok, "result": outcome.json }).to_string(),
                 );
             }
             match outcome.failed {
@@ -108,7 +107,9 @@ where
         }
         Err(e) => {
             if format == Format::Json {
-                println!("{}", serde_json::json!({ "ok": false, "error": e.message }));
+                output::print_stdout(
+                    &serde_json::json!({ "ok": false, "error": e.message }).to_string(),
+                );
             }
             eprintln!("error: {e}");
             e.exit_code()

@@ -82,24 +82,84 @@ fn text_type(client: Client) -> &'static str {
     }
 }
 
+/// Words that cannot be bare table or column names on some backend.
+const RESERVED: &[&str] = &[
+    "all",
+    "and",
+    "as",
+    "asc",
+    "check",
+    "column",
+    "constraint",
+    "create",
+    "default",
+    "desc",
+    "distinct",
+    "drop",
+    "from",
+    "grant",
+    "group",
+    "having",
+    "in",
+    "index",
+    "key",
+    "limit",
+    "not",
+    "null",
+    "offset",
+    "on",
+    "or",
+    "order",
+    "primary",
+    "references",
+    "select",
+    "table",
+    "to",
+    "union",
+    "unique",
+    "user",
+    "where",
+    "with",
+];
+
+/// `name`, quoted in the backend's style when it is a reserved word.
+fn ident(name: &str, client: Client) -> String {
+    if !RESERVED.contains(&name) {
+        return name.to_owned();
+    }
+    match client {
+        Client::Mysql => format!("`{name}`"),
+        Client::Postgres | Client::Sqlite => format!("\"{name}\""),
+    }
+}
+
 /// The `up.sql` and `down.sql` of a template in a backend's dialect.
 pub fn render(template: &Template, client: Client) -> (String, String) {
+    let q = |name: &str| ident(name, client);
     match template {
         Template::CreateTable { table } => (
-            format!("CREATE TABLE {table} (\n    {}\n);\n", id_column(client)),
-            format!("DROP TABLE {table};\n"),
+            format!(
+                "CREATE TABLE {} (\n    {}\n);\n",
+                q(table),
+                id_column(client)
+            ),
+            format!("DROP TABLE {};\n", q(table)),
         ),
         Template::AddColumn { column, table } => (
             format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {};\n",
+                "ALTER TABLE {} ADD COLUMN {} {};\n",
+                q(table),
+                q(column),
                 text_type(client)
             ),
-            format!("ALTER TABLE {table} DROP COLUMN {column};\n"),
+            format!("ALTER TABLE {} DROP COLUMN {};\n", q(table), q(column)),
         ),
         Template::RemoveColumn { column, table } => (
-            format!("ALTER TABLE {table} DROP COLUMN {column};\n"),
+            format!("ALTER TABLE {} DROP COLUMN {};\n", q(table), q(column)),
             format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {};\n",
+                "ALTER TABLE {} ADD COLUMN {} {};\n",
+                q(table),
+                q(column),
                 text_type(client)
             ),
         ),
@@ -191,24 +251,23 @@ fn write_error(path: &Path, e: std::io::Error) -> CliError {
     CliError::failed(format!("cannot write {}: {e}", path.display()))
 }
 
-/// Whether some migration in `dir` creates the registry `table`.
+/// Whether some migration creates the registry `table` (quoted or not, with or without
+/// `IF NOT EXISTS` or a schema prefix).
 pub fn has_registry_migration(migrations: &tenora::Migrations, table: &str) -> bool {
-    let wanted = [
-        format!("create table {table} "),
-        format!("create table {table}("),
-        format!("create table if not exists {table} "),
-        format!("create table if not exists {table}("),
-        format!("create table \"{table}\""),
-        format!("create table `{table}`"),
-    ];
     migrations.iter().any(|m| {
         let sql = m
             .up_sql()
             .to_ascii_lowercase()
+            .replace(['"', '`', '[', ']'], "")
+            .replace('(', " (")
             .split_whitespace()
             .collect::<Vec<_>>()
-            .join(" ");
-        wanted.iter().any(|w| sql.contains(w.as_str()))
+            .join(" ")
+            .replace("create table if not exists ", "create table ");
+        sql.match_indices("create table ").any(|(i, m)| {
+            let name = sql[i + m.len()..].split(' ').next().unwrap_or("");
+            name.rsplit('.').next() == Some(table)
+        })
     })
 }
 
@@ -250,6 +309,36 @@ mod tests {
         let c = write_migration(dir.path(), "c", "", "").unwrap();
         let found = tenora::Migrations::from_dir(dir.path()).unwrap();
         assert_eq!(found.len(), 3, "{a:?} {b:?} {c:?}");
+    }
+
+    #[test]
+    fn reserved_words_are_quoted_per_dialect() {
+        let t = infer("create_user");
+        assert_eq!(render(&t, Client::Postgres).1, "DROP TABLE \"user\";\n");
+        assert_eq!(render(&t, Client::Mysql).1, "DROP TABLE `user`;\n");
+        assert_eq!(
+            render(&infer("create_users"), Client::Mysql).1,
+            "DROP TABLE users;\n"
+        );
+    }
+
+    #[test]
+    fn registry_migrations_are_recognised_in_any_spelling() {
+        for sql in [
+            "CREATE TABLE tenora_tenants (id TEXT)",
+            "create table if not exists \"tenora_tenants\"(id text)",
+            "CREATE TABLE IF NOT EXISTS `tenora_tenants` (id TEXT)",
+            "CREATE TABLE public.tenora_tenants (id TEXT)",
+            "CREATE\n  TABLE\ttenora_tenants\n(id TEXT)",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let m = dir.path().join("2024-01-01-000000_r");
+            std::fs::create_dir_all(&m).unwrap();
+            std::fs::write(m.join("up.sql"), sql).unwrap();
+            let found = tenora::Migrations::from_dir(dir.path()).unwrap();
+            assert!(has_registry_migration(&found, "tenora_tenants"), "{sql}");
+            assert!(!has_registry_migration(&found, "tenora_tenant"), "{sql}");
+        }
     }
 
     #[test]

@@ -1,11 +1,24 @@
 //! Printing: text lines or one JSON document, progress on a terminal, per-tenant summaries.
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::cli::Format;
+
+/// Writes a line to standard output, quietly ignoring a closed pipe (`tenora list | head -1`).
+pub fn print_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+/// Writes raw bytes to standard output, ignoring a closed pipe.
+pub fn write_stdout(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes);
+    let _ = stdout.flush();
+}
 
 /// Where and how much to print.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +35,7 @@ impl Out {
     /// A line of normal output (text mode, not quiet).
     pub fn line(&self, text: impl AsRef<str>) {
         if self.format == Format::Text && !self.quiet {
-            println!("{}", text.as_ref());
+            print_stdout(text.as_ref());
         }
     }
 
@@ -74,23 +87,28 @@ pub struct Progress {
 impl Progress {
     /// Records one tenant's result.
     pub fn done(&self, run: &TenantRun) {
-        let text = match (&run.error, run.items.len()) {
-            (Some(e), _) => format!("{}: failed: {e}", run.tenant),
-            (None, 0) => format!("{}: {}", run.tenant, run.status.replace('_', " ")),
-            (None, n) => format!("{}: {} {n}", run.tenant, run.status),
+        // The error itself is printed once, in the summary.
+        let text = match run.items.len() {
+            0 => format!("{}: {}", run.tenant, run.status.replace('_', " ")),
+            n => format!("{}: {} {n}", run.tenant, run.status),
         };
         match &self.bar {
             Some(bar) => {
                 bar.inc(1);
                 bar.set_message(run.tenant.clone());
-                if run.error.is_some() || self.out.verbose {
+                if self.out.verbose {
                     bar.println(text);
+                    for item in &run.items {
+                        bar.println(format!("  {item}"));
+                    }
                 }
             }
-            None => self.out.line(text),
-        }
-        for item in &run.items {
-            self.out.detail(format!("  {item}"));
+            None => {
+                self.out.line(text);
+                for item in &run.items {
+                    self.out.detail(format!("  {item}"));
+                }
+            }
         }
     }
 
@@ -102,7 +120,8 @@ impl Progress {
     }
 }
 
-/// Prints the per-tenant summary; returns how many failed.
+/// Prints the per-tenant summary (failures on standard error, even with `-q`); returns how
+/// many failed.
 pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
     let count = |status: &str| runs.iter().filter(|r| r.status == status).count();
     let failed = count("failed");
@@ -124,12 +143,14 @@ pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
         parts.push("no tenants".to_owned());
     }
     out.line(format!("{command}: {}", parts.join(", ")));
-    for run in runs.iter().filter(|r| r.status == "failed") {
-        out.line(format!(
-            "  failed: {}: {}",
-            run.tenant,
-            run.error.as_deref().unwrap_or("")
-        ));
+    if out.format == Format::Text {
+        for run in runs.iter().filter(|r| r.status == "failed") {
+            eprintln!(
+                "failed: {}: {}",
+                run.tenant,
+                run.error.as_deref().unwrap_or("")
+            );
+        }
     }
     failed
 }

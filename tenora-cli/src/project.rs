@@ -52,7 +52,7 @@ pub fn migrations(config: &Config, key: &str, dir: &Path) -> Result<Migrations, 
             dir.display()
         )));
     }
-    Ok(Migrations::from_dir(&dir)?)
+    Migrations::from_dir(&dir).map_err(|e| CliError::usage(CliError::from(e).message))
 }
 
 /// The seeds in the folder at `key` (e.g. `tenant.seeds_dir`), which must be configured and
@@ -70,5 +70,5 @@ pub fn seeds(config: &Config, key: &str, dir: Option<&Path>) -> Result<Seeds, Cl
             dir.display()
         )));
     }
-    Ok(Seeds::from_dir(&dir)?)
+    Seeds::from_dir(&dir).map_err(|e| CliError::usage(CliError::from(e).message))
 }

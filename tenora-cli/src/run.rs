@@ -1,6 +1,6 @@
 //! Running a parsed command.
 
-use std::io::Read as _;
+use std::io::{IsTerminal as _, Read as _};
 
 use clap::CommandFactory as _;
 use serde_json::{Value, json};
@@ -48,12 +48,9 @@ pub async fn run(cli: Cli, embedded: Option<&Embedded>) -> Result<Outcome, CliEr
             return Ok(Outcome::ok(json!({ "key": key.expose() })));
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut Cli::command(),
-                "tenora",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "tenora", &mut script);
+            crate::output::write_stdout(&script);
             return Ok(Outcome::ok(Value::Null));
         }
         _ => {}
@@ -143,7 +140,9 @@ fn make_command(cmd: &Command, config: &Config, out: &Out) -> Result<Option<Outc
             })?;
             let path = make::write_seed(&project::folder(config, dir), name, which)?;
             out.line(format!("created seed {}", path.display()));
-            return Ok(Some(Outcome::ok(json!({ "created": path }))));
+            return Ok(Some(Outcome::ok(
+                json!({ "created": path.display().to_string() }),
+            )));
         }
         _ => return Ok(None),
     };
@@ -152,7 +151,9 @@ fn make_command(cmd: &Command, config: &Config, out: &Out) -> Result<Option<Outc
     let (up, down) = make::render(&template, client);
     let folder = make::write_migration(&project::folder(config, dir), name, &up, &down)?;
     out.line(format!("created {kind} {}", folder.display()));
-    Ok(Some(Outcome::ok(json!({ "created": folder }))))
+    Ok(Some(Outcome::ok(
+        json!({ "created": folder.display().to_string() }),
+    )))
 }
 
 /// What a command needs loaded.
@@ -171,10 +172,33 @@ async fn execute<B: Backend>(
     out: &Out,
 ) -> Result<Outcome, CliError> {
     // Bad input is reported before anything is loaded or connected.
-    if let Command::Tenants(TenantsCommand::Create { id, .. } | TenantsCommand::Drop { id, .. }) =
-        &cli.command
-    {
-        TenantId::new(id)?;
+    match &cli.command {
+        Command::Tenants(TenantsCommand::Create { id, password_stdin }) => {
+            TenantId::new(id)?;
+            if *password_stdin && std::io::stdin().is_terminal() {
+                return Err(CliError::usage(
+                    "--password-stdin reads a password piped in (it would echo on a terminal), \
+                     e.g. `printf '%s' \"$PW\" | tenora tenants create acme --password-stdin`",
+                ));
+            }
+        }
+        Command::Tenants(TenantsCommand::Drop { id, yes }) => {
+            TenantId::new(id)?;
+            if !yes {
+                return Err(CliError::usage(format!(
+                    "dropping tenant `{id}` deletes its database and all its data; pass --yes \
+                     to confirm"
+                )));
+            }
+        }
+        Command::MigrateTenants(fleet)
+        | Command::RollbackTenants { fleet, .. }
+        | Command::SeedRunTenants(fleet) => {
+            for id in &fleet.tenants {
+                TenantId::new(id)?;
+            }
+        }
+        _ => {}
     }
     if cli.create_base && Tenora::<B>::create_base_database(&config).await? {
         out.line("created the base database");
@@ -226,7 +250,7 @@ async fn execute<B: Backend>(
             report_base(out, "migrate", "applied", &applied)
         }
         Command::Rollback { step } => {
-            let reverted = tenora.rollback_base(*step).await?;
+            let reverted = tenora.rollback_base(*step as usize).await?;
             report_base(out, "rollback", "reverted", &reverted)
         }
         Command::SeedRun => {
@@ -239,7 +263,7 @@ async fn execute<B: Backend>(
         }
         Command::MigrateTenants(fleet) => run_fleet(&tenora, fleet, Op::Migrate, out).await,
         Command::RollbackTenants { fleet, step } => {
-            run_fleet(&tenora, fleet, Op::Rollback(*step), out).await
+            run_fleet(&tenora, fleet, Op::Rollback(*step as usize), out).await
         }
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
         Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
@@ -307,13 +331,16 @@ fn registry_migration_first(
     }
     let (up, down) = tenora::registry::registry_migration_sql(table);
     let folder = make::write_migration(&dir, &format!("create_{table}"), &up, &down)?;
-    out.line(format!(
-        "wrote the tenant registry migration {}\nreview it (the registry schema is yours to \
-         extend) and run `tenora migrate` again",
-        folder.display()
-    ));
+    // Shown even with -q: the user has to act on it.
+    if out.format == crate::cli::Format::Text {
+        crate::output::print_stdout(&format!(
+            "wrote the tenant registry migration {}\nreview it (the registry schema is yours to \
+             extend) and run `tenora migrate` again",
+            folder.display()
+        ));
+    }
     Ok(Err(Outcome::ok(
-        json!({ "generated": folder, "applied": [] }),
+        json!({ "generated": folder.display().to_string(), "applied": [] }),
     )))
 }
 
@@ -459,14 +486,8 @@ async fn tenants<B: Backend>(
             out.line(format!("created tenant `{}` ({})", record.id, record.state));
             Ok(Outcome::ok(json!(record)))
         }
-        TenantsCommand::Drop { id, yes } => {
+        TenantsCommand::Drop { id, .. } => {
             let id = tenora.tenant_id(id)?;
-            if !yes {
-                return Err(CliError::usage(format!(
-                    "dropping tenant `{id}` deletes its database and all its data; pass --yes \
-                     to confirm"
-                )));
-            }
             tenora.drop_tenant(&id).await?;
             out.line(format!("dropped tenant `{id}`"));
             Ok(Outcome::ok(json!({ "dropped": id })))

@@ -66,12 +66,21 @@ async fn operator_flow(kind: Kind) {
         out.contains("migrate:tenants: 2 applied, 1 failed"),
         "{out}"
     );
-    assert!(out.contains("failed: globex"), "{out}");
+    assert!(out.contains("globex: failed"), "{out}");
+    assert!(err.contains("failed: globex:"), "{err}");
     assert!(
-        out.contains("_create_projects"),
-        "the failing migration is named: {out}"
+        err.contains("_create_projects"),
+        "the failing migration is named: {err}"
     );
     assert!(err.contains("1 tenant(s) failed"), "{err}");
+    // The error is printed once.
+    let all = format!("{out}{err}");
+    assert_eq!(all.matches("_create_projects` failed").count(), 1, "{all}");
+    // -q still names the failing tenant.
+    let (code, out, err) = p.run(&["-q", "migrate:tenants"]);
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("failed: globex:"), "{err}");
 
     let (code, out, _) = p.run(&["--format", "json", "migrate:tenants"]);
     assert_eq!(code, 1);
@@ -98,7 +107,14 @@ async fn operator_flow(kind: Kind) {
     );
 
     // --fail-fast stops at globex: initech is skipped.
-    let (code, out, _) = p.run(&["--format", "json", "migrate:tenants", "--fail-fast"]);
+    let (code, out, _) = p.run(&[
+        "--format",
+        "json",
+        "migrate:tenants",
+        "--fail-fast",
+        "--concurrency",
+        "1",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(json(&out)["result"]["tenants"][2]["status"], "skipped");
 
@@ -114,9 +130,9 @@ async fn operator_flow(kind: Kind) {
     );
 
     // Seeds run on creation and on demand (the seed is not re-runnable: a clear error).
-    let (code, out, _) = p.run(&["seed:run:tenants", "--tenant", "initech"]);
+    let (code, _, err) = p.run(&["seed:run:tenants", "--tenant", "initech"]);
     assert_eq!(code, 1);
-    assert!(out.contains("seed `01_admin.sql`"), "{out}");
+    assert!(err.contains("seed `01_admin.sql`"), "{err}");
     p.tenant_sql("initech", "DELETE FROM users").await;
     assert!(
         p.ok(&["seed:run:tenants", "--tenant", "initech"])
@@ -151,7 +167,7 @@ async fn operator_flow(kind: Kind) {
             assert_eq!(opened.expose(), "Hooli-Pass-123");
         }
         Kind::Sqlite => {
-            assert_eq!(out.status.code(), Some(1));
+            assert_eq!(out.status.code(), Some(2));
             assert!(stderr.contains("no database users"), "{stderr}");
         }
     }
@@ -218,6 +234,26 @@ fn usage_and_config_errors_exit_2_with_the_cause() {
 
     let (code, _, _) = p.run(&["no-such-command"]);
     assert_eq!(code, 2);
+
+    let (code, _, _) = p.run(&["rollback", "--step", "0"]);
+    assert_eq!(code, 2);
+
+    let (code, _, err) = p.run(&["migrate:tenants", "--tenant", "Bad"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid tenant id"), "{err}");
+
+    let (code, _, err) = p.run(&["tenants", "drop", "acme"]);
+    assert_eq!(code, 2, "checked before connecting");
+    assert!(err.contains("--yes"), "{err}");
+
+    std::fs::write(
+        p.path().join("secret.toml"),
+        "[base]\nclient = \"postgres\"\nuser = \"u\"\npassword = 987654321\n",
+    )
+    .unwrap();
+    let (code, out, err) = p.run(&["--format", "json", "--config", "secret.toml", "migrate"]);
+    assert_eq!(code, 2);
+    assert!(!format!("{out}{err}").contains("987654321"), "{out}{err}");
 
     let (code, out, _) = p.run(&["--format", "json", "--config", "bad.toml", "migrate"]);
     assert_eq!(code, 2);

@@ -516,7 +516,7 @@ impl Config {
 
     fn parse_toml(text: &str, origin: &str) -> Result<Self> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            let message = e.message().to_owned();
+            let message = without_values(e.message());
             let at = e
                 .span()
                 .map(|span| {
@@ -674,6 +674,20 @@ impl Config {
             self.root.join(path)
         }
     }
+}
+
+/// Removes the offending value from serde's "invalid type/value" messages, which would
+/// otherwise echo e.g. a password given as a number: "invalid type: integer `1234`, expected a
+/// string" becomes "invalid type: integer, expected a string".
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let kind = rest.split([' ', ',']).next().unwrap_or("");
+            let expected = rest.find(", expected").map(|i| &rest[i..]).unwrap_or("");
+            return format!("{prefix}{kind}{expected}");
+        }
+    }
+    message.to_owned()
 }
 
 fn env_var(name: &str) -> Result<Option<String>> {
@@ -874,6 +888,21 @@ mod tests {
         assert!(e.contains("tenant.database_name"), "{e}");
         let pg = Config::postgres("postgres://u@h/db").tenant_database_name("t_{id}_db");
         assert_eq!(pg.database_affixes(), ("t_".into(), "_db".into()));
+    }
+
+    #[test]
+    fn type_errors_do_not_echo_values() {
+        let e = Config::from_toml(
+            "[base]\nclient = \"postgres\"\nuser = \"u\"\npassword = 987654321\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("invalid type: integer, expected a string"),
+            "{e}"
+        );
+        assert!(e.contains("line 4"), "{e}");
+        assert!(!e.contains("987654321"), "{e}");
     }
 
     #[test]
