@@ -203,6 +203,34 @@ impl Default for TenantConfig {
     }
 }
 
+/// `[pool_cache]`: how many tenant pools and server connections Tenora keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolCacheConfig {
+    /// Most tenant pools kept open; the least recently used is closed to make room
+    /// (default 1000).
+    pub max_cached_tenants: usize,
+    /// Most server connections open at once across every tenant pool, the base pool and
+    /// migration/provisioning connections (default: no limit). Set it below the server's
+    /// `max_connections`.
+    pub max_connections: Option<u32>,
+    /// Seconds a request waits for the connection budget before failing (default 30).
+    pub acquire_timeout: u64,
+    /// Seconds after which an unused tenant pool is closed (default 600; 0 keeps them).
+    pub pool_idle_timeout: u64,
+}
+
+impl Default for PoolCacheConfig {
+    fn default() -> Self {
+        PoolCacheConfig {
+            max_cached_tenants: 1000,
+            max_connections: None,
+            acquire_timeout: 30,
+            pool_idle_timeout: 600,
+        }
+    }
+}
+
 /// `[registry]`: the tenant table in the base database.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -263,6 +291,9 @@ pub struct Config {
     /// The encryption key.
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// Pool cache and connection budget.
+    #[serde(default)]
+    pub pool_cache: PoolCacheConfig,
     /// Folder that relative paths are resolved against.
     #[serde(skip)]
     pub root: PathBuf,
@@ -306,6 +337,7 @@ impl fmt::Debug for Config {
             .field("tenant", &self.tenant)
             .field("registry", &self.registry)
             .field("secrets", &self.secrets)
+            .field("pool_cache", &self.pool_cache)
             .field("root", &self.root)
             .finish()
     }
@@ -402,6 +434,7 @@ impl Config {
             tenant: TenantConfig::default(),
             registry: RegistryConfig::default(),
             secrets: SecretsConfig::default(),
+            pool_cache: PoolCacheConfig::default(),
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         }
     }
@@ -462,6 +495,12 @@ impl Config {
     /// Sets the registry table name.
     pub fn registry_table(mut self, table: impl Into<String>) -> Self {
         self.registry.table = table.into();
+        self
+    }
+
+    /// Sets the pool cache and connection budget.
+    pub fn pool_cache(mut self, pool_cache: PoolCacheConfig) -> Self {
+        self.pool_cache = pool_cache;
         self
     }
 
@@ -564,6 +603,22 @@ impl Config {
         check_name_part("tenant.database_prefix", &self.tenant.database_prefix)?;
         check_identifier("registry.table", &self.registry.table)?;
         self.validate_database_name()?;
+        let budget = &self.pool_cache;
+        if budget.max_cached_tenants == 0 {
+            return Err(Error::config(
+                "pool_cache.max_cached_tenants",
+                "must be at least 1",
+            ));
+        }
+        if let Some(max) = budget.max_connections {
+            // The base pool's first connection and one tenant connection must fit.
+            if max < 2 {
+                return Err(Error::config(
+                    "pool_cache.max_connections",
+                    "must be at least 2",
+                ));
+            }
+        }
         if self.tenant.user_host.is_empty()
             || !self
                 .tenant

@@ -149,6 +149,18 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The connection budget is used up: every connection is busy and none could be
+    /// reclaimed within `pool_cache.acquire_timeout`.
+    #[error(
+        "no connection to {target}: {message}; raise pool_cache.max_connections or reduce load"
+    )]
+    PoolExhausted {
+        /// Which database.
+        target: String,
+        /// The budget and its state.
+        message: String,
+    },
+
     /// The registry table is missing from the base database.
     #[error(
         "the registry table `{table}` is missing in the base database: run the base migrations \

@@ -49,6 +49,7 @@
 
 pub mod backend;
 mod backend_alias;
+mod budget;
 mod config;
 mod error;
 mod fleet;
@@ -64,9 +65,10 @@ mod tenant_id;
 mod tenora;
 
 pub use crate::backend_alias::*;
+pub use crate::budget::{BudgetManager, Budgeted, ConnectError};
 pub use crate::config::{
-    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolConfig, RegistryConfig,
-    SecretsConfig, TenantConfig, redact_url,
+    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolCacheConfig, PoolConfig,
+    RegistryConfig, SecretsConfig, TenantConfig, redact_url,
 };
 pub use crate::error::{BoxError, Error, Result};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};

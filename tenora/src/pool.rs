@@ -11,28 +11,42 @@ use bb8::ErrorSink;
 use diesel_async::pooled_connection::PoolError;
 
 use crate::backend::Backend;
+use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError};
 use crate::config::PoolConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error as TenoraError, Result};
 use crate::tenora::PooledConn;
+
+type Error = ConnectError<PoolError>;
+
+/// What the last background connection attempt of a pool ran into.
+#[derive(Debug, Clone)]
+enum Failure {
+    Exhausted(String),
+    Connect(String),
+}
 
 /// Remembers the last error of a pool's background connection attempts.
 #[derive(Debug, Clone, Default)]
-struct LastError(Arc<Mutex<Option<String>>>);
+struct LastError(Arc<Mutex<Option<Failure>>>);
 
-impl ErrorSink<PoolError> for LastError {
-    fn sink(&self, error: PoolError) {
+impl ErrorSink<Error> for LastError {
+    fn sink(&self, error: Error) {
         tracing::warn!(error = %error, "pooled connection attempt failed");
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        let failure = match error {
+            ConnectError::Exhausted(m) => Failure::Exhausted(m),
+            ConnectError::Connect(e) => Failure::Connect(e.to_string()),
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
     }
 
-    fn boxed_clone(&self) -> Box<dyn ErrorSink<PoolError>> {
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<Error>> {
         Box::new(self.clone())
     }
 }
 
 /// A pool of one database's connections.
 pub(crate) struct ManagedPool<B: Backend> {
-    pool: bb8::Pool<B::Manager>,
+    pool: bb8::Pool<BudgetManager<B::Manager>>,
     last_error: LastError,
 }
 
@@ -45,10 +59,21 @@ impl<B: Backend> Clone for ManagedPool<B> {
     }
 }
 
+impl<B: Backend> crate::pool_cache::CachedPool for ManagedPool<B> {
+    fn is_unused(&self) -> bool {
+        ManagedPool::is_unused(self)
+    }
+}
+
 impl<B: Backend> ManagedPool<B> {
     /// Builds a pool and seeds it with `first`, a connection the caller opened directly (so
     /// that connection errors surface immediately, with their cause).
-    pub(crate) fn new(config: &PoolConfig, manager: B::Manager, first: B::Connection) -> Self {
+    pub(crate) fn new(
+        config: &PoolConfig,
+        manager: B::Manager,
+        budget: Arc<Budget>,
+        first: Budgeted<B::Connection>,
+    ) -> Self {
         let last_error = LastError::default();
         let pool = bb8::Pool::builder()
             .max_size(config.max_size)
@@ -59,16 +84,22 @@ impl<B: Backend> ManagedPool<B> {
             // connections are still dropped when returned (diesel-async's `has_broken`).
             .test_on_check_out(false)
             .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(manager);
+            .build_unchecked(BudgetManager::new(manager, budget));
         // Only fails when the pool is full, which a new pool is not.
         let _ = pool.add(first);
         ManagedPool { pool, last_error }
     }
 
+    /// Whether no connection of this pool is checked out.
+    pub(crate) fn is_unused(&self) -> bool {
+        let state = self.pool.state();
+        state.connections == state.idle_connections
+    }
+
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl FnOnce() -> String) -> Result<PooledConn<B>> {
         self.pool.get_owned().await.map_err(|e| match e {
-            bb8::RunError::User(e) => Error::Connect {
+            bb8::RunError::User(e) => TenoraError::Connect {
                 target: target(),
                 source: Box::new(e),
             },
@@ -78,12 +109,19 @@ impl<B: Backend> ManagedPool<B> {
                     .0
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                Error::PoolTimeout {
-                    target: target(),
-                    source: match last {
-                        Some(cause) => format!("last connection attempt failed: {cause}").into(),
-                        None => "every connection is in use".into(),
+                    .take();
+                match last {
+                    Some(Failure::Exhausted(message)) => TenoraError::PoolExhausted {
+                        target: target(),
+                        message,
+                    },
+                    Some(Failure::Connect(cause)) => TenoraError::PoolTimeout {
+                        target: target(),
+                        source: format!("last connection attempt failed: {cause}").into(),
+                    },
+                    None => TenoraError::PoolTimeout {
+                        target: target(),
+                        source: "every connection of the pool is in use".into(),
                     },
                 }
             }

@@ -10,12 +10,36 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::OnceCell;
 
+use crate::budget::Reclaim;
 use crate::tenant_id::TenantId;
 
-type Cell<P> = Arc<OnceCell<P>>;
+/// What the cache needs to know about a pool to close it safely.
+pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
+    /// No connection of the pool is checked out.
+    fn is_unused(&self) -> bool;
+}
+
+/// A cache slot: the pool (once built) and when it was last handed out.
+pub(crate) struct Entry<P> {
+    pool: OnceCell<P>,
+    last_used: AtomicU64,
+}
+
+impl<P> Entry<P> {
+    fn initialized(&self) -> bool {
+        self.pool.initialized()
+    }
+
+    fn get(&self) -> Option<&P> {
+        self.pool.get()
+    }
+}
+
+type Cell<P> = Arc<Entry<P>>;
 
 /// Counters of the pool cache, as returned by [`Tenora::stats`](crate::Tenora::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,23 +53,41 @@ pub struct CacheStats {
     pub misses: u64,
     /// Pools built (at most one per tenant per cache lifetime, unless evicted).
     pub pools_created: u64,
-    /// Pools removed by `evict` or `close_all`.
+    /// Pools closed: by `evict`/`close_all`, for `max_cached_tenants`, for the connection
+    /// budget, or after `pool_idle_timeout`.
     pub evictions: u64,
+    /// Server connections open now (tenant pools, base pool, direct connections).
+    pub open_connections: u64,
+    /// The connection budget (`pool_cache.max_connections`), if any.
+    pub max_connections: Option<u32>,
+    /// Requests that had to wait for the connection budget.
+    pub waits: u64,
 }
 
 /// A map from tenant to pool with single-flight creation.
 pub(crate) struct PoolCache<P> {
     map: RwLock<HashMap<TenantId, Cell<P>>>,
+    epoch: Instant,
+    max_cached: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     created: AtomicU64,
     evictions: AtomicU64,
 }
 
-impl<P: Clone> PoolCache<P> {
-    pub(crate) fn new() -> Self {
+impl<P: CachedPool> Reclaim for PoolCache<P> {
+    fn reclaim_one(&self) -> bool {
+        let mut map = self.write();
+        self.evict_lru(&mut map, true)
+    }
+}
+
+impl<P: CachedPool> PoolCache<P> {
+    pub(crate) fn new(max_cached: usize) -> Self {
         PoolCache {
             map: RwLock::new(HashMap::new()),
+            epoch: Instant::now(),
+            max_cached: max_cached.max(1),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             created: AtomicU64::new(0),
@@ -74,6 +116,7 @@ impl<P: Clone> PoolCache<P> {
             match map.get(id) {
                 Some(cell) => {
                     if let Some(pool) = cell.get() {
+                        cell.last_used.store(self.now(), Ordering::Relaxed);
                         self.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(pool.clone());
                     }
@@ -81,16 +124,23 @@ impl<P: Clone> PoolCache<P> {
                 }
                 None => {
                     drop(map);
-                    Arc::clone(
-                        self.write()
-                            .entry(id.clone())
-                            .or_insert_with(|| Arc::new(OnceCell::new())),
-                    )
+                    let mut map = self.write();
+                    if !map.contains_key(id) && map.len() >= self.max_cached {
+                        self.evict_lru(&mut map, false);
+                    }
+                    let now = self.now();
+                    Arc::clone(map.entry(id.clone()).or_insert_with(|| {
+                        Arc::new(Entry {
+                            pool: OnceCell::new(),
+                            last_used: AtomicU64::new(now),
+                        })
+                    }))
                 }
             }
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
         let result = cell
+            .pool
             .get_or_try_init(|| async {
                 let pool = build().await?;
                 self.created.fetch_add(1, Ordering::Relaxed);
@@ -143,7 +193,58 @@ impl<P: Clone> PoolCache<P> {
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
+            open_connections: 0,
+            max_connections: None,
+            waits: 0,
         }
+    }
+
+    /// Milliseconds since the cache was made (a cheap, monotonic "last used" clock).
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Closes the least recently used built pool (only unused ones when `unused_only`, else
+    /// preferring unused ones); returns whether one was closed.
+    fn evict_lru(&self, map: &mut HashMap<TenantId, Cell<P>>, unused_only: bool) -> bool {
+        let pick = |require_unused: bool| {
+            map.iter()
+                .filter(|(_, c)| c.get().is_some_and(|p| !require_unused || p.is_unused()))
+                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
+                .map(|(id, _)| id.clone())
+        };
+        let victim = pick(true).or_else(|| if unused_only { None } else { pick(false) });
+        match victim {
+            Some(id) => {
+                map.remove(&id);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant = %id, "closed a cached tenant pool");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes pools unused for longer than `idle`; returns how many.
+    pub(crate) fn reap_idle(&self, idle: Duration) -> usize {
+        let cutoff = self
+            .now()
+            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let mut map = self.write();
+        let stale: Vec<TenantId> = map
+            .iter()
+            .filter(|(_, c)| {
+                c.last_used.load(Ordering::Relaxed) < cutoff
+                    && c.get().is_some_and(CachedPool::is_unused)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &stale {
+            map.remove(id);
+        }
+        self.evictions
+            .fetch_add(stale.len() as u64, Ordering::Relaxed);
+        stale.len()
     }
 }
 
@@ -157,9 +258,46 @@ mod tests {
         TenantId::new(s).unwrap()
     }
 
+    impl CachedPool for u32 {
+        fn is_unused(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn least_recently_used_pools_make_room() {
+        let cache = PoolCache::<u32>::new(2);
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            cache
+                .get_or_try_init(&id(name), || async move { Ok::<_, ()>(i as u32) })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        // Touch `a`, so `b` is the least recently used.
+        cache
+            .get_or_try_init(&id("a"), || async { Ok::<_, ()>(9) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        cache
+            .get_or_try_init(&id("c"), || async { Ok::<_, ()>(2) })
+            .await
+            .unwrap();
+        {
+            let map = cache.read();
+            assert!(map.contains_key(&id("a")) && map.contains_key(&id("c")));
+            assert!(!map.contains_key(&id("b")));
+        }
+        assert_eq!(cache.stats().evictions, 1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(cache.reap_idle(Duration::from_millis(10)), 2);
+        assert!(!cache.reclaim_one());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_calls_build_one_pool() {
-        let cache = Arc::new(PoolCache::<u32>::new());
+        let cache = Arc::new(PoolCache::<u32>::new(100));
         let builds = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
         for _ in 0..64 {
@@ -184,7 +322,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_miss_does_not_block_other_tenants() {
-        let cache = Arc::new(PoolCache::<u32>::new());
+        let cache = Arc::new(PoolCache::<u32>::new(100));
         cache
             .get_or_try_init(&id("warm"), || async { Ok::<_, ()>(1) })
             .await
@@ -213,7 +351,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_build_hands_over_to_a_waiter_and_keeps_one_cell() {
-        let cache = Arc::new(PoolCache::<u32>::new());
+        let cache = Arc::new(PoolCache::<u32>::new(100));
         let attempts = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..8)
             .map(|_| {
@@ -261,7 +399,7 @@ mod tests {
 
     #[tokio::test]
     async fn failures_leave_nothing_cached_and_evict_works() {
-        let cache = PoolCache::<u32>::new();
+        let cache = PoolCache::<u32>::new(100);
         let r = cache
             .get_or_try_init(&id("nope"), || async { Err::<u32, _>("unknown") })
             .await;

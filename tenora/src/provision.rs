@@ -185,10 +185,11 @@ impl<B: Backend> Tenora<B> {
             .await
             .map_err(|e| (Step::LockDown, e))?;
 
-        let conn = backend
-            .connect_tenant(id, password)
+        let (conn, _permit) = self
+            .connect_tenant_budgeted(id, password)
             .await
-            .map_err(|e| (Step::Migrate, e))?;
+            .map_err(|e| (Step::Migrate, e))?
+            .into_parts();
         let database = format!("tenant `{id}`");
         let (mut conn, _applied) = backend
             .run_migrations(

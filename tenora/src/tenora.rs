@@ -2,8 +2,10 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::{Backend, Target};
+use crate::budget::{Budget, Budgeted, Reclaim};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -17,7 +19,8 @@ use crate::tenant_id::TenantId;
 /// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`] and
 /// [`Tenora::base_conn`]. Derefs to the backend's diesel-async connection and can be passed as
 /// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
-pub type PooledConn<B> = bb8::PooledConnection<'static, <B as Backend>::Manager>;
+pub type PooledConn<B> =
+    bb8::PooledConnection<'static, crate::budget::BudgetManager<<B as Backend>::Manager>>;
 
 /// Tenora's handle: cheap to clone, share it across your app.
 ///
@@ -62,7 +65,8 @@ struct Inner<B: Backend> {
     config: Config,
     key: Option<EncryptionKey>,
     base_pool: ManagedPool<B>,
-    tenants: PoolCache<ManagedPool<B>>,
+    budget: Arc<Budget>,
+    tenants: Arc<PoolCache<ManagedPool<B>>>,
     base_migrations: Migrations,
     base_seeds: Seeds,
     tenant_migrations: Migrations,
@@ -119,23 +123,72 @@ impl<B: Backend> TenoraBuilder<B> {
             );
         }
         let backend = B::from_config(&config)?;
+        let limits = &config.pool_cache;
+        let budget = Budget::new(
+            limits.max_connections,
+            Duration::from_secs(limits.acquire_timeout),
+        );
+        let tenants = Arc::new(PoolCache::new(limits.max_cached_tenants));
+        let reclaim: Arc<dyn Reclaim> = tenants.clone();
+        budget.set_reclaimer(Arc::downgrade(&reclaim));
         // Connecting directly first fails fast with the real cause (bad host, password, ...).
-        let first = backend.connect_base().await?;
-        let base_pool = ManagedPool::new(&config.base.pool, backend.base_manager(), first);
+        let permit = budget
+            .acquire()
+            .await
+            .map_err(|e| exhausted(&backend.describe_base(), e))?;
+        let first = Budgeted::new(backend.connect_base().await?, permit);
+        let base_pool = ManagedPool::new(
+            &config.base.pool,
+            backend.base_manager(),
+            Arc::clone(&budget),
+            first,
+        );
+        let idle = Duration::from_secs(limits.pool_idle_timeout);
         let tenora = Tenora {
             inner: Arc::new(Inner {
                 backend,
                 config,
                 key,
                 base_pool,
-                tenants: PoolCache::new(),
+                budget,
+                tenants,
                 base_migrations: self.base_migrations,
                 base_seeds: self.base_seeds,
                 tenant_migrations: self.tenant_migrations,
                 tenant_seeds: self.tenant_seeds,
             }),
         };
+        if !idle.is_zero() {
+            spawn_reaper(Arc::downgrade(&tenora.inner.tenants), idle);
+        }
         Ok(tenora)
+    }
+}
+
+/// Closes tenant pools unused for `idle`, until the Tenora is dropped.
+fn spawn_reaper<P: crate::pool_cache::CachedPool>(
+    cache: std::sync::Weak<PoolCache<P>>,
+    idle: Duration,
+) {
+    let every = (idle / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cache) = cache.upgrade() else { break };
+            let closed = cache.reap_idle(idle);
+            if closed > 0 {
+                tracing::debug!(closed, "closed idle tenant pools");
+            }
+        }
+    });
+}
+
+fn exhausted(target: &str, e: crate::budget::Exhausted) -> Error {
+    Error::PoolExhausted {
+        target: target.to_owned(),
+        message: e.to_string(),
     }
 }
 
@@ -221,12 +274,29 @@ impl<B: Backend> Tenora<B> {
         let password = self.password_of(&stored)?;
         let backend = &self.inner.backend;
         tracing::debug!(tenant = %id, "creating tenant pool");
-        let first = backend.connect_tenant(id, password.as_ref()).await?;
+        let first = self.connect_tenant_budgeted(id, password.as_ref()).await?;
         Ok(ManagedPool::new(
             &self.inner.config.tenant.pool,
             backend.tenant_manager(id, password.as_ref()),
+            Arc::clone(&self.inner.budget),
             first,
         ))
+    }
+
+    /// One direct connection to tenant `id`, counted against the connection budget.
+    pub(crate) async fn connect_tenant_budgeted(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> Result<Budgeted<B::Connection>> {
+        let permit = self
+            .inner
+            .budget
+            .acquire()
+            .await
+            .map_err(|e| exhausted(&self.inner.backend.describe_tenant(id), e))?;
+        let conn = self.inner.backend.connect_tenant(id, password).await?;
+        Ok(Budgeted::new(conn, permit))
     }
 
     /// Closes tenant `id`'s cached pool (the next `tenant_conn` builds a new one). Returns
@@ -240,9 +310,13 @@ impl<B: Backend> Tenora<B> {
         self.inner.tenants.clear();
     }
 
-    /// Pool cache counters.
+    /// Pool cache and connection budget counters.
     pub fn stats(&self) -> CacheStats {
-        self.inner.tenants.stats()
+        let mut stats = self.inner.tenants.stats();
+        stats.open_connections = self.inner.budget.open();
+        stats.max_connections = self.inner.budget.max();
+        stats.waits = self.inner.budget.waits();
+        stats
     }
 
     /// The registry row of tenant `id`, if registered (in any state).
@@ -342,6 +416,12 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
+        let _permit = self
+            .inner
+            .budget
+            .acquire()
+            .await
+            .map_err(|e| exhausted(&self.inner.backend.describe_base(), e))?;
         let conn = self.inner.backend.connect_base().await?;
         self.inner
             .backend
@@ -357,7 +437,7 @@ impl<B: Backend> Tenora<B> {
     /// Runs the base seeds; returns the seed names.
     pub async fn run_base_seeds(&self) -> Result<Vec<String>> {
         let mut conn = self.base_conn().await?;
-        migrate::run_seeds(&mut *conn, &self.inner.base_seeds, "the base database").await
+        migrate::run_seeds(&mut **conn, &self.inner.base_seeds, "the base database").await
     }
 
     /// Applies pending tenant migrations to tenant `id` (which must be `active`).
@@ -377,11 +457,10 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
-        let conn = self
-            .inner
-            .backend
-            .connect_tenant(id, password.as_ref())
-            .await?;
+        let (conn, _permit) = self
+            .connect_tenant_budgeted(id, password.as_ref())
+            .await?
+            .into_parts();
         self.inner
             .backend
             .run_migrations(
@@ -402,7 +481,7 @@ impl<B: Backend> Tenora<B> {
     pub async fn run_tenant_seeds(&self, id: &TenantId) -> Result<Vec<String>> {
         let mut conn = self.tenant_conn(id).await?;
         migrate::run_seeds(
-            &mut *conn,
+            &mut **conn,
             &self.inner.tenant_seeds,
             &format!("tenant `{id}`"),
         )

@@ -70,6 +70,14 @@ macro_rules! scenario_tests {
                 s::fail_fast_skips_the_rest::<B>().await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn connection_budget_is_never_exceeded() {
+                s::connection_budget_is_never_exceeded::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cached_pools_are_bounded_and_idle_ones_close() {
+                s::cached_pools_are_bounded_and_idle_ones_close::<B>().await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn seeds_run_on_create_and_on_demand() {
                 s::seeds_run_on_create_and_on_demand::<B>().await
             }

@@ -436,3 +436,101 @@ pub async fn fail_fast_skips_the_rest<B: TestBackend>() {
         assert!(matches!(o.result, Err(Error::Skipped { .. })), "{o:?}");
     }
 }
+
+fn with_limits(
+    config: &tenora::Config,
+    max_connections: Option<u32>,
+    max_cached_tenants: usize,
+    pool_idle_timeout: u64,
+) -> tenora::Config {
+    let limits = tenora::PoolCacheConfig {
+        max_connections,
+        max_cached_tenants,
+        acquire_timeout: 1,
+        pool_idle_timeout,
+    };
+    let pool = tenora::PoolConfig {
+        max_size: 2,
+        connection_timeout: 2,
+        ..tenora::PoolConfig::default()
+    };
+    config.clone().pool_cache(limits).tenant_pool(pool)
+}
+
+pub async fn connection_budget_is_never_exceeded<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let setup = tenora::<B>(&env).await;
+    let ids: Vec<TenantId> = (0..8).map(|i| id(&format!("b{i}"))).collect();
+    for tenant in &ids {
+        setup.create_tenant(tenant, None).await.unwrap();
+    }
+    drop(setup);
+    let t = tenora_with::<B>(
+        with_limits(&env.config, Some(4), 100, 0),
+        B::tenant_migrations(),
+    )
+    .await;
+    let mut peak = 0;
+    for round in 0..3 {
+        for tenant in &ids {
+            let mut conn = t.tenant_conn(tenant).await.unwrap_or_else(|e| {
+                panic!("round {round}, {tenant}: {e}");
+            });
+            conn.batch_execute("SELECT 1").await.unwrap();
+            peak = peak.max(t.stats().open_connections);
+        }
+    }
+    let stats = t.stats();
+    assert!(peak <= 4, "peak {peak} over the budget: {stats:?}");
+    assert!(
+        stats.evictions > 0,
+        "cold tenants reclaimed idle pools: {stats:?}"
+    );
+    assert_eq!(stats.max_connections, Some(4));
+
+    // Every connection busy: a cold tenant waits, then fails clearly.
+    let held_a = t.tenant_conn(&ids[0]).await.unwrap();
+    let held_b = t.tenant_conn(&ids[0]).await.unwrap();
+    let held_c = t.tenant_conn(&ids[1]).await.unwrap();
+    let err = match t.tenant_conn(&ids[2]).await {
+        Ok(_) => panic!("expected the budget to be exhausted"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, Error::PoolExhausted { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("pool_cache.max_connections"),
+        "{err}"
+    );
+    drop((held_a, held_b, held_c));
+    // Released connections make room again.
+    drop(t.tenant_conn(&ids[2]).await.unwrap());
+}
+
+pub async fn cached_pools_are_bounded_and_idle_ones_close<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let setup = tenora::<B>(&env).await;
+    let ids: Vec<TenantId> = (0..4).map(|i| id(&format!("c{i}"))).collect();
+    for tenant in &ids {
+        setup.create_tenant(tenant, None).await.unwrap();
+    }
+    drop(setup);
+    let t = tenora_with::<B>(with_limits(&env.config, None, 2, 1), B::tenant_migrations()).await;
+    for tenant in &ids {
+        drop(t.tenant_conn(tenant).await.unwrap());
+        assert!(t.stats().cached_pools <= 2, "{:?}", t.stats());
+    }
+    // Evicted tenants reconnect transparently.
+    let mut conn = t.tenant_conn(&ids[0]).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+    drop(conn);
+    // Idle pools close after pool_idle_timeout (1 s here).
+    let mut cached = usize::MAX;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cached = t.stats().cached_pools;
+        if cached == 0 {
+            break;
+        }
+    }
+    assert_eq!(cached, 0, "{:?}", t.stats());
+}
