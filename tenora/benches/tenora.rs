@@ -1,0 +1,611 @@
+//! Tenora's benchmark on PostgreSQL: prints each figure and its ratio to the bare baseline,
+//! measured side by side in one run. It creates its own databases and roles (all named with a
+//! unique prefix) and drops them at the end.
+//!
+//! ```text
+//! cargo bench -p tenora --features postgres --bench tenora            # full sizes
+//! cargo bench -p tenora --features postgres --bench tenora -- --quick # small sizes
+//! ```
+//!
+//! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/postgres` (an admin URL). Sizes can be set with
+//! `BENCH_MIGRATE` (default 200), `BENCH_UP_TO_DATE` (1000) and `BENCH_SCALE` (2000).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use diesel_async::AsyncPgConnection;
+use diesel_async::SimpleAsyncConnection as _;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use tenora::backend::Backend as _;
+use tenora::{Config, EncryptionKey, FleetOp, FleetOptions, PgTenora, PoolCacheConfig, TenantId};
+
+const HIT_TENANTS: usize = 50;
+const TASKS: usize = 32;
+
+struct Sizes {
+    hit_ops: usize,
+    provision: usize,
+    migrate: usize,
+    up_to_date: usize,
+    scale: usize,
+}
+
+fn env_size(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn sizes(quick: bool) -> Sizes {
+    if quick {
+        Sizes {
+            hit_ops: 20_000,
+            provision: 5,
+            migrate: env_size("BENCH_MIGRATE", 40),
+            up_to_date: env_size("BENCH_UP_TO_DATE", 100),
+            scale: env_size("BENCH_SCALE", 200),
+        }
+    } else {
+        Sizes {
+            hit_ops: 200_000,
+            provision: 15,
+            migrate: env_size("BENCH_MIGRATE", 200),
+            up_to_date: env_size("BENCH_UP_TO_DATE", 1000),
+            scale: env_size("BENCH_SCALE", 2000),
+        }
+    }
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the benchmark server");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A tiny deterministic shuffle (xorshift), so runs are comparable.
+fn shuffle<T>(items: &mut [T], mut seed: u64) {
+    for i in (1..items.len()).rev() {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        items.swap(i, (seed % (i as u64 + 1)) as usize);
+    }
+}
+
+struct Bench {
+    admin_url: String,
+    prefix: String,
+    base_db: String,
+    config: Config,
+}
+
+impl Bench {
+    async fn tenora(&self, migrations: tenora::Migrations, limits: PoolCacheConfig) -> PgTenora {
+        PgTenora::builder(self.config.clone().pool_cache(limits))
+            .base_migrations(base_schema::MIGRATIONS)
+            .tenant_migrations(migrations)
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn cleanup(&self) {
+        let client = admin_client(&self.admin_url).await;
+        let dbs = client
+            .query(
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) OR datname = $2",
+                &[&format!("{}t_", self.prefix), &self.base_db],
+            )
+            .await
+            .unwrap();
+        for row in dbs {
+            let name: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await;
+        }
+        let roles = client
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
+                &[&format!("{}u_", self.prefix)],
+            )
+            .await
+            .unwrap();
+        for row in roles {
+            let name: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+                .await;
+        }
+    }
+}
+
+/// Waits (up to 10 s) until the server has closed the benchmark's pooled connections, so the
+/// next phase has the connection slots it needs.
+async fn settle(admin: &tokio_postgres::Client, prefix: &str) {
+    let like = format!("{prefix}t_%");
+    for _ in 0..200 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1",
+                &[&like],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type BarePool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
+
+/// A warm bb8 pool with the settings Tenora's tenant pools use.
+async fn bare_pool(url: String) -> BarePool {
+    let pool = bb8::Pool::builder()
+        .max_size(10)
+        .test_on_check_out(false)
+        .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
+        .await
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    pool
+}
+
+fn id(i: usize) -> TenantId {
+    TenantId::new(format!("t{i}")).unwrap()
+}
+
+async fn create_tenants(t: &PgTenora, range: std::ops::Range<usize>) {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (t, next) = (t.clone(), Arc::clone(&next));
+        let end = range.end;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                t.create_tenant(&id(i), None).await.expect("create tenant");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// `TASKS` tasks share `ops` operations; returns wall nanoseconds per operation.
+async fn run_tasks<F, Fut>(ops: usize, op: F) -> f64
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    break;
+                }
+                op(i).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    start.elapsed().as_nanos() as f64 / ops as f64
+}
+
+fn tenant_migrations_plus_one() -> (tempfile::TempDir, tenora::Migrations) {
+    let dir = tempfile::tempdir().unwrap();
+    for m in tenant_schema::POSTGRES_MIGRATIONS.iter() {
+        let folder = dir.path().join(m.name());
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("up.sql"), m.up_sql()).unwrap();
+        std::fs::write(folder.join("down.sql"), m.down_sql().unwrap_or("")).unwrap();
+    }
+    let extra = dir.path().join("2024-06-01-000000_create_audit_log");
+    std::fs::create_dir_all(&extra).unwrap();
+    std::fs::write(
+        extra.join("up.sql"),
+        "CREATE TABLE audit_log (id SERIAL PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(extra.join("down.sql"), "DROP TABLE audit_log;").unwrap();
+    let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
+    (dir, migrations)
+}
+
+#[tokio::main]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = sizes(quick);
+    let admin_url = std::env::var("TENORA_BENCH_PG_URL")
+        .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let token = format!("{:x}", std::process::id());
+    let prefix = format!("bn{token}");
+    let base_db = format!("{prefix}_base");
+    let mut config = Config::postgres(&admin_url)
+        .tenant_database_prefix(format!("{prefix}t_"))
+        .tenant_user_prefix(format!("{prefix}u_"))
+        .key(EncryptionKey::generate().to_base64().expose());
+    config.base.database = Some(base_db.clone());
+    let bench = Bench {
+        admin_url: admin_url.clone(),
+        prefix,
+        base_db: base_db.clone(),
+        config,
+    };
+    bench.cleanup().await;
+    admin_client(&admin_url)
+        .await
+        .batch_execute(&format!("CREATE DATABASE \"{base_db}\""))
+        .await
+        .unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "Tenora benchmark on PostgreSQL ({} mode, {cores} cores, {TASKS} tasks)",
+        if quick { "quick" } else { "full" }
+    );
+
+    let t = bench
+        .tenora(
+            tenant_schema::POSTGRES_MIGRATIONS,
+            PoolCacheConfig::default(),
+        )
+        .await;
+    t.migrate_base().await.unwrap();
+
+    // --- 3. provisioning -------------------------------------------------------------------
+    let mut plain = Vec::new();
+    for i in 0..sizes.provision {
+        let started = Instant::now();
+        t.create_tenant(&id(100_000 + i), None).await.unwrap();
+        plain.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let admin = admin_client(&admin_url).await;
+    let mut floor = Vec::new();
+    for i in 0..sizes.provision {
+        let (db, role) = (
+            format!("{}t_raw{i}", bench.prefix),
+            format!("{}u_raw{i}", bench.prefix),
+        );
+        let started = Instant::now();
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD 'Bench-Password-1'"
+            ))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC"))
+            .await
+            .unwrap();
+        floor.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let (plain, floor) = (median(plain), median(floor));
+    println!("\n3. provisioning, median of {}", sizes.provision);
+    println!(
+        "   create_tenant (plain: db + role + lock-down + 2 migrations + seed-free): {plain:.1} ms"
+    );
+    println!(
+        "   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE, one session):   {floor:.1} ms"
+    );
+    println!(
+        "   ratio plain / floor: {:.2}x   (template provisioning: not implemented yet)",
+        plain / floor
+    );
+
+    // --- 1 + 2. hit path ----------------------------------------------------------------------
+    create_tenants(&t, 0..HIT_TENANTS).await;
+    let hit_ids: Arc<Vec<TenantId>> = Arc::new((0..HIT_TENANTS).map(id).collect());
+    let url_of = |tenant: &TenantId| {
+        let mut url = admin_url.rsplit_once('/').unwrap().0.to_owned();
+        url.push('/');
+        url.push_str(&t.backend().naming().database_name(tenant));
+        url
+    };
+    let tenora_get = |t: PgTenora, ids: Arc<Vec<TenantId>>, ops: usize, select: bool| {
+        run_tasks(ops, move |i| {
+            let (tt, ids) = (t.clone(), Arc::clone(&ids));
+            async move {
+                let mut c = tt.tenant_conn(&ids[i % ids.len()]).await.unwrap();
+                if select {
+                    c.batch_execute("SELECT 1").await.unwrap();
+                }
+            }
+        })
+    };
+    let bare_get = |pools: Arc<Vec<BarePool>>, ops: usize, select: bool| {
+        run_tasks(ops, move |i| {
+            let pools = Arc::clone(&pools);
+            async move {
+                let mut c = pools[i % pools.len()].get().await.unwrap();
+                if select {
+                    c.batch_execute("SELECT 1").await.unwrap();
+                }
+            }
+        })
+    };
+    let (ops, select_ops) = (sizes.hit_ops, sizes.hit_ops / 10);
+    // Let the server finish the writes of the setup before measuring anything.
+    admin.batch_execute("CHECKPOINT").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Each side in turn (the server's connection slots fit one side at a time), three rounds,
+    // best round kept (the server shares the 2 cores, so single rounds are noisy). In each, a
+    // first pass of each load grows the pools to what it needs (bb8 opens connections in the
+    // background, which costs CPU) and the following passes are measured.
+    let (mut tenora_ns, mut tenora_sel) = (f64::MAX, f64::MAX);
+    let (mut one_ns, mut one_sel) = (f64::MAX, f64::MAX);
+    let (mut many_ns, mut many_sel) = (f64::MAX, f64::MAX);
+    for _round in 0..3 {
+        tenora_get(t.clone(), Arc::clone(&hit_ids), select_ops, true).await;
+        tenora_get(t.clone(), Arc::clone(&hit_ids), ops, false).await;
+        tenora_ns = tenora_ns.min(tenora_get(t.clone(), Arc::clone(&hit_ids), ops, false).await);
+        tenora_sel =
+            tenora_sel.min(tenora_get(t.clone(), Arc::clone(&hit_ids), select_ops, true).await);
+        t.close_all();
+        settle(&admin, &bench.prefix).await;
+        // One bare pool (the issue's baseline) ...
+        let bare_one = Arc::new(vec![bare_pool(url_of(&hit_ids[0])).await]);
+        bare_get(Arc::clone(&bare_one), select_ops, true).await;
+        bare_get(Arc::clone(&bare_one), ops, false).await;
+        one_ns = one_ns.min(bare_get(Arc::clone(&bare_one), ops, false).await);
+        one_sel = one_sel.min(bare_get(Arc::clone(&bare_one), select_ops, true).await);
+        drop(bare_one);
+        settle(&admin, &bench.prefix).await;
+        // ... and the same 50 databases through 50 bare pools, which separates Tenora's own
+        // overhead from the server's cost of serving many databases.
+        let mut many = Vec::new();
+        for tenant in hit_ids.iter() {
+            many.push(bare_pool(url_of(tenant)).await);
+        }
+        let bare_many = Arc::new(many);
+        bare_get(Arc::clone(&bare_many), select_ops, true).await;
+        bare_get(Arc::clone(&bare_many), ops, false).await;
+        many_ns = many_ns.min(bare_get(Arc::clone(&bare_many), ops, false).await);
+        many_sel = many_sel.min(bare_get(Arc::clone(&bare_many), select_ops, true).await);
+        drop(bare_many);
+        settle(&admin, &bench.prefix).await;
+    }
+
+    println!("\n1. hit path, {HIT_TENANTS} warm tenants, {TASKS} tasks, {ops} ops");
+    println!("   tenant_conn + drop:              {tenora_ns:.0} ns/op");
+    println!("   bare bb8 get + drop, one pool:   {one_ns:.0} ns/op");
+    println!("   bare bb8 get + drop, 50 pools:   {many_ns:.0} ns/op");
+    println!(
+        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x (target <= 1.2x)",
+        tenora_ns / one_ns,
+        tenora_ns / many_ns
+    );
+
+    println!("\n2. SELECT 1 throughput, {TASKS} tasks, {select_ops} ops");
+    println!(
+        "   tenant_conn + SELECT 1:          {:.0} ops/s",
+        1e9 / tenora_sel
+    );
+    println!(
+        "   bare bb8, one pool + SELECT 1:   {:.0} ops/s",
+        1e9 / one_sel
+    );
+    println!(
+        "   bare bb8, 50 pools + SELECT 1:   {:.0} ops/s",
+        1e9 / many_sel
+    );
+    println!(
+        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x (target >= 0.95x)",
+        one_sel / tenora_sel,
+        many_sel / tenora_sel
+    );
+
+    // --- 4. fleet migrations --------------------------------------------------------------------
+    let total = sizes.up_to_date.max(sizes.migrate).max(HIT_TENANTS);
+    // Without a budget the 50 warm pools hold many connections: close them first.
+    t.close_all();
+    let started = Instant::now();
+    create_tenants(&t, HIT_TENANTS..total).await;
+    println!(
+        "\n(set up {} more tenants in {:.1} s)",
+        total - HIT_TENANTS,
+        started.elapsed().as_secs_f64()
+    );
+    t.close_all();
+    let (_dir, newer) = tenant_migrations_plus_one();
+    let t2 = bench.tenora(newer, PoolCacheConfig::default()).await;
+    let migrate_ids: Vec<TenantId> = (0..sizes.migrate).map(id).collect();
+    let mut walls = Vec::new();
+    for concurrency in [1, FleetOptions::default_concurrency()] {
+        let started = Instant::now();
+        let outcomes = t2
+            .run_fleet(
+                Some(&migrate_ids),
+                FleetOp::Migrate,
+                FleetOptions::default().concurrency(concurrency),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+        walls.push((concurrency, wall, failed));
+        // Re-pend the migration for the next run.
+        t2.run_fleet(
+            Some(&migrate_ids),
+            FleetOp::Rollback(1),
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    println!(
+        "\n4. migrate {} tenants with one new migration",
+        sizes.migrate
+    );
+    for (c, wall, failed) in &walls {
+        println!("   concurrency {c:>2}: {wall:.2} s ({failed} failed)");
+    }
+    println!("   speed-up: {:.2}x", walls[0].1 / walls[1].1);
+    let all: Vec<TenantId> = (0..total).map(id).collect();
+    let started = Instant::now();
+    let outcomes = t
+        .run_fleet(
+            Some(&all),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let up_to_date = outcomes
+        .iter()
+        .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))
+        .count();
+    println!(
+        "   all up to date over {total} tenants: {:.2} s ({up_to_date} up to date, {:.2} ms each)",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() * 1e3 / total as f64
+    );
+    drop(t2);
+
+    // --- 5. scale under a connection budget -----------------------------------------------------
+    let scale = sizes.scale.max(total);
+    let started = Instant::now();
+    create_tenants(&t, total..scale).await;
+    println!(
+        "\n(set up {} more tenants in {:.1} s)",
+        scale - total,
+        started.elapsed().as_secs_f64()
+    );
+    t.close_all();
+    drop(t);
+    let budget = 80;
+    let limits = PoolCacheConfig {
+        max_connections: Some(budget),
+        max_cached_tenants: 1000,
+        acquire_timeout: 30,
+        pool_idle_timeout: 600,
+    };
+    let rss_before = rss_kib();
+    let t3 = bench
+        .tenora(tenant_schema::POSTGRES_MIGRATIONS, limits)
+        .await;
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling, url, like) = (
+            Arc::clone(&peak),
+            Arc::clone(&sampling),
+            admin_url.clone(),
+            format!("{}%", bench.prefix),
+        );
+        tokio::spawn(async move {
+            let client = admin_client(&url).await;
+            while sampling.load(Ordering::Relaxed) {
+                let n: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1",
+                        &[&like],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                peak.fetch_max(n as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut order: Vec<usize> = (0..scale).collect();
+    shuffle(&mut order, 0x9E37_79B9_7F4A_7C15);
+    let order = Arc::new(order);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let (tt, ord, errs) = (t3.clone(), Arc::clone(&order), Arc::clone(&errors));
+    let started = Instant::now();
+    run_tasks(scale, move |i| {
+        let (tt, ord, errs) = (tt.clone(), Arc::clone(&ord), Arc::clone(&errs));
+        async move {
+            match tt.tenant_conn(&id(ord[i])).await {
+                Ok(mut c) => {
+                    if c.batch_execute("SELECT 1").await.is_err() {
+                        errs.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    if errs.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("   error: {e}");
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let wall = started.elapsed().as_secs_f64();
+    sampling.store(false, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let stats = t3.stats();
+    let rss_after = rss_kib();
+    println!(
+        "\n5. {scale} tenants touched in random order, {TASKS} tasks, server max_connections 100, budget {budget}"
+    );
+    println!(
+        "   wall {wall:.1} s, errors {} (target 0)",
+        errors.load(Ordering::Relaxed)
+    );
+    println!(
+        "   peak server connections (pg_stat_activity): {} (target <= {budget})",
+        peak.load(Ordering::Relaxed)
+    );
+    println!(
+        "   cache: {} pools cached, {} created, {} evictions, {} budget waits",
+        stats.cached_pools, stats.pools_created, stats.evictions, stats.waits
+    );
+    println!(
+        "   RSS {} MiB -> {} MiB, {:.1} KiB per cached pool",
+        rss_before / 1024,
+        rss_after / 1024,
+        rss_after.saturating_sub(rss_before) as f64 / stats.cached_pools.max(1) as f64
+    );
+    drop(t3);
+    bench.cleanup().await;
+    println!("\ncleaned up");
+}
