@@ -42,7 +42,7 @@ fn env_size(name: &str, default: usize) -> usize {
 fn sizes(quick: bool) -> Sizes {
     if quick {
         Sizes {
-            hit_ops: 20_000,
+            hit_ops: 100_000,
             provision: 5,
             migrate: env_size("BENCH_MIGRATE", 40),
             up_to_date: env_size("BENCH_UP_TO_DATE", 100),
@@ -50,7 +50,7 @@ fn sizes(quick: bool) -> Sizes {
         }
     } else {
         Sizes {
-            hit_ops: 200_000,
+            hit_ops: 1_000_000,
             provision: 15,
             migrate: env_size("BENCH_MIGRATE", 200),
             up_to_date: env_size("BENCH_UP_TO_DATE", 1000),

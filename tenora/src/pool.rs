@@ -59,7 +59,7 @@ impl<B: Backend> Clone for ManagedPool<B> {
     }
 }
 
-impl<B: Backend> crate::pool_cache::CachedPool for ManagedPool<B> {
+impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
     fn is_unused(&self) -> bool {
         ManagedPool::is_unused(self)
     }

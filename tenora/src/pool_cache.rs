@@ -27,6 +27,9 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
 pub(crate) struct Entry<P> {
     pool: OnceCell<P>,
     last_used: AtomicU64,
+    /// Hits counted on the entry's own cache line (a global counter would be contended by
+    /// every core on the hit path); folded into the cache total when the entry goes.
+    hits: AtomicU64,
 }
 
 impl<P> Entry<P> {
@@ -117,7 +120,7 @@ impl<P: CachedPool> PoolCache<P> {
                 Some(cell) => {
                     if let Some(pool) = cell.get() {
                         cell.last_used.store(self.now(), Ordering::Relaxed);
-                        self.hits.fetch_add(1, Ordering::Relaxed);
+                        cell.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(pool.clone());
                     }
                     Arc::clone(cell)
@@ -133,6 +136,7 @@ impl<P: CachedPool> PoolCache<P> {
                         Arc::new(Entry {
                             pool: OnceCell::new(),
                             last_used: AtomicU64::new(now),
+                            hits: AtomicU64::new(0),
                         })
                     }))
                 }
@@ -168,7 +172,7 @@ impl<P: CachedPool> PoolCache<P> {
         let removed = self
             .write()
             .remove(id)
-            .is_some_and(|cell| cell.initialized());
+            .is_some_and(|cell| self.retire(&cell));
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -179,7 +183,7 @@ impl<P: CachedPool> PoolCache<P> {
     pub(crate) fn clear(&self) {
         let n = {
             let mut map = self.write();
-            let n = map.values().filter(|c| c.initialized()).count();
+            let n = map.values().filter(|c| self.retire(c)).count();
             map.clear();
             n
         };
@@ -189,7 +193,12 @@ impl<P: CachedPool> PoolCache<P> {
     pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             cached_pools: self.read().values().filter(|c| c.initialized()).count(),
-            hits: self.hits.load(Ordering::Relaxed),
+            hits: self.hits.load(Ordering::Relaxed)
+                + self
+                    .read()
+                    .values()
+                    .map(|c| c.hits.load(Ordering::Relaxed))
+                    .sum::<u64>(),
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
@@ -197,6 +206,13 @@ impl<P: CachedPool> PoolCache<P> {
             max_connections: None,
             waits: 0,
         }
+    }
+
+    /// Folds a removed entry's hit count into the total; returns whether it held a pool.
+    fn retire(&self, cell: &Entry<P>) -> bool {
+        self.hits
+            .fetch_add(cell.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+        cell.initialized()
     }
 
     /// Milliseconds since the cache was made (a cheap, monotonic "last used" clock).
@@ -216,7 +232,9 @@ impl<P: CachedPool> PoolCache<P> {
         let victim = pick(true).or_else(|| if unused_only { None } else { pick(false) });
         match victim {
             Some(id) => {
-                map.remove(&id);
+                if let Some(cell) = map.remove(&id) {
+                    self.retire(&cell);
+                }
                 self.evictions.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(tenant = %id, "closed a cached tenant pool");
                 true
@@ -240,7 +258,9 @@ impl<P: CachedPool> PoolCache<P> {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &stale {
-            map.remove(id);
+            if let Some(cell) = map.remove(id) {
+                self.retire(&cell);
+            }
         }
         self.evictions
             .fetch_add(stale.len() as u64, Ordering::Relaxed);

@@ -66,7 +66,8 @@ struct Inner<B: Backend> {
     key: Option<EncryptionKey>,
     base_pool: ManagedPool<B>,
     budget: Arc<Budget>,
-    tenants: Arc<PoolCache<ManagedPool<B>>>,
+    // Pools are shared as one Arc: a cache hit costs a single reference-count increment.
+    tenants: Arc<PoolCache<Arc<ManagedPool<B>>>>,
     base_migrations: Migrations,
     base_seeds: Seeds,
     tenant_migrations: Migrations,
@@ -269,18 +270,18 @@ impl<B: Backend> Tenora<B> {
         pool.get(|| self.inner.backend.describe_tenant(id)).await
     }
 
-    async fn build_tenant_pool(&self, id: &TenantId) -> Result<ManagedPool<B>> {
+    async fn build_tenant_pool(&self, id: &TenantId) -> Result<Arc<ManagedPool<B>>> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
         let backend = &self.inner.backend;
         tracing::debug!(tenant = %id, "creating tenant pool");
         let first = self.connect_tenant_budgeted(id, password.as_ref()).await?;
-        Ok(ManagedPool::new(
+        Ok(Arc::new(ManagedPool::new(
             &self.inner.config.tenant.pool,
             backend.tenant_manager(id, password.as_ref()),
             Arc::clone(&self.inner.budget),
             first,
-        ))
+        )))
     }
 
     /// One direct connection to tenant `id`, counted against the connection budget.
