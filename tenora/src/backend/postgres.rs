@@ -39,6 +39,7 @@ const MAX_IDENTIFIER: usize = 63;
 pub struct Postgres {
     base: Arc<tokio_postgres::Config>,
     admin: tokio_postgres::Config,
+    admin_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     base_database: String,
     server: String,
     naming: Naming,
@@ -159,35 +160,47 @@ impl Postgres {
         config
     }
 
-    /// Opens an admin session on the admin database and runs `sql` (one statement: CREATE
-    /// DATABASE refuses to run inside a multi-statement batch).
-    async fn admin_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
-        let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
-        let driver = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let result = async {
+    /// The admin session on the admin database, opened on first use and reopened if it was
+    /// closed. One session serves every administrative statement (connecting costs more than
+    /// most of them); the lock serializes them.
+    async fn admin_session(
+        &self,
+    ) -> std::result::Result<
+        tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>,
+        tokio_postgres::Error,
+    > {
+        let mut session = self.admin_session.lock().await;
+        if session.as_ref().is_none_or(|c| c.is_closed()) {
+            let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
+            // The driver ends when the client is dropped or the server closes the session.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
             client
                 .batch_execute("SET standard_conforming_strings = on")
                 .await?;
-            client.batch_execute(sql).await
+            *session = Some(client);
         }
-        .await;
-        drop(client);
-        let _ = driver.await;
-        result
+        Ok(session)
+    }
+
+    /// Runs one administrative statement (alone: CREATE DATABASE refuses to run inside a
+    /// multi-statement batch).
+    async fn admin_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        let session = self.admin_session().await?;
+        match session.as_ref() {
+            Some(client) => client.batch_execute(sql).await,
+            None => unreachable!("admin_session always leaves a client"),
+        }
     }
 
     async fn admin_exists(&self, sql: &str, name: &str) -> Result<bool> {
         let run = async {
-            let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
-            let driver = tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            let row = client.query_opt(sql, &[&name]).await;
-            drop(client);
-            let _ = driver.await;
-            row
+            let session = self.admin_session().await?;
+            match session.as_ref() {
+                Some(client) => client.query_opt(sql, &[&name]).await,
+                None => unreachable!("admin_session always leaves a client"),
+            }
         };
         run.await
             .map(|row| row.is_some())
@@ -281,6 +294,7 @@ impl Backend for Postgres {
             server: describe_server(&pg),
             base: Arc::new(pg),
             admin,
+            admin_session: tokio::sync::Mutex::new(None),
             base_database,
             naming,
         })
