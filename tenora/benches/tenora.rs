@@ -323,17 +323,54 @@ async fn main() {
             .unwrap();
         floor.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    // Template path: clone a migrated template, then hand it to the tenant.
+    let mut templated_config = bench.config.clone();
+    templated_config.tenant.template = true;
+    let templated = PgTenora::builder(templated_config)
+        .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
+        .connect()
+        .await
+        .unwrap();
+    templated.prepare_template().await.unwrap();
+    let mut via_template = Vec::new();
+    for i in 0..sizes.provision {
+        let started = Instant::now();
+        templated
+            .create_tenant(&id(200_000 + i), None)
+            .await
+            .unwrap();
+        via_template.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(templated);
+    let template_db = format!("{}t_tenora_template", bench.prefix);
+    let mut clone_floor = Vec::new();
+    for i in 0..sizes.provision {
+        let db = format!("{}t_rawclone{i}", bench.prefix);
+        let started = Instant::now();
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{db}\" TEMPLATE \"{template_db}\""
+            ))
+            .await
+            .unwrap();
+        clone_floor.push(started.elapsed().as_secs_f64() * 1e3);
+    }
     let (plain, floor) = (median(plain), median(floor));
+    let (via_template, clone_floor) = (median(via_template), median(clone_floor));
     println!("\n3. provisioning, median of {}", sizes.provision);
+    println!("   create_tenant, plain (role + db + lock-down + 2 migrations): {plain:.1} ms");
+    println!("   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE):       {floor:.1} ms");
+    println!("   ratio: {:.2}x", plain / floor);
     println!(
-        "   create_tenant (plain: db + role + lock-down + 2 migrations + seed-free): {plain:.1} ms"
+        "   create_tenant, template clone (role + clone + reassign + lock-down): {via_template:.1} ms"
     );
     println!(
-        "   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE, one session):   {floor:.1} ms"
+        "   raw CREATE DATABASE ... TEMPLATE floor:                              {clone_floor:.1} ms"
     );
     println!(
-        "   ratio plain / floor: {:.2}x   (template provisioning: not implemented yet)",
-        plain / floor
+        "   ratio: {:.2}x (target <= 1.3x); template vs plain: {:.2}x",
+        via_template / clone_floor,
+        via_template / plain
     );
 
     // --- 1 + 2. hit path ----------------------------------------------------------------------

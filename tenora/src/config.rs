@@ -183,6 +183,9 @@ pub struct TenantConfig {
     pub database_name: Option<String>,
     /// MySQL: host pattern of tenant users, `'<user>'@'<user_host>'` (default `%`).
     pub user_host: String,
+    /// PostgreSQL: provision tenants by cloning a template database kept migrated to the
+    /// latest tenant migrations (default `false`).
+    pub template: bool,
     /// Pool settings of each tenant pool.
     pub pool: PoolConfig,
 }
@@ -198,6 +201,7 @@ impl Default for TenantConfig {
             database_suffix: ".sqlite".to_owned(),
             database_name: None,
             user_host: "%".to_owned(),
+            template: false,
             pool: PoolConfig::default(),
         }
     }

@@ -81,6 +81,8 @@ impl<B: Backend> Tenora<B> {
     /// Applies pending tenant migrations to every `active` tenant, a few at a time. One
     /// tenant's failure does not stop the others; each outcome is reported.
     pub async fn migrate_all_tenants(&self) -> Result<Vec<TenantOutcome>> {
+        // New tenants clone the template: bring it to the same version as the fleet.
+        self.prepare_template().await?;
         self.run_fleet(None, FleetOp::Migrate, FleetOptions::default(), |_| {})
             .await
     }

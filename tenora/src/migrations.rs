@@ -210,6 +210,16 @@ impl Migrations {
     pub fn is_empty(&self) -> bool {
         self.0.as_slice().is_empty()
     }
+
+    /// A hash of every migration's version and checksum: equal fingerprints mean the same
+    /// schema history.
+    pub fn fingerprint(&self) -> String {
+        let lines: String = self
+            .iter()
+            .map(|m| format!("{}:{}\n", m.version(), m.checksum()))
+            .collect();
+        tenora_migration_files::checksum(&lines)
+    }
 }
 
 impl fmt::Debug for Migrations {

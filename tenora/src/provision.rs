@@ -175,10 +175,22 @@ impl<B: Backend> Tenora<B> {
                 .map_err(|e| (Step::CreateUser, e))?;
             made.user = true;
         }
-        backend
-            .create_database(id)
-            .await
-            .map_err(|e| (Step::CreateDatabase, e))?;
+        // With a template, the database arrives already migrated; without (or if the template
+        // is missing or stale), it is created empty and migrated.
+        let cloned = if self.config().tenant.template {
+            backend
+                .create_database_from_template(id, &self.tenant_migrations().fingerprint())
+                .await
+                .map_err(|e| (Step::CreateDatabase, e))?
+        } else {
+            false
+        };
+        if !cloned {
+            backend
+                .create_database(id)
+                .await
+                .map_err(|e| (Step::CreateDatabase, e))?;
+        }
         made.database = true;
         backend
             .lock_down(id)
@@ -191,23 +203,28 @@ impl<B: Backend> Tenora<B> {
             .map_err(|e| (Step::Migrate, e))?
             .into_parts();
         let database = format!("tenant `{id}`");
-        let (mut conn, _applied) = backend
-            .run_migrations(
-                Target::Tenant(id),
-                conn,
-                self.tenant_migrations().clone(),
-                MigrationOp::Up,
-            )
-            .await
-            .map_err(|source| {
-                (
-                    Step::Migrate,
-                    Error::Migration {
-                        database: database.clone(),
-                        source,
-                    },
+        let mut conn = if cloned {
+            conn
+        } else {
+            backend
+                .run_migrations(
+                    Target::Tenant(id),
+                    conn,
+                    self.tenant_migrations().clone(),
+                    MigrationOp::Up,
                 )
-            })?;
+                .await
+                .map_err(|source| {
+                    (
+                        Step::Migrate,
+                        Error::Migration {
+                            database: database.clone(),
+                            source,
+                        },
+                    )
+                })?
+                .0
+        };
         migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
             .await
             .map_err(|e| (Step::Seed, e))?;

@@ -214,6 +214,20 @@ impl<B: Backend> Tenora<B> {
         B::from_config(config)?.create_base().await
     }
 
+    /// Builds or refreshes the template database that `create_tenant` clones when
+    /// `tenant.template` is on (PostgreSQL). Rebuilt only when the tenant migrations changed.
+    /// Returns whether a template is in use.
+    pub async fn prepare_template(&self) -> Result<bool> {
+        if !self.inner.config.tenant.template {
+            return Ok(false);
+        }
+        let migrations = &self.inner.tenant_migrations;
+        self.inner
+            .backend
+            .prepare_template(migrations, &migrations.fingerprint())
+            .await
+    }
+
     /// The backend (naming rules, database checks).
     pub fn backend(&self) -> &B {
         &self.inner.backend

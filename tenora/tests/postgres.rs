@@ -291,3 +291,111 @@ async fn passwords_are_checked_by_a_scram_server() {
         .expect("the chosen password logs in");
     drop(env); // drop the test objects before the cluster stops
 }
+
+/// The schema of a tenant database, as catalog rows (owner names normalized to `OWNER`).
+async fn catalog(env: &Env, db: &str, owner: &str) -> Vec<String> {
+    let client = admin_client(&url_for(env, db)).await;
+    let mut rows = Vec::new();
+    for sql in [
+        "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable \
+         || ' ' || coalesce(column_default, '') FROM information_schema.columns \
+         WHERE table_schema = 'public' ORDER BY 1",
+        "SELECT conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid) \
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+        "SELECT c.relname::text || ' ' || c.relkind::text || ' ' || pg_get_userbyid(c.relowner)::text \
+         FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1",
+        "SELECT version FROM __diesel_schema_migrations ORDER BY 1",
+    ] {
+        for row in client.query(sql, &[]).await.unwrap() {
+            let text: String = row.get(0);
+            rows.push(text.replace(owner, "OWNER"));
+        }
+    }
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_clones_match_migrated_tenants() {
+    let Some(env) = Postgres::env() else { return };
+    let plain = tenora::<Postgres>(&env).await;
+    let mut config = env.config.clone();
+    config.tenant.template = true;
+    let templated = tenora_with::<Postgres>(config.clone(), Postgres::tenant_migrations()).await;
+    assert!(templated.prepare_template().await.unwrap());
+
+    let (cloned, migrated) = (id("acme"), id("globex"));
+    templated.create_tenant(&cloned, None).await.unwrap();
+    plain.create_tenant(&migrated, None).await.unwrap();
+    let naming = plain.backend().naming();
+    let a = catalog(
+        &env,
+        &naming.database_name(&cloned),
+        &naming.user_name(&cloned),
+    )
+    .await;
+    let b = catalog(
+        &env,
+        &naming.database_name(&migrated),
+        &naming.user_name(&migrated),
+    )
+    .await;
+    assert!(!a.is_empty());
+    assert_eq!(
+        a, b,
+        "a template clone must be schema-identical to a migrated tenant"
+    );
+    assert!(a.iter().any(|r| r.starts_with("projects r OWNER")), "{a:?}");
+
+    // The template role keeps no rights in the clone; the tenant works as usual.
+    let client = admin_client(&url_for(&env, &naming.database_name(&cloned))).await;
+    let template_role = naming.user_name(&id("tenora_template"));
+    let can_create: bool = client
+        .query_one(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE')",
+            &[&template_role],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!can_create);
+    let mut conn = templated.tenant_conn(&cloned).await.unwrap();
+    conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'x')")
+        .await
+        .unwrap();
+    drop(conn);
+    assert_err_contains(templated.tenant_id("tenora_template"), &["reserved"]);
+
+    // A stale template is not used: creation falls back to migrations, and migrating the
+    // fleet refreshes the template.
+    let (_dir, newer) = crate::scenarios::migrations_plus_one::<Postgres>();
+    let newer_t = tenora_with::<Postgres>(config, newer).await;
+    let fresh = id("initech");
+    newer_t.create_tenant(&fresh, None).await.unwrap();
+    let rows = catalog(
+        &env,
+        &naming.database_name(&fresh),
+        &naming.user_name(&fresh),
+    )
+    .await;
+    assert!(
+        rows.iter().any(|r| r.starts_with("audit_log.id")),
+        "{rows:?}"
+    );
+    for outcome in newer_t.migrate_all_tenants().await.unwrap() {
+        outcome.result.unwrap();
+    }
+    let hooli = id("hooli");
+    newer_t.create_tenant(&hooli, None).await.unwrap();
+    let via_template = catalog(
+        &env,
+        &naming.database_name(&hooli),
+        &naming.user_name(&hooli),
+    )
+    .await;
+    assert_eq!(
+        via_template, rows,
+        "the refreshed template has the new migration"
+    );
+    // Dropping the env cleans up the template (it carries the test's prefixes).
+}

@@ -325,7 +325,7 @@ pub async fn cancelled_create_still_finishes<B: TestBackend>() {
 }
 
 /// A copy of this backend's tenant migrations folder plus one new migration, in a temp dir.
-fn migrations_plus_one<B: TestBackend>() -> (tempfile::TempDir, tenora::Migrations) {
+pub fn migrations_plus_one<B: TestBackend>() -> (tempfile::TempDir, tenora::Migrations) {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tenant-schema/migrations")
         .join(B::NAME);

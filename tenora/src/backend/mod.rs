@@ -124,6 +124,28 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     #[doc(hidden)]
     fn create_base(&self) -> impl Future<Output = Result<bool>> + Send;
 
+    /// Builds (or rebuilds, when `fingerprint` differs from the one it was built for) the
+    /// template database migrated with `migrations`. Only PostgreSQL has templates.
+    #[doc(hidden)]
+    fn prepare_template(
+        &self,
+        _migrations: &Migrations,
+        _fingerprint: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Creates the tenant's database as a clone of an up-to-date template, owned by the
+    /// tenant's user. Returns `false` (having done nothing) when there is no such template.
+    #[doc(hidden)]
+    fn create_database_from_template(
+        &self,
+        _id: &TenantId,
+        _fingerprint: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
     /// Whether the tenant's database exists.
     fn database_exists(&self, id: &TenantId) -> impl Future<Output = Result<bool>> + Send;
 

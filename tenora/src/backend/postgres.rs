@@ -27,6 +27,9 @@ impl_registry!(AsyncPgConnection, |n| format!("${n}"), '"');
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 
+/// The id whose database and role names the template uses (reserved for tenants).
+const TEMPLATE_ID: &str = "tenora_template";
+
 /// PostgreSQL's limit on identifier length, in bytes.
 const MAX_IDENTIFIER: usize = 63;
 
@@ -145,6 +148,35 @@ fn manager(
 }
 
 impl Postgres {
+    /// The template database and its owner role.
+    fn template_names(&self) -> (String, String) {
+        let id = TenantId::new(TEMPLATE_ID).expect("a valid id");
+        (self.naming.database_name(&id), self.naming.user_name(&id))
+    }
+
+    /// The fingerprint the template was built for, if it exists.
+    async fn template_fingerprint(&self) -> Result<Option<String>> {
+        let (db, _) = self.template_names();
+        let session = self.admin_session().await.map_err(admin_error(format!(
+            "cannot look up the template database `{db}`"
+        )))?;
+        let Some(client) = session.as_ref() else {
+            return Ok(None);
+        };
+        let row = client
+            .query_opt(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                &[&db],
+            )
+            .await
+            .map_err(admin_error(format!(
+                "cannot look up the template database `{db}`"
+            )))?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|c| c.strip_prefix("tenora template ").map(str::to_owned)))
+    }
+
     fn tenant_config(
         &self,
         id: &TenantId,
@@ -290,6 +322,12 @@ impl Backend for Postgres {
             "session_user",
         ])
         .reserve_user_prefix("pg_");
+        // The template database and its owner role use the tenant id `tenora_template`.
+        let template = TenantId::new(TEMPLATE_ID).expect("a valid id");
+        let naming = naming
+            .clone()
+            .reserve_databases([naming.database_name(&template)])
+            .reserve_users([naming.user_name(&template)]);
         Ok(Postgres {
             server: describe_server(&pg),
             base: Arc::new(pg),
@@ -438,6 +476,119 @@ impl Backend for Postgres {
             Err(e) => Err(admin_error(format!(
                 "cannot create the base database `{db}`"
             ))(e)),
+        }
+    }
+
+    async fn prepare_template(&self, migrations: &Migrations, fingerprint: &str) -> Result<bool> {
+        if self.template_fingerprint().await?.as_deref() == Some(fingerprint) {
+            return Ok(true);
+        }
+        let (db, role) = self.template_names();
+        let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
+        let fail = |what: &str| admin_error(format!("cannot {what} the template database `{db}`"));
+        // Rebuild from scratch: simpler and safer than patching an old template.
+        self.admin_execute(&format!("DROP DATABASE IF EXISTS {qdb} WITH (FORCE)"))
+            .await
+            .map_err(fail("drop"))?;
+        self.admin_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {qrole} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .await
+        .map_err(fail("create the owner role of"))?;
+        // Owned by the admin (REASSIGN in a clone must not hand the database itself over);
+        // its objects are created by the template role and reassigned per tenant.
+        self.admin_execute(&format!("CREATE DATABASE {qdb}"))
+            .await
+            .map_err(fail("create"))?;
+        let mut config = (*self.base).clone();
+        config.dbname(&db);
+        let mut conn = connect(&config).await.map_err(|e| Error::Connect {
+            target: format!("the template database `{db}`"),
+            source: Box::new(e),
+        })?;
+        conn.batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
+        ))
+        .await
+        .map_err(|e| Error::db(format!("cannot prepare the template database `{db}`"), e))?;
+        let (conn, _) = migrate::run_blocking(conn, migrations.clone(), MigrationOp::Up, None)
+            .await
+            .map_err(|source| Error::Migration {
+                database: format!("the template database `{db}`"),
+                source,
+            })?;
+        drop(conn);
+        // Nobody may connect to a template while it is cloned; the comment records which
+        // migrations it holds.
+        self.admin_execute(&format!(
+            "COMMENT ON DATABASE {qdb} IS {}",
+            quote_literal(&format!("tenora template {fingerprint}"))
+        ))
+        .await
+        .map_err(fail("label"))?;
+        self.admin_execute(&format!("ALTER DATABASE {qdb} ALLOW_CONNECTIONS false"))
+            .await
+            .map_err(fail("close"))?;
+        tracing::info!(template = %db, "template database rebuilt");
+        Ok(true)
+    }
+
+    async fn create_database_from_template(
+        &self,
+        id: &TenantId,
+        fingerprint: &str,
+    ) -> Result<bool> {
+        if self.template_fingerprint().await?.as_deref() != Some(fingerprint) {
+            return Ok(false);
+        }
+        let (template, template_role) = self.template_names();
+        let db = self.naming.database_name(id);
+        let role = self.naming.user_name(id);
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {} OWNER {}",
+            quote_ident(&db),
+            quote_ident(&template),
+            quote_ident(&role)
+        );
+        match self.admin_execute(&sql).await {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+                return Err(Error::TenantExists {
+                    id: id.clone(),
+                    what: format!("the database `{db}` exists on {}", self.server),
+                });
+            }
+            Err(e) => {
+                return Err(admin_error(format!(
+                    "cannot clone the template into the database `{db}`"
+                ))(e));
+            }
+        }
+        // Hand every object to the tenant and take the template role's rights away.
+        let mut config = (*self.base).clone();
+        config.dbname(&db);
+        let result = async {
+            let mut conn = connect(&config).await.map_err(|e| Error::Connect {
+                target: self.describe_tenant(id),
+                source: Box::new(e),
+            })?;
+            conn.batch_execute(&format!(
+                "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}",
+                tr = quote_ident(&template_role),
+                r = quote_ident(&role)
+            ))
+            .await
+            .map_err(|e| Error::db(format!("cannot hand the database `{db}` to `{role}`"), e))
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // The clone exists: report it made, so the caller's undo drops it.
+                let _ = self.drop_database(id).await;
+                Err(e)
+            }
         }
     }
 
