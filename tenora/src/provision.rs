@@ -192,21 +192,30 @@ impl<B: Backend> Tenora<B> {
                 .map_err(|e| (Step::CreateDatabase, e))?;
         }
         made.database = true;
-        backend
-            .lock_down(id)
-            .await
-            .map_err(|e| (Step::LockDown, e))?;
-
-        let (conn, _permit) = self
-            .connect_tenant_budgeted(id, password)
-            .await
-            .map_err(|e| (Step::Migrate, e))?
-            .into_parts();
         let database = format!("tenant `{id}`");
-        let mut conn = if cloned {
-            conn
+        if cloned {
+            // Already migrated and locked down; connect only to run seeds.
+            if !self.tenant_seeds().is_empty() {
+                let (mut conn, _permit) = self
+                    .connect_tenant_budgeted(id, password)
+                    .await
+                    .map_err(|e| (Step::Seed, e))?
+                    .into_parts();
+                migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
+                    .await
+                    .map_err(|e| (Step::Seed, e))?;
+            }
         } else {
             backend
+                .lock_down(id)
+                .await
+                .map_err(|e| (Step::LockDown, e))?;
+            let (conn, _permit) = self
+                .connect_tenant_budgeted(id, password)
+                .await
+                .map_err(|e| (Step::Migrate, e))?
+                .into_parts();
+            let (mut conn, _) = backend
                 .run_migrations(
                     Target::Tenant(id),
                     conn,
@@ -222,13 +231,11 @@ impl<B: Backend> Tenora<B> {
                             source,
                         },
                     )
-                })?
-                .0
-        };
-        migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
-            .await
-            .map_err(|e| (Step::Seed, e))?;
-        drop(conn);
+                })?;
+            migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
+                .await
+                .map_err(|e| (Step::Seed, e))?;
+        }
 
         let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
         let changed = base
@@ -244,7 +251,7 @@ impl<B: Backend> Tenora<B> {
             return Err((
                 Step::Activate,
                 Error::Unsupported(format!(
-                    "the registry row of tenant `{id}` is no longer `provisioning` (was the                      tenant dropped while it was being created?)"
+                    "the registry row of tenant `{id}` is no longer `provisioning` (was the tenant dropped while it was being created?)"
                 )),
             ));
         }

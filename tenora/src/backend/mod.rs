@@ -136,7 +136,8 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     }
 
     /// Creates the tenant's database as a clone of an up-to-date template, owned by the
-    /// tenant's user. Returns `false` (having done nothing) when there is no such template.
+    /// tenant's user and already locked down. Returns `false` (having done nothing) when there
+    /// is no such template.
     #[doc(hidden)]
     fn create_database_from_template(
         &self,

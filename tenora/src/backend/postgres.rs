@@ -573,10 +573,14 @@ impl Backend for Postgres {
                 target: self.describe_tenant(id),
                 source: Box::new(e),
             })?;
+            // One round trip: hand objects over, drop the template role's rights, and lock the
+            // database down (what `lock_down` does for a plain database).
             conn.batch_execute(&format!(
-                "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}",
+                "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}; \
+                 REVOKE ALL ON DATABASE {d} FROM PUBLIC",
                 tr = quote_ident(&template_role),
-                r = quote_ident(&role)
+                r = quote_ident(&role),
+                d = quote_ident(&db)
             ))
             .await
             .map_err(|e| Error::db(format!("cannot hand the database `{db}` to `{role}`"), e))
