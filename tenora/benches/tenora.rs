@@ -22,6 +22,9 @@ use tenora::backend::Backend as _;
 use tenora::{Config, EncryptionKey, FleetOp, FleetOptions, PgTenora, PoolCacheConfig, TenantId};
 
 const HIT_TENANTS: usize = 50;
+/// Every object the benchmark makes starts with this; a run first removes what an interrupted
+/// earlier run left behind (so do not run two benchmarks against one server at once).
+const BENCH_PREFIX: &str = "tenorabench";
 const TASKS: usize = 32;
 
 struct Sizes {
@@ -99,7 +102,6 @@ fn shuffle<T>(items: &mut [T], mut seed: u64) {
 struct Bench {
     admin_url: String,
     prefix: String,
-    base_db: String,
     config: Config,
 }
 
@@ -113,12 +115,15 @@ impl Bench {
             .expect("connect")
     }
 
-    async fn cleanup(&self) {
+    /// Drops this run's objects, or with `all` every benchmark object (leftovers of
+    /// interrupted runs).
+    async fn cleanup(&self, all: bool) {
         let client = admin_client(&self.admin_url).await;
+        let prefix = if all { BENCH_PREFIX } else { &self.prefix };
         let dbs = client
             .query(
-                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) OR datname = $2",
-                &[&format!("{}t_", self.prefix), &self.base_db],
+                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+                &[&prefix],
             )
             .await
             .unwrap();
@@ -131,7 +136,7 @@ impl Bench {
         let roles = client
             .query(
                 "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
-                &[&format!("{}u_", self.prefix)],
+                &[&prefix],
             )
             .await
             .unwrap();
@@ -259,7 +264,7 @@ async fn main() {
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let token = format!("{:x}", std::process::id());
-    let prefix = format!("bn{token}");
+    let prefix = format!("{BENCH_PREFIX}{token}");
     let base_db = format!("{prefix}_base");
     let mut config = Config::postgres(&admin_url)
         .tenant_database_prefix(format!("{prefix}t_"))
@@ -269,10 +274,9 @@ async fn main() {
     let bench = Bench {
         admin_url: admin_url.clone(),
         prefix,
-        base_db: base_db.clone(),
         config,
     };
-    bench.cleanup().await;
+    bench.cleanup(true).await;
     admin_client(&admin_url)
         .await
         .batch_execute(&format!("CREATE DATABASE \"{base_db}\""))
@@ -643,6 +647,6 @@ async fn main() {
         rss_after.saturating_sub(rss_before) as f64 / stats.cached_pools.max(1) as f64
     );
     drop(t3);
-    bench.cleanup().await;
+    bench.cleanup(false).await;
     println!("\ncleaned up");
 }
