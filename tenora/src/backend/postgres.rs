@@ -568,24 +568,30 @@ impl Backend for Postgres {
         // Hand every object to the tenant and take the template role's rights away.
         let mut config = (*self.base).clone();
         config.dbname(&db);
+        // A plain session (no diesel setup queries): this is on the provisioning hot path.
+        let handover = format!(
+            "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}; \
+             REVOKE ALL ON DATABASE {d} FROM PUBLIC",
+            tr = quote_ident(&template_role),
+            r = quote_ident(&role),
+            d = quote_ident(&db)
+        );
         let result = async {
-            let mut conn = connect(&config).await.map_err(|e| Error::Connect {
-                target: self.describe_tenant(id),
-                source: Box::new(e),
-            })?;
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(async move {
+                let _ = connection.await;
+            });
             // One round trip: hand objects over, drop the template role's rights, and lock the
             // database down (what `lock_down` does for a plain database).
-            conn.batch_execute(&format!(
-                "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}; \
-                 REVOKE ALL ON DATABASE {d} FROM PUBLIC",
-                tr = quote_ident(&template_role),
-                r = quote_ident(&role),
-                d = quote_ident(&db)
-            ))
-            .await
-            .map_err(|e| Error::db(format!("cannot hand the database `{db}` to `{role}`"), e))
+            let done = client.batch_execute(&handover).await;
+            drop(client);
+            let _ = driver.await;
+            done
         }
-        .await;
+        .await
+        .map_err(admin_error(format!(
+            "cannot hand the database `{db}` to `{role}`"
+        )));
         match result {
             Ok(()) => Ok(true),
             Err(e) => {
