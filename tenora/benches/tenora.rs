@@ -120,31 +120,21 @@ impl Bench {
     async fn cleanup(&self, all: bool) {
         let client = admin_client(&self.admin_url).await;
         let prefix = if all { BENCH_PREFIX } else { &self.prefix };
-        let dbs = client
-            .query(
+        // Databases first: their owners can only be dropped afterwards.
+        for (list, drop) in [
+            (
                 "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-                &[&prefix],
-            )
-            .await
-            .unwrap();
-        for row in dbs {
-            let name: String = row.get(0);
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
-        }
-        let roles = client
-            .query(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            ),
+            (
                 "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
-                &[&prefix],
-            )
-            .await
-            .unwrap();
-        for row in roles {
-            let name: String = row.get(0);
-            let _ = client
-                .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
-                .await;
+                "DROP ROLE IF EXISTS \"{}\"",
+            ),
+        ] {
+            for row in client.query(list, &[&prefix]).await.unwrap() {
+                let name: String = row.get(0);
+                let _ = client.batch_execute(&drop.replace("{}", &name)).await;
+            }
         }
     }
 }

@@ -50,15 +50,6 @@ pub(crate) struct ManagedPool<B: Backend> {
     last_error: LastError,
 }
 
-impl<B: Backend> Clone for ManagedPool<B> {
-    fn clone(&self) -> Self {
-        ManagedPool {
-            pool: self.pool.clone(),
-            last_error: self.last_error.clone(),
-        }
-    }
-}
-
 impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
     fn is_unused(&self) -> bool {
         ManagedPool::is_unused(self)

@@ -11,6 +11,15 @@ fn id(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
 }
 
+/// Fails if a MySQL user named `user` exists (on any host).
+async fn assert_no_user(admin: &mut mysql_async::Conn, user: &str) {
+    let users: Vec<String> = admin
+        .exec("SELECT user FROM mysql.user WHERE user = ?", (user,))
+        .await
+        .unwrap();
+    assert!(users.is_empty(), "user {user} was left behind");
+}
+
 fn admin_url(env: &Env) -> String {
     env.config.base.url.as_ref().unwrap().expose().to_owned()
 }
@@ -103,15 +112,7 @@ async fn existing_database_is_never_taken_over_or_dropped() {
     let err = t.create_tenant(&acme, None).await.unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
     assert!(t.backend().database_exists(&acme).await.unwrap());
-    let user = t.backend().naming().user_name(&acme);
-    let users: Vec<String> = admin
-        .exec(
-            "SELECT user FROM mysql.user WHERE user = ?",
-            (user.as_str(),),
-        )
-        .await
-        .unwrap();
-    assert!(users.is_empty(), "user {user} was left behind");
+    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
     assert!(t.tenant(&acme).await.unwrap().is_none());
 }
 
@@ -126,15 +127,7 @@ async fn failed_provisioning_leaves_no_user() {
         &["step `migrate`", "no_such_table"],
     );
     let mut admin = mysql_admin(&admin_url(&env)).await;
-    let user = t.backend().naming().user_name(&acme);
-    let users: Vec<String> = admin
-        .exec(
-            "SELECT user FROM mysql.user WHERE user = ?",
-            (user.as_str(),),
-        )
-        .await
-        .unwrap();
-    assert!(users.is_empty(), "user {user} was left behind");
+    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
     assert!(!t.backend().database_exists(&acme).await.unwrap());
 }
 

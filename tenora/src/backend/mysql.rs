@@ -177,7 +177,10 @@ impl Backend for Mysql {
             Some(url) => Opts::from_url(url.expose()).map_err(|e| {
                 Error::config(
                     "base.url",
-                    format!("not a valid MySQL connection URL ({e})"),
+                    format!(
+                        "not a valid MySQL connection URL ({})",
+                        crate::config::redact_url(&e.to_string())
+                    ),
                 )
             })?,
             None => Opts::default(),

@@ -261,7 +261,10 @@ impl Backend for Postgres {
             Some(url) => tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
                 Error::config(
                     "base.url",
-                    format!("not a valid PostgreSQL connection URL ({e})"),
+                    format!(
+                        "not a valid PostgreSQL connection URL ({})",
+                        crate::config::redact_url(&e.to_string())
+                    ),
                 )
             })?,
             None => tokio_postgres::Config::new(),
