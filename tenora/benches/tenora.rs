@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench -p tenora --features postgres --bench tenora            # full sizes
 //! cargo bench -p tenora --features postgres --bench tenora -- --quick # small sizes
+//! cargo bench -p tenora --features postgres --bench tenora -- --provision-only  # section 3
 //! ```
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
@@ -76,6 +77,10 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
 }
+
+/// Counts live heap bytes, for a per-pool memory figure finer than RSS can show.
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -249,6 +254,7 @@ fn tenant_migrations_plus_one() -> (tempfile::TempDir, tenora::Migrations) {
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let provision_only = std::env::args().any(|a| a == "--provision-only");
     let sizes = sizes(quick);
     let admin_url = std::env::var("TENORA_BENCH_PG_URL")
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
@@ -366,6 +372,13 @@ async fn main() {
         via_template / clone_floor,
         via_template / plain
     );
+
+    if provision_only {
+        drop(t);
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
 
     // --- 1 + 2. hit path ----------------------------------------------------------------------
     create_tenants(&t, 0..HIT_TENANTS).await;
@@ -558,6 +571,7 @@ async fn main() {
         pool_idle_timeout: 600,
     };
     let rss_before = rss_kib();
+    let heap_before = HEAP.allocated();
     let t3 = bench
         .tenora(tenant_schema::POSTGRES_MIGRATIONS, limits)
         .await;
@@ -615,6 +629,12 @@ async fn main() {
     sampler.await.unwrap();
     let stats = t3.stats();
     let rss_after = rss_kib();
+    let heap_after = HEAP.allocated();
+    let open_after = stats.open_connections;
+    t3.close_all();
+    // Let the pools' connection tasks notice the close and free their buffers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heap_closed = HEAP.allocated();
     println!(
         "\n5. {scale} tenants touched in random order, {TASKS} tasks, server max_connections 100, budget {budget}"
     );
@@ -635,6 +655,15 @@ async fn main() {
         rss_before / 1024,
         rss_after / 1024,
         rss_after.saturating_sub(rss_before) as f64 / stats.cached_pools.max(1) as f64
+    );
+    let pools = stats.cached_pools.max(1) as f64;
+    println!(
+        "   heap held by the cache: {:.1} MiB for {} pools and {open_after} open connections \
+         = {:.1} KiB per cached pool; after close_all {:.1} KiB per pool remains",
+        heap_after.saturating_sub(heap_before) as f64 / 1048576.0,
+        stats.cached_pools,
+        heap_after.saturating_sub(heap_before) as f64 / 1024.0 / pools,
+        heap_closed.saturating_sub(heap_before) as f64 / 1024.0 / pools,
     );
     drop(t3);
     bench.cleanup(false).await;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument as _;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -155,20 +156,24 @@ impl<B: Backend> Tenora<B> {
             }
             let this = self.clone();
             let failed = Arc::clone(&failed);
-            tasks.spawn(async move {
-                let result = match op {
-                    FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up).await,
-                    FleetOp::Rollback(steps) => {
-                        this.run_on_tenant(&id, MigrationOp::Down { steps }).await
+            let span = tracing::info_span!("tenora.fleet", tenant = %id, op = ?op);
+            tasks.spawn(
+                async move {
+                    let result = match op {
+                        FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up).await,
+                        FleetOp::Rollback(steps) => {
+                            this.run_on_tenant(&id, MigrationOp::Down { steps }).await
+                        }
+                        FleetOp::Seed => this.run_tenant_seeds(&id).await,
+                    };
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
                     }
-                    FleetOp::Seed => this.run_tenant_seeds(&id).await,
-                };
-                if result.is_err() {
-                    failed.store(true, Ordering::SeqCst);
+                    drop(permit);
+                    (index, TenantOutcome { id, result })
                 }
-                drop(permit);
-                (index, TenantOutcome { id, result })
-            });
+                .instrument(span),
+            );
         }
         while let Some(done) = tasks.join_next().await {
             let (i, outcome) = done.map_err(join_error)?;

@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-use crate::backend::{Backend, Target};
+use tracing::Instrument as _;
+
+use crate::backend::{self, Backend, Target};
 use crate::error::{Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::registry::{RegistryConnection as _, TenantRecord, TenantState};
@@ -67,8 +69,7 @@ impl fmt::Display for Step {
 #[derive(Default)]
 struct Made {
     row: bool,
-    user: bool,
-    database: bool,
+    server: backend::Made,
 }
 
 impl<B: Backend> Tenora<B> {
@@ -112,7 +113,9 @@ impl<B: Backend> Tenora<B> {
             .map(|p| secret::seal(self.key(), id, p.expose()));
         let this = self.clone();
         let id = id.clone();
-        match tokio::spawn(async move { this.create_claimed(&id, password, sealed).await }).await {
+        let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
+        let work = async move { this.create_claimed(&id, password, sealed).await };
+        match tokio::spawn(work.instrument(span)).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(Error::Unsupported(format!(
@@ -168,30 +171,32 @@ impl<B: Backend> Tenora<B> {
         made: &mut Made,
     ) -> std::result::Result<TenantRecord, (Step, Error)> {
         let backend = self.backend();
-        if let Some(password) = password {
-            backend
-                .create_user(id, password)
-                .await
-                .map_err(|e| (Step::CreateUser, e))?;
-            made.user = true;
-        }
-        // With a template, the database arrives already migrated; without (or if the template
-        // is missing or stale), it is created empty and migrated.
-        let cloned = if self.config().tenant.template {
-            backend
-                .create_database_from_template(id, &self.tenant_migrations().fingerprint())
-                .await
-                .map_err(|e| (Step::CreateDatabase, e))?
-        } else {
-            false
-        };
+        // With an up-to-date template, the user and the database (cloned, already migrated and
+        // locked down) are made together; otherwise (no template, or a stale one) the database
+        // is created empty and migrated.
+        let cloned = self.config().tenant.template
+            && backend
+                .create_from_template(
+                    id,
+                    password,
+                    &self.tenant_migrations().fingerprint(),
+                    &mut made.server,
+                )
+                .await?;
         if !cloned {
+            if let Some(password) = password {
+                backend
+                    .create_user(id, password)
+                    .await
+                    .map_err(|e| (Step::CreateUser, e))?;
+                made.server.user = true;
+            }
             backend
                 .create_database(id)
                 .await
                 .map_err(|e| (Step::CreateDatabase, e))?;
+            made.server.database = true;
         }
-        made.database = true;
         let database = format!("tenant `{id}`");
         if cloned {
             // Already migrated and locked down; connect only to run seeds.
@@ -275,12 +280,12 @@ impl<B: Backend> Tenora<B> {
     async fn undo(&self, id: &TenantId, made: &Made) -> Vec<String> {
         let backend = self.backend();
         let mut failures = Vec::new();
-        if made.database
+        if made.server.database
             && let Err(e) = backend.drop_database(id).await
         {
             failures.push(format!("{}: {e}", Step::DropDatabase));
         }
-        if made.user
+        if made.server.user
             && let Err(e) = backend.drop_user(id).await
         {
             failures.push(format!("{}: {e}", Step::DropUser));
@@ -314,6 +319,12 @@ impl<B: Backend> Tenora<B> {
     /// row. Fails with [`Error::UnknownTenant`] when it is not registered. Safe to call again
     /// after a failure: each step skips what is already gone.
     pub async fn drop_tenant(&self, id: &TenantId) -> Result<()> {
+        self.drop_tenant_steps(id)
+            .instrument(tracing::info_span!("tenora.drop_tenant", tenant = %id))
+            .await
+    }
+
+    async fn drop_tenant_steps(&self, id: &TenantId) -> Result<()> {
         let backend = self.backend();
         // Names are derived from the id and today's prefixes: never act on names that do not
         // fit (they could be truncated by the server onto someone else's database).

@@ -4,6 +4,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::backend::{Backend, Target};
 use crate::budget::{Budget, Budgeted, Reclaim};
 use crate::config::Config;
@@ -279,7 +281,10 @@ impl<B: Backend> Tenora<B> {
         let pool = self
             .inner
             .tenants
-            .get_or_try_init(id, || self.build_tenant_pool(id))
+            .get_or_try_init(id, || {
+                self.build_tenant_pool(id)
+                    .instrument(tracing::debug_span!("tenora.tenant_pool", tenant = %id))
+            })
             .await?;
         pool.get(|| self.inner.backend.describe_tenant(id)).await
     }
@@ -288,7 +293,7 @@ impl<B: Backend> Tenora<B> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
         let backend = &self.inner.backend;
-        tracing::debug!(tenant = %id, "creating tenant pool");
+        tracing::debug!("creating tenant pool");
         let first = self.connect_tenant_budgeted(id, password.as_ref()).await?;
         Ok(Arc::new(ManagedPool::new(
             &self.inner.config.tenant.pool,

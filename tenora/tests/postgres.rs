@@ -359,12 +359,40 @@ async fn template_clones_match_migrated_tenants() {
         .unwrap()
         .get(0);
     assert!(!can_create);
+    // The clone belongs to the tenant's role and is locked down like a plain tenant database.
+    let row = client
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text, \
+             has_database_privilege('public', datname, 'CONNECT') \
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), naming.user_name(&cloned));
+    assert!(!row.get::<_, bool>(1), "PUBLIC must not connect to a clone");
     let mut conn = templated.tenant_conn(&cloned).await.unwrap();
     conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'x')")
         .await
         .unwrap();
     drop(conn);
     assert_err_contains(templated.tenant_id("tenora_template"), &["reserved"]);
+
+    // The role is made while the database is cloned: when it exists already, the clone is
+    // undone and nothing is registered.
+    let taken = id("stark");
+    let admin = admin_client(&url_for(&env, "postgres")).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE \"{}\" NOLOGIN",
+            naming.user_name(&taken)
+        ))
+        .await
+        .unwrap();
+    let err = templated.create_tenant(&taken, None).await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err}");
+    assert!(!templated.backend().database_exists(&taken).await.unwrap());
+    assert!(templated.tenant(&taken).await.unwrap().is_none());
 
     // A stale template is not used: creation falls back to migrations, and migrating the
     // fleet refreshes the template.

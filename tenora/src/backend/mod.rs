@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::migrate::MigrationOp;
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::provision::Step;
 use crate::registry::RegistryConnection;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -31,6 +32,16 @@ pub use mysql::Mysql;
 mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
+
+/// What a tenant creation has made on the server so far, for undoing it.
+#[doc(hidden)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Made {
+    /// The tenant's user exists.
+    pub user: bool,
+    /// The tenant's database exists.
+    pub database: bool,
+}
 
 /// Which database a migration run is for.
 #[doc(hidden)]
@@ -135,15 +146,18 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         async { Ok(false) }
     }
 
-    /// Creates the tenant's database as a clone of an up-to-date template, owned by the
-    /// tenant's user and already locked down. Returns `false` (having done nothing) when there
-    /// is no such template.
+    /// Creates the tenant's user (when `password` is given) and its database as a clone of an
+    /// up-to-date template, owned by that user and already locked down; records in `made` what
+    /// exists so the caller can undo it. Returns `false` (having made nothing) when there is no
+    /// such template. Errors name the step that failed.
     #[doc(hidden)]
-    fn create_database_from_template(
+    fn create_from_template(
         &self,
         _id: &TenantId,
+        _password: Option<&SecretString>,
         _fingerprint: &str,
-    ) -> impl Future<Output = Result<bool>> + Send {
+        _made: &mut Made,
+    ) -> impl Future<Output = std::result::Result<bool, (Step, crate::error::Error)>> + Send {
         async { Ok(false) }
     }
 

@@ -12,12 +12,13 @@ use tokio_postgres::error::SqlState;
 
 use diesel_async::SimpleAsyncConnection as _;
 
-use super::{Backend, Target, sealed};
+use super::{Backend, Made, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::provision::Step;
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -42,7 +43,10 @@ const MAX_IDENTIFIER: usize = 63;
 pub struct Postgres {
     base: Arc<tokio_postgres::Config>,
     admin: tokio_postgres::Config,
-    admin_session: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
+    admin_session: AdminSession,
+    /// A second admin session, so a templated tenant's role is created while its database is
+    /// cloned on the first.
+    role_session: AdminSession,
     base_database: String,
     server: String,
     naming: Naming,
@@ -59,6 +63,9 @@ impl std::fmt::Debug for Postgres {
 }
 
 impl sealed::Sealed for Postgres {}
+
+/// A lazily opened administrative session; the lock serializes its statements.
+type AdminSession = tokio::sync::Mutex<Option<tokio_postgres::Client>>;
 
 /// Quotes an identifier: `"name"`, doubling any `"` inside.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -201,7 +208,17 @@ impl Postgres {
         tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>,
         tokio_postgres::Error,
     > {
-        let mut session = self.admin_session.lock().await;
+        self.open_session(&self.admin_session).await
+    }
+
+    async fn open_session<'s>(
+        &self,
+        slot: &'s AdminSession,
+    ) -> std::result::Result<
+        tokio::sync::MutexGuard<'s, Option<tokio_postgres::Client>>,
+        tokio_postgres::Error,
+    > {
+        let mut session = slot.lock().await;
         if session.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
             // The driver ends when the client is dropped or the server closes the session.
@@ -219,10 +236,43 @@ impl Postgres {
     /// Runs one administrative statement (alone: CREATE DATABASE refuses to run inside a
     /// multi-statement batch).
     async fn admin_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
-        let session = self.admin_session().await?;
+        self.execute_on(&self.admin_session, sql).await
+    }
+
+    async fn execute_on(
+        &self,
+        slot: &AdminSession,
+        sql: &str,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let session = self.open_session(slot).await?;
         match session.as_ref() {
             Some(client) => client.batch_execute(sql).await,
-            None => unreachable!("admin_session always leaves a client"),
+            None => unreachable!("open_session always leaves a client"),
+        }
+    }
+
+    /// `CREATE ROLE` for tenant `id` on `slot`.
+    async fn create_role_on(
+        &self,
+        slot: &AdminSession,
+        id: &TenantId,
+        password: &SecretString,
+    ) -> Result<()> {
+        let role = self.naming.user_name(id);
+        // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        let sql = format!(
+            "CREATE ROLE {} LOGIN PASSWORD {}",
+            quote_ident(&role),
+            quote_literal(&verifier)
+        );
+        match self.execute_on(slot, &sql).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => Err(Error::TenantExists {
+                id: id.clone(),
+                what: format!("the role `{role}` exists on {}", self.server),
+            }),
+            Err(e) => Err(admin_error(format!("cannot create the role `{role}`"))(e)),
         }
     }
 
@@ -335,7 +385,8 @@ impl Backend for Postgres {
             server: describe_server(&pg),
             base: Arc::new(pg),
             admin,
-            admin_session: tokio::sync::Mutex::new(None),
+            admin_session: AdminSession::default(),
+            role_session: AdminSession::default(),
             base_database,
             naming,
         })
@@ -396,22 +447,7 @@ impl Backend for Postgres {
     }
 
     async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {
-        let role = self.naming.user_name(id);
-        // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
-        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
-        let sql = format!(
-            "CREATE ROLE {} LOGIN PASSWORD {}",
-            quote_ident(&role),
-            quote_literal(&verifier)
-        );
-        match self.admin_execute(&sql).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => Err(Error::TenantExists {
-                id: id.clone(),
-                what: format!("the role `{role}` exists on {}", self.server),
-            }),
-            Err(e) => Err(admin_error(format!("cannot create the role `{role}`"))(e)),
-        }
+        self.create_role_on(&self.admin_session, id, password).await
     }
 
     async fn drop_user(&self, id: &TenantId) -> Result<()> {
@@ -537,72 +573,85 @@ impl Backend for Postgres {
         Ok(true)
     }
 
-    async fn create_database_from_template(
+    async fn create_from_template(
         &self,
         id: &TenantId,
+        password: Option<&SecretString>,
         fingerprint: &str,
-    ) -> Result<bool> {
-        if self.template_fingerprint().await?.as_deref() != Some(fingerprint) {
+        made: &mut Made,
+    ) -> std::result::Result<bool, (Step, Error)> {
+        let fingerprint_now = self
+            .template_fingerprint()
+            .await
+            .map_err(|e| (Step::CreateDatabase, e))?;
+        if fingerprint_now.as_deref() != Some(fingerprint) {
             return Ok(false);
         }
         let (template, template_role) = self.template_names();
         let db = self.naming.database_name(id);
         let role = self.naming.user_name(id);
-        let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {} OWNER {}",
-            quote_ident(&db),
-            quote_ident(&template),
-            quote_ident(&role)
-        );
-        match self.admin_execute(&sql).await {
-            Ok(()) => {}
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
-                return Err(Error::TenantExists {
-                    id: id.clone(),
-                    what: format!("the database `{db}` exists on {}", self.server),
-                });
-            }
-            Err(e) => {
-                return Err(admin_error(format!(
+        // The clone is the slow part: create the role meanwhile, on the second session. The
+        // clone is owned by the admin until the handover below gives it to the role.
+        let clone = async {
+            let sql = format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quote_ident(&db),
+                quote_ident(&template)
+            );
+            match self.admin_execute(&sql).await {
+                Ok(()) => Ok(()),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+                    Err(Error::TenantExists {
+                        id: id.clone(),
+                        what: format!("the database `{db}` exists on {}", self.server),
+                    })
+                }
+                Err(e) => Err(admin_error(format!(
                     "cannot clone the template into the database `{db}`"
-                ))(e));
+                ))(e)),
             }
-        }
-        // Hand every object to the tenant and take the template role's rights away.
+        };
+        let create_role = async {
+            match password {
+                Some(password) => self.create_role_on(&self.role_session, id, password).await,
+                None => Ok(()),
+            }
+        };
+        let (cloned, role_made) = tokio::join!(clone, create_role);
+        made.user = password.is_some() && role_made.is_ok();
+        made.database = cloned.is_ok();
+        role_made.map_err(|e| (Step::CreateUser, e))?;
+        cloned.map_err(|e| (Step::CreateDatabase, e))?;
+
+        // Hand the database and every object in it to the tenant, take the template role's
+        // rights away, and lock the database down (what `lock_down` does for a plain one) — in
+        // one round trip over a plain session (no diesel setup queries on this hot path).
         let mut config = (*self.base).clone();
         config.dbname(&db);
-        // A plain session (no diesel setup queries): this is on the provisioning hot path.
         let handover = format!(
-            "REASSIGN OWNED BY {tr} TO {r}; REVOKE ALL ON SCHEMA public FROM {tr}; \
-             REVOKE ALL ON DATABASE {d} FROM PUBLIC",
+            "ALTER DATABASE {d} OWNER TO {r}; REASSIGN OWNED BY {tr} TO {r}; \
+             REVOKE ALL ON SCHEMA public FROM {tr}; REVOKE ALL ON DATABASE {d} FROM PUBLIC",
             tr = quote_ident(&template_role),
             r = quote_ident(&role),
             d = quote_ident(&db)
         );
-        let result = async {
+        async {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            let driver = tokio::spawn(async move {
+            // The driver closes the session in the background once the client is dropped
+            // (waiting for the server to end the backend would add milliseconds here).
+            tokio::spawn(async move {
                 let _ = connection.await;
             });
-            // One round trip: hand objects over, drop the template role's rights, and lock the
-            // database down (what `lock_down` does for a plain database).
-            let done = client.batch_execute(&handover).await;
-            drop(client);
-            let _ = driver.await;
-            done
+            client.batch_execute(&handover).await
         }
         .await
-        .map_err(admin_error(format!(
-            "cannot hand the database `{db}` to `{role}`"
-        )));
-        match result {
-            Ok(()) => Ok(true),
-            Err(e) => {
-                // The clone exists: report it made, so the caller's undo drops it.
-                let _ = self.drop_database(id).await;
-                Err(e)
-            }
-        }
+        .map_err(|e| {
+            (
+                Step::LockDown,
+                admin_error(format!("cannot hand the database `{db}` to `{role}`"))(e),
+            )
+        })?;
+        Ok(true)
     }
 
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
