@@ -194,6 +194,32 @@ pub enum Error {
         id: TenantId,
     },
 
+    /// A request carried no tenant id where the resolver looks for one.
+    #[error("the request names no tenant: {expected}")]
+    MissingTenantId {
+        /// Where the resolver looked, e.g. "header `x-tenant`".
+        expected: String,
+    },
+
+    /// The resolver's authorizer refused the request for this tenant.
+    #[error("access to tenant `{id}` denied: {reason}")]
+    Denied {
+        /// The tenant the request asked for.
+        id: TenantId,
+        /// Why (for logs; never sent to the client by the built-in error responses).
+        reason: String,
+    },
+
+    /// The resolver's password provider failed.
+    #[error("the password provider failed for tenant `{id}`: {source}")]
+    PasswordProvider {
+        /// The tenant.
+        id: TenantId,
+        /// The provider's error.
+        #[source]
+        source: BoxError,
+    },
+
     /// The requested operation is not supported by this backend or build.
     #[error("{0}")]
     Unsupported(String),

@@ -33,12 +33,15 @@
 //! - `sqlite` (default): [`backend::Sqlite`], with a bundled SQLite (no system library).
 //! - `postgres`: [`backend::Postgres`], pure Rust (no libpq).
 //! - `mysql`: [`backend::Mysql`] for MySQL and MariaDB, pure Rust (no libmysqlclient).
+//! - `axum`: a tower layer and axum extractors for the [`resolver`].
 //!
 //! ## Modules
 //! - [`TenantId`]: the validated tenant name; nothing takes a raw `&str` id.
 //! - [`Config`]: `tenora.toml` / env / builder.
 //! - [`secret`]: password generation and ChaCha20-Poly1305 sealing of stored passwords.
 //! - [`Migrations`] / [`Seeds`] and [`embed_migrations!`] / [`embed_seeds!`].
+//! - [`resolver`]: per-request tenant resolution for web apps (axum integration behind the
+//!   `axum` feature).
 
 // Without a backend feature the crate still builds (schema crates depend on it that way), but
 // the plumbing that only backends use is idle.
@@ -60,6 +63,7 @@ mod pool;
 mod pool_cache;
 mod provision;
 pub mod registry;
+pub mod resolver;
 pub mod secret;
 mod tenant_id;
 mod tenora;

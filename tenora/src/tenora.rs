@@ -278,20 +278,47 @@ impl<B: Backend> Tenora<B> {
     /// [`Error::UnknownTenant`]), opens its password and creates its pool; concurrent first
     /// calls share that work. Later calls take a connection from the cached pool.
     pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
-        let pool = self
-            .inner
-            .tenants
-            .get_or_try_init(id, || {
-                self.build_tenant_pool(id)
-                    .instrument(tracing::debug_span!("tenora.tenant_pool", tenant = %id))
-            })
-            .await?;
+        let pool = self.tenant_pool(id, None).await?;
         pool.get(|| self.inner.backend.describe_tenant(id)).await
     }
 
-    async fn build_tenant_pool(&self, id: &TenantId) -> Result<Arc<ManagedPool<B>>> {
+    /// Tenant `id`'s cached pool, built on a miss (with the password from `passwords` when it
+    /// gives one, else from the registry).
+    pub(crate) async fn tenant_pool(
+        &self,
+        id: &TenantId,
+        passwords: Option<&crate::resolver::PasswordProvider>,
+    ) -> Result<Arc<ManagedPool<B>>> {
+        self.inner
+            .tenants
+            .get_or_try_init(id, || {
+                self.build_tenant_pool(id, passwords)
+                    .instrument(tracing::debug_span!("tenora.tenant_pool", tenant = %id))
+            })
+            .await
+    }
+
+    async fn build_tenant_pool(
+        &self,
+        id: &TenantId,
+        passwords: Option<&crate::resolver::PasswordProvider>,
+    ) -> Result<Arc<ManagedPool<B>>> {
         let stored = self.active_tenant(id).await?;
-        let password = self.password_of(&stored)?;
+        let provided = match passwords {
+            Some(provider) => {
+                provider(id.clone())
+                    .await
+                    .map_err(|source| Error::PasswordProvider {
+                        id: id.clone(),
+                        source,
+                    })?
+            }
+            None => None,
+        };
+        let password = match provided {
+            Some(password) => Some(password),
+            None => self.password_of(&stored)?,
+        };
         let backend = &self.inner.backend;
         tracing::debug!("creating tenant pool");
         let first = self.connect_tenant_budgeted(id, password.as_ref()).await?;

@@ -81,6 +81,10 @@ macro_rules! scenario_tests {
             async fn seeds_run_on_create_and_on_demand() {
                 s::seeds_run_on_create_and_on_demand::<B>().await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn resolver_validates_authorizes_and_looks_up() {
+                s::resolver_validates_authorizes_and_looks_up::<B>().await
+            }
         }
     };
 }

@@ -289,6 +289,60 @@ async fn passwords_are_checked_by_a_scram_server() {
     login(&env, naming, &globex, "Globex-Pa55word", &globex)
         .await
         .expect("the chosen password logs in");
+
+    // A resolver's password provider supplies passwords kept outside the registry. It is asked
+    // only when a pool is built; `None` falls back to the registry's password.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tenora::resolver::{Rejection, Resolver, TenantSource};
+    let (initech, hooli) = (id("initech"), id("hooli"));
+    t.create_tenant(&initech, None).await.unwrap();
+    t.create_tenant(&hooli, None).await.unwrap();
+    t.close_all();
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&asked);
+    let resolver = Resolver::builder(
+        t.clone(),
+        TenantSource::from_fn("the string", |r: &String| Some(r.clone())),
+    )
+    .passwords(move |id: TenantId| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match id.as_ref() {
+                "globex" => Ok(Some(SecretString::new("Globex-Pa55word"))),
+                "acme" => Ok(None),
+                "initech" => Ok(Some(SecretString::new("Not-The-Pa55word"))),
+                _ => Err(std::io::Error::other("the vault is sealed")),
+            }
+        }
+    })
+    .build();
+    for tenant in ["globex", "acme", "globex"] {
+        let resolved = resolver.resolve(&mut tenant.to_owned()).await.unwrap();
+        resolved
+            .conn()
+            .await
+            .unwrap()
+            .batch_execute("SELECT 1")
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        2,
+        "a cached pool asks no more"
+    );
+    let wrong = resolver
+        .resolve(&mut "initech".to_owned())
+        .await
+        .unwrap_err();
+    assert_eq!(Rejection::of(&wrong).status(), 503, "{wrong}");
+    assert!(
+        wrong.to_string().contains("password authentication failed"),
+        "{wrong}"
+    );
+    let vault = resolver.resolve(&mut "hooli".to_owned()).await.unwrap_err();
+    assert_eq!(Rejection::of(&vault).status(), 503, "{vault}");
+    assert!(vault.to_string().contains("the vault is sealed"), "{vault}");
     drop(env); // drop the test objects before the cluster stops
 }
 

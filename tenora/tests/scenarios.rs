@@ -536,3 +536,111 @@ pub async fn cached_pools_are_bounded_and_idle_ones_close<B: TestBackend>() {
     }
     assert_eq!(cached, 0, "{:?}", t.stats());
 }
+
+/// A request as a framework-agnostic resolver sees it.
+pub struct FakeRequest {
+    pub tenant: Option<String>,
+    pub api_key: &'static str,
+    pub attached: Option<String>,
+}
+
+fn request(tenant: Option<&str>, api_key: &'static str) -> FakeRequest {
+    FakeRequest {
+        tenant: tenant.map(str::to_owned),
+        api_key,
+        attached: None,
+    }
+}
+
+pub async fn resolver_validates_authorizes_and_looks_up<B: TestBackend>() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tenora::resolver::{Denied, Rejection, Resolver, TenantSource};
+
+    let Some(env) = B::env() else { return };
+    let t = tenora::<B>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let authorized = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&authorized);
+    let resolver = Resolver::builder(
+        t.clone(),
+        TenantSource::from_fn("the test's tenant field", |r: &FakeRequest| {
+            r.tenant.clone()
+        }),
+    )
+    .authorize(move |id, r: &FakeRequest| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let ok = r.api_key == "open sesame" || (id.as_ref() == "acme" && r.api_key == "acme-key");
+        async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(Denied::new("wrong API key"))
+            }
+        }
+    })
+    .attach(|id, r: &mut FakeRequest| r.attached = Some(id.to_string()))
+    .build();
+
+    // Resolved: the attach step ran, no connection is taken until asked for.
+    let opened = t.stats().open_connections;
+    let mut req = request(Some("acme"), "acme-key");
+    let resolved = resolver.resolve(&mut req).await.unwrap();
+    assert_eq!(resolved.id(), &acme);
+    assert_eq!(req.attached.as_deref(), Some("acme"));
+    let mut conn = resolved.conn().await.unwrap();
+    conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'via resolver')")
+        .await
+        .unwrap();
+    assert_eq!(B::project_names(&mut conn).await, ["via resolver"]);
+    drop(conn);
+    assert!(t.stats().open_connections >= opened);
+
+    let status = |r: tenora::Result<tenora::resolver::Resolved<B>>| {
+        Rejection::of(&r.expect_err("must not resolve")).status()
+    };
+    // No id, a malformed one (never reaches the authorizer), a refused one (never reaches the
+    // registry), an unknown one.
+    let before = authorized.load(Ordering::SeqCst);
+    assert_err_contains(
+        resolver.resolve(&mut request(None, "acme-key")).await,
+        &["names no tenant", "the test's tenant field"],
+    );
+    assert_eq!(status(resolver.resolve(&mut request(None, "")).await), 400);
+    for bad in ["../etc", "Acme", "acme;drop", ""] {
+        assert_eq!(
+            status(
+                resolver
+                    .resolve(&mut request(Some(bad), "open sesame"))
+                    .await
+            ),
+            400,
+            "{bad:?}"
+        );
+    }
+    assert_eq!(authorized.load(Ordering::SeqCst), before);
+    let denied = resolver
+        .resolve(&mut request(Some("acme"), "globex-key"))
+        .await;
+    assert_err_contains(denied, &["access to tenant `acme` denied", "wrong API key"]);
+    // A refused unknown tenant is 403, not 404: refusals do not reveal which tenants exist.
+    assert_eq!(
+        status(resolver.resolve(&mut request(Some("nobody"), "x")).await),
+        403
+    );
+    let pools = t.stats().pools_created;
+    assert_eq!(
+        status(
+            resolver
+                .resolve(&mut request(Some("nobody"), "open sesame"))
+                .await
+        ),
+        404
+    );
+    assert_eq!(
+        t.stats().pools_created,
+        pools,
+        "no pool for unknown tenants"
+    );
+    assert_eq!(req.attached.as_deref(), Some("acme"));
+}
