@@ -1,0 +1,77 @@
+//! `cargo run -p axum-app`: serves the example API on `APP_ADDR` (default 127.0.0.1:3000).
+//!
+//! Environment:
+//! - `APP_DATABASE_URL`: a `postgres://` admin URL; unset means SQLite files in `APP_DATA_DIR`
+//!   (default `axum-app-data`). PostgreSQL also needs `TENORA_KEY` (`tenora generate-key`).
+//! - `ADMIN_TOKEN`: bearer token of `POST /admin/tenants` (random and printed when unset).
+//! - `APP_SECRET`: secret the tenants' API keys derive from (random when unset: keys then
+//!   last until the process stops).
+
+use std::process::ExitCode;
+
+use axum_app::{ApiKeys, Settings};
+use tenora::Config;
+use tenora::backend::{Postgres, Sqlite};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt().with_target(false).init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum-app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let admin_token = env("ADMIN_TOKEN").unwrap_or_else(|| {
+        let token = ApiKeys::random().key_of(&tenora::TenantId::new("admin").expect("valid"));
+        println!("ADMIN_TOKEN not set; this run's admin token: {token}");
+        token
+    });
+    let api_keys = match env("APP_SECRET") {
+        Some(secret) => ApiKeys::new(secret)?,
+        None => {
+            println!("APP_SECRET not set: tenant API keys are valid until this process stops");
+            ApiKeys::random()
+        }
+    };
+    let settings = Settings {
+        api_keys,
+        admin_token,
+    };
+    let app = match env("APP_DATABASE_URL") {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let key = env("TENORA_KEY").ok_or(
+                "PostgreSQL tenants' passwords are sealed with TENORA_KEY: set it (create one \
+                 with `tenora generate-key`)",
+            )?;
+            axum_app::app::<Postgres>(Config::postgres(url).key(key), settings).await?
+        }
+        Some(_) => {
+            return Err("APP_DATABASE_URL must be a postgres:// URL (or unset for SQLite)".into());
+        }
+        None => {
+            let dir =
+                std::path::PathBuf::from(env("APP_DATA_DIR").unwrap_or("axum-app-data".into()));
+            let config =
+                Config::sqlite(dir.join("base.sqlite")).tenant_database_dir(dir.join("tenants"));
+            axum_app::app::<Sqlite>(config, settings).await?
+        }
+    };
+    let addr = env("APP_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("axum-app listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,429 @@
+//! The example app over real HTTP on 127.0.0.1: SQLite always, PostgreSQL too when
+//! `TENORA_TEST_PG_URL` is set (required when `CI` is set).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use axum_app::{ApiKeys, AppBackend, Settings};
+use serde_json::{Value, json};
+use tenora::backend::{Postgres, Sqlite};
+use tenora::resolver::axum::{TenantConn, TenoraLayer};
+use tenora::resolver::{Resolver, TenantSource};
+use tenora::{Config, PoolConfig, TenantId};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const ADMIN_TOKEN: &str = "test-admin-token";
+
+fn api_keys() -> ApiKeys {
+    ApiKeys::new("a test secret of enough bytes").unwrap()
+}
+
+fn key_of(tenant: &str) -> String {
+    api_keys().key_of(&TenantId::new(tenant).unwrap())
+}
+
+/// A response: status and body.
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Reply { status, body }
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
+}
+
+/// Serves `app` on a random local port for the rest of the test.
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Where a test's databases live, and how to remove them afterwards.
+struct TestDb {
+    config: Config,
+    _guard: Box<dyn Send>,
+}
+
+fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::sqlite(dir.path().join("base.sqlite"))
+        .tenant_database_dir(dir.path().join("tenants"));
+    TestDb {
+        config,
+        _guard: Box::new(dir),
+    }
+}
+
+mod pg {
+    use super::*;
+
+    /// Drops every database and role named with this test's token.
+    pub struct Cleanup {
+        admin_url: String,
+        token: String,
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let (url, token) = (self.admin_url.clone(), self.token.clone());
+            let done = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    tokio::spawn(conn);
+                    for (list, drop) in [
+                        (
+                            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
+                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                        ),
+                        (
+                            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
+                            "DROP ROLE IF EXISTS \"{}\"",
+                        ),
+                    ] {
+                        for row in client.query(list, &[&token]).await.unwrap() {
+                            let name: String = row.get(0);
+                            client
+                                .batch_execute(&drop.replace("{}", &name))
+                                .await
+                                .unwrap();
+                        }
+                    }
+                });
+            });
+            if done.join().is_err() && !std::thread::panicking() {
+                panic!("cleaning up the PostgreSQL test objects failed");
+            }
+        }
+    }
+
+    /// A PostgreSQL config with its own base database and name prefixes, or `None` (loudly)
+    /// when `TENORA_TEST_PG_URL` is unset outside CI.
+    pub fn db() -> Option<TestDb> {
+        let Some(url) = std::env::var("TENORA_TEST_PG_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but TENORA_TEST_PG_URL is not: the PostgreSQL tests cannot run"
+            );
+            eprintln!("SKIPPED: set TENORA_TEST_PG_URL to run the PostgreSQL HTTP tests");
+            return None;
+        };
+        let token = format!(
+            "axumapp{}{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let mut config = Config::postgres(&url)
+            .tenant_database_prefix(format!("{token}t_"))
+            .tenant_user_prefix(format!("{token}u_"))
+            .key(tenora::EncryptionKey::generate().to_base64().expose());
+        config.base.database = Some(format!("{token}_base"));
+        Some(TestDb {
+            config,
+            _guard: Box::new(Cleanup {
+                admin_url: url,
+                token,
+            }),
+        })
+    }
+}
+
+async fn start_app<B: AppBackend>(db: &TestDb) -> SocketAddr {
+    let settings = Settings {
+        api_keys: api_keys(),
+        admin_token: ADMIN_TOKEN.into(),
+    };
+    serve(
+        axum_app::app::<B>(db.config.clone(), settings)
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn create(addr: SocketAddr, tenant: &str) -> Reply {
+    request(
+        addr,
+        "POST",
+        "/admin/tenants",
+        &[("Authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        Some(json!({ "id": tenant })),
+    )
+    .await
+}
+
+async fn as_tenant(
+    addr: SocketAddr,
+    tenant: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let key = key_of(tenant);
+    request(
+        addr,
+        method,
+        path,
+        &[("X-Tenant", tenant), ("X-Api-Key", &key)],
+        body,
+    )
+    .await
+}
+
+async fn tenants_are_isolated_and_failures_are_mapped<B: AppBackend>(db: TestDb) {
+    let addr = start_app::<B>(&db).await;
+    assert_eq!(request(addr, "GET", "/health", &[], None).await.body, "ok");
+
+    // The admin endpoint.
+    let created = create(addr, "acme").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.json()["api_key"], key_of("acme"));
+    assert_eq!(create(addr, "globex").await.status, 201);
+    assert_eq!(create(addr, "acme").await.status, 409);
+    assert_eq!(create(addr, "Not Valid").await.status, 400);
+    let anonymous = request(
+        addr,
+        "POST",
+        "/admin/tenants",
+        &[],
+        Some(json!({ "id": "x" })),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+
+    // Each tenant sees only its own rows.
+    for (tenant, project) in [("acme", "anvils"), ("globex", "world domination")] {
+        let reply = as_tenant(
+            addr,
+            tenant,
+            "POST",
+            "/projects",
+            Some(json!({ "name": project })),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        assert_eq!(reply.json()["name"], project);
+    }
+    for (tenant, project) in [("acme", "anvils"), ("globex", "world domination")] {
+        let reply = as_tenant(addr, tenant, "GET", "/projects", None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let names: Vec<Value> = reply.json().as_array().unwrap().clone();
+        assert_eq!(names.len(), 1, "{}", reply.body);
+        assert_eq!(names[0]["name"], project);
+    }
+    let whoami = as_tenant(addr, "globex", "GET", "/whoami", None).await;
+    assert_eq!(whoami.json(), json!({ "tenant": "globex" }));
+
+    // Failures: status and a body that names no tenant.
+    let acme_key = key_of("acme");
+    let nobody_key = key_of("nobody");
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Headers<'_>, u16, &str); 6] = [
+        (&[], 400, "missing or invalid tenant id"),
+        (
+            &[("X-Tenant", "../../etc"), ("X-Api-Key", &acme_key)],
+            400,
+            "missing or invalid tenant id",
+        ),
+        (&[("X-Tenant", "acme")], 403, "forbidden"),
+        // acme's key does not open globex
+        (
+            &[("X-Tenant", "globex"), ("X-Api-Key", &acme_key)],
+            403,
+            "forbidden",
+        ),
+        // without the right key, an unknown tenant is refused like a known one
+        (
+            &[("X-Tenant", "nobody"), ("X-Api-Key", &acme_key)],
+            403,
+            "forbidden",
+        ),
+        (
+            &[("X-Tenant", "nobody"), ("X-Api-Key", &nobody_key)],
+            404,
+            "unknown tenant",
+        ),
+    ];
+    for (headers, status, message) in cases {
+        let reply = request(addr, "GET", "/projects", headers, None).await;
+        assert_eq!(reply.status, status, "{headers:?}: {}", reply.body);
+        assert_eq!(reply.json(), json!({ "error": message }), "{headers:?}");
+        for name in ["acme", "globex", "nobody", "etc"] {
+            assert!(!reply.body.contains(name), "{} leaks {name}", reply.body);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_tenants_are_isolated_and_failures_are_mapped() {
+    tenants_are_isolated_and_failures_are_mapped::<Sqlite>(sqlite_db()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_tenants_are_isolated_and_failures_are_mapped() {
+    let Some(db) = pg::db() else { return };
+    tenants_are_isolated_and_failures_are_mapped::<Postgres>(db).await;
+}
+
+async fn concurrent_requests_across_tenants<B: AppBackend>(db: TestDb, tenants: usize) {
+    let addr = start_app::<B>(&db).await;
+    let names: Vec<String> = (0..tenants).map(|i| format!("t{i:02}")).collect();
+    for name in &names {
+        assert_eq!(create(addr, name).await.status, 201);
+    }
+    // Every tenant writes three projects and reads them back, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in names.clone() {
+        tasks.spawn(async move {
+            for n in 0..3 {
+                let reply = as_tenant(
+                    addr,
+                    &name,
+                    "POST",
+                    "/projects",
+                    Some(json!({ "name": format!("{name}-{n}") })),
+                )
+                .await;
+                assert_eq!(reply.status, 201, "{}", reply.body);
+            }
+            let reply = as_tenant(addr, &name, "GET", "/projects", None).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let got: Vec<String> = reply
+                .json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect();
+            let want: Vec<String> = (0..3).map(|n| format!("{name}-{n}")).collect();
+            assert_eq!(got, want, "tenant {name} must see exactly its own rows");
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_concurrent_requests_across_50_tenants() {
+    concurrent_requests_across_tenants::<Sqlite>(sqlite_db(), 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_concurrent_requests_across_50_tenants() {
+    let Some(db) = pg::db() else { return };
+    concurrent_requests_across_tenants::<Postgres>(db, 50).await;
+}
+
+/// Holds a tenant connection for a while.
+async fn hold(conn: TenantConn<Sqlite>) -> &'static str {
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    drop(conn);
+    "held"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_pools_answer_503_and_routes_without_the_layer_500() {
+    let db = sqlite_db();
+    // One connection per tenant pool, and a short wait for it.
+    let config = db.config.clone().tenant_pool(PoolConfig {
+        max_size: 1,
+        connection_timeout: 1,
+        ..PoolConfig::default()
+    });
+    let tenora = axum_app::start::<Sqlite>(config).await.unwrap();
+    let acme = tenora.tenant_id("acme").unwrap();
+    tenora.create_tenant(&acme, None).await.unwrap();
+    let resolver = Resolver::builder(tenora.clone(), TenantSource::header("x-tenant")).build();
+    let app = Router::new()
+        .route("/hold", get(hold))
+        .layer(TenoraLayer::new(resolver))
+        .route("/unlayered", get(hold));
+    let addr = serve(app).await;
+
+    let first =
+        tokio::spawn(
+            async move { request(addr, "GET", "/hold", &[("X-Tenant", "acme")], None).await },
+        );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The layer's default responses are plain text.
+    let busy = request(addr, "GET", "/hold", &[("X-Tenant", "acme")], None).await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.body, "tenant database unavailable, retry later");
+    assert_eq!(first.await.unwrap().body, "held");
+
+    let unlayered = request(addr, "GET", "/unlayered", &[("X-Tenant", "acme")], None).await;
+    assert_eq!(unlayered.status, 500);
+    assert_eq!(unlayered.body, "internal error");
+}
