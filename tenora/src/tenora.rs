@@ -119,13 +119,13 @@ impl<B: Backend> TenoraBuilder<B> {
         config.validate()?;
         check_client::<B>(&config)?;
         let key = config.encryption_key()?;
-        if key.is_none() {
+        let backend = B::from_config(&config)?;
+        if key.is_none() && backend.uses_passwords() {
             tracing::warn!(
                 "no encryption key configured: set TENORA_KEY so tenant passwords are \
                  encrypted at rest"
             );
         }
-        let backend = B::from_config(&config)?;
         let limits = &config.pool_cache;
         let budget = Budget::new(
             limits.max_connections,

@@ -134,8 +134,7 @@ async fn create_tenant<B: AppBackend>(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match state.tenora.create_tenant(&id, None).await {
-        Ok(record) => {
-            tracing::info!(tenant = %record.id, "tenant created");
+        Ok(_) => {
             let api_key = state.settings.api_keys.key_of(&id);
             (
                 StatusCode::CREATED,
