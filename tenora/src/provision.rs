@@ -133,15 +133,25 @@ impl<B: Backend> Tenora<B> {
         // Claim the id first: a duplicate changes nothing.
         {
             let mut conn = self.base_conn().await?;
-            if let Some(row) = self.registry_get_on(&mut conn, id).await? {
-                return Err(Error::TenantExists {
-                    id: id.clone(),
-                    what: format!("it is registered, in state `{}`", row.record.state),
-                });
-            }
-            conn.registry_insert(self.table(), id, sealed, TenantState::Provisioning)
+            let inserted = conn
+                .registry_insert(self.table(), id, sealed, TenantState::Provisioning)
                 .await
-                .map_err(|e| self.registry_error(e, id))?;
+                .map_err(|e| self.registry_error(e, id));
+            match inserted {
+                Ok(_) => {}
+                // Taken (the key is the id): say by what, reading the row only in this case.
+                Err(Error::TenantExists { .. }) => {
+                    let what = match self.registry_get_on(&mut conn, id).await? {
+                        Some(row) => format!("it is registered, in state `{}`", row.record.state),
+                        None => "it was registered and removed concurrently".to_owned(),
+                    };
+                    return Err(Error::TenantExists {
+                        id: id.clone(),
+                        what,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut made = Made {
             row: true,

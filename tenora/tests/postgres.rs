@@ -363,7 +363,12 @@ async fn catalog(env: &Env, db: &str, owner: &str) -> Vec<String> {
     ] {
         for row in client.query(sql, &[]).await.unwrap() {
             let text: String = row.get(0);
-            rows.push(text.replace(owner, "OWNER"));
+            // Template clones own their objects through `pg_database_owner` (the database
+            // owner's implicit role), migrated tenants directly: both are the tenant's role.
+            rows.push(
+                text.replace(owner, "OWNER")
+                    .replace("pg_database_owner", "OWNER"),
+            );
         }
     }
     rows
@@ -429,6 +434,14 @@ async fn template_clones_match_migrated_tenants() {
     conn.batch_execute("INSERT INTO projects (owner_id, name) VALUES (1, 'x')")
         .await
         .unwrap();
+    // The tenant's role has an owner's rights on the cloned objects (later migrations need
+    // them), and its own new objects sit beside them.
+    conn.batch_execute(
+        "ALTER TABLE projects ADD COLUMN extra integer; CREATE INDEX ON projects (name); \
+         CREATE TABLE later (id integer); DROP TABLE later; ALTER TABLE projects DROP COLUMN extra",
+    )
+    .await
+    .unwrap();
     drop(conn);
     assert_err_contains(templated.tenant_id("tenora_template"), &["reserved"]);
 

@@ -128,6 +128,10 @@ pub async fn duplicate_create_changes_nothing<B: TestBackend>() {
     let err = t.create_tenant(&acme, None).await.unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
     assert!(err.to_string().contains("nothing was changed"), "{err}");
+    assert!(
+        err.to_string().contains("registered, in state `active`"),
+        "{err}"
+    );
 
     let mut conn = t.tenant_conn(&acme).await.unwrap();
     assert_eq!(B::project_names(&mut conn).await, ["keep me"]);

@@ -31,6 +31,13 @@ const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 /// The id whose database and role names the template uses (reserved for tenants).
 const TEMPLATE_ID: &str = "tenora_template";
 
+/// Start of the template database's comment, followed by the fingerprint of its migrations.
+/// (`v2`: objects owned by `pg_database_owner`; older templates are rebuilt.)
+const TEMPLATE_LABEL: &str = "tenora template v2 ";
+
+/// `pg_database_owner` (the implicit role of a database's owner) exists from PostgreSQL 14.
+const MIN_TEMPLATE_SERVER: i32 = 140000;
+
 /// PostgreSQL's limit on identifier length, in bytes.
 const MAX_IDENTIFIER: usize = 63;
 
@@ -181,7 +188,7 @@ impl Postgres {
             )))?;
         Ok(row
             .and_then(|r| r.get::<_, Option<String>>(0))
-            .and_then(|c| c.strip_prefix("tenora template ").map(str::to_owned)))
+            .and_then(|c| c.strip_prefix(TEMPLATE_LABEL).map(str::to_owned)))
     }
 
     fn tenant_config(
@@ -231,6 +238,27 @@ impl Postgres {
             *session = Some(client);
         }
         Ok(session)
+    }
+
+    /// The server's `server_version_num` (e.g. 150004).
+    async fn server_version(&self) -> Result<i32> {
+        let run = async {
+            let session = self.admin_session().await?;
+            match session.as_ref() {
+                Some(client) => client.query_one("SHOW server_version_num", &[]).await,
+                None => unreachable!("admin_session always leaves a client"),
+            }
+        };
+        let row = run.await.map_err(admin_error(format!(
+            "cannot read the server version of {}",
+            self.server
+        )))?;
+        row.get::<_, String>(0).parse().map_err(|_| {
+            Error::Unsupported(format!(
+                "{} reports an unreadable server_version_num",
+                self.server
+            ))
+        })
     }
 
     /// Runs one administrative statement (alone: CREATE DATABASE refuses to run inside a
@@ -523,6 +551,14 @@ impl Backend for Postgres {
             return Ok(true);
         }
         let (db, role) = self.template_names();
+        let version = self.server_version().await?;
+        if version < MIN_TEMPLATE_SERVER {
+            tracing::warn!(
+                server_version = version,
+                "template provisioning needs PostgreSQL 14 or later; tenants are migrated instead"
+            );
+            return Ok(false);
+        }
         let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
         let fail = |what: &str| admin_error(format!("cannot {what} the template database `{db}`"));
         // Rebuild from scratch: simpler and safer than patching an old template.
@@ -535,8 +571,8 @@ impl Backend for Postgres {
         ))
         .await
         .map_err(fail("create the owner role of"))?;
-        // Owned by the admin (REASSIGN in a clone must not hand the database itself over);
-        // its objects are created by the template role and reassigned per tenant.
+        // Owned by the admin (each clone is handed to its tenant's role); its objects are
+        // created by the template role, then given to `pg_database_owner` below.
         self.admin_execute(&format!("CREATE DATABASE {qdb}"))
             .await
             .map_err(fail("create"))?;
@@ -551,18 +587,26 @@ impl Backend for Postgres {
         ))
         .await
         .map_err(|e| Error::db(format!("cannot prepare the template database `{db}`"), e))?;
-        let (conn, _) = migrate::run_blocking(conn, migrations.clone(), MigrationOp::Up, None)
+        let (mut conn, _) = migrate::run_blocking(conn, migrations.clone(), MigrationOp::Up, None)
             .await
             .map_err(|source| Error::Migration {
                 database: format!("the template database `{db}`"),
                 source,
             })?;
+        // Hand every object to `pg_database_owner`, the implicit role of whoever owns the
+        // database: in each clone that is the tenant's role, so a clone needs no per-tenant
+        // REASSIGN (and no connection to it). Then drop the template role's rights.
+        conn.batch_execute(&format!(
+            "RESET ROLE; REASSIGN OWNED BY {qrole} TO pg_database_owner; DROP OWNED BY {qrole}"
+        ))
+        .await
+        .map_err(|e| Error::db(format!("cannot hand over the template database `{db}`"), e))?;
         drop(conn);
         // Nobody may connect to a template while it is cloned; the comment records which
         // migrations it holds.
         self.admin_execute(&format!(
             "COMMENT ON DATABASE {qdb} IS {}",
-            quote_literal(&format!("tenora template {fingerprint}"))
+            quote_literal(&format!("{TEMPLATE_LABEL}{fingerprint}"))
         ))
         .await
         .map_err(fail("label"))?;
@@ -587,11 +631,11 @@ impl Backend for Postgres {
         if fingerprint_now.as_deref() != Some(fingerprint) {
             return Ok(false);
         }
-        let (template, template_role) = self.template_names();
+        let (template, _) = self.template_names();
         let db = self.naming.database_name(id);
         let role = self.naming.user_name(id);
         // The clone is the slow part: create the role meanwhile, on the second session. The
-        // clone is owned by the admin until the handover below gives it to the role.
+        // clone belongs to the admin until it is handed to the role below.
         let clone = async {
             let sql = format!(
                 "CREATE DATABASE {} TEMPLATE {}",
@@ -623,27 +667,14 @@ impl Backend for Postgres {
         role_made.map_err(|e| (Step::CreateUser, e))?;
         cloned.map_err(|e| (Step::CreateDatabase, e))?;
 
-        // Hand the database and every object in it to the tenant, take the template role's
-        // rights away, and lock the database down (what `lock_down` does for a plain one) — in
-        // one round trip over a plain session (no diesel setup queries on this hot path).
-        let mut config = (*self.base).clone();
-        config.dbname(&db);
-        let handover = format!(
-            "ALTER DATABASE {d} OWNER TO {r}; REASSIGN OWNED BY {tr} TO {r}; \
-             REVOKE ALL ON SCHEMA public FROM {tr}; REVOKE ALL ON DATABASE {d} FROM PUBLIC",
-            tr = quote_ident(&template_role),
-            r = quote_ident(&role),
-            d = quote_ident(&db)
-        );
-        async {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            // The driver closes the session in the background once the client is dropped
-            // (waiting for the server to end the backend would add milliseconds here).
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            client.batch_execute(&handover).await
-        }
+        // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
+        // the database makes the tenant's role the owner of everything in it. Lock it down as
+        // `lock_down` does a plain tenant database — one round trip, one transaction.
+        self.admin_execute(&format!(
+            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC",
+            d = quote_ident(&db),
+            r = quote_ident(&role)
+        ))
         .await
         .map_err(|e| {
             (
