@@ -6,6 +6,7 @@
 //! cargo bench -p tenora --features postgres --bench tenora            # full sizes
 //! cargo bench -p tenora --features postgres --bench tenora -- --quick # small sizes
 //! cargo bench -p tenora --features postgres --bench tenora -- --provision-only  # section 3
+//! cargo bench -p tenora --features postgres --bench tenora -- --hit-only        # sections 1, 2
 //! ```
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
@@ -27,6 +28,12 @@ const HIT_TENANTS: usize = 50;
 /// earlier run left behind (so do not run two benchmarks against one server at once).
 const BENCH_PREFIX: &str = "tenorabench";
 const TASKS: usize = 32;
+/// Pool size of each of the 50 tenants' pools in the hit-path comparison, on both sides: 50
+/// pools must fit under the server's `max_connections` (100 here), else both sides spend the
+/// run on refused background connection attempts.
+const MANY_POOL_SIZE: u32 = 1;
+/// Pool size of the single-pool comparison (bb8's and Tenora's default).
+const ONE_POOL_SIZE: u32 = 10;
 
 struct Sizes {
     hit_ops: usize,
@@ -148,7 +155,10 @@ impl Bench {
 /// next phase has the connection slots it needs.
 async fn settle(admin: &tokio_postgres::Client, prefix: &str) {
     let like = format!("{prefix}t_%");
-    for _ in 0..200 {
+    for attempt in 0..600 {
+        if attempt == 599 {
+            eprintln!("   (connections of the previous side still open after 30 s)");
+        }
         let n: i64 = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1",
@@ -167,9 +177,9 @@ async fn settle(admin: &tokio_postgres::Client, prefix: &str) {
 type BarePool = bb8::Pool<AsyncDieselConnectionManager<AsyncPgConnection>>;
 
 /// A warm bb8 pool with the settings Tenora's tenant pools use.
-async fn bare_pool(url: String) -> BarePool {
+async fn bare_pool(url: String, max_size: u32) -> BarePool {
     let pool = bb8::Pool::builder()
-        .max_size(10)
+        .max_size(max_size)
         .test_on_check_out(false)
         .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
         .await
@@ -251,10 +261,93 @@ fn tenant_migrations_plus_one() -> (tempfile::TempDir, tenora::Migrations) {
     (dir, migrations)
 }
 
+/// Section 3: `create_tenant` (plain and templated) against the raw SQL floors.
+async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Client, n: usize) {
+    let mut plain = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        t.create_tenant(&id(100_000 + i), None).await.unwrap();
+        plain.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut floor = Vec::new();
+    for i in 0..n {
+        let (db, role) = (
+            format!("{}t_raw{i}", bench.prefix),
+            format!("{}u_raw{i}", bench.prefix),
+        );
+        let started = Instant::now();
+        admin
+            .batch_execute(&format!(
+                "CREATE ROLE \"{role}\" LOGIN PASSWORD 'Bench-Password-1'"
+            ))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC"))
+            .await
+            .unwrap();
+        floor.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    // Template path: clone a migrated template, then hand it to the tenant.
+    let mut templated_config = bench.config.clone();
+    templated_config.tenant.template = true;
+    let templated = PgTenora::builder(templated_config)
+        .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
+        .connect()
+        .await
+        .unwrap();
+    templated.prepare_template().await.unwrap();
+    let mut via_template = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        templated
+            .create_tenant(&id(200_000 + i), None)
+            .await
+            .unwrap();
+        via_template.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(templated);
+    let template_db = format!("{}t_tenora_template", bench.prefix);
+    let mut clone_floor = Vec::new();
+    for i in 0..n {
+        let db = format!("{}t_rawclone{i}", bench.prefix);
+        let started = Instant::now();
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{db}\" TEMPLATE \"{template_db}\""
+            ))
+            .await
+            .unwrap();
+        clone_floor.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let (plain, floor) = (median(plain), median(floor));
+    let (via_template, clone_floor) = (median(via_template), median(clone_floor));
+    println!("\n3. provisioning, median of {}", n);
+    println!("   create_tenant, plain (role + db + lock-down + 2 migrations): {plain:.1} ms");
+    println!("   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE):       {floor:.1} ms");
+    println!("   ratio: {:.2}x", plain / floor);
+    println!(
+        "   create_tenant, template clone (role + clone + reassign + lock-down): {via_template:.1} ms"
+    );
+    println!(
+        "   raw CREATE DATABASE ... TEMPLATE floor:                              {clone_floor:.1} ms"
+    );
+    println!(
+        "   ratio: {:.2}x (target <= 1.3x); template vs plain: {:.2}x",
+        via_template / clone_floor,
+        via_template / plain
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let provision_only = std::env::args().any(|a| a == "--provision-only");
+    let hit_only = std::env::args().any(|a| a == "--hit-only");
     let sizes = sizes(quick);
     let admin_url = std::env::var("TENORA_BENCH_PG_URL")
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
@@ -293,86 +386,10 @@ async fn main() {
     t.migrate_base().await.unwrap();
 
     // --- 3. provisioning -------------------------------------------------------------------
-    let mut plain = Vec::new();
-    for i in 0..sizes.provision {
-        let started = Instant::now();
-        t.create_tenant(&id(100_000 + i), None).await.unwrap();
-        plain.push(started.elapsed().as_secs_f64() * 1e3);
-    }
     let admin = admin_client(&admin_url).await;
-    let mut floor = Vec::new();
-    for i in 0..sizes.provision {
-        let (db, role) = (
-            format!("{}t_raw{i}", bench.prefix),
-            format!("{}u_raw{i}", bench.prefix),
-        );
-        let started = Instant::now();
-        admin
-            .batch_execute(&format!(
-                "CREATE ROLE \"{role}\" LOGIN PASSWORD 'Bench-Password-1'"
-            ))
-            .await
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{role}\""))
-            .await
-            .unwrap();
-        admin
-            .batch_execute(&format!("REVOKE ALL ON DATABASE \"{db}\" FROM PUBLIC"))
-            .await
-            .unwrap();
-        floor.push(started.elapsed().as_secs_f64() * 1e3);
+    if !hit_only {
+        provisioning(&bench, &t, &admin, sizes.provision).await;
     }
-    // Template path: clone a migrated template, then hand it to the tenant.
-    let mut templated_config = bench.config.clone();
-    templated_config.tenant.template = true;
-    let templated = PgTenora::builder(templated_config)
-        .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
-        .connect()
-        .await
-        .unwrap();
-    templated.prepare_template().await.unwrap();
-    let mut via_template = Vec::new();
-    for i in 0..sizes.provision {
-        let started = Instant::now();
-        templated
-            .create_tenant(&id(200_000 + i), None)
-            .await
-            .unwrap();
-        via_template.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    drop(templated);
-    let template_db = format!("{}t_tenora_template", bench.prefix);
-    let mut clone_floor = Vec::new();
-    for i in 0..sizes.provision {
-        let db = format!("{}t_rawclone{i}", bench.prefix);
-        let started = Instant::now();
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE \"{db}\" TEMPLATE \"{template_db}\""
-            ))
-            .await
-            .unwrap();
-        clone_floor.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    let (plain, floor) = (median(plain), median(floor));
-    let (via_template, clone_floor) = (median(via_template), median(clone_floor));
-    println!("\n3. provisioning, median of {}", sizes.provision);
-    println!("   create_tenant, plain (role + db + lock-down + 2 migrations): {plain:.1} ms");
-    println!("   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE):       {floor:.1} ms");
-    println!("   ratio: {:.2}x", plain / floor);
-    println!(
-        "   create_tenant, template clone (role + clone + reassign + lock-down): {via_template:.1} ms"
-    );
-    println!(
-        "   raw CREATE DATABASE ... TEMPLATE floor:                              {clone_floor:.1} ms"
-    );
-    println!(
-        "   ratio: {:.2}x (target <= 1.3x); template vs plain: {:.2}x",
-        via_template / clone_floor,
-        via_template / plain
-    );
-
     if provision_only {
         drop(t);
         bench.cleanup(false).await;
@@ -415,52 +432,92 @@ async fn main() {
     // Let the server finish the writes of the setup before measuring anything.
     admin.batch_execute("CHECKPOINT").await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Each side in turn (the server's connection slots fit one side at a time), three rounds,
+    // Each side in turn (the server's connection slots fit one side at a time), four rounds,
     // best round kept (the server shares the 2 cores, so single rounds are noisy). In each, a
     // first pass of each load grows the pools to what it needs (bb8 opens connections in the
     // background, which costs CPU) and the following passes are measured.
     let (mut tenora_ns, mut tenora_sel) = (f64::MAX, f64::MAX);
     let (mut one_ns, mut one_sel) = (f64::MAX, f64::MAX);
     let (mut many_ns, mut many_sel) = (f64::MAX, f64::MAX);
-    for _round in 0..3 {
-        tenora_get(t.clone(), Arc::clone(&hit_ids), select_ops, true).await;
-        tenora_get(t.clone(), Arc::clone(&hit_ids), ops, false).await;
-        tenora_ns = tenora_ns.min(tenora_get(t.clone(), Arc::clone(&hit_ids), ops, false).await);
-        tenora_sel =
-            tenora_sel.min(tenora_get(t.clone(), Arc::clone(&hit_ids), select_ops, true).await);
-        t.close_all();
-        settle(&admin, &bench.prefix).await;
-        // One bare pool (the issue's baseline) ...
-        let bare_one = Arc::new(vec![bare_pool(url_of(&hit_ids[0])).await]);
-        bare_get(Arc::clone(&bare_one), select_ops, true).await;
-        bare_get(Arc::clone(&bare_one), ops, false).await;
-        one_ns = one_ns.min(bare_get(Arc::clone(&bare_one), ops, false).await);
-        one_sel = one_sel.min(bare_get(Arc::clone(&bare_one), select_ops, true).await);
-        drop(bare_one);
-        settle(&admin, &bench.prefix).await;
-        // ... and the same 50 databases through 50 bare pools, which separates Tenora's own
-        // overhead from the server's cost of serving many databases.
-        let mut many = Vec::new();
-        for tenant in hit_ids.iter() {
-            many.push(bare_pool(url_of(tenant)).await);
+    // The 50-tenant side with the same per-tenant pool size as the 50 bare pools.
+    let t_many = PgTenora::builder(bench.config.clone().tenant_pool(tenora::PoolConfig {
+        max_size: MANY_POOL_SIZE,
+        ..tenora::PoolConfig::default()
+    }))
+    .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
+    .connect()
+    .await
+    .unwrap();
+    // Tenora on one tenant only: the like-for-like match of one bare pool.
+    let one_id: Arc<Vec<TenantId>> = Arc::new(vec![hit_ids[0].clone()]);
+    let (mut single_ns, mut single_sel) = (f64::MAX, f64::MAX);
+    for round in 0..4 {
+        // Rotate which side goes first, so no side always runs right after setup.
+        for side in (0..4).map(|k| (k + round) % 4) {
+            match side {
+                3 => {
+                    tenora_get(t.clone(), Arc::clone(&one_id), select_ops, true).await;
+                    tenora_get(t.clone(), Arc::clone(&one_id), ops, false).await;
+                    single_ns =
+                        single_ns.min(tenora_get(t.clone(), Arc::clone(&one_id), ops, false).await);
+                    single_sel = single_sel
+                        .min(tenora_get(t.clone(), Arc::clone(&one_id), select_ops, true).await);
+
+                    t.close_all();
+                }
+                0 => {
+                    tenora_get(t_many.clone(), Arc::clone(&hit_ids), select_ops, true).await;
+                    tenora_get(t_many.clone(), Arc::clone(&hit_ids), ops, false).await;
+                    tenora_ns = tenora_ns
+                        .min(tenora_get(t_many.clone(), Arc::clone(&hit_ids), ops, false).await);
+                    tenora_sel = tenora_sel.min(
+                        tenora_get(t_many.clone(), Arc::clone(&hit_ids), select_ops, true).await,
+                    );
+                    t_many.close_all();
+                }
+                1 => {
+                    // One bare pool (the issue's baseline) ...
+                    let bare_one =
+                        Arc::new(vec![bare_pool(url_of(&hit_ids[0]), ONE_POOL_SIZE).await]);
+                    bare_get(Arc::clone(&bare_one), select_ops, true).await;
+                    bare_get(Arc::clone(&bare_one), ops, false).await;
+                    one_ns = one_ns.min(bare_get(Arc::clone(&bare_one), ops, false).await);
+                    one_sel = one_sel.min(bare_get(Arc::clone(&bare_one), select_ops, true).await);
+                }
+                _ => {
+                    // ... and the same 50 databases through 50 bare pools, which separates
+                    // Tenora's own overhead from the server's cost of serving many databases.
+                    let mut many = Vec::new();
+                    for tenant in hit_ids.iter() {
+                        many.push(bare_pool(url_of(tenant), MANY_POOL_SIZE).await);
+                    }
+                    let bare_many = Arc::new(many);
+                    bare_get(Arc::clone(&bare_many), select_ops, true).await;
+                    bare_get(Arc::clone(&bare_many), ops, false).await;
+                    many_ns = many_ns.min(bare_get(Arc::clone(&bare_many), ops, false).await);
+                    many_sel =
+                        many_sel.min(bare_get(Arc::clone(&bare_many), select_ops, true).await);
+                }
+            }
+            settle(&admin, &bench.prefix).await;
         }
-        let bare_many = Arc::new(many);
-        bare_get(Arc::clone(&bare_many), select_ops, true).await;
-        bare_get(Arc::clone(&bare_many), ops, false).await;
-        many_ns = many_ns.min(bare_get(Arc::clone(&bare_many), ops, false).await);
-        many_sel = many_sel.min(bare_get(Arc::clone(&bare_many), select_ops, true).await);
-        drop(bare_many);
-        settle(&admin, &bench.prefix).await;
     }
 
-    println!("\n1. hit path, {HIT_TENANTS} warm tenants, {TASKS} tasks, {ops} ops");
+    drop(t_many);
+    println!(
+        "\n1. hit path, {HIT_TENANTS} warm tenants, {TASKS} tasks, {ops} ops \
+         (pool size {MANY_POOL_SIZE} per tenant; one pool: {ONE_POOL_SIZE})"
+    );
     println!("   tenant_conn + drop:              {tenora_ns:.0} ns/op");
+    println!("   tenant_conn + drop, one tenant:  {single_ns:.0} ns/op");
     println!("   bare bb8 get + drop, one pool:   {one_ns:.0} ns/op");
     println!("   bare bb8 get + drop, 50 pools:   {many_ns:.0} ns/op");
     println!(
-        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x (target <= 1.2x)",
+        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x; one tenant to one pool {:.2}x \
+         (target <= 1.2x)",
         tenora_ns / one_ns,
-        tenora_ns / many_ns
+        tenora_ns / many_ns,
+        single_ns / one_ns
     );
 
     println!("\n2. SELECT 1 throughput, {TASKS} tasks, {select_ops} ops");
@@ -477,10 +534,23 @@ async fn main() {
         1e9 / many_sel
     );
     println!(
-        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x (target >= 0.95x)",
-        one_sel / tenora_sel,
-        many_sel / tenora_sel
+        "   tenant_conn + SELECT 1, one tenant: {:.0} ops/s",
+        1e9 / single_sel
     );
+    println!(
+        "   ratio to one pool {:.2}x, to 50 bare pools {:.2}x; one tenant to one pool {:.2}x \
+         (target >= 0.95x)",
+        one_sel / tenora_sel,
+        many_sel / tenora_sel,
+        one_sel / single_sel
+    );
+
+    if hit_only {
+        drop(t);
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
 
     // --- 4. fleet migrations --------------------------------------------------------------------
     let total = sizes.up_to_date.max(sizes.migrate).max(HIT_TENANTS);
