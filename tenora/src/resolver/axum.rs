@@ -235,8 +235,19 @@ fn no_layer() -> Response {
 
 /// Extractor: the request's resolved tenant, taking no connection until
 /// [`Resolved::conn`] is called. For handlers that may not need the database.
-#[derive(Debug, Clone)]
 pub struct Tenant<B: Backend>(pub Resolved<B>);
+
+impl<B: Backend> Clone for Tenant<B> {
+    fn clone(&self) -> Self {
+        Tenant(self.0.clone())
+    }
+}
+
+impl<B: Backend> fmt::Debug for Tenant<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Tenant").field(&self.0).finish()
+    }
+}
 
 impl<B: Backend> Deref for Tenant<B> {
     type Target = Resolved<B>;
@@ -263,6 +274,16 @@ pub struct TenantConn<B: Backend> {
     id: TenantId,
     conn: PooledConn<B>,
 }
+
+/// [`TenantConn`] on PostgreSQL.
+#[cfg(feature = "postgres")]
+pub type PgTenantConn = TenantConn<crate::backend::Postgres>;
+/// [`TenantConn`] on MySQL / MariaDB.
+#[cfg(feature = "mysql")]
+pub type MysqlTenantConn = TenantConn<crate::backend::Mysql>;
+/// [`TenantConn`] on SQLite.
+#[cfg(feature = "sqlite")]
+pub type SqliteTenantConn = TenantConn<crate::backend::Sqlite>;
 
 impl<B: Backend> TenantConn<B> {
     /// The tenant this connection belongs to.
