@@ -23,6 +23,8 @@ pub(crate) trait Reclaim: Send + Sync {
 pub(crate) struct Budget {
     semaphore: Option<Arc<Semaphore>>,
     max: Option<u32>,
+    /// Part of `max` set aside for the backend's administrative sessions.
+    reserved: u32,
     acquire_timeout: Duration,
     open: AtomicI64,
     waits: AtomicU64,
@@ -33,6 +35,7 @@ pub(crate) struct Budget {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Exhausted {
     pub(crate) budget: u32,
+    pub(crate) reserved: u32,
 }
 
 impl fmt::Display for Exhausted {
@@ -41,7 +44,15 @@ impl fmt::Display for Exhausted {
             f,
             "all {} connections of the connection budget (pool_cache.max_connections) are in use",
             self.budget
-        )
+        )?;
+        if self.reserved > 0 {
+            write!(
+                f,
+                " ({} of them kept for administrative sessions)",
+                self.reserved
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -60,10 +71,13 @@ impl Drop for Permit {
 }
 
 impl Budget {
-    pub(crate) fn new(max: Option<u32>, acquire_timeout: Duration) -> Arc<Self> {
+    /// A budget of `max` connections, `reserved` of which are kept for connections the budget
+    /// does not hand out (the backend's administrative sessions). `max` must exceed `reserved`.
+    pub(crate) fn new(max: Option<u32>, reserved: u32, acquire_timeout: Duration) -> Arc<Self> {
         Arc::new(Budget {
-            semaphore: max.map(|m| Arc::new(Semaphore::new(m as usize))),
+            semaphore: max.map(|m| Arc::new(Semaphore::new(m.saturating_sub(reserved) as usize))),
             max,
+            reserved,
             acquire_timeout,
             open: AtomicI64::new(0),
             waits: AtomicU64::new(0),
@@ -121,6 +135,7 @@ impl Budget {
             if now >= deadline {
                 return Err(Exhausted {
                     budget: self.max.unwrap_or(0),
+                    reserved: self.reserved,
                 });
             }
             let wait = if reclaimed {

@@ -127,8 +127,24 @@ impl<B: Backend> TenoraBuilder<B> {
             );
         }
         let limits = &config.pool_cache;
+        if let Some(max) = limits.max_connections {
+            // The administrative sessions, the base pool and at least one tenant must fit.
+            let least = B::ADMIN_CONNECTIONS + 2;
+            if max < least {
+                return Err(Error::config(
+                    "pool_cache.max_connections",
+                    format!(
+                        "must be at least {least} on {}: {} administrative session(s), the base \
+                         pool and one tenant connection",
+                        B::CLIENT.as_str(),
+                        B::ADMIN_CONNECTIONS
+                    ),
+                ));
+            }
+        }
         let budget = Budget::new(
             limits.max_connections,
+            B::ADMIN_CONNECTIONS,
             Duration::from_secs(limits.acquire_timeout),
         );
         let tenants = Arc::new(PoolCache::new(limits.max_cached_tenants));
@@ -224,6 +240,13 @@ impl<B: Backend> Tenora<B> {
             return Ok(false);
         }
         let migrations = &self.inner.tenant_migrations;
+        // Building a template opens one connection to it: count it against the budget.
+        let _permit = self
+            .inner
+            .budget
+            .acquire()
+            .await
+            .map_err(|e| exhausted("the template database", e))?;
         self.inner
             .backend
             .prepare_template(migrations, &migrations.fingerprint())

@@ -471,8 +471,18 @@ pub async fn connection_budget_is_never_exceeded<B: TestBackend>() {
         setup.create_tenant(tenant, None).await.unwrap();
     }
     drop(setup);
+    // Too small for the administrative sessions, the base pool and one tenant: refused.
+    let least = B::ADMIN_CONNECTIONS + 2;
+    assert_err_contains(
+        tenora::Tenora::<B>::builder(with_limits(&env.config, Some(least - 1), 100, 0))
+            .connect()
+            .await,
+        &["pool_cache.max_connections", &format!("at least {least}")],
+    );
+    // Four connections for pools, besides the backend's administrative sessions.
+    let budget = 4 + B::ADMIN_CONNECTIONS;
     let t = tenora_with::<B>(
-        with_limits(&env.config, Some(4), 100, 0),
+        with_limits(&env.config, Some(budget), 100, 0),
         B::tenant_migrations(),
     )
     .await;
@@ -492,7 +502,7 @@ pub async fn connection_budget_is_never_exceeded<B: TestBackend>() {
         stats.evictions > 0,
         "cold tenants reclaimed idle pools: {stats:?}"
     );
-    assert_eq!(stats.max_connections, Some(4));
+    assert_eq!(stats.max_connections, Some(budget));
 
     // Every connection busy: a cold tenant waits, then fails clearly.
     let held_a = t.tenant_conn(&ids[0]).await.unwrap();

@@ -62,6 +62,10 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// The `client` value of configs for this backend.
     const CLIENT: Client;
 
+    /// The most administrative connections (CREATE DATABASE, CREATE ROLE, ...) the backend
+    /// holds at once. They are kept out of `pool_cache.max_connections` for pools to use.
+    const ADMIN_CONNECTIONS: u32;
+
     /// The diesel-async connection type handed out by `tenant_conn` and `base_conn`.
     type Connection: diesel_async::AsyncConnection + RegistryConnection + Send + 'static;
 

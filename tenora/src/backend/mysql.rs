@@ -51,6 +51,8 @@ pub struct Mysql {
     user_host: String,
     server: String,
     naming: Naming,
+    /// Administrative statements take turns, so they hold one server connection at most.
+    admin_turn: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Mysql {
@@ -141,6 +143,7 @@ impl Mysql {
     }
 
     async fn admin_execute(&self, sql: &str) -> std::result::Result<(), mysql_async::Error> {
+        let _turn = self.admin_turn.lock().await;
         let mut conn = self.admin().await?;
         let result = conn.query_drop(sql).await;
         let _ = conn.disconnect().await;
@@ -149,6 +152,7 @@ impl Mysql {
 
     async fn schema_exists(&self, name: &str) -> Result<bool> {
         let run = async {
+            let _turn = self.admin_turn.lock().await;
             let mut conn = self.admin().await?;
             let row: Option<u8> = conn
                 .exec_first(
@@ -168,6 +172,8 @@ impl Mysql {
 
 impl Backend for Mysql {
     const CLIENT: Client = Client::Mysql;
+    /// Administrative statements take turns on one connection at a time.
+    const ADMIN_CONNECTIONS: u32 = 1;
     type Connection = AsyncMysqlConnection;
     type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
 
@@ -237,6 +243,7 @@ impl Backend for Mysql {
             user_host: config.tenant.user_host.clone(),
             server,
             naming,
+            admin_turn: tokio::sync::Mutex::new(()),
         })
     }
 

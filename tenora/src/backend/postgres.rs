@@ -330,6 +330,8 @@ fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
 
 impl Backend for Postgres {
     const CLIENT: Client = Client::Postgres;
+    /// The admin session and the role session of template provisioning.
+    const ADMIN_CONNECTIONS: u32 = 2;
     type Connection = AsyncPgConnection;
     type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 

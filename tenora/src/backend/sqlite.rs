@@ -116,6 +116,7 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 
 impl Backend for Sqlite {
     const CLIENT: Client = Client::Sqlite;
+    const ADMIN_CONNECTIONS: u32 = 0;
     type Connection = SqliteConn;
     type Manager = AsyncDieselConnectionManager<SqliteConn>;
 
