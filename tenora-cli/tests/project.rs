@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use diesel_async::SimpleAsyncConnection as _;
+use tenora_test_support::{Cleanup, Made, Server};
 
 /// Which backend a project uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct Project {
     pub kind: Kind,
     pub dir: tempfile::TempDir,
     pg: Option<ServerNames>,
+    /// Drops the server objects the project made.
+    _cleanup: Option<Cleanup>,
 }
 
 /// The server objects a PostgreSQL or MySQL project may create (all named by `prefix`).
@@ -26,24 +29,6 @@ struct ServerNames {
     admin_url: String,
     base_db: String,
     prefix: String,
-}
-
-fn token() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{:x}{}",
-        (std::process::id() ^ nanos) % 0xff_ffff,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
 }
 
 impl Project {
@@ -62,12 +47,8 @@ impl Project {
                     Kind::Postgres => ("TENORA_TEST_PG_URL", "postgres"),
                     _ => ("TENORA_TEST_MYSQL_URL", "mysql"),
                 };
-                let Some(admin_url) = std::env::var(var).ok().filter(|u| !u.is_empty()) else {
-                    assert!(!in_ci(), "{var} is required when CI is set");
-                    eprintln!("\n!!!! SKIPPED: {client} ({var}) is not available !!!!\n");
-                    return None;
-                };
-                let t = token();
+                let admin_url = tenora_test_support::server_url(var, client)?;
+                let t = tenora_test_support::unique_token();
                 let names = ServerNames {
                     kind,
                     admin_url: admin_url.clone(),
@@ -86,7 +67,24 @@ impl Project {
             }
         };
         std::fs::write(dir.path().join("tenora.toml"), config).unwrap();
-        Some(Project { kind, dir, pg })
+        let cleanup = pg.as_ref().map(|names| Cleanup {
+            server: match names.kind {
+                Kind::Mysql => Server::Mysql,
+                _ => Server::Postgres,
+            },
+            admin_url: names.admin_url.clone(),
+            made: Made {
+                database_prefixes: vec![names.prefix.clone()],
+                databases: vec![names.base_db.clone()],
+                user_prefixes: vec![names.prefix.clone()],
+            },
+        });
+        Some(Project {
+            kind,
+            dir,
+            pg,
+            _cleanup: cleanup,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -193,93 +191,4 @@ async fn sql_as_tenant<B: tenora::backend::Backend>(config: tenora::Config, id: 
     let id = t.tenant_id(id).unwrap();
     let mut conn = t.tenant_conn(&id).await.unwrap();
     conn.batch_execute(sql).await.unwrap();
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        let Some(names) = self.pg.take() else { return };
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    match names.kind {
-                        Kind::Mysql => drop_mysql_objects(&names).await,
-                        _ => drop_pg_objects(&names).await,
-                    }
-                });
-        })
-        .join()
-        .expect("cleaning up server test objects");
-    }
-}
-
-async fn drop_pg_objects(names: &ServerNames) {
-    let (client, conn) = tokio_postgres::connect(&names.admin_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    for (sql, kind) in [
-        (
-            "SELECT datname::text FROM pg_database \
-             WHERE starts_with(datname, $1) OR datname = $2",
-            "DATABASE",
-        ),
-        (
-            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) OR rolname = $2",
-            "ROLE",
-        ),
-    ] {
-        let rows = client
-            .query(sql, &[&names.prefix, &names.base_db])
-            .await
-            .unwrap();
-        for row in rows {
-            let name: String = row.get(0);
-            let force = if kind == "DATABASE" {
-                " WITH (FORCE)"
-            } else {
-                ""
-            };
-            client
-                .batch_execute(&format!("DROP {kind} IF EXISTS \"{name}\"{force}"))
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn drop_mysql_objects(names: &ServerNames) {
-    use mysql_async::prelude::Queryable as _;
-    let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
-    let n = names.prefix.len();
-    let dbs: Vec<String> = conn
-        .exec(
-            "SELECT schema_name FROM information_schema.schemata \
-             WHERE LEFT(schema_name, ?) = ? OR schema_name = ?",
-            (n, names.prefix.as_str(), names.base_db.as_str()),
-        )
-        .await
-        .unwrap();
-    for db in dbs {
-        conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-            .await
-            .unwrap();
-    }
-    let users: Vec<(String, String)> = conn
-        .exec(
-            "SELECT user, host FROM mysql.user WHERE LEFT(user, ?) = ?",
-            (n, names.prefix.as_str()),
-        )
-        .await
-        .unwrap();
-    for (user, host) in users {
-        conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
-            .await
-            .unwrap();
-    }
-    let _ = conn.disconnect().await;
 }

@@ -130,24 +130,12 @@ impl Bench {
     /// Drops this run's objects, or with `all` every benchmark object (leftovers of
     /// interrupted runs).
     async fn cleanup(&self, all: bool) {
-        let client = admin_client(&self.admin_url).await;
         let prefix = if all { BENCH_PREFIX } else { &self.prefix };
-        // Databases first: their owners can only be dropped afterwards.
-        for (list, drop) in [
-            (
-                "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            ),
-            (
-                "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
-                "DROP ROLE IF EXISTS \"{}\"",
-            ),
-        ] {
-            for row in client.query(list, &[&prefix]).await.unwrap() {
-                let name: String = row.get(0);
-                let _ = client.batch_execute(&drop.replace("{}", &name)).await;
-            }
-        }
+        tenora_test_support::drop_pg(
+            &self.admin_url,
+            &tenora_test_support::Made::prefixed(prefix),
+        )
+        .await;
     }
 }
 

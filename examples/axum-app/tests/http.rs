@@ -116,74 +116,13 @@ fn sqlite_db() -> TestDb {
 
 mod pg {
     use super::*;
-
-    /// Drops every database and role named with this test's token.
-    pub struct Cleanup {
-        admin_url: String,
-        token: String,
-    }
-
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let (url, token) = (self.admin_url.clone(), self.token.clone());
-            let done = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async move {
-                    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .unwrap();
-                    tokio::spawn(conn);
-                    for (list, drop) in [
-                        (
-                            "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)",
-                            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                        ),
-                        (
-                            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1)",
-                            "DROP ROLE IF EXISTS \"{}\"",
-                        ),
-                    ] {
-                        for row in client.query(list, &[&token]).await.unwrap() {
-                            let name: String = row.get(0);
-                            client
-                                .batch_execute(&drop.replace("{}", &name))
-                                .await
-                                .unwrap();
-                        }
-                    }
-                });
-            });
-            if done.join().is_err() && !std::thread::panicking() {
-                panic!("cleaning up the PostgreSQL test objects failed");
-            }
-        }
-    }
+    use tenora_test_support::{Cleanup, Made, Server};
 
     /// A PostgreSQL config with its own base database and name prefixes, or `None` (loudly)
     /// when `TENORA_TEST_PG_URL` is unset outside CI.
     pub fn db() -> Option<TestDb> {
-        let Some(url) = std::env::var("TENORA_TEST_PG_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but TENORA_TEST_PG_URL is not: the PostgreSQL tests cannot run"
-            );
-            eprintln!("SKIPPED: set TENORA_TEST_PG_URL to run the PostgreSQL HTTP tests");
-            return None;
-        };
-        let token = format!(
-            "axumapp{}{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
+        let url = tenora_test_support::server_url("TENORA_TEST_PG_URL", "PostgreSQL")?;
+        let token = format!("axumapp{}", tenora_test_support::unique_token());
         let mut config = Config::postgres(&url)
             .tenant_database_prefix(format!("{token}t_"))
             .tenant_user_prefix(format!("{token}u_"))
@@ -192,8 +131,9 @@ mod pg {
         Some(TestDb {
             config,
             _guard: Box::new(Cleanup {
+                server: Server::Postgres,
                 admin_url: url,
-                token,
+                made: Made::prefixed(token),
             }),
         })
     }

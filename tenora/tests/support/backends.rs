@@ -7,12 +7,28 @@ use diesel_async::RunQueryDsl;
 use tenant_schema::schema::projects;
 use tenora::backend::Backend;
 use tenora::{Config, EncryptionKey, Migrations, PooledConn, Tenora};
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+use tenora_test_support::{Cleanup, Made, Server};
 
 /// A configured, empty place to run one test; its guard removes everything on drop.
 pub struct Env {
     /// Config pointing at this test's own base database and tenant names.
     pub config: Config,
     _guard: Box<dyn Send + Sync>,
+}
+
+/// Removes a test's base database and every tenant database and user named with `token`.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+fn cleanup(server: Server, admin_url: &str, token: &str, base_db: String) -> Cleanup {
+    Cleanup {
+        server,
+        admin_url: admin_url.to_owned(),
+        made: Made {
+            database_prefixes: vec![format!("t{token}_")],
+            databases: vec![base_db],
+            user_prefixes: vec![format!("u{token}_")],
+        },
+    }
 }
 
 /// What a scenario needs to know about a backend.
@@ -83,108 +99,25 @@ mod pg {
     /// Env var with the admin URL of the test PostgreSQL server.
     pub const PG_URL_VAR: &str = "TENORA_TEST_PG_URL";
 
-    /// Drops this test's base database and every tenant database and role it made.
-    pub struct PgCleanup {
-        pub admin_url: String,
-        pub token: String,
-        pub base_db: String,
-    }
-
-    impl Drop for PgCleanup {
-        fn drop(&mut self) {
-            let admin_url = self.admin_url.clone();
-            let db_prefix = format!("t{}_", self.token);
-            let role_prefix = format!("u{}_", self.token);
-            let base_db = self.base_db.clone();
-            let cleanup = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    let client = admin_client(&admin_url).await;
-                    let dbs = client
-                        .query(
-                            "SELECT datname FROM pg_database \
-                             WHERE starts_with(datname, $1) OR datname = $2",
-                            &[&db_prefix, &base_db],
-                        )
-                        .await
-                        .expect("list test databases");
-                    for row in dbs {
-                        let name: String = row.get(0);
-                        client
-                            .batch_execute(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await
-                            .expect("drop test database");
-                    }
-                    let roles = client
-                        .query(
-                            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, $1)",
-                            &[&role_prefix],
-                        )
-                        .await
-                        .expect("list test roles");
-                    for row in roles {
-                        let name: String = row.get(0);
-                        client
-                            .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
-                            .await
-                            .expect("drop test role");
-                    }
-                });
-            });
-            if cleanup.join().is_err() && !std::thread::panicking() {
-                panic!("cleaning up PostgreSQL test objects failed");
-            }
-        }
-    }
-
-    /// A plain tokio-postgres client for test-side checks, connected to `url`.
-    pub async fn admin_client(url: &str) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test PostgreSQL server");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-    }
+    pub use tenora_test_support::pg_connect as admin_client;
 
     /// The admin URL, or `None` after reporting it missing.
     pub fn pg_url() -> Option<String> {
-        match std::env::var(PG_URL_VAR) {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                crate::support::missing(&format!("PostgreSQL ({PG_URL_VAR})"));
-                None
-            }
-        }
+        tenora_test_support::server_url(PG_URL_VAR, "PostgreSQL")
     }
 
     /// A PostgreSQL env on the server at `admin_url`: own base database, own name prefixes.
     pub fn pg_env_at(admin_url: &str) -> Env {
         let token = crate::support::unique_token();
         let base_db = format!("tenora_base_{token}");
-        let admin = admin_url.to_owned();
-        let create = base_db.clone();
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async move {
-                    admin_client(&admin)
-                        .await
-                        .batch_execute(&format!("CREATE DATABASE \"{create}\""))
-                        .await
-                        .expect("create the test base database");
-                })
-        })
-        .join()
-        .expect("create base database");
+        let (admin, create) = (admin_url.to_owned(), base_db.clone());
+        tenora_test_support::block_on(async move {
+            admin_client(&admin)
+                .await
+                .batch_execute(&format!("CREATE DATABASE \"{create}\""))
+                .await
+                .expect("create the test base database");
+        });
         let mut config = Config::postgres(admin_url)
             .tenant_database_prefix(format!("t{token}_"))
             .tenant_user_prefix(format!("u{token}_"))
@@ -192,11 +125,7 @@ mod pg {
         config.base.database = Some(base_db.clone());
         Env {
             config,
-            _guard: Box::new(PgCleanup {
-                admin_url: admin_url.to_owned(),
-                token,
-                base_db,
-            }),
+            _guard: Box::new(cleanup(Server::Postgres, admin_url, &token, base_db)),
         }
     }
 
@@ -234,81 +163,12 @@ mod my {
     /// Env var with the admin URL of the test MySQL / MariaDB server.
     pub const MYSQL_URL_VAR: &str = "TENORA_TEST_MYSQL_URL";
 
-    /// Runs `f` on a fresh current-thread runtime in another thread (usable from `Drop` and
-    /// from inside a test's runtime).
-    fn blocking<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
-        std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f)
-        })
-        .join()
-        .expect("MySQL test helper");
-    }
-
-    /// A connection to the test server as its admin.
-    pub async fn mysql_admin(url: &str) -> mysql_async::Conn {
-        mysql_async::Conn::from_url(url)
-            .await
-            .expect("connect to the test MySQL server")
-    }
-
-    /// Drops this test's base database and every tenant database and user it made.
-    pub struct MysqlCleanup {
-        pub admin_url: String,
-        pub token: String,
-        pub base_db: String,
-    }
-
-    impl Drop for MysqlCleanup {
-        fn drop(&mut self) {
-            let url = self.admin_url.clone();
-            let db_prefix = format!("t{}_", self.token);
-            let user_prefix = format!("u{}_", self.token);
-            let base_db = self.base_db.clone();
-            blocking(async move {
-                let mut conn = mysql_admin(&url).await;
-                let dbs: Vec<String> = conn
-                    .exec(
-                        "SELECT schema_name FROM information_schema.schemata \
-                         WHERE LEFT(schema_name, ?) = ? OR schema_name = ?",
-                        (db_prefix.len(), db_prefix.as_str(), base_db.as_str()),
-                    )
-                    .await
-                    .unwrap();
-                for db in dbs {
-                    conn.query_drop(format!("DROP DATABASE IF EXISTS `{db}`"))
-                        .await
-                        .unwrap();
-                }
-                let users: Vec<(String, String)> = conn
-                    .exec(
-                        "SELECT user, host FROM mysql.user WHERE LEFT(user, ?) = ?",
-                        (user_prefix.len(), user_prefix.as_str()),
-                    )
-                    .await
-                    .unwrap();
-                for (user, host) in users {
-                    conn.query_drop(format!("DROP USER IF EXISTS '{user}'@'{host}'"))
-                        .await
-                        .unwrap();
-                }
-                let _ = conn.disconnect().await;
-            });
-        }
-    }
+    use tenora_test_support::block_on as blocking;
+    pub use tenora_test_support::mysql_connect as mysql_admin;
 
     /// The admin URL, or `None` after reporting it missing.
     pub fn mysql_url() -> Option<String> {
-        match std::env::var(MYSQL_URL_VAR) {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ => {
-                crate::support::missing(&format!("MySQL/MariaDB ({MYSQL_URL_VAR})"));
-                None
-            }
-        }
+        tenora_test_support::server_url(MYSQL_URL_VAR, "MySQL/MariaDB")
     }
 
     /// A MySQL env: own base database, own name prefixes.
@@ -330,11 +190,7 @@ mod my {
         config.base.database = Some(base_db.clone());
         Env {
             config,
-            _guard: Box::new(MysqlCleanup {
-                admin_url: admin_url.to_owned(),
-                token,
-                base_db,
-            }),
+            _guard: Box::new(cleanup(Server::Mysql, admin_url, &token, base_db)),
         }
     }
 

@@ -14,32 +14,7 @@ pub mod backends;
 #[cfg(feature = "postgres")]
 pub mod pg_cluster;
 
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// A short token unique to this test run and call: lowercase hex.
-pub fn unique_token() -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mixed = (u64::from(std::process::id()) << 32 | u64::from(nanos)) ^ (u64::from(n) << 20);
-    format!("{:x}{:x}", mixed % 0xff_ffff, n)
-}
-
-/// Whether a missing server must fail the test (CI) rather than skip it.
-pub fn in_ci() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Reports a missing server: panics in CI, prints a loud skip otherwise.
-pub fn missing(what: &str) {
-    if in_ci() {
-        panic!("{what} is required when CI is set");
-    }
-    eprintln!("\n!!!! SKIPPED: {what} is not available; this test did not run !!!!\n");
-}
+pub use tenora_test_support::{missing, unique_token};
 
 /// Asserts that `result` is an error whose message contains every needle.
 #[track_caller]
