@@ -194,7 +194,7 @@ impl<B: Backend> Tenora<B> {
                 )
                 .await?;
         if !cloned {
-            if let Some(password) = password {
+            if let Some(password) = password.filter(|_| !made.server.user) {
                 backend
                     .create_user(id, password)
                     .await

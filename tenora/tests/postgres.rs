@@ -445,6 +445,45 @@ async fn template_clones_match_migrated_tenants() {
     drop(conn);
     assert_err_contains(templated.tenant_id("tenora_template"), &["reserved"]);
 
+    // A template in use (another process rebuilding it) cannot be cloned: the tenant is
+    // created the plain way, with the role made during the attempt, and gets the same schema.
+    let template_db = naming.database_name(&id("tenora_template"));
+    admin_client(&url_for(&env, "postgres"))
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{template_db}\" ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .unwrap();
+    let busy = admin_client(&url_for(&env, &template_db)).await;
+    let wayne = id("wayne");
+    templated.create_tenant(&wayne, None).await.unwrap();
+    drop(busy);
+    assert_eq!(
+        catalog(
+            &env,
+            &naming.database_name(&wayne),
+            &naming.user_name(&wayne)
+        )
+        .await,
+        b,
+        "a tenant created while the template was busy is migrated instead"
+    );
+    let owner: String = admin_client(&url_for(&env, &naming.database_name(&wayne)))
+        .await
+        .query_one(
+            "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'projects'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owner,
+        naming.user_name(&wayne),
+        "made by migrations, not cloned"
+    );
+
     // The role is made while the database is cloned: when it exists already, the clone is
     // undone and nothing is registered.
     let taken = id("stark");

@@ -152,8 +152,9 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
 
     /// Creates the tenant's user (when `password` is given) and its database as a clone of an
     /// up-to-date template, owned by that user and already locked down; records in `made` what
-    /// exists so the caller can undo it. Returns `false` (having made nothing) when there is no
-    /// such template. Errors name the step that failed.
+    /// exists so the caller can undo it. Returns `false` when there is no such template (or
+    /// it is being rebuilt); the user may then already be made (see `made`), the database is
+    /// not. Errors name the step that failed.
     #[doc(hidden)]
     fn create_from_template(
         &self,

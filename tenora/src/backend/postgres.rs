@@ -645,12 +645,21 @@ impl Backend for Postgres {
                 quote_ident(&template)
             );
             match self.admin_execute(&sql).await {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(true),
                 Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
                     Err(Error::TenantExists {
                         id: id.clone(),
                         what: format!("the database `{db}` exists on {}", self.server),
                     })
+                }
+                // Another process is rebuilding the template right now (it vanished since the
+                // check, or a session is migrating it): create the database the plain way.
+                Err(e)
+                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
+                        || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
+                {
+                    tracing::info!(template = %template, error = %ServerError(e), "template busy; migrating instead");
+                    Ok(false)
                 }
                 Err(e) => Err(admin_error(format!(
                     "cannot clone the template into the database `{db}`"
@@ -665,9 +674,11 @@ impl Backend for Postgres {
         };
         let (cloned, role_made) = tokio::join!(clone, create_role);
         made.user = password.is_some() && role_made.is_ok();
-        made.database = cloned.is_ok();
+        made.database = matches!(cloned, Ok(true));
         role_made.map_err(|e| (Step::CreateUser, e))?;
-        cloned.map_err(|e| (Step::CreateDatabase, e))?;
+        if !cloned.map_err(|e| (Step::CreateDatabase, e))? {
+            return Ok(false);
+        }
 
         // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
         // the database makes the tenant's role the owner of everything in it. Lock it down as
