@@ -70,15 +70,7 @@ fn sizes(quick: bool) -> Sizes {
     }
 }
 
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the benchmark server");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-}
+use tenora_test_support::pg_connect as admin_client;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
