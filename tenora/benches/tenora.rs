@@ -22,6 +22,7 @@ use diesel_async::SimpleAsyncConnection as _;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use tenora::backend::Backend as _;
 use tenora::{Config, EncryptionKey, FleetOp, FleetOptions, PgTenora, PoolCacheConfig, TenantId};
+use tenora_test_support::pg_connect as admin_client;
 
 const HIT_TENANTS: usize = 50;
 /// Every object the benchmark makes starts with this; a run first removes what an interrupted
@@ -69,8 +70,6 @@ fn sizes(quick: bool) -> Sizes {
         }
     }
 }
-
-use tenora_test_support::pg_connect as admin_client;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
