@@ -20,12 +20,18 @@ pub use queries::AppBackend;
 pub use routes::router;
 
 /// The app's own settings (Tenora's are in [`Config`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Derives and checks the tenants' API keys.
     pub api_keys: ApiKeys,
     /// The bearer token of the admin endpoint.
     pub admin_token: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings").finish_non_exhaustive()
+    }
 }
 
 /// Connects to the base database (creating it on PostgreSQL if needed), runs the embedded base

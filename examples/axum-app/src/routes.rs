@@ -89,7 +89,8 @@ pub fn router<B: AppBackend>(tenora: Tenora<B>, settings: Settings) -> Router {
     let tenant_api = Router::new()
         .route("/projects", get(list_projects::<B>).post(add_project::<B>))
         .route("/whoami", get(whoami::<B>))
-        .layer(TenoraLayer::new(resolver).on_error(tenant_error));
+        // route_layer: only matched routes resolve a tenant (unknown paths stay 404).
+        .route_layer(TenoraLayer::new(resolver).on_error(tenant_error));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/admin/tenants", post(create_tenant::<B>))
@@ -162,10 +163,9 @@ struct NewProject {
     name: String,
 }
 
-async fn add_project<B: AppBackend>(
-    mut conn: TenantConn<B>,
-    Json(body): Json<NewProject>,
-) -> Response {
+/// Takes the connection only once the body has arrived and is valid: a slow upload holds no
+/// connection of the shared budget.
+async fn add_project<B: AppBackend>(tenant: Tenant<B>, Json(body): Json<NewProject>) -> Response {
     let name = body.name.trim();
     if name.is_empty() || name.len() > 200 {
         return error(
@@ -173,6 +173,10 @@ async fn add_project<B: AppBackend>(
             "name must have 1 to 200 characters",
         );
     }
+    let mut conn = match tenant.conn().await {
+        Ok(conn) => conn,
+        Err(e) => return tenant_error(&e),
+    };
     match B::add_project(&mut conn, name.to_owned()).await {
         Ok(project) => (StatusCode::CREATED, Json::<Project>(project)).into_response(),
         Err(e) => internal(e),

@@ -490,8 +490,10 @@ impl Backend for Postgres {
     async fn create_database(&self, id: &TenantId) -> Result<()> {
         let db = self.naming.database_name(id);
         let role = self.naming.user_name(id);
+        // Closed to connections until `lock_down` has revoked PUBLIC's rights: nobody can
+        // open a session in the window between the two statements.
         let sql = format!(
-            "CREATE DATABASE {} OWNER {}",
+            "CREATE DATABASE {} OWNER {} ALLOW_CONNECTIONS false",
             quote_ident(&db),
             quote_ident(&role)
         );
@@ -508,8 +510,8 @@ impl Backend for Postgres {
     async fn lock_down(&self, id: &TenantId) -> Result<()> {
         let db = self.naming.database_name(id);
         self.admin_execute(&format!(
-            "REVOKE ALL ON DATABASE {} FROM PUBLIC",
-            quote_ident(&db)
+            "REVOKE ALL ON DATABASE {d} FROM PUBLIC; ALTER DATABASE {d} ALLOW_CONNECTIONS true",
+            d = quote_ident(&db)
         ))
         .await
         .map_err(admin_error(format!(
@@ -639,8 +641,9 @@ impl Backend for Postgres {
         // The clone is the slow part: create the role meanwhile, on the second session. The
         // clone belongs to the admin until it is handed to the role below.
         let clone = async {
+            // Closed to connections until it is handed over and locked down below.
             let sql = format!(
-                "CREATE DATABASE {} TEMPLATE {}",
+                "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
                 quote_ident(&db),
                 quote_ident(&template)
             );
@@ -684,7 +687,8 @@ impl Backend for Postgres {
         // the database makes the tenant's role the owner of everything in it. Lock it down as
         // `lock_down` does a plain tenant database — one round trip, one transaction.
         self.admin_execute(&format!(
-            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC",
+            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
+             ALTER DATABASE {d} ALLOW_CONNECTIONS true",
             d = quote_ident(&db),
             r = quote_ident(&role)
         ))

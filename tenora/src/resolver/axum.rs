@@ -18,7 +18,7 @@
 //! let resolver = Resolver::builder(tenora, TenantSource::header("x-tenant")).build();
 //! Router::new()
 //!     .route("/count", get(count))
-//!     .layer(TenoraLayer::new(resolver))
+//!     .route_layer(TenoraLayer::new(resolver)) // matched routes only: unknown paths stay 404
 //! # }
 //! ```
 //!
@@ -223,7 +223,7 @@ fn attached<B: Backend>(parts: &Parts) -> Option<Attached<B>> {
         tracing::error!(
             path = parts.uri.path(),
             "a tenant extractor was used on a route without TenoraLayer (or with a layer of \
-             another backend): add .layer(TenoraLayer::new(resolver)) to the router"
+             another backend): add .route_layer(TenoraLayer::new(resolver)) to the router"
         );
     }
     attached
@@ -270,6 +270,10 @@ impl<S: Send + Sync, B: Backend> FromRequestParts<S> for Tenant<B> {
 /// Extractor: a pooled connection to the request's tenant, as the tenant's own user. Use it as
 /// a diesel-async connection (`&mut conn`). A connection failure (budget exhausted, database
 /// down) answers 503 through the layer's error responses.
+///
+/// Extractors run in order, so a `TenantConn` before a body extractor holds its connection
+/// while the body uploads; for such handlers take [`Tenant`] and call [`Resolved::conn`] after
+/// reading the body.
 pub struct TenantConn<B: Backend> {
     id: TenantId,
     conn: PooledConn<B>,

@@ -169,7 +169,8 @@ impl<B: Backend, R: 'static> Resolver<B, R> {
 
     /// Resolves the tenant of `request`: reads and validates its id, runs the authorizer,
     /// checks that the tenant is registered and active (building its pool if it is cold), and
-    /// runs the attach step. Takes no connection.
+    /// runs the attach step. Takes no connection out of the pool (building a cold tenant's
+    /// pool opens its first connection, which stays in the pool for `conn()`).
     ///
     /// Errors: [`Error::MissingTenantId`] / [`Error::InvalidTenantId`] (bad request),
     /// [`Error::Denied`] (forbidden), [`Error::UnknownTenant`] (not found), and the errors of

@@ -116,6 +116,10 @@ fn non_empty(text: &str) -> Option<String> {
 }
 
 fn subdomain_of(host: &str, domain: &str) -> Option<String> {
+    // Host names are ASCII (IDNs arrive punycoded); anything else is not ours to slice.
+    if !host.is_ascii() || !domain.is_ascii() {
+        return None;
+    }
     // Strip a port (hosts with ':' inside brackets are IPv6 literals: no subdomain).
     let host = match host.rsplit_once(':') {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -181,6 +185,8 @@ mod tests {
         assert_eq!(host("acmeexample.com"), None);
         assert_eq!(host("acme.example.org"), None);
         assert_eq!(host("[::1]:80"), None);
+        assert_eq!(host("abéexample.com"), None);
+        assert_eq!(host("é.example.com"), None);
     }
 
     #[test]
