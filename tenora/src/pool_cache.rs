@@ -67,6 +67,29 @@ pub struct CacheStats {
     pub waits: u64,
 }
 
+/// Removes its cell from the map on drop if the cell is still empty and nobody else holds it
+/// (other callers waiting on it build it in turn; the last one to give up removes it).
+struct EmptyCellGuard<'a, P: CachedPool> {
+    cache: &'a PoolCache<P>,
+    id: &'a TenantId,
+    cell: Cell<P>,
+}
+
+impl<P: CachedPool> Drop for EmptyCellGuard<'_, P> {
+    fn drop(&mut self) {
+        if self.cell.get().is_some() {
+            return;
+        }
+        let mut map = self.cache.write();
+        let ours_and_unused = map.get(self.id).is_some_and(|c| {
+            Arc::ptr_eq(c, &self.cell) && c.get().is_none() && Arc::strong_count(c) == 2
+        });
+        if ours_and_unused {
+            map.remove(self.id);
+        }
+    }
+}
+
 /// A map from tenant to pool with single-flight creation.
 pub(crate) struct PoolCache<P> {
     map: RwLock<HashMap<TenantId, Cell<P>>>,
@@ -127,10 +150,9 @@ impl<P: CachedPool> PoolCache<P> {
                 }
                 None => {
                     drop(map);
+                    // Make room only once the tenant proved real (below): a stream of unknown
+                    // ids must not push warm pools out.
                     let mut map = self.write();
-                    if !map.contains_key(id) && map.len() >= self.max_cached {
-                        self.evict_lru(&mut map, false);
-                    }
                     let now = self.now();
                     Arc::clone(map.entry(id.clone()).or_insert_with(|| {
                         Arc::new(Entry {
@@ -143,24 +165,36 @@ impl<P: CachedPool> PoolCache<P> {
             }
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let result = cell
+        // Removes the cell again if it is still empty when this call ends — failed or
+        // cancelled (a dropped request) alike — so unknown ids leave nothing behind.
+        let guard = EmptyCellGuard {
+            cache: self,
+            id,
+            cell,
+        };
+        let mut built = false;
+        let result = guard
+            .cell
             .pool
             .get_or_try_init(|| async {
                 let pool = build().await?;
                 self.created.fetch_add(1, Ordering::Relaxed);
+                built = true;
                 Ok(pool)
             })
             .await
             .cloned();
-        if result.is_err() {
-            // Remove the empty cell unless other callers still hold it (they will try to build
-            // it in turn; the last one to fail removes it). Unknown ids leave nothing behind.
+        if built {
+            // The build may have taken a while: this pool is the most recently used now.
+            guard.cell.last_used.store(self.now(), Ordering::Relaxed);
+        }
+        drop(guard);
+        if built {
             let mut map = self.write();
-            let ours_and_unused = map.get(id).is_some_and(|c| {
-                Arc::ptr_eq(c, &cell) && c.get().is_none() && Arc::strong_count(c) == 2
-            });
-            if ours_and_unused {
-                map.remove(id);
+            while map.values().filter(|c| c.initialized()).count() > self.max_cached {
+                if !self.evict_lru(&mut map, false) {
+                    break;
+                }
             }
         }
         result
@@ -282,6 +316,40 @@ mod tests {
         fn is_unused(&self) -> bool {
             true
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_and_cancelled_lookups_leave_warm_pools_and_no_cells() {
+        let cache = PoolCache::<u32>::new(2);
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            cache
+                .get_or_try_init(&id(name), || async move { Ok::<_, ()>(i as u32) })
+                .await
+                .unwrap();
+        }
+        // Lookups of ids that turn out unknown evict nothing and leave nothing.
+        for name in ["x1", "x2", "x3"] {
+            let failed = cache
+                .get_or_try_init(&id(name), || async { Err::<u32, _>("unknown") })
+                .await;
+            assert!(failed.is_err());
+        }
+        // A lookup whose caller goes away mid-build leaves no empty cell either.
+        let slow_id = id("slow");
+        let slow = cache.get_or_try_init(&slow_id, || async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, ()>(7)
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), slow)
+                .await
+                .is_err()
+        );
+        let map = cache.read();
+        let mut keys: Vec<_> = map.keys().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(cache.evictions.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
