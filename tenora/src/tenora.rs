@@ -240,7 +240,7 @@ impl<B: Backend> Tenora<B> {
             return Ok(false);
         }
         let migrations = &self.inner.tenant_migrations;
-        // Building a template opens one connection to it: count it against the budget.
+        // Rebuilding a template opens one connection to it: count it against the budget.
         let _permit = self
             .inner
             .budget

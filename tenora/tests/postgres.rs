@@ -503,7 +503,7 @@ async fn template_clones_match_migrated_tenants() {
     // A stale template is not used: creation falls back to migrations, and migrating the
     // fleet refreshes the template.
     let (_dir, newer) = crate::scenarios::migrations_plus_one::<Postgres>();
-    let newer_t = tenora_with::<Postgres>(config, newer).await;
+    let newer_t = tenora_with::<Postgres>(config.clone(), newer).await;
     let fresh = id("initech");
     newer_t.create_tenant(&fresh, None).await.unwrap();
     let rows = catalog(
@@ -516,6 +516,12 @@ async fn template_clones_match_migrated_tenants() {
         rows.iter().any(|r| r.starts_with("audit_log.id")),
         "{rows:?}"
     );
+    // Two processes (here: two handles, each with its own admin sessions) refreshing the
+    // stale template at once: one rebuilds, the other waits and finds it current.
+    let (_dir2, newer2) = crate::scenarios::migrations_plus_one::<Postgres>();
+    let other = tenora_with::<Postgres>(config.clone(), newer2).await;
+    let (a, b2) = tokio::join!(newer_t.prepare_template(), other.prepare_template());
+    assert!(a.unwrap() && b2.unwrap());
     for outcome in newer_t.migrate_all_tenants().await.unwrap() {
         outcome.result.unwrap();
     }

@@ -28,6 +28,11 @@ impl_registry!(AsyncPgConnection, |n| format!("${n}"), '"');
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 
+/// Advisory lock key of the template (the bytes of "tenoraTP"): held exclusively while it is
+/// rebuilt, shared while it is cloned. Taken on sessions of the admin database, so every
+/// process using the same server sees the same lock.
+const TEMPLATE_LOCK_KEY: i64 = 8387231305986822224;
+
 /// The id whose database and role names the template uses (reserved for tenants).
 const TEMPLATE_ID: &str = "tenora_template";
 
@@ -240,6 +245,150 @@ impl Postgres {
         Ok(session)
     }
 
+    /// Drops and rebuilds the template (the caller holds the template lock exclusively).
+    async fn rebuild_template(&self, migrations: &Migrations, fingerprint: &str) -> Result<bool> {
+        let (db, role) = self.template_names();
+        let version = self.server_version().await?;
+        if version < MIN_TEMPLATE_SERVER {
+            tracing::warn!(
+                server_version = version,
+                "template provisioning needs PostgreSQL 14 or later; tenants are migrated instead"
+            );
+            return Ok(false);
+        }
+        let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
+        let fail = |what: &str| admin_error(format!("cannot {what} the template database `{db}`"));
+        // Rebuild from scratch: simpler and safer than patching an old template.
+        self.admin_execute(&format!("DROP DATABASE IF EXISTS {qdb} WITH (FORCE)"))
+            .await
+            .map_err(fail("drop"))?;
+        self.admin_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {qrole} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ))
+        .await
+        .map_err(fail("create the owner role of"))?;
+        // Owned by the admin (each clone is handed to its tenant's role); its objects are
+        // created by the template role, then given to `pg_database_owner` below.
+        self.admin_execute(&format!("CREATE DATABASE {qdb}"))
+            .await
+            .map_err(fail("create"))?;
+        let mut config = (*self.base).clone();
+        config.dbname(&db);
+        let mut conn = connect(&config).await.map_err(|e| Error::Connect {
+            target: format!("the template database `{db}`"),
+            source: Box::new(e),
+        })?;
+        conn.batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
+        ))
+        .await
+        .map_err(|e| Error::db(format!("cannot prepare the template database `{db}`"), e))?;
+        let (mut conn, _) = migrate::run_blocking(conn, migrations.clone(), MigrationOp::Up, None)
+            .await
+            .map_err(|source| Error::Migration {
+                database: format!("the template database `{db}`"),
+                source,
+            })?;
+        // Hand every object to `pg_database_owner`, the implicit role of whoever owns the
+        // database: in each clone that is the tenant's role, so a clone needs no per-tenant
+        // REASSIGN (and no connection to it). Then drop the template role's rights.
+        conn.batch_execute(&format!(
+            "RESET ROLE; REASSIGN OWNED BY {qrole} TO pg_database_owner; DROP OWNED BY {qrole}"
+        ))
+        .await
+        .map_err(|e| Error::db(format!("cannot hand over the template database `{db}`"), e))?;
+        drop(conn);
+        // Nobody may connect to a template while it is cloned; the comment records which
+        // migrations it holds.
+        self.admin_execute(&format!(
+            "COMMENT ON DATABASE {qdb} IS {}",
+            quote_literal(&format!("{TEMPLATE_LABEL}{fingerprint}"))
+        ))
+        .await
+        .map_err(fail("label"))?;
+        self.admin_execute(&format!("ALTER DATABASE {qdb} ALLOW_CONNECTIONS false"))
+            .await
+            .map_err(fail("close"))?;
+        tracing::info!(template = %db, "template database rebuilt");
+        Ok(true)
+    }
+
+    /// Clones the template into tenant `id`'s database and hands it over (the caller holds
+    /// the template lock shared and has checked the fingerprint).
+    async fn clone_template(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+        made: &mut Made,
+    ) -> std::result::Result<bool, (Step, Error)> {
+        let (template, _) = self.template_names();
+        let db = self.naming.database_name(id);
+        let role = self.naming.user_name(id);
+        // The clone is the slow part: create the role meanwhile, on the second session. The
+        // clone belongs to the admin until it is handed to the role below.
+        let clone = async {
+            // Closed to connections until it is handed over and locked down below.
+            let sql = format!(
+                "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
+                quote_ident(&db),
+                quote_ident(&template)
+            );
+            match self.admin_execute(&sql).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+                    Err(Error::TenantExists {
+                        id: id.clone(),
+                        what: format!("the database `{db}` exists on {}", self.server),
+                    })
+                }
+                // Another process is rebuilding the template right now (it vanished since the
+                // check, or a session is migrating it): create the database the plain way.
+                Err(e)
+                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
+                        || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
+                {
+                    tracing::info!(template = %template, error = %ServerError(e), "template busy; migrating instead");
+                    Ok(false)
+                }
+                Err(e) => Err(admin_error(format!(
+                    "cannot clone the template into the database `{db}`"
+                ))(e)),
+            }
+        };
+        let create_role = async {
+            match password {
+                Some(password) => self.create_role_on(&self.role_session, id, password).await,
+                None => Ok(()),
+            }
+        };
+        let (cloned, role_made) = tokio::join!(clone, create_role);
+        made.user = password.is_some() && role_made.is_ok();
+        made.database = matches!(cloned, Ok(true));
+        role_made.map_err(|e| (Step::CreateUser, e))?;
+        if !cloned.map_err(|e| (Step::CreateDatabase, e))? {
+            return Ok(false);
+        }
+
+        // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
+        // the database makes the tenant's role the owner of everything in it. Lock it down as
+        // `lock_down` does a plain tenant database — one round trip, one transaction.
+        self.admin_execute(&format!(
+            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
+             ALTER DATABASE {d} ALLOW_CONNECTIONS true",
+            d = quote_ident(&db),
+            r = quote_ident(&role)
+        ))
+        .await
+        .map_err(|e| {
+            (
+                Step::LockDown,
+                admin_error(format!("cannot hand the database `{db}` to `{role}`"))(e),
+            )
+        })?;
+        Ok(true)
+    }
+
     /// The server's `server_version_num` (e.g. 150004).
     async fn server_version(&self) -> Result<i32> {
         let run = async {
@@ -330,7 +479,7 @@ fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
 
 impl Backend for Postgres {
     const CLIENT: Client = Client::Postgres;
-    /// The admin session and the role session of template provisioning.
+    /// The admin session and a second one (roles made during clones, the template lock).
     const ADMIN_CONNECTIONS: u32 = 2;
     type Connection = AsyncPgConnection;
     type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
@@ -554,71 +703,54 @@ impl Backend for Postgres {
         if self.template_fingerprint().await?.as_deref() == Some(fingerprint) {
             return Ok(true);
         }
-        let (db, role) = self.template_names();
-        let version = self.server_version().await?;
-        if version < MIN_TEMPLATE_SERVER {
-            tracing::warn!(
-                server_version = version,
-                "template provisioning needs PostgreSQL 14 or later; tenants are migrated instead"
-            );
-            return Ok(false);
+        // One rebuild at a time across processes (replicas starting together), and none while
+        // a clone is running: an exclusive advisory lock on the second admin session. It is
+        // tried, not waited for, so that session stays free for this process's clones (which
+        // hold the lock shared and may need it for CREATE ROLE) in between.
+        let (db, _) = self.template_names();
+        let lock_error = || admin_error(format!("cannot lock the template database `{db}`"));
+        loop {
+            let got: bool = {
+                let session = self
+                    .open_session(&self.role_session)
+                    .await
+                    .map_err(lock_error())?;
+                let client = session
+                    .as_ref()
+                    .expect("open_session always leaves a client");
+                client
+                    .query_one(
+                        &format!("SELECT pg_try_advisory_lock({TEMPLATE_LOCK_KEY})"),
+                        &[],
+                    )
+                    .await
+                    .map_err(lock_error())?
+                    .get(0)
+            };
+            if got {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
-        let fail = |what: &str| admin_error(format!("cannot {what} the template database `{db}`"));
-        // Rebuild from scratch: simpler and safer than patching an old template.
-        self.admin_execute(&format!("DROP DATABASE IF EXISTS {qdb} WITH (FORCE)"))
-            .await
-            .map_err(fail("drop"))?;
-        self.admin_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE {qrole} NOLOGIN; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ))
-        .await
-        .map_err(fail("create the owner role of"))?;
-        // Owned by the admin (each clone is handed to its tenant's role); its objects are
-        // created by the template role, then given to `pg_database_owner` below.
-        self.admin_execute(&format!("CREATE DATABASE {qdb}"))
-            .await
-            .map_err(fail("create"))?;
-        let mut config = (*self.base).clone();
-        config.dbname(&db);
-        let mut conn = connect(&config).await.map_err(|e| Error::Connect {
-            target: format!("the template database `{db}`"),
-            source: Box::new(e),
-        })?;
-        conn.batch_execute(&format!(
-            "GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
-        ))
-        .await
-        .map_err(|e| Error::db(format!("cannot prepare the template database `{db}`"), e))?;
-        let (mut conn, _) = migrate::run_blocking(conn, migrations.clone(), MigrationOp::Up, None)
-            .await
-            .map_err(|source| Error::Migration {
-                database: format!("the template database `{db}`"),
-                source,
-            })?;
-        // Hand every object to `pg_database_owner`, the implicit role of whoever owns the
-        // database: in each clone that is the tenant's role, so a clone needs no per-tenant
-        // REASSIGN (and no connection to it). Then drop the template role's rights.
-        conn.batch_execute(&format!(
-            "RESET ROLE; REASSIGN OWNED BY {qrole} TO pg_database_owner; DROP OWNED BY {qrole}"
-        ))
-        .await
-        .map_err(|e| Error::db(format!("cannot hand over the template database `{db}`"), e))?;
-        drop(conn);
-        // Nobody may connect to a template while it is cloned; the comment records which
-        // migrations it holds.
-        self.admin_execute(&format!(
-            "COMMENT ON DATABASE {qdb} IS {}",
-            quote_literal(&format!("{TEMPLATE_LABEL}{fingerprint}"))
-        ))
-        .await
-        .map_err(fail("label"))?;
-        self.admin_execute(&format!("ALTER DATABASE {qdb} ALLOW_CONNECTIONS false"))
-            .await
-            .map_err(fail("close"))?;
-        tracing::info!(template = %db, "template database rebuilt");
-        Ok(true)
+        // Another process may have rebuilt it while this one waited.
+        let rebuilt = match self.template_fingerprint().await {
+            Ok(current) if current.as_deref() == Some(fingerprint) => Ok(true),
+            Ok(_) => self.rebuild_template(migrations, fingerprint).await,
+            Err(e) => Err(e),
+        };
+        let mut session = self.role_session.lock().await;
+        let unlocked = match session.as_ref() {
+            Some(client) => client
+                .batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))
+                .await
+                .is_ok(),
+            None => true,
+        };
+        if !unlocked {
+            // Closing the session releases the lock for sure.
+            *session = None;
+        }
+        rebuilt
     }
 
     async fn create_from_template(
@@ -628,78 +760,53 @@ impl Backend for Postgres {
         fingerprint: &str,
         made: &mut Made,
     ) -> std::result::Result<bool, (Step, Error)> {
-        let fingerprint_now = self
-            .template_fingerprint()
-            .await
-            .map_err(|e| (Step::CreateDatabase, e))?;
-        if fingerprint_now.as_deref() != Some(fingerprint) {
-            return Ok(false);
-        }
+        // In one round trip: take the template lock shared (not waiting: while the template
+        // is being rebuilt, tenants are migrated instead) and read the template's label.
         let (template, _) = self.template_names();
-        let db = self.naming.database_name(id);
-        let role = self.naming.user_name(id);
-        // The clone is the slow part: create the role meanwhile, on the second session. The
-        // clone belongs to the admin until it is handed to the role below.
-        let clone = async {
-            // Closed to connections until it is handed over and locked down below.
-            let sql = format!(
-                "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
-                quote_ident(&db),
-                quote_ident(&template)
-            );
-            match self.admin_execute(&sql).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
-                    Err(Error::TenantExists {
-                        id: id.clone(),
-                        what: format!("the database `{db}` exists on {}", self.server),
-                    })
-                }
-                // Another process is rebuilding the template right now (it vanished since the
-                // check, or a session is migrating it): create the database the plain way.
-                Err(e)
-                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
-                        || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
-                {
-                    tracing::info!(template = %template, error = %ServerError(e), "template busy; migrating instead");
-                    Ok(false)
-                }
-                Err(e) => Err(admin_error(format!(
-                    "cannot clone the template into the database `{db}`"
-                ))(e)),
-            }
-        };
-        let create_role = async {
-            match password {
-                Some(password) => self.create_role_on(&self.role_session, id, password).await,
-                None => Ok(()),
-            }
-        };
-        let (cloned, role_made) = tokio::join!(clone, create_role);
-        made.user = password.is_some() && role_made.is_ok();
-        made.database = matches!(cloned, Ok(true));
-        role_made.map_err(|e| (Step::CreateUser, e))?;
-        if !cloned.map_err(|e| (Step::CreateDatabase, e))? {
-            return Ok(false);
+        let checked = async {
+            let session = self.admin_session().await?;
+            let client = session
+                .as_ref()
+                .expect("admin_session always leaves a client");
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT pg_try_advisory_lock_shared({TEMPLATE_LOCK_KEY}), \
+                         (SELECT shobj_description(oid, 'pg_database') FROM pg_database \
+                          WHERE datname = $1)"
+                    ),
+                    &[&template],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
         }
-
-        // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
-        // the database makes the tenant's role the owner of everything in it. Lock it down as
-        // `lock_down` does a plain tenant database — one round trip, one transaction.
-        self.admin_execute(&format!(
-            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
-             ALTER DATABASE {d} ALLOW_CONNECTIONS true",
-            d = quote_ident(&db),
-            r = quote_ident(&role)
-        ))
         .await
         .map_err(|e| {
             (
-                Step::LockDown,
-                admin_error(format!("cannot hand the database `{db}` to `{role}`"))(e),
+                Step::CreateDatabase,
+                admin_error(format!("cannot look up the template database `{template}`"))(e),
             )
         })?;
-        Ok(true)
+        let (locked, label) = checked;
+        if !locked {
+            return Ok(false);
+        }
+        let current = label
+            .as_deref()
+            .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
+            == Some(fingerprint);
+        let result = if current {
+            self.clone_template(id, password, made).await
+        } else {
+            Ok(false)
+        };
+        // Release the shared lock (it also ends with the session, should that break).
+        let _ = self
+            .admin_execute(&format!(
+                "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
+            ))
+            .await;
+        result
     }
 
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
