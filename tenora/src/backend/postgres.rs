@@ -372,10 +372,12 @@ impl Postgres {
 
         // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
         // the database makes the tenant's role the owner of everything in it. Lock it down as
-        // `lock_down` does a plain tenant database — one round trip, one transaction.
+        // `lock_down` does a plain tenant database, then release the template lock — one round
+        // trip.
         self.admin_execute(&format!(
             "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
-             ALTER DATABASE {d} ALLOW_CONNECTIONS true",
+             ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
+             SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})",
             d = quote_ident(&db),
             r = quote_ident(&role)
         ))
@@ -800,12 +802,15 @@ impl Backend for Postgres {
         } else {
             Ok(false)
         };
-        // Release the shared lock (it also ends with the session, should that break).
-        let _ = self
-            .admin_execute(&format!(
-                "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
-            ))
-            .await;
+        // A successful clone released the shared lock in its last round trip; otherwise release
+        // it here (it also ends with the session, should that be broken).
+        if !matches!(result, Ok(true)) {
+            let _ = self
+                .admin_execute(&format!(
+                    "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
+                ))
+                .await;
+        }
         result
     }
 
