@@ -539,3 +539,50 @@ async fn template_clones_match_migrated_tenants() {
     );
     // Dropping the env cleans up the template (it carries the test's prefixes).
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_migrations_may_create_schemas() {
+    let Some(env) = Postgres::env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("2024-01-01-000000_app_schema");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(
+        m.join("up.sql"),
+        "CREATE SCHEMA app; CREATE TABLE app.notes (id integer PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(m.join("down.sql"), "DROP SCHEMA app CASCADE;").unwrap();
+    let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
+    let mut config = env.config.clone();
+    config.tenant.template = true;
+    // No seeds: they expect the example schema.
+    let t = PgTenora::builder(config)
+        .base_migrations(base_schema::MIGRATIONS)
+        .tenant_migrations(migrations)
+        .connect()
+        .await
+        .unwrap();
+    t.migrate_base().await.unwrap();
+    assert!(t.prepare_template().await.unwrap());
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let mut conn = t.tenant_conn(&acme).await.unwrap();
+    conn.batch_execute(
+        "INSERT INTO app.notes VALUES (1); ALTER TABLE app.notes ADD COLUMN body text; \
+         CREATE TABLE app.more (id integer)",
+    )
+    .await
+    .unwrap();
+    // It was cloned (objects of the template belong to the database owner's role).
+    let naming = t.backend().naming();
+    let owner: String = admin_client(&url_for(&env, &naming.database_name(&acme)))
+        .await
+        .query_one(
+            "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'app'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "pg_database_owner");
+}

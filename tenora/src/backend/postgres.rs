@@ -280,7 +280,8 @@ impl Postgres {
             source: Box::new(e),
         })?;
         conn.batch_execute(&format!(
-            "GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
+            "GRANT CREATE, TEMPORARY ON DATABASE {qdb} TO {qrole}; \
+             GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
         ))
         .await
         .map_err(|e| Error::db(format!("cannot prepare the template database `{db}`"), e))?;
