@@ -48,6 +48,9 @@ impl ErrorSink<Error> for LastError {
 pub(crate) struct ManagedPool<B: Backend> {
     pool: bb8::Pool<BudgetManager<B::Manager>>,
     last_error: LastError,
+    /// A caller was refused a connection because connecting failed (not because the pool was
+    /// busy): the database may be gone or its password changed.
+    connect_failed: std::sync::atomic::AtomicBool,
 }
 
 impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
@@ -78,7 +81,17 @@ impl<B: Backend> ManagedPool<B> {
             .build_unchecked(BudgetManager::new(manager, budget));
         // Only fails when the pool is full, which a new pool is not.
         let _ = pool.add(first);
-        ManagedPool { pool, last_error }
+        ManagedPool {
+            pool,
+            last_error,
+            connect_failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a caller was refused a connection because connecting failed.
+    pub(crate) fn connect_failed(&self) -> bool {
+        self.connect_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether no connection of this pool is checked out.
@@ -90,10 +103,14 @@ impl<B: Backend> ManagedPool<B> {
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl FnOnce() -> String) -> Result<PooledConn<B>> {
         self.pool.get_owned().await.map_err(|e| match e {
-            bb8::RunError::User(e) => TenoraError::Connect {
-                target: target(),
-                source: Box::new(e),
-            },
+            bb8::RunError::User(e) => {
+                self.connect_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                TenoraError::Connect {
+                    target: target(),
+                    source: Box::new(e),
+                }
+            }
             bb8::RunError::TimedOut => {
                 let last = self
                     .last_error
@@ -106,10 +123,14 @@ impl<B: Backend> ManagedPool<B> {
                         target: target(),
                         message,
                     },
-                    Some(Failure::Connect(cause)) => TenoraError::PoolTimeout {
-                        target: target(),
-                        source: format!("last connection attempt failed: {cause}").into(),
-                    },
+                    Some(Failure::Connect(cause)) => {
+                        self.connect_failed
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        TenoraError::PoolTimeout {
+                            target: target(),
+                            source: format!("last connection attempt failed: {cause}").into(),
+                        }
+                    }
                     None => TenoraError::PoolTimeout {
                         target: target(),
                         source: "every connection of the pool is in use".into(),

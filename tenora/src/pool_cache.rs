@@ -213,6 +213,17 @@ impl<P: CachedPool> PoolCache<P> {
         removed
     }
 
+    /// Removes the tenant's pool if `pred` holds for it; returns whether it did.
+    pub(crate) fn evict_if(&self, id: &TenantId, pred: impl FnOnce(&P) -> bool) -> bool {
+        let mut map = self.write();
+        let matches = map.get(id).and_then(|c| c.get()).is_some_and(pred);
+        let removed = matches && map.remove(id).is_some_and(|cell| self.retire(&cell));
+        if removed {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
     /// Removes every pool.
     pub(crate) fn clear(&self) {
         let n = {

@@ -302,7 +302,24 @@ impl<B: Backend> Tenora<B> {
     /// calls share that work. Later calls take a connection from the cached pool.
     pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
         let pool = self.tenant_pool(id, None).await?;
-        pool.get(|| self.inner.backend.describe_tenant(id)).await
+        self.conn_from(id, &pool).await
+    }
+
+    /// A connection from tenant `id`'s `pool`. When connecting failed (the database may have
+    /// been dropped, or the password changed, by another process), the pool leaves the cache so
+    /// the next call looks the tenant up again.
+    pub(crate) async fn conn_from(
+        &self,
+        id: &TenantId,
+        pool: &Arc<ManagedPool<B>>,
+    ) -> Result<PooledConn<B>> {
+        let result = pool.get(|| self.inner.backend.describe_tenant(id)).await;
+        if result.is_err() && pool.connect_failed() {
+            self.inner
+                .tenants
+                .evict_if(id, |cached| Arc::ptr_eq(cached, pool));
+        }
+        result
     }
 
     /// Tenant `id`'s cached pool, built on a miss (with the password from `passwords` when it

@@ -586,3 +586,31 @@ async fn template_migrations_may_create_schemas() {
         .get(0);
     assert_eq!(owner, "pg_database_owner");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_dropped_by_another_process_is_looked_up_again() {
+    let Some(env) = Postgres::env() else { return };
+    let config = env.config.clone().tenant_pool(tenora::PoolConfig {
+        connection_timeout: 1,
+        ..tenora::PoolConfig::default()
+    });
+    let here = tenora_with::<Postgres>(config.clone(), Postgres::tenant_migrations()).await;
+    let elsewhere = tenora_with::<Postgres>(config, Postgres::tenant_migrations()).await;
+    let acme = id("acme");
+    here.create_tenant(&acme, None).await.unwrap();
+    let mut conn = here.tenant_conn(&acme).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+    drop(conn);
+    elsewhere.drop_tenant(&acme).await.unwrap();
+    // The cached pool cannot connect any more: after a failed attempt it leaves the cache, and
+    // the next call finds the tenant gone (404) instead of timing out forever (503).
+    let mut last = String::new();
+    for _ in 0..5 {
+        match here.tenant_conn(&acme).await {
+            Err(Error::UnknownTenant { .. }) => return,
+            Ok(mut stale) => last = format!("{:?}", stale.batch_execute("SELECT 1").await),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    panic!("still not looked up again; last: {last}");
+}

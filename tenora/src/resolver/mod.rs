@@ -292,9 +292,7 @@ impl<B: Backend> Resolved<B> {
     /// A pooled connection to the tenant's database, as the tenant's own user. Each call takes
     /// one from the tenant's pool (no cache lookup: the pool was found when resolving).
     pub async fn conn(&self) -> Result<PooledConn<B>> {
-        self.pool
-            .get(|| self.tenora.backend().describe_tenant(&self.id))
-            .await
+        self.tenora.conn_from(&self.id, &self.pool).await
     }
 
     /// The [`Tenora`] the tenant belongs to.
