@@ -22,7 +22,7 @@ use diesel_async::SimpleAsyncConnection as _;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use tenora::backend::Backend as _;
 use tenora::{Config, EncryptionKey, FleetOp, FleetOptions, PgTenora, PoolCacheConfig, TenantId};
-use tenora_test_support::pg_connect as admin_client;
+use tenora_test_support::{pg_connect as admin_client, write_migration};
 
 const HIT_TENANTS: usize = 50;
 /// Every object the benchmark makes starts with this; a run first removes what an interrupted
@@ -193,6 +193,16 @@ async fn create_tenants(t: &PgTenora, range: std::ops::Range<usize>) {
 }
 
 /// `TASKS` tasks share `ops` operations; returns wall nanoseconds per operation.
+/// [`create_tenants`], printing how long it took.
+async fn create_tenants_timed(t: &PgTenora, range: std::ops::Range<usize>) {
+    let (count, started) = (range.len(), Instant::now());
+    create_tenants(t, range).await;
+    println!(
+        "\n(set up {count} more tenants in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 async fn run_tasks<F, Fut>(ops: usize, op: F) -> f64
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
@@ -223,19 +233,14 @@ where
 fn tenant_migrations_plus_one() -> (tempfile::TempDir, tenora::Migrations) {
     let dir = tempfile::tempdir().unwrap();
     for m in tenant_schema::POSTGRES_MIGRATIONS.iter() {
-        let folder = dir.path().join(m.name());
-        std::fs::create_dir_all(&folder).unwrap();
-        std::fs::write(folder.join("up.sql"), m.up_sql()).unwrap();
-        std::fs::write(folder.join("down.sql"), m.down_sql().unwrap_or("")).unwrap();
+        write_migration(dir.path(), m.name(), m.up_sql(), m.down_sql().unwrap_or(""));
     }
-    let extra = dir.path().join("2024-06-01-000000_create_audit_log");
-    std::fs::create_dir_all(&extra).unwrap();
-    std::fs::write(
-        extra.join("up.sql"),
+    write_migration(
+        dir.path(),
+        "2024-06-01-000000_create_audit_log",
         "CREATE TABLE audit_log (id SERIAL PRIMARY KEY);",
-    )
-    .unwrap();
-    std::fs::write(extra.join("down.sql"), "DROP TABLE audit_log;").unwrap();
+        "DROP TABLE audit_log;",
+    );
     let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
     (dir, migrations)
 }
@@ -559,13 +564,7 @@ async fn main() {
     let total = sizes.up_to_date.max(sizes.migrate).max(HIT_TENANTS);
     // Without a budget the 50 warm pools hold many connections: close them first.
     t.close_all();
-    let started = Instant::now();
-    create_tenants(&t, HIT_TENANTS..total).await;
-    println!(
-        "\n(set up {} more tenants in {:.1} s)",
-        total - HIT_TENANTS,
-        started.elapsed().as_secs_f64()
-    );
+    create_tenants_timed(&t, HIT_TENANTS..total).await;
     t.close_all();
     let (_dir, newer) = tenant_migrations_plus_one();
     let t2 = bench.tenora(newer, PoolCacheConfig::default()).await;
@@ -627,13 +626,7 @@ async fn main() {
 
     // --- 5. scale under a connection budget -----------------------------------------------------
     let scale = sizes.scale.max(total);
-    let started = Instant::now();
-    create_tenants(&t, total..scale).await;
-    println!(
-        "\n(set up {} more tenants in {:.1} s)",
-        scale - total,
-        started.elapsed().as_secs_f64()
-    );
+    create_tenants_timed(&t, total..scale).await;
     t.close_all();
     drop(t);
     let budget = 80;

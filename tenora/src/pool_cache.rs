@@ -329,15 +329,22 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn unknown_and_cancelled_lookups_leave_warm_pools_and_no_cells() {
+    /// A cache of two, holding pools for `a` then `b` (`b` used last).
+    async fn warm_cache() -> PoolCache<u32> {
         let cache = PoolCache::<u32>::new(2);
         for (i, name) in ["a", "b"].into_iter().enumerate() {
             cache
                 .get_or_try_init(&id(name), || async move { Ok::<_, ()>(i as u32) })
                 .await
                 .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
         }
+        cache
+    }
+
+    #[tokio::test]
+    async fn unknown_and_cancelled_lookups_leave_warm_pools_and_no_cells() {
+        let cache = warm_cache().await;
         // Lookups of ids that turn out unknown evict nothing and leave nothing.
         for name in ["x1", "x2", "x3"] {
             let failed = cache
@@ -365,14 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn least_recently_used_pools_make_room() {
-        let cache = PoolCache::<u32>::new(2);
-        for (i, name) in ["a", "b"].into_iter().enumerate() {
-            cache
-                .get_or_try_init(&id(name), || async move { Ok::<_, ()>(i as u32) })
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
+        let cache = warm_cache().await;
         // Touch `a`, so `b` is the least recently used.
         cache
             .get_or_try_init(&id("a"), || async { Ok::<_, ()>(9) })

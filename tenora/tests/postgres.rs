@@ -544,14 +544,12 @@ async fn template_clones_match_migrated_tenants() {
 async fn template_migrations_may_create_schemas() {
     let Some(env) = Postgres::env() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let m = dir.path().join("2024-01-01-000000_app_schema");
-    std::fs::create_dir_all(&m).unwrap();
-    std::fs::write(
-        m.join("up.sql"),
+    tenora_test_support::write_migration(
+        dir.path(),
+        "2024-01-01-000000_app_schema",
         "CREATE SCHEMA app; CREATE TABLE app.notes (id integer PRIMARY KEY);",
-    )
-    .unwrap();
-    std::fs::write(m.join("down.sql"), "DROP SCHEMA app CASCADE;").unwrap();
+        "DROP SCHEMA app CASCADE;",
+    );
     let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
     let mut config = env.config.clone();
     config.tenant.template = true;

@@ -345,14 +345,12 @@ pub fn migrations_plus_one<B: TestBackend>() -> (tempfile::TempDir, tenora::Migr
             std::fs::copy(file.path(), to.join(file.file_name())).unwrap();
         }
     }
-    let extra = dir.path().join("2024-06-01-000000_create_audit_log");
-    std::fs::create_dir_all(&extra).unwrap();
-    std::fs::write(
-        extra.join("up.sql"),
+    tenora_test_support::write_migration(
+        dir.path(),
+        "2024-06-01-000000_create_audit_log",
         "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, note VARCHAR(100));\n",
-    )
-    .unwrap();
-    std::fs::write(extra.join("down.sql"), "DROP TABLE audit_log;\n").unwrap();
+        "DROP TABLE audit_log;\n",
+    );
     let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
     (dir, migrations)
 }

@@ -65,6 +65,14 @@ where
     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
+/// Writes a Diesel-layout migration folder `<dir>/<name>/` with `up.sql` and `down.sql`.
+pub fn write_migration(dir: &std::path::Path, name: &str, up: &str, down: &str) {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).expect("create a migration folder");
+    std::fs::write(folder.join("up.sql"), up).expect("write up.sql");
+    std::fs::write(folder.join("down.sql"), down).expect("write down.sql");
+}
+
 /// A tokio-postgres client connected to `url` (its driver runs on the current runtime).
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
