@@ -214,11 +214,18 @@ pub struct PoolCacheConfig {
     /// Most tenant pools kept open; the least recently used is closed to make room
     /// (default 1000).
     pub max_cached_tenants: usize,
-    /// Most server connections open at once across every tenant pool, the base pool and
-    /// migration/provisioning connections (default: no limit). Set it below the server's
-    /// `max_connections`.
+    /// Most server connections open at once across every tenant pool, the base pool, the
+    /// administrative sessions and migration/provisioning connections. Default: derived from
+    /// the server at connect — three quarters of the slots that are free then (PostgreSQL:
+    /// `max_connections` less the reserved slots and other clients' connections; MySQL:
+    /// `max_connections` less other clients, at most the account's `max_user_connections`),
+    /// divided by `replicas`; SQLite has no limit. An explicit value always wins.
     pub max_connections: Option<u32>,
-    /// Seconds a request waits for the connection budget before failing (default 30).
+    /// Processes (replicas of one app) that share the server: a derived budget is divided by
+    /// this (default 1). Replicas cannot see each other's connections at start.
+    pub replicas: u32,
+    /// Seconds a request waits for the connection budget before failing with
+    /// [`Error::Busy`](crate::Error::Busy) (default 30).
     pub acquire_timeout: u64,
     /// Seconds after which an unused tenant pool is closed (default 600; 0 keeps them).
     pub pool_idle_timeout: u64,
@@ -229,6 +236,7 @@ impl Default for PoolCacheConfig {
         PoolCacheConfig {
             max_cached_tenants: 1000,
             max_connections: None,
+            replicas: 1,
             acquire_timeout: 30,
             pool_idle_timeout: 600,
         }
@@ -614,14 +622,15 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if let Some(max) = budget.max_connections {
-            // The base pool's first connection and one tenant connection must fit.
-            if max < 2 {
-                return Err(Error::config(
-                    "pool_cache.max_connections",
-                    "must be at least 2",
-                ));
-            }
+        // The smallest workable budget depends on the backend: checked at connect.
+        if budget.max_connections == Some(0) {
+            return Err(Error::config(
+                "pool_cache.max_connections",
+                "must be at least 1 (leave it out to derive a budget from the server)",
+            ));
+        }
+        if budget.replicas == 0 {
+            return Err(Error::config("pool_cache.replicas", "must be at least 1"));
         }
         if self.tenant.user_host.is_empty()
             || !self

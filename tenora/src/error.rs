@@ -139,7 +139,8 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// No connection could be taken from a pool in time.
+    /// No connection could be taken from a pool in time because opening connections kept
+    /// failing.
     #[error("no connection to {target} within the pool's connection_timeout: {source}")]
     PoolTimeout {
         /// Which database.
@@ -149,15 +150,17 @@ pub enum Error {
         source: BoxError,
     },
 
-    /// The connection budget is used up: every connection is busy and none could be
-    /// reclaimed within `pool_cache.acquire_timeout`.
-    #[error(
-        "no connection to {target}: {message}; raise pool_cache.max_connections or reduce load"
-    )]
-    PoolExhausted {
+    /// Every connection is in use: a wait ran out (the connection budget's
+    /// `pool_cache.acquire_timeout`, or the pool's `connection_timeout`), or the server refused
+    /// a new connection because it has no free slots. Busy is not broken: retry later (the
+    /// axum integration answers `503 Service Unavailable` with `Retry-After`).
+    #[error("{target} is busy: {message}")]
+    Busy {
         /// Which database.
         target: String,
-        /// The budget and its state.
+        /// Which wait ran out.
+        wait: Wait,
+        /// The budget or pool and its state, and what to do.
         message: String,
     },
 
@@ -223,6 +226,29 @@ pub enum Error {
     /// The requested operation is not supported by this backend or build.
     #[error("{0}")]
     Unsupported(String),
+}
+
+/// Which wait of a [`Error::Busy`] ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Wait {
+    /// The connection budget had no free connection within `pool_cache.acquire_timeout`.
+    Budget,
+    /// Every connection of the tenant's (or the base) pool stayed checked out for the pool's
+    /// `connection_timeout`.
+    Pool,
+    /// The database server refused a new connection: it has no free connection slots.
+    Server,
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Wait::Budget => "connection budget",
+            Wait::Pool => "pool",
+            Wait::Server => "server",
+        })
+    }
 }
 
 fn cleanup_note(cleanup: &[String]) -> String {

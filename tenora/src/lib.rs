@@ -69,12 +69,13 @@ mod tenant_id;
 mod tenora;
 
 pub use crate::backend_alias::*;
+pub use crate::budget::plan::{BudgetPlan, BudgetSource, ServerLimits};
 pub use crate::budget::{BudgetManager, Budgeted, ConnectError};
 pub use crate::config::{
     BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolCacheConfig, PoolConfig,
     RegistryConfig, SecretsConfig, TenantConfig, redact_url,
 };
-pub use crate::error::{BoxError, Error, Result};
+pub use crate::error::{BoxError, Error, Result, Wait};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
 pub use crate::migrate::MigrationOp;
 pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};

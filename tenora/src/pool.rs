@@ -11,9 +11,9 @@ use bb8::ErrorSink;
 use diesel_async::pooled_connection::PoolError;
 
 use crate::backend::Backend;
-use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError};
+use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError, Slice};
 use crate::config::PoolConfig;
-use crate::error::{Error as TenoraError, Result};
+use crate::error::{Error as TenoraError, Result, Wait};
 use crate::tenora::PooledConn;
 
 type Error = ConnectError<PoolError>;
@@ -22,6 +22,7 @@ type Error = ConnectError<PoolError>;
 #[derive(Debug, Clone)]
 enum Failure {
     Exhausted(String),
+    Refused(String),
     Connect(String),
 }
 
@@ -34,6 +35,7 @@ impl ErrorSink<Error> for LastError {
         tracing::warn!(error = %error, "pooled connection attempt failed");
         let failure = match error {
             ConnectError::Exhausted(m) => Failure::Exhausted(m),
+            ConnectError::Refused(m) => Failure::Refused(m),
             ConnectError::Connect(e) => Failure::Connect(e.to_string()),
         };
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
@@ -51,6 +53,10 @@ pub(crate) struct ManagedPool<B: Backend> {
     /// A caller was refused a connection because connecting failed (not because the pool was
     /// busy): the database may be gone or its password changed.
     connect_failed: std::sync::atomic::AtomicBool,
+    /// For messages: the pool's size and wait, and the config section they come from.
+    max_size: u32,
+    connection_timeout: u64,
+    section: &'static str,
 }
 
 impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
@@ -61,11 +67,14 @@ impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
 
 impl<B: Backend> ManagedPool<B> {
     /// Builds a pool and seeds it with `first`, a connection the caller opened directly (so
-    /// that connection errors surface immediately, with their cause).
+    /// that connection errors surface immediately, with their cause). Its connections count
+    /// against `slice` of the budget; `section` names its config (`tenant.pool`, `base.pool`).
     pub(crate) fn new(
         config: &PoolConfig,
+        section: &'static str,
         manager: B::Manager,
         budget: Arc<Budget>,
+        slice: Slice,
         first: Budgeted<B::Connection>,
     ) -> Self {
         let last_error = LastError::default();
@@ -78,13 +87,16 @@ impl<B: Backend> ManagedPool<B> {
             // connections are still dropped when returned (diesel-async's `has_broken`).
             .test_on_check_out(false)
             .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(BudgetManager::new(manager, budget));
+            .build_unchecked(BudgetManager::new(manager, budget, slice));
         // Only fails when the pool is full, which a new pool is not.
         let _ = pool.add(first);
         ManagedPool {
             pool,
             last_error,
             connect_failed: std::sync::atomic::AtomicBool::new(false),
+            max_size: config.max_size,
+            connection_timeout: config.connection_timeout,
+            section,
         }
     }
 
@@ -102,12 +114,24 @@ impl<B: Backend> ManagedPool<B> {
 
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl FnOnce() -> String) -> Result<PooledConn<B>> {
-        self.pool.get_owned().await.map_err(|e| match e {
-            bb8::RunError::User(e) => {
-                self.connect_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+        let connect_failed = || {
+            self.connect_failed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        self.pool.get_owned().await.map_err(|e| {
+            let target = target();
+            let busy = |wait, message| TenoraError::Busy {
+                target: target.clone(),
+                wait,
+                message,
+            };
+            match e {
+            bb8::RunError::User(ConnectError::Exhausted(message)) => busy(Wait::Budget, message),
+            bb8::RunError::User(ConnectError::Refused(message)) => busy(Wait::Server, message),
+            bb8::RunError::User(ConnectError::Connect(e)) => {
+                connect_failed();
                 TenoraError::Connect {
-                    target: target(),
+                    target: target.clone(),
                     source: Box::new(e),
                 }
             }
@@ -119,23 +143,26 @@ impl<B: Backend> ManagedPool<B> {
                     .unwrap_or_else(|p| p.into_inner())
                     .take();
                 match last {
-                    Some(Failure::Exhausted(message)) => TenoraError::PoolExhausted {
-                        target: target(),
-                        message,
-                    },
+                    Some(Failure::Exhausted(message)) => busy(Wait::Budget, message),
+                    Some(Failure::Refused(message)) => busy(Wait::Server, message),
                     Some(Failure::Connect(cause)) => {
-                        self.connect_failed
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        connect_failed();
                         TenoraError::PoolTimeout {
-                            target: target(),
+                            target: target.clone(),
                             source: format!("last connection attempt failed: {cause}").into(),
                         }
                     }
-                    None => TenoraError::PoolTimeout {
-                        target: target(),
-                        source: "every connection of the pool is in use".into(),
-                    },
+                    None => busy(
+                        Wait::Pool,
+                        format!(
+                            "all {} connections of its pool are in use and none was returned \
+                             within {}.connection_timeout ({} s); retry later, or raise \
+                             {}.max_size",
+                            self.max_size, self.section, self.connection_timeout, self.section
+                        ),
+                    ),
                 }
+            }
             }
         })
     }

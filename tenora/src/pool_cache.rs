@@ -61,10 +61,20 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Server connections open now (tenant pools, base pool, direct connections).
     pub open_connections: u64,
-    /// The connection budget (`pool_cache.max_connections`), if any.
+    /// The connection budget now (configured or derived; it shrinks for a while after the
+    /// server refused connections), if any.
     pub max_connections: Option<u32>,
+    /// Where the budget came from.
+    pub budget_source: crate::budget::plan::BudgetSource,
     /// Requests that had to wait for the connection budget.
     pub waits: u64,
+    /// Time spent waiting for the connection budget, all waits together.
+    pub wait_time: std::time::Duration,
+    /// Requests that waited out `pool_cache.acquire_timeout` and got
+    /// [`Error::Busy`](crate::Error::Busy).
+    pub busy: u64,
+    /// Connections the server refused for lack of connection slots.
+    pub refused_by_server: u64,
 }
 
 /// Removes its cell from the map on drop if the cell is still empty and nobody else holds it
@@ -247,9 +257,7 @@ impl<P: CachedPool> PoolCache<P> {
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
-            open_connections: 0,
-            max_connections: None,
-            waits: 0,
+            ..CacheStats::default()
         }
     }
 

@@ -212,7 +212,7 @@ impl<B: Backend> Tenora<B> {
             // Already migrated and locked down; connect only to run seeds.
             if !self.tenant_seeds().is_empty() {
                 let (mut conn, _permit) = self
-                    .connect_tenant_budgeted(id, password)
+                    .connect_tenant_budgeted(id, password, crate::budget::Slice::Work)
                     .await
                     .map_err(|e| (Step::Seed, e))?
                     .into_parts();
@@ -226,7 +226,7 @@ impl<B: Backend> Tenora<B> {
                 .await
                 .map_err(|e| (Step::LockDown, e))?;
             let (conn, _permit) = self
-                .connect_tenant_budgeted(id, password)
+                .connect_tenant_budgeted(id, password, crate::budget::Slice::Work)
                 .await
                 .map_err(|e| (Step::Migrate, e))?
                 .into_parts();

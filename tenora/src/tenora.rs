@@ -7,9 +7,10 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use crate::backend::{Backend, Target};
-use crate::budget::{Budget, Budgeted, Reclaim};
+use crate::budget::plan::BudgetPlan;
+use crate::budget::{Budget, Budgeted, Reclaim, Slice};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Wait};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::{Migrations, Seeds};
 use crate::pool::ManagedPool;
@@ -126,41 +127,35 @@ impl<B: Backend> TenoraBuilder<B> {
                  encrypted at rest"
             );
         }
+        // Connecting directly first fails fast with the real cause (bad host, password, ...);
+        // on that connection, read the server's limit unless the budget is configured.
+        let mut first = backend.connect_base().await?;
         let limits = &config.pool_cache;
-        if let Some(max) = limits.max_connections {
-            // The administrative sessions, the base pool and at least one tenant must fit.
-            let least = B::ADMIN_CONNECTIONS + 2;
-            if max < least {
-                return Err(Error::config(
-                    "pool_cache.max_connections",
-                    format!(
-                        "must be at least {least} on {}: {} administrative session(s), the base \
-                         pool and one tenant connection",
-                        B::CLIENT.as_str(),
-                        B::ADMIN_CONNECTIONS
-                    ),
-                ));
-            }
+        let server = match limits.max_connections {
+            Some(_) => None,
+            None => backend.server_limits(&mut first).await?,
+        };
+        let plan = BudgetPlan::new(&config, B::ADMIN_CONNECTIONS, server)?;
+        if plan.raised_to_minimum {
+            tracing::warn!("{plan}");
+        } else {
+            tracing::info!("{plan}");
         }
-        let budget = Budget::new(
-            limits.max_connections,
-            B::ADMIN_CONNECTIONS,
-            Duration::from_secs(limits.acquire_timeout),
-        );
+        let budget = Budget::new(plan, Duration::from_secs(limits.acquire_timeout));
         let tenants = Arc::new(PoolCache::new(limits.max_cached_tenants));
         let reclaim: Arc<dyn Reclaim> = tenants.clone();
         budget.set_reclaimer(Arc::downgrade(&reclaim));
-        // Connecting directly first fails fast with the real cause (bad host, password, ...).
         let permit = budget
-            .acquire()
+            .acquire(Slice::Base)
             .await
-            .map_err(|e| exhausted(&backend.describe_base(), e))?;
-        let first = Budgeted::new(backend.connect_base().await?, permit);
+            .map_err(|e| busy(backend.describe_base(), e))?;
         let base_pool = ManagedPool::new(
             &config.base.pool,
+            "base.pool",
             backend.base_manager(),
             Arc::clone(&budget),
-            first,
+            Slice::Base,
+            Budgeted::new(first, permit),
         );
         let idle = Duration::from_secs(limits.pool_idle_timeout);
         let tenora = Tenora {
@@ -204,9 +199,10 @@ fn spawn_reaper<P: crate::pool_cache::CachedPool>(
     });
 }
 
-fn exhausted(target: &str, e: crate::budget::Exhausted) -> Error {
-    Error::PoolExhausted {
-        target: target.to_owned(),
+fn busy(target: String, e: crate::budget::Exhausted) -> Error {
+    Error::Busy {
+        target,
+        wait: Wait::Budget,
         message: e.to_string(),
     }
 }
@@ -244,9 +240,9 @@ impl<B: Backend> Tenora<B> {
         let _permit = self
             .inner
             .budget
-            .acquire()
+            .acquire(Slice::Work)
             .await
-            .map_err(|e| exhausted("the template database", e))?;
+            .map_err(|e| busy("the template database".to_owned(), e))?;
         self.inner
             .backend
             .prepare_template(migrations, &migrations.fingerprint())
@@ -361,29 +357,62 @@ impl<B: Backend> Tenora<B> {
         };
         let backend = &self.inner.backend;
         tracing::debug!("creating tenant pool");
-        let first = self.connect_tenant_budgeted(id, password.as_ref()).await?;
+        let first = self
+            .connect_tenant_budgeted(id, password.as_ref(), Slice::Pools)
+            .await?;
         Ok(Arc::new(ManagedPool::new(
             &self.inner.config.tenant.pool,
+            "tenant.pool",
             backend.tenant_manager(id, password.as_ref()),
             Arc::clone(&self.inner.budget),
+            Slice::Pools,
             first,
         )))
     }
 
-    /// One direct connection to tenant `id`, counted against the connection budget.
+    /// One direct connection to tenant `id`, counted against `slice` of the connection budget
+    /// (a pool's first connection: [`Slice::Pools`]; migrations and seeds: [`Slice::Work`]).
     pub(crate) async fn connect_tenant_budgeted(
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        slice: Slice,
     ) -> Result<Budgeted<B::Connection>> {
-        let permit = self
-            .inner
-            .budget
-            .acquire()
+        let backend = &self.inner.backend;
+        self.connect_budgeted(slice, || backend.describe_tenant(id), async {
+            backend.connect_tenant(id, password).await
+        })
+        .await
+    }
+
+    /// Opens a connection with `connect` under a permit of `slice`. A server out of connection
+    /// slots makes the budget shrink and the caller get [`Error::Busy`].
+    async fn connect_budgeted(
+        &self,
+        slice: Slice,
+        target: impl Fn() -> String,
+        connect: impl std::future::Future<Output = Result<B::Connection>>,
+    ) -> Result<Budgeted<B::Connection>> {
+        let budget = &self.inner.budget;
+        let permit = budget
+            .acquire(slice)
             .await
-            .map_err(|e| exhausted(&self.inner.backend.describe_tenant(id), e))?;
-        let conn = self.inner.backend.connect_tenant(id, password).await?;
-        Ok(Budgeted::new(conn, permit))
+            .map_err(|e| busy(target(), e))?;
+        match connect.await {
+            Ok(conn) => Ok(Budgeted::new(conn, permit)),
+            Err(Error::Connect { target, source })
+                if crate::budget::is_server_full(&source.to_string()) =>
+            {
+                drop(permit);
+                let now = budget.server_refused();
+                Err(Error::Busy {
+                    target,
+                    wait: Wait::Server,
+                    message: crate::budget::refused_message(&source, now),
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Closes tenant `id`'s cached pool (the next `tenant_conn` builds a new one). Returns
@@ -399,11 +428,23 @@ impl<B: Backend> Tenora<B> {
 
     /// Pool cache and connection budget counters.
     pub fn stats(&self) -> CacheStats {
+        let budget = &self.inner.budget;
         let mut stats = self.inner.tenants.stats();
-        stats.open_connections = self.inner.budget.open();
-        stats.max_connections = self.inner.budget.max();
-        stats.waits = self.inner.budget.waits();
+        stats.open_connections = budget.open();
+        stats.max_connections = budget.max();
+        stats.budget_source = budget.plan().source;
+        (stats.waits, stats.wait_time) = budget.waits();
+        stats.busy = budget.busy();
+        stats.refused_by_server = budget.refused();
         stats
+    }
+
+    /// The connection budget as set up at connect: its size, where it came from (configured,
+    /// or derived from the server's limit) and how it is split. Its `Display` is the line
+    /// Tenora logs at start. [`stats`](Self::stats) has the size now (it shrinks for a while
+    /// when the server refuses connections).
+    pub fn budget(&self) -> &BudgetPlan {
+        self.inner.budget.plan()
     }
 
     /// The registry row of tenant `id`, if registered (in any state).
@@ -503,13 +544,13 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
-        let _permit = self
-            .inner
-            .budget
-            .acquire()
-            .await
-            .map_err(|e| exhausted(&self.inner.backend.describe_base(), e))?;
-        let conn = self.inner.backend.connect_base().await?;
+        let backend = &self.inner.backend;
+        let (conn, _permit) = self
+            .connect_budgeted(Slice::Work, || backend.describe_base(), async {
+                backend.connect_base().await
+            })
+            .await?
+            .into_parts();
         self.inner
             .backend
             .run_migrations(Target::Base, conn, self.inner.base_migrations.clone(), op)
@@ -545,7 +586,7 @@ impl<B: Backend> Tenora<B> {
         let stored = self.active_tenant(id).await?;
         let password = self.password_of(&stored)?;
         let (conn, _permit) = self
-            .connect_tenant_budgeted(id, password.as_ref())
+            .connect_tenant_budgeted(id, password.as_ref(), Slice::Work)
             .await?
             .into_parts();
         self.inner

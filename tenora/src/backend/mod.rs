@@ -63,7 +63,7 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     const CLIENT: Client;
 
     /// The most administrative connections (CREATE DATABASE, CREATE ROLE, ...) the backend
-    /// holds at once. They are kept out of `pool_cache.max_connections` for pools to use.
+    /// holds at once. They are a slice of the connection budget kept aside for them.
     const ADMIN_CONNECTIONS: u32;
 
     /// The diesel-async connection type handed out by `tenant_conn` and `base_conn`.
@@ -109,6 +109,17 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// One unpooled connection to the base database.
     #[doc(hidden)]
     fn connect_base(&self) -> impl Future<Output = Result<Self::Connection>> + Send;
+
+    /// The server's connection limit and the connections other clients hold, read through
+    /// `base` (Tenora's first connection to the base database); `None` where the server has no
+    /// such limit (SQLite).
+    #[doc(hidden)]
+    fn server_limits(
+        &self,
+        _base: &mut Self::Connection,
+    ) -> impl Future<Output = Result<Option<crate::budget::plan::ServerLimits>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Creates the tenant's user. Fails with `TenantExists` when the user exists already.
     #[doc(hidden)]

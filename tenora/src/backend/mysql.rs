@@ -105,9 +105,16 @@ async fn connect(opts: &Opts) -> diesel::ConnectionResult<AsyncMysqlConnection> 
         // diesel-async keeps its own statement cache and expects found-rows semantics.
         .stmt_cache_size(0)
         .client_found_rows(true);
-    let conn = mysql_async::Conn::new(builder)
-        .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    let conn = mysql_async::Conn::new(builder).await.map_err(|e| {
+        // Out of connection slots: the server's max_connections (1040), the account's
+        // max_user_connections (1203) or its MAX_USER_CONNECTIONS resource (1226). Marked so
+        // the budget can react.
+        let message = match server_code(&e) {
+            Some(1040 | 1203 | 1226) => format!("{}: {e}", crate::budget::SERVER_FULL),
+            _ => e.to_string(),
+        };
+        diesel::ConnectionError::BadConnection(message)
+    })?;
     AsyncMysqlConnection::try_from(conn).await
 }
 
@@ -299,6 +306,41 @@ impl Backend for Mysql {
             target: self.describe_base(),
             source: Box::new(e),
         })
+    }
+
+    async fn server_limits(
+        &self,
+        _base: &mut Self::Connection,
+    ) -> Result<Option<crate::budget::plan::ServerLimits>> {
+        // On an admin connection: `SHOW` needs the text protocol, which diesel does not offer.
+        let read = async {
+            let _turn = self.admin_turn.lock().await;
+            let mut conn = self.admin().await?;
+            let limits: Option<(i64, i64)> = conn
+                .query_first("SELECT @@max_connections, @@max_user_connections")
+                .await?;
+            let threads: Option<(String, i64)> = conn
+                .query_first("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+                .await?;
+            let _ = conn.disconnect().await;
+            Ok::<_, mysql_async::Error>((limits, threads))
+        };
+        let (limits, threads) = read.await.map_err(server_error(format!(
+            "cannot read the connection limit of {} (set pool_cache.max_connections to skip \
+             this)",
+            self.server
+        )))?;
+        let count = |n: i64| u32::try_from(n).unwrap_or(0);
+        let (max, per_account) = limits.unwrap_or((0, 0));
+        // Threads_connected counts this admin connection and Tenora's first base connection.
+        let others = threads.map_or(0, |(_, n)| count(n).saturating_sub(2));
+        Ok(Some(crate::budget::plan::ServerLimits {
+            max_connections: count(max),
+            reserved: 0,
+            in_use_by_others: others,
+            // The session value is the account's own limit when it has one, else the global.
+            account_limit: (per_account > 0).then(|| count(per_account)),
+        }))
     }
 
     async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {

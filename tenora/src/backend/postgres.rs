@@ -149,9 +149,38 @@ async fn connect(config: &tokio_postgres::Config) -> diesel::ConnectionResult<As
     let (client, connection) = config
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| diesel::ConnectionError::BadConnection(ServerError(e).to_string()))?;
+        .map_err(|e| diesel::ConnectionError::BadConnection(connect_message(e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
+
+/// A failed connect's message; a server out of connection slots (SQLSTATE 53300: "too many
+/// clients", "remaining connection slots are reserved", a role's or database's connection
+/// limit) is marked so the budget can react.
+fn connect_message(e: tokio_postgres::Error) -> String {
+    if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) {
+        format!("{}: {}", crate::budget::SERVER_FULL, ServerError(e))
+    } else {
+        ServerError(e).to_string()
+    }
+}
+
+/// The server's connection limit, the slots ordinary roles cannot use, and other clients'
+/// connections (every client backend but this session).
+#[derive(diesel::QueryableByName)]
+struct PgLimits {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    max_connections: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    reserved: i32,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    others: i32,
+}
+
+const LIMITS_SQL: &str = "SELECT current_setting('max_connections')::int4 AS max_connections, \
+     (current_setting('superuser_reserved_connections')::int4 \
+      + COALESCE(current_setting('reserved_connections', true), '0')::int4) AS reserved, \
+     (SELECT count(*) FROM pg_stat_activity \
+      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())::int4 AS others";
 
 fn manager(
     label: String,
@@ -626,6 +655,33 @@ impl Backend for Postgres {
             target: self.describe_base(),
             source: Box::new(e),
         })
+    }
+
+    async fn server_limits(
+        &self,
+        base: &mut Self::Connection,
+    ) -> Result<Option<crate::budget::plan::ServerLimits>> {
+        use diesel_async::RunQueryDsl as _;
+        let limits: PgLimits = diesel::sql_query(LIMITS_SQL)
+            .get_result(base)
+            .await
+            .map_err(|e| {
+                Error::db(
+                    format!(
+                        "cannot read the connection limit of {} (set pool_cache.max_connections \
+                         to skip this)",
+                        self.server
+                    ),
+                    e,
+                )
+            })?;
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        Ok(Some(crate::budget::plan::ServerLimits {
+            max_connections: count(limits.max_connections),
+            reserved: count(limits.reserved),
+            in_use_by_others: count(limits.others),
+            account_limit: None,
+        }))
     }
 
     async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {

@@ -65,12 +65,20 @@ impl RequestParts for Parts {
 
 type Responder = dyn Fn(&Error) -> Response + Send + Sync;
 
-/// The built-in error response: [`Rejection::of`]'s status and public message, as plain text.
+/// The built-in error response: [`Rejection::of`]'s status and public message, as plain text,
+/// with a `Retry-After` header when the tenant's database is only busy.
 pub fn default_error_response(error: &Error) -> Response {
     let rejection = Rejection::of(error);
     let status =
         StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, rejection.public_message()).into_response()
+    let mut response = (status, rejection.public_message()).into_response();
+    if let Some(after) = rejection.retry_after() {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(after.as_secs()),
+        );
+    }
+    response
 }
 
 fn log_failure(error: &Error) {
@@ -78,6 +86,8 @@ fn log_failure(error: &Error) {
         Rejection::Unavailable | Rejection::Internal => {
             tracing::warn!(error = %error, "tenant request failed");
         }
+        // Expected under load: every connection is in use.
+        Rejection::Busy => tracing::info!(error = %error, "tenant request turned away: busy"),
         _ => tracing::debug!(error = %error, "tenant request refused"),
     }
 }

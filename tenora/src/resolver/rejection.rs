@@ -13,7 +13,9 @@ pub enum Rejection {
     Forbidden,
     /// 404: no such active tenant.
     NotFound,
-    /// 503: the tenant's database is out of connections, unreachable, or timed out; retry later.
+    /// 503 with `Retry-After`: every connection is in use ([`Error::Busy`]); retry shortly.
+    Busy,
+    /// 503: the tenant's database is unreachable or connecting to it timed out; retry later.
     Unavailable,
     /// 500: anything else (a registry or configuration problem); see the server's logs.
     Internal,
@@ -26,8 +28,8 @@ impl Rejection {
             Error::MissingTenantId { .. } | Error::InvalidTenantId { .. } => Rejection::BadRequest,
             Error::Denied { .. } => Rejection::Forbidden,
             Error::UnknownTenant { .. } => Rejection::NotFound,
-            Error::PoolExhausted { .. }
-            | Error::PoolTimeout { .. }
+            Error::Busy { .. } => Rejection::Busy,
+            Error::PoolTimeout { .. }
             | Error::Connect { .. }
             | Error::PasswordProvider { .. } => Rejection::Unavailable,
             _ => Rejection::Internal,
@@ -40,8 +42,17 @@ impl Rejection {
             Rejection::BadRequest => 400,
             Rejection::Forbidden => 403,
             Rejection::NotFound => 404,
-            Rejection::Unavailable => 503,
+            Rejection::Busy | Rejection::Unavailable => 503,
             Rejection::Internal => 500,
+        }
+    }
+
+    /// How long a client should wait before retrying (the `Retry-After` header), for
+    /// [`Rejection::Busy`]: connections free up as other requests finish.
+    pub fn retry_after(self) -> Option<std::time::Duration> {
+        match self {
+            Rejection::Busy => Some(std::time::Duration::from_secs(1)),
+            _ => None,
         }
     }
 
@@ -51,6 +62,7 @@ impl Rejection {
             Rejection::BadRequest => "missing or invalid tenant id",
             Rejection::Forbidden => "forbidden",
             Rejection::NotFound => "unknown tenant",
+            Rejection::Busy => "tenant database busy, retry shortly",
             Rejection::Unavailable => "tenant database unavailable, retry later",
             Rejection::Internal => "internal error",
         }
@@ -88,9 +100,17 @@ mod tests {
                 404,
             ),
             (
-                Error::PoolExhausted {
+                Error::Busy {
                     target: "tenant `acme`".into(),
+                    wait: crate::error::Wait::Budget,
                     message: "budget 10 in use".into(),
+                },
+                503,
+            ),
+            (
+                Error::Connect {
+                    target: "tenant `acme`".into(),
+                    source: "connection refused".into(),
                 },
                 503,
             ),
@@ -100,6 +120,11 @@ mod tests {
             let rejection = Rejection::of(&error);
             assert_eq!(rejection.status(), status, "{error}");
             assert!(!rejection.public_message().contains("acme"));
+            // Only a busy database asks the client to come back shortly.
+            assert_eq!(
+                rejection.retry_after().is_some(),
+                matches!(error, Error::Busy { .. })
+            );
         }
     }
 }

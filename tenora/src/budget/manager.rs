@@ -1,0 +1,136 @@
+//! [`BudgetManager`]: a bb8 connection manager that counts every connection it opens against
+//! the connection budget, and [`Budgeted`], a connection holding its permit.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use diesel_async::pooled_connection::PoolError;
+
+use super::{Budget, Permit, Slice, is_server_full};
+
+/// A connection that holds a budget permit for as long as it is open. Derefs to the
+/// backend's diesel-async connection, so diesel-async queries take `&mut conn` as usual.
+pub struct Budgeted<C> {
+    conn: C,
+    _permit: Permit,
+}
+
+impl<C> Deref for Budgeted<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for Budgeted<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+impl<C> Budgeted<C> {
+    pub(crate) fn new(conn: C, permit: Permit) -> Self {
+        Budgeted {
+            conn,
+            _permit: permit,
+        }
+    }
+
+    /// The connection and its permit, for code that must move the connection (migrations);
+    /// keep the permit alive while the connection is open.
+    pub(crate) fn into_parts(self) -> (C, Permit) {
+        (self.conn, self._permit)
+    }
+}
+
+/// Why a budgeted pool could not open a connection.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConnectError<E> {
+    /// The connection budget is used up.
+    Exhausted(String),
+    /// The server refused the connection: it has no free connection slots. The budget shrank.
+    Refused(String),
+    /// Connecting failed.
+    Connect(E),
+}
+
+impl<E: fmt::Display> fmt::Display for ConnectError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectError::Exhausted(m) | ConnectError::Refused(m) => f.write_str(m),
+            ConnectError::Connect(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for ConnectError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnectError::Exhausted(_) | ConnectError::Refused(_) => None,
+            ConnectError::Connect(e) => Some(e),
+        }
+    }
+}
+
+/// A bb8 manager that takes a budget permit for every connection it opens.
+pub struct BudgetManager<M> {
+    inner: M,
+    budget: Arc<Budget>,
+    slice: Slice,
+}
+
+impl<M> BudgetManager<M> {
+    pub(crate) fn new(inner: M, budget: Arc<Budget>, slice: Slice) -> Self {
+        BudgetManager {
+            inner,
+            budget,
+            slice,
+        }
+    }
+}
+
+impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for BudgetManager<M> {
+    type Connection = Budgeted<M::Connection>;
+    type Error = ConnectError<M::Error>;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let permit = self
+            .budget
+            .acquire(self.slice)
+            .await
+            .map_err(|e| ConnectError::Exhausted(e.to_string()))?;
+        match self.inner.connect().await {
+            Ok(conn) => Ok(Budgeted::new(conn, permit)),
+            Err(e) if is_server_full(&e.to_string()) => {
+                let budget = self.budget.server_refused();
+                drop(permit);
+                Err(ConnectError::Refused(refused_message(&e, budget)))
+            }
+            Err(e) => Err(ConnectError::Connect(e)),
+        }
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        self.inner
+            .is_valid(&mut conn.conn)
+            .await
+            .map_err(ConnectError::Connect)
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        self.inner.has_broken(&mut conn.conn)
+    }
+}
+
+/// What a caller is told when the server refused a connection for lack of slots.
+pub(crate) fn refused_message(error: &dyn fmt::Display, budget: Option<u32>) -> String {
+    match budget {
+        Some(budget) => format!(
+            "{error}; Tenora lowered its connection budget to {budget} and raises it again \
+             slowly; retry later, or raise the server's max_connections"
+        ),
+        None => format!("{error}; retry later, or raise the server's max_connections"),
+    }
+}

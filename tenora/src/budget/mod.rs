@@ -1,0 +1,432 @@
+//! The connection budget: a cap on the server connections Tenora holds at once, across every
+//! tenant pool, the base pool, the administrative sessions and direct (migration,
+//! provisioning) connections.
+//!
+//! Its size comes from [`plan`]: `pool_cache.max_connections`, or a share of the server's free
+//! slots read at connect. The administrative sessions, the base pool and a work slice are kept
+//! aside, so registry lookups, sign-ups and migrations never wait behind busy tenant pools;
+//! tenant pools share the rest. Each open connection holds a permit. When none is free, a
+//! request asks the pool cache to close idle pools (least recently used first) and waits in a
+//! first-come, first-served queue, up to `acquire_timeout`, before failing with
+//! [`Error::Busy`](crate::Error::Busy).
+//!
+//! When the server itself refuses a connection for lack of slots (other clients took them),
+//! the tenant pools' slice shrinks to what is open at that moment, so Tenora stops knocking;
+//! it grows back by one connection every [`REGROW_AFTER`] without another refusal.
+
+mod manager;
+pub mod plan;
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub(crate) use manager::refused_message;
+pub use manager::{BudgetManager, Budgeted, ConnectError};
+use plan::BudgetPlan;
+
+/// How long the budget stays shrunk after the server refused a connection before it grows
+/// back by one.
+pub const REGROW_AFTER: Duration = Duration::from_secs(10);
+
+/// Marks a connection error as the server being out of connection slots (PostgreSQL SQLSTATE
+/// 53300, MySQL errors 1040/1203/1226). The backends put it in front of the server's message.
+pub(crate) const SERVER_FULL: &str = "the server has no free connection slots";
+
+/// Whether a connection error's message says the server is out of connection slots.
+pub(crate) fn is_server_full(message: &str) -> bool {
+    message.contains(SERVER_FULL)
+}
+
+/// Something that can give connections back: the pool cache closing an idle pool.
+pub(crate) trait Reclaim: Send + Sync {
+    /// Closes one idle pool (least recently used first); returns whether it closed one.
+    fn reclaim_one(&self) -> bool;
+}
+
+/// Which part of the budget a connection is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slice {
+    /// Tenant pool connections (shared, reclaimable).
+    Pools,
+    /// Migrations and provisioning: the work slice, else the pools' slice, whichever frees
+    /// first.
+    Work,
+    /// The base pool: kept aside at its `max_size`, which bb8 enforces; never waits.
+    Base,
+}
+
+/// State of a budget the server made smaller.
+#[derive(Debug, Default)]
+struct Shrink {
+    /// Permits taken away from the pools' slice.
+    taken: u32,
+    /// Of `taken`, permits still held by open connections: forgotten as they are released.
+    debt: u32,
+    /// When the budget last shrank or grew.
+    changed: Option<Instant>,
+}
+
+/// The shared budget state.
+pub(crate) struct Budget {
+    plan: BudgetPlan,
+    pools: Option<Arc<Semaphore>>,
+    work: Option<Arc<Semaphore>>,
+    acquire_timeout: Duration,
+    open: AtomicI64,
+    waits: AtomicU64,
+    wait_nanos: AtomicU64,
+    busy: AtomicU64,
+    refused: AtomicU64,
+    shrink: Mutex<Shrink>,
+    reclaimer: OnceLock<Weak<dyn Reclaim>>,
+}
+
+/// The budget is used up and nothing could be reclaimed in time.
+#[derive(Debug, Clone)]
+pub(crate) struct Exhausted {
+    /// Connections the pools' slice holds now.
+    pub(crate) pools: u32,
+    /// The whole budget now.
+    pub(crate) budget: u32,
+    pub(crate) waited: Duration,
+}
+
+impl fmt::Display for Exhausted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "all {} connections the connection budget ({} in all) leaves for tenant connections \
+             are in use and none became free within pool_cache.acquire_timeout ({} s); retry \
+             later, or raise pool_cache.max_connections",
+            self.pools,
+            self.budget,
+            self.waited.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for Exhausted {}
+
+/// A permit for one open connection (a no-op without a budget). Counts open connections.
+pub(crate) struct Permit {
+    permit: Option<OwnedSemaphorePermit>,
+    from_pools: bool,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.budget.open.fetch_sub(1, Ordering::Relaxed);
+        if self.from_pools && self.budget.pay_debt() {
+            if let Some(permit) = self.permit.take() {
+                permit.forget();
+            }
+        }
+    }
+}
+
+impl Budget {
+    /// A budget following `plan`.
+    pub(crate) fn new(plan: BudgetPlan, acquire_timeout: Duration) -> Arc<Self> {
+        let semaphore = |n: u32| Arc::new(Semaphore::new(n as usize));
+        Arc::new(Budget {
+            pools: plan.pools.map(semaphore),
+            work: plan.pools.map(|_| semaphore(plan.work)),
+            plan,
+            acquire_timeout,
+            open: AtomicI64::new(0),
+            waits: AtomicU64::new(0),
+            wait_nanos: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            shrink: Mutex::new(Shrink::default()),
+            reclaimer: OnceLock::new(),
+        })
+    }
+
+    pub(crate) fn set_reclaimer(&self, reclaimer: Weak<dyn Reclaim>) {
+        let _ = self.reclaimer.set(reclaimer);
+    }
+
+    pub(crate) fn plan(&self) -> &BudgetPlan {
+        &self.plan
+    }
+
+    fn shrink_state(&self) -> std::sync::MutexGuard<'_, Shrink> {
+        // Every update is a few field writes: a poisoned lock holds consistent numbers.
+        self.shrink.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Connections open right now (Tenora's own count; tests check the server's).
+    pub(crate) fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// How often a request had to wait for the budget, and for how long in all.
+    pub(crate) fn waits(&self) -> (u64, Duration) {
+        (
+            self.waits.load(Ordering::Relaxed),
+            Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Requests refused after waiting out `acquire_timeout`.
+    pub(crate) fn busy(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Connections the server refused for lack of slots.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The budget now: the plan's, less what the server's refusals took away.
+    pub(crate) fn max(&self) -> Option<u32> {
+        let taken = self.shrink_state().taken;
+        self.plan.max_connections.map(|m| m - taken)
+    }
+
+    /// The pools' slice now.
+    fn pools_now(&self) -> u32 {
+        let taken = self.shrink_state().taken;
+        self.plan.pools.unwrap_or(0) - taken
+    }
+
+    /// A permit for one more connection of `slice`, reclaiming idle pools and waiting if
+    /// needed.
+    pub(crate) async fn acquire(self: &Arc<Self>, slice: Slice) -> Result<Permit, Exhausted> {
+        self.regrow();
+        let taken = match (&self.pools, slice) {
+            (None, _) | (_, Slice::Base) => None,
+            (Some(pools), Slice::Pools) => Some(match Arc::clone(pools).try_acquire_owned() {
+                Ok(p) => (p, true),
+                Err(_) => self.wait(pools, None).await?,
+            }),
+            (Some(pools), Slice::Work) => {
+                let work = self.work.as_ref().expect("a work slice beside the pools' slice");
+                let quick = Arc::clone(work)
+                    .try_acquire_owned()
+                    .map(|p| (p, false))
+                    .or_else(|_| Arc::clone(pools).try_acquire_owned().map(|p| (p, true)));
+                Some(match quick {
+                    Ok(p) => p,
+                    Err(_) => self.wait(pools, Some(work)).await?,
+                })
+            }
+        };
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let (permit, from_pools) = match taken {
+            Some((p, from_pools)) => (Some(p), from_pools),
+            None => (None, false),
+        };
+        Ok(Permit {
+            permit,
+            from_pools,
+            budget: Arc::clone(self),
+        })
+    }
+
+    /// Waits in line for a permit of `pools` (or of `work`, whichever comes first), closing
+    /// idle pools meanwhile, until `acquire_timeout`. The acquire futures live across the
+    /// loop, so the caller keeps its place in the semaphores' first-come, first-served queues.
+    async fn wait(
+        &self,
+        pools: &Arc<Semaphore>,
+        work: Option<&Arc<Semaphore>>,
+    ) -> Result<(OwnedSemaphorePermit, bool), Exhausted> {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        let deadline = tokio::time::sleep(self.acquire_timeout);
+        let from_pools = Arc::clone(pools).acquire_owned();
+        let from_work = async {
+            match work {
+                Some(work) => Arc::clone(work).acquire_owned().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline, from_pools, from_work);
+        let result = loop {
+            let reclaimed = self
+                .reclaimer
+                .get()
+                .and_then(Weak::upgrade)
+                .is_some_and(|r| r.reclaim_one());
+            // A closed pool gives its permits back as its connections drop: look again soon
+            // after a reclaim, otherwise only once in a while (the permits come by themselves).
+            let tick = if reclaimed {
+                Duration::from_millis(5)
+            } else {
+                Duration::from_millis(100)
+            };
+            tokio::select! {
+                biased;
+                Ok(p) = &mut from_work => break Ok((p, false)),
+                Ok(p) = &mut from_pools => break Ok((p, true)),
+                () = &mut deadline => {
+                    self.busy.fetch_add(1, Ordering::Relaxed);
+                    break Err(Exhausted {
+                        pools: self.pools_now(),
+                        budget: self.max().unwrap_or(0),
+                        waited: self.acquire_timeout,
+                    });
+                }
+                () = tokio::time::sleep(tick) => {}
+            }
+        };
+        let waited = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
+        result
+    }
+
+    /// The server refused a connection for lack of slots: shrink the pools' slice to the
+    /// tenant connections open now (at least one), so Tenora waits in its own queue instead of
+    /// knocking again. Returns the budget after shrinking.
+    pub(crate) fn server_refused(&self) -> Option<u32> {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let (Some(pools), Some(planned)) = (&self.pools, self.plan.pools) else {
+            return None;
+        };
+        let new_max = {
+            let mut shrink = self.shrink_state();
+            let capacity = planned - shrink.taken;
+            // Permits held by connections that count (those owed back are already taken).
+            let held = capacity
+                .saturating_sub(u32::try_from(pools.available_permits()).unwrap_or(u32::MAX));
+            // The refused attempt still holds one of them.
+            let target = held.saturating_sub(1).max(1);
+            let cut = capacity.saturating_sub(target);
+            if cut > 0 {
+                let forgotten = u32::try_from(pools.forget_permits(cut as usize)).unwrap_or(cut);
+                shrink.debt += cut - forgotten;
+                shrink.taken += cut;
+            }
+            shrink.changed = Some(Instant::now());
+            self.plan.max_connections.map(|m| m - shrink.taken)
+        };
+        tracing::warn!(
+            budget = new_max,
+            "the database server refused a connection: it has no free connection slots; \
+             lowered the connection budget (raise the server's max_connections, or lower \
+             pool_cache.max_connections)"
+        );
+        new_max
+    }
+
+    /// Gives back one permit taken by a refusal, once the budget has been small for
+    /// [`REGROW_AFTER`].
+    fn regrow(&self) {
+        let Some(pools) = &self.pools else { return };
+        let mut shrink = self.shrink_state();
+        if shrink.taken == 0 || shrink.changed.is_some_and(|t| t.elapsed() < REGROW_AFTER) {
+            return;
+        }
+        if shrink.debt > 0 {
+            // A held permit is no longer owed: it returns when its connection closes.
+            shrink.debt -= 1;
+        } else {
+            pools.add_permits(1);
+        }
+        shrink.taken -= 1;
+        shrink.changed = Some(Instant::now());
+    }
+
+    /// Whether a released permit of the pools' slice must be forgotten (the server took it).
+    fn pay_debt(&self) -> bool {
+        let mut shrink = self.shrink_state();
+        if shrink.debt > 0 {
+            shrink.debt -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan::{BudgetPlan, ServerLimits};
+    use super::*;
+    use crate::config::Config;
+
+    /// A budget of `pools` tenant connections (plus PostgreSQL's fixed slices).
+    fn budget(pools: u32, timeout_ms: u64) -> Arc<Budget> {
+        let mut config = Config::postgres("postgres://admin@127.0.0.1/app");
+        config.pool_cache.max_connections = Some(BudgetPlan::minimum(2, 4) - 1 + pools);
+        let plan = BudgetPlan::new(&config, 2, None::<ServerLimits>).unwrap();
+        assert_eq!(plan.pools, Some(pools));
+        Budget::new(plan, Duration::from_millis(timeout_ms))
+    }
+
+    #[tokio::test]
+    async fn waiters_are_served_in_arrival_order() {
+        let budget = budget(1, 5_000);
+        let held = budget.acquire(Slice::Pools).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let (waiter, order) = (Arc::clone(&budget), Arc::clone(&order));
+            tasks.push(tokio::spawn(async move {
+                let permit = waiter.acquire(Slice::Pools).await.unwrap();
+                order.lock().unwrap().push(i);
+                drop(permit);
+            }));
+            // Each waiter is queued before the next one arrives.
+            while budget.waits().0 < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn work_has_its_own_slice_and_waits_time_out() {
+        let budget = budget(1, 50);
+        let _pool = budget.acquire(Slice::Pools).await.unwrap();
+        // Tenant connections hold the pools' slice: migrations still get the work slice.
+        let work = budget.acquire(Slice::Work).await.unwrap();
+        assert!(!work.from_pools);
+        // The base pool never waits.
+        let _base = budget.acquire(Slice::Base).await.unwrap();
+        let err = budget.acquire(Slice::Pools).await.err().expect("busy");
+        assert_eq!(err.pools, 1);
+        assert!(err.to_string().contains("pool_cache.acquire_timeout"), "{err}");
+        assert_eq!(budget.busy(), 1);
+        assert_eq!(budget.open(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_shrinks_to_what_is_open_and_it_grows_back() {
+        let budget = budget(6, 50);
+        let planned = budget.max().unwrap();
+        let held: Vec<_> = acquire_n(&budget, 3).await;
+        // The fourth attempt is refused by the server while three are open.
+        let refused = budget.acquire(Slice::Pools).await.unwrap();
+        assert_eq!(budget.server_refused(), Some(planned - 3));
+        drop(refused);
+        // Three open, three allowed: the next one waits and times out.
+        assert!(budget.acquire(Slice::Pools).await.is_err());
+        drop(held);
+        assert_eq!(budget.pools_now(), 3);
+        assert_eq!(budget.pools.as_ref().unwrap().available_permits(), 3);
+        // Later, the budget grows back one permit at a time.
+        budget.shrink_state().changed = Some(Instant::now() - REGROW_AFTER);
+        let _p = budget.acquire(Slice::Pools).await.unwrap();
+        assert_eq!(budget.max(), Some(planned - 2));
+    }
+
+    async fn acquire_n(budget: &Arc<Budget>, n: usize) -> Vec<Permit> {
+        let mut permits = Vec::new();
+        for _ in 0..n {
+            permits.push(budget.acquire(Slice::Pools).await.unwrap());
+        }
+        permits
+    }
+}
