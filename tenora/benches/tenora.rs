@@ -14,7 +14,7 @@
 //! `BENCH_MIGRATE` (default 200), `BENCH_UP_TO_DATE` (1000) and `BENCH_SCALE` (2000).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel_async::AsyncPgConnection;
@@ -629,43 +629,20 @@ async fn main() {
     create_tenants_timed(&t, total..scale).await;
     t.close_all();
     drop(t);
-    let budget = 80;
-    let limits = PoolCacheConfig {
-        max_connections: Some(budget),
-        max_cached_tenants: 1000,
-        acquire_timeout: 30,
-        pool_idle_timeout: 600,
-    };
+    // The default config: the budget is derived from the server at connect.
+    let limits = PoolCacheConfig::default();
     let rss_before = rss_kib();
     let heap_before = HEAP.allocated();
     let t3 = bench
         .tenora(tenant_schema::POSTGRES_MIGRATIONS, limits)
         .await;
-    let peak = Arc::new(AtomicU64::new(0));
-    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let sampler = {
-        let (peak, sampling, url, like) = (
-            Arc::clone(&peak),
-            Arc::clone(&sampling),
-            admin_url.clone(),
-            format!("{}%", bench.prefix),
-        );
-        tokio::spawn(async move {
-            let client = admin_client(&url).await;
-            while sampling.load(Ordering::Relaxed) {
-                let n: i64 = client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1",
-                        &[&like],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                peak.fetch_max(n as u64, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let plan = t3.budget().clone();
+    // Every client connection on the server, counted by the server.
+    let counter = tenora_test_support::Counter::start(
+        tenora_test_support::Server::Postgres,
+        &admin_url,
+        None,
+    );
     let mut order: Vec<usize> = (0..scale).collect();
     shuffle(&mut order, 0x9E37_79B9_7F4A_7C15);
     let order = Arc::new(order);
@@ -673,8 +650,7 @@ async fn main() {
     let started = Instant::now();
     touch_in_order(&t3, Arc::clone(&order), Arc::clone(&errors)).await;
     let wall = started.elapsed().as_secs_f64();
-    sampling.store(false, Ordering::Relaxed);
-    sampler.await.unwrap();
+    let peak = counter.stop();
     let stats = t3.stats();
     let rss_after = rss_kib();
     let heap_after = HEAP.allocated();
@@ -688,16 +664,21 @@ async fn main() {
     t3.close_all();
     tokio::time::sleep(Duration::from_millis(31000)).await;
     let heap_closed_again = HEAP.allocated();
+    let server_max = plan.server.map_or(0, |s| s.max_connections);
     println!(
-        "\n5. {scale} tenants touched in random order, {TASKS} tasks, server max_connections 100, budget {budget}"
+        "\n5. {scale} tenants touched in random order, {TASKS} tasks, default config, server \
+         max_connections {server_max}"
+    );
+    println!("   {plan}");
+    println!(
+        "   wall {wall:.1} s, errors {} (target 0), busy {}, refused by the server {}",
+        errors.load(Ordering::Relaxed),
+        stats.busy,
+        stats.refused_by_server
     );
     println!(
-        "   wall {wall:.1} s, errors {} (target 0)",
-        errors.load(Ordering::Relaxed)
-    );
-    println!(
-        "   peak server connections (pg_stat_activity): {} (target <= {budget})",
-        peak.load(Ordering::Relaxed)
+        "   peak client connections on the server, all clients (pg_stat_activity): {peak} \
+         (target < {server_max})"
     );
     println!(
         "   cache: {} pools cached, {} created, {} evictions, {} budget waits",

@@ -4,6 +4,11 @@
 //! caller of `get()`. Tenora keeps the last such error (via bb8's error sink) so a timeout says
 //! *why* ("password authentication failed", "connection refused"), and opens the first
 //! connection of every pool itself so a misconfiguration fails at once with the real cause.
+//!
+//! A caller that finds no idle connection in a pool that may grow opens the new connection
+//! itself: it waits for the connection budget in its own task, first come first served, and
+//! hands the connection to the pool. (Waiting inside bb8's background task would keep a pool
+//! alive after the cache closed it, holding budget permits that the waiters need.)
 
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +16,7 @@ use bb8::ErrorSink;
 use diesel_async::pooled_connection::PoolError;
 
 use crate::backend::Backend;
-use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError, Slice};
+use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError, Slice, connect_with};
 use crate::config::PoolConfig;
 use crate::error::{Error as TenoraError, Result, Wait};
 use crate::tenora::PooledConn;
@@ -32,7 +37,13 @@ struct LastError(Arc<Mutex<Option<Failure>>>);
 
 impl ErrorSink<Error> for LastError {
     fn sink(&self, error: Error) {
-        tracing::warn!(error = %error, "pooled connection attempt failed");
+        match &error {
+            // The budget is full: the caller waits for it in its own task.
+            ConnectError::Exhausted(_) => {
+                tracing::debug!(error = %error, "no budget for a pooled connection")
+            }
+            _ => tracing::warn!(error = %error, "pooled connection attempt failed"),
+        }
         let failure = match error {
             ConnectError::Exhausted(m) => Failure::Exhausted(m),
             ConnectError::Refused(m) => Failure::Refused(m),
@@ -49,6 +60,9 @@ impl ErrorSink<Error> for LastError {
 /// A pool of one database's connections.
 pub(crate) struct ManagedPool<B: Backend> {
     pool: bb8::Pool<BudgetManager<B::Manager>>,
+    manager: Arc<B::Manager>,
+    budget: Arc<Budget>,
+    slice: Slice,
     last_error: LastError,
     /// A caller was refused a connection because connecting failed (not because the pool was
     /// busy): the database may be gone or its password changed.
@@ -77,6 +91,7 @@ impl<B: Backend> ManagedPool<B> {
         slice: Slice,
         first: Budgeted<B::Connection>,
     ) -> Self {
+        let manager = Arc::new(manager);
         let last_error = LastError::default();
         let pool = bb8::Pool::builder()
             .max_size(config.max_size)
@@ -87,11 +102,21 @@ impl<B: Backend> ManagedPool<B> {
             // connections are still dropped when returned (diesel-async's `has_broken`).
             .test_on_check_out(false)
             .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(BudgetManager::new(manager, budget, slice));
+            // A failed attempt is not retried into a full budget or server: callers open
+            // connections themselves when the budget is full (see `get`).
+            .retry_connection(false)
+            .build_unchecked(BudgetManager::new(
+                Arc::clone(&manager),
+                Arc::clone(&budget),
+                slice,
+            ));
         // Only fails when the pool is full, which a new pool is not.
         let _ = pool.add(first);
         ManagedPool {
             pool,
+            manager,
+            budget,
+            slice,
             last_error,
             connect_failed: std::sync::atomic::AtomicBool::new(false),
             max_size: config.max_size,
@@ -113,7 +138,64 @@ impl<B: Backend> ManagedPool<B> {
     }
 
     /// A connection, or an error naming `target` and the last connection failure.
-    pub(crate) async fn get(&self, target: impl FnOnce() -> String) -> Result<PooledConn<B>> {
+    pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
+        let state = self.pool.state();
+        if state.idle_connections > 0 || state.connections >= self.max_size {
+            return self.checkout(&target).await;
+        }
+        // No idle connection and room to grow: whichever comes first, a connection returned
+        // to the pool or a budget permit for a new one. (Waiting for the budget alone could
+        // wait for the permit this pool's own idle connection holds.)
+        tokio::select! {
+            biased;
+            conn = self.checkout(&target) => conn,
+            grown = self.grow(&target) => {
+                grown?;
+                self.checkout(&target).await
+            }
+        }
+    }
+
+    /// Opens one more connection under the caller's own wait for the budget and hands it to
+    /// the pool (where the caller, or whoever asked first, takes it).
+    async fn grow(&self, target: &impl Fn() -> String) -> Result<()> {
+        let permit = self
+            .budget
+            .acquire(self.slice)
+            .await
+            .map_err(|e| TenoraError::Busy {
+                target: target(),
+                wait: Wait::Budget,
+                message: e.to_string(),
+            })?;
+        match connect_with(&*self.manager, &self.budget, permit).await {
+            // Another caller may have filled the pool meanwhile: then this one closes again.
+            Ok(conn) => {
+                let _ = self.pool.add(conn);
+                Ok(())
+            }
+            Err(ConnectError::Refused(message)) => Err(TenoraError::Busy {
+                target: target(),
+                wait: Wait::Server,
+                message,
+            }),
+            Err(ConnectError::Connect(e)) => {
+                self.connect_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(TenoraError::Connect {
+                    target: target(),
+                    source: Box::new(e),
+                })
+            }
+            Err(ConnectError::Exhausted(message)) => Err(TenoraError::Busy {
+                target: target(),
+                wait: Wait::Budget,
+                message,
+            }),
+        }
+    }
+
+    async fn checkout(&self, target: &impl Fn() -> String) -> Result<PooledConn<B>> {
         let connect_failed = || {
             self.connect_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -126,43 +208,45 @@ impl<B: Backend> ManagedPool<B> {
                 message,
             };
             match e {
-            bb8::RunError::User(ConnectError::Exhausted(message)) => busy(Wait::Budget, message),
-            bb8::RunError::User(ConnectError::Refused(message)) => busy(Wait::Server, message),
-            bb8::RunError::User(ConnectError::Connect(e)) => {
-                connect_failed();
-                TenoraError::Connect {
-                    target: target.clone(),
-                    source: Box::new(e),
+                bb8::RunError::User(ConnectError::Exhausted(message)) => {
+                    busy(Wait::Budget, message)
                 }
-            }
-            bb8::RunError::TimedOut => {
-                let last = self
-                    .last_error
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                match last {
-                    Some(Failure::Exhausted(message)) => busy(Wait::Budget, message),
-                    Some(Failure::Refused(message)) => busy(Wait::Server, message),
-                    Some(Failure::Connect(cause)) => {
-                        connect_failed();
-                        TenoraError::PoolTimeout {
-                            target: target.clone(),
-                            source: format!("last connection attempt failed: {cause}").into(),
-                        }
+                bb8::RunError::User(ConnectError::Refused(message)) => busy(Wait::Server, message),
+                bb8::RunError::User(ConnectError::Connect(e)) => {
+                    connect_failed();
+                    TenoraError::Connect {
+                        target: target.clone(),
+                        source: Box::new(e),
                     }
-                    None => busy(
-                        Wait::Pool,
-                        format!(
-                            "all {} connections of its pool are in use and none was returned \
+                }
+                bb8::RunError::TimedOut => {
+                    let last = self
+                        .last_error
+                        .0
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    match last {
+                        Some(Failure::Exhausted(message)) => busy(Wait::Budget, message),
+                        Some(Failure::Refused(message)) => busy(Wait::Server, message),
+                        Some(Failure::Connect(cause)) => {
+                            connect_failed();
+                            TenoraError::PoolTimeout {
+                                target: target.clone(),
+                                source: format!("last connection attempt failed: {cause}").into(),
+                            }
+                        }
+                        None => busy(
+                            Wait::Pool,
+                            format!(
+                                "all {} connections of its pool are in use and none was returned \
                              within {}.connection_timeout ({} s); retry later, or raise \
                              {}.max_size",
-                            self.max_size, self.section, self.connection_timeout, self.section
+                                self.max_size, self.section, self.connection_timeout, self.section
+                            ),
                         ),
-                    ),
+                    }
                 }
-            }
             }
         })
     }

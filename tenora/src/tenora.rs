@@ -394,10 +394,7 @@ impl<B: Backend> Tenora<B> {
         connect: impl std::future::Future<Output = Result<B::Connection>>,
     ) -> Result<Budgeted<B::Connection>> {
         let budget = &self.inner.budget;
-        let permit = budget
-            .acquire(slice)
-            .await
-            .map_err(|e| busy(target(), e))?;
+        let permit = budget.acquire(slice).await.map_err(|e| busy(target(), e))?;
         match connect.await {
             Ok(conn) => Ok(Budgeted::new(conn, permit)),
             Err(Error::Connect { target, source })

@@ -6,7 +6,7 @@ use tenora::{Config, EncryptionKey, Error, PgTenora, SecretString, TenantId};
 
 use crate::support::assert_err_contains;
 use crate::support::backends::{Env, TestBackend, admin_client, pg_env_at, tenora, tenora_with};
-use crate::support::pg_cluster::PgCluster;
+use tenora_test_support::PgCluster;
 
 fn id(s: &str) -> TenantId {
     TenantId::new(s).unwrap()

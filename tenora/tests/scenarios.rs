@@ -452,6 +452,7 @@ fn with_limits(
         max_cached_tenants,
         acquire_timeout: 1,
         pool_idle_timeout,
+        ..tenora::PoolCacheConfig::default()
     };
     let pool = tenora::PoolConfig {
         max_size: 2,
@@ -469,52 +470,98 @@ pub async fn connection_budget_is_never_exceeded<B: TestBackend>() {
         setup.create_tenant(tenant, None).await.unwrap();
     }
     drop(setup);
-    // Too small for the administrative sessions, the base pool and one tenant: refused.
-    let least = B::ADMIN_CONNECTIONS + 2;
+    // Too small for the administrative sessions, the base pool, migrations and one tenant.
+    let base = env.config.base.pool.max_size;
+    let least = tenora::BudgetPlan::minimum(B::ADMIN_CONNECTIONS, base);
     assert_err_contains(
         tenora::Tenora::<B>::builder(with_limits(&env.config, Some(least - 1), 100, 0))
             .connect()
             .await,
         &["pool_cache.max_connections", &format!("at least {least}")],
     );
-    // Four connections for pools, besides the backend's administrative sessions.
-    let budget = 4 + B::ADMIN_CONNECTIONS;
-    let t = tenora_with::<B>(
-        with_limits(&env.config, Some(budget), 100, 0),
-        B::tenant_migrations(),
-    )
-    .await;
-    let mut peak = 0;
-    for round in 0..3 {
-        for tenant in &ids {
-            let mut conn = t.tenant_conn(tenant).await.unwrap_or_else(|e| {
-                panic!("round {round}, {tenant}: {e}");
-            });
-            conn.batch_execute("SELECT 1").await.unwrap();
-            peak = peak.max(t.stats().open_connections);
-        }
+    // Three connections for tenant pools, besides the slices kept for the administrative
+    // sessions, the base pool and migrations.
+    let budget = least - 1 + 3;
+    let mut config = with_limits(&env.config, Some(budget), 100, 0);
+    config.pool_cache.acquire_timeout = 2;
+    let t = tenora_with::<B>(config, B::tenant_migrations()).await;
+    assert_eq!(t.budget().pools, Some(3), "{}", t.budget());
+    // Counted on the server, where the limit is real (SQLite has none), once the set-up's
+    // connections have closed.
+    let counter = env.count_tenant_connections();
+    if let Some(counter) = &counter {
+        counter.settle(std::time::Duration::from_secs(10));
+    }
+    // Sixteen tasks want connections to eight tenants at once: they wait their turn.
+    let tasks: Vec<_> = (0..16)
+        .map(|task| {
+            let (t, ids) = (t.clone(), ids.clone());
+            tokio::spawn(async move {
+                for round in 0..4 {
+                    let tenant = &ids[(task + round) % ids.len()];
+                    let mut conn = t.tenant_conn(tenant).await.unwrap_or_else(|e| {
+                        panic!("task {task} round {round}, {tenant}: {e}");
+                    });
+                    conn.batch_execute("SELECT 1").await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
     }
     let stats = t.stats();
-    assert!(peak <= 4, "peak {peak} over the budget: {stats:?}");
+    if let Some(counter) = &counter {
+        let peak = counter.peak();
+        assert!(
+            peak <= 3,
+            "{peak} tenant connections on the server, over the 3 of the budget: {stats:?}"
+        );
+        assert!(peak > 0, "the counter saw the load");
+    }
     assert!(
         stats.evictions > 0,
-        "cold tenants reclaimed idle pools: {stats:?}"
+        "cold tenants closed idle pools: {stats:?}"
     );
+    assert!(stats.waits > 0, "tasks waited for the budget: {stats:?}");
     assert_eq!(stats.max_connections, Some(budget));
+    assert_eq!(stats.budget_source, tenora::BudgetSource::Configured);
 
-    // Every connection busy: a cold tenant waits, then fails clearly.
+    // Every tenant connection busy: a cold tenant waits out acquire_timeout, then is told the
+    // database is busy (not broken), and which wait ran out.
     let held_a = t.tenant_conn(&ids[0]).await.unwrap();
     let held_b = t.tenant_conn(&ids[0]).await.unwrap();
     let held_c = t.tenant_conn(&ids[1]).await.unwrap();
     let err = match t.tenant_conn(&ids[2]).await {
-        Ok(_) => panic!("expected the budget to be exhausted"),
+        Ok(_) => panic!("expected the budget to be used up"),
         Err(e) => e,
     };
-    assert!(matches!(err, Error::PoolExhausted { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("pool_cache.max_connections"),
+        matches!(
+            err,
+            Error::Busy {
+                wait: tenora::Wait::Budget,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("pool_cache.acquire_timeout"),
         "{err}"
     );
+    assert_eq!(t.stats().busy, 1);
+    // Administrative work has its own slice: migrations and sign-ups still go through.
+    t.migrate_tenant(&ids[3]).await.unwrap();
+    let late = id("b_late");
+    t.create_tenant(&late, None).await.unwrap();
+    t.drop_tenant(&late).await.unwrap();
+    if let Some(counter) = counter {
+        assert!(
+            counter.stop() <= 4,
+            "three pool connections and one for work"
+        );
+    }
     drop((held_a, held_b, held_c));
     // Released connections make room again.
     drop(t.tenant_conn(&ids[2]).await.unwrap());

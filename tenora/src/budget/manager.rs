@@ -75,14 +75,20 @@ impl<E: std::error::Error + 'static> std::error::Error for ConnectError<E> {
 }
 
 /// A bb8 manager that takes a budget permit for every connection it opens.
+///
+/// bb8 opens connections on background tasks that keep their pool alive while they run. So
+/// this manager never waits for the budget: it takes a free permit (after closing one idle
+/// pool, if need be) or fails at once. Callers that need a connection wait for the budget in
+/// their own task ([`ManagedPool::get`](crate::pool::ManagedPool)), in line with everyone else,
+/// and hand the connection to the pool.
 pub struct BudgetManager<M> {
-    inner: M,
+    inner: Arc<M>,
     budget: Arc<Budget>,
     slice: Slice,
 }
 
 impl<M> BudgetManager<M> {
-    pub(crate) fn new(inner: M, budget: Arc<Budget>, slice: Slice) -> Self {
+    pub(crate) fn new(inner: Arc<M>, budget: Arc<Budget>, slice: Slice) -> Self {
         BudgetManager {
             inner,
             budget,
@@ -98,18 +104,9 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let permit = self
             .budget
-            .acquire(self.slice)
-            .await
+            .try_acquire(self.slice)
             .map_err(|e| ConnectError::Exhausted(e.to_string()))?;
-        match self.inner.connect().await {
-            Ok(conn) => Ok(Budgeted::new(conn, permit)),
-            Err(e) if is_server_full(&e.to_string()) => {
-                let budget = self.budget.server_refused();
-                drop(permit);
-                Err(ConnectError::Refused(refused_message(&e, budget)))
-            }
-            Err(e) => Err(ConnectError::Connect(e)),
-        }
+        connect_with(&*self.inner, &self.budget, permit).await
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
@@ -121,6 +118,24 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
         self.inner.has_broken(&mut conn.conn)
+    }
+}
+
+/// Opens a connection with `manager` under `permit`. A server out of connection slots makes
+/// the budget shrink.
+pub(crate) async fn connect_with<M: bb8::ManageConnection<Error = PoolError>>(
+    manager: &M,
+    budget: &Budget,
+    permit: Permit,
+) -> Result<Budgeted<M::Connection>, ConnectError<PoolError>> {
+    match manager.connect().await {
+        Ok(conn) => Ok(Budgeted::new(conn, permit)),
+        Err(e) if is_server_full(&e.to_string()) => {
+            drop(permit);
+            let now = budget.server_refused();
+            Err(ConnectError::Refused(refused_message(&e, now)))
+        }
+        Err(e) => Err(ConnectError::Connect(e)),
     }
 }
 

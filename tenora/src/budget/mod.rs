@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub(crate) use manager::refused_message;
 pub use manager::{BudgetManager, Budgeted, ConnectError};
+pub(crate) use manager::{connect_with, refused_message};
 use plan::BudgetPlan;
 
 /// How long the budget stays shrunk after the server refused a connection before it grows
@@ -207,7 +207,10 @@ impl Budget {
                 Err(_) => self.wait(pools, None).await?,
             }),
             (Some(pools), Slice::Work) => {
-                let work = self.work.as_ref().expect("a work slice beside the pools' slice");
+                let work = self
+                    .work
+                    .as_ref()
+                    .expect("a work slice beside the pools' slice");
                 let quick = Arc::clone(work)
                     .try_acquire_owned()
                     .map(|p| (p, false))
@@ -218,16 +221,60 @@ impl Budget {
                 })
             }
         };
+        Ok(self.permit(taken))
+    }
+
+    /// A permit if one is free now (after closing one idle pool, if need be), without waiting
+    /// in line.
+    pub(crate) fn try_acquire(self: &Arc<Self>, slice: Slice) -> Result<Permit, Exhausted> {
+        self.regrow();
+        let try_now = || -> Option<(OwnedSemaphorePermit, bool)> {
+            let pools = self.pools.as_ref()?;
+            let work = self
+                .work
+                .as_ref()
+                .filter(|_| slice == Slice::Work)
+                .and_then(|w| Arc::clone(w).try_acquire_owned().ok());
+            work.map(|p| (p, false)).or_else(|| {
+                Arc::clone(pools)
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|p| (p, true))
+            })
+        };
+        let taken = match (&self.pools, slice) {
+            (None, _) | (_, Slice::Base) => None,
+            _ => Some(
+                try_now()
+                    .or_else(|| {
+                        let reclaimed = self
+                            .reclaimer
+                            .get()
+                            .and_then(Weak::upgrade)
+                            .is_some_and(|r| r.reclaim_one());
+                        reclaimed.then(try_now).flatten()
+                    })
+                    .ok_or_else(|| Exhausted {
+                        pools: self.pools_now(),
+                        budget: self.max().unwrap_or(0),
+                        waited: Duration::ZERO,
+                    })?,
+            ),
+        };
+        Ok(self.permit(taken))
+    }
+
+    fn permit(self: &Arc<Self>, taken: Option<(OwnedSemaphorePermit, bool)>) -> Permit {
         self.open.fetch_add(1, Ordering::Relaxed);
         let (permit, from_pools) = match taken {
             Some((p, from_pools)) => (Some(p), from_pools),
             None => (None, false),
         };
-        Ok(Permit {
+        Permit {
             permit,
             from_pools,
             budget: Arc::clone(self),
-        })
+        }
     }
 
     /// Waits in line for a permit of `pools` (or of `work`, whichever comes first), closing
@@ -397,7 +444,10 @@ mod tests {
         let _base = budget.acquire(Slice::Base).await.unwrap();
         let err = budget.acquire(Slice::Pools).await.err().expect("busy");
         assert_eq!(err.pools, 1);
-        assert!(err.to_string().contains("pool_cache.acquire_timeout"), "{err}");
+        assert!(
+            err.to_string().contains("pool_cache.acquire_timeout"),
+            "{err}"
+        );
         assert_eq!(budget.busy(), 1);
         assert_eq!(budget.open(), 3);
     }

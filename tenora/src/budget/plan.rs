@@ -223,7 +223,10 @@ mod tests {
         assert_eq!(plan.source, BudgetSource::Derived);
         assert_eq!(plan.pools, Some(27 - 2 - 4 - WORK_CONNECTIONS));
         let text = plan.to_string();
-        assert!(text.contains("allows 40") && text.contains("36 free"), "{text}");
+        assert!(
+            text.contains("allows 40") && text.contains("36 free"),
+            "{text}"
+        );
     }
 
     #[test]

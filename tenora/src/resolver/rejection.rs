@@ -29,9 +29,9 @@ impl Rejection {
             Error::Denied { .. } => Rejection::Forbidden,
             Error::UnknownTenant { .. } => Rejection::NotFound,
             Error::Busy { .. } => Rejection::Busy,
-            Error::PoolTimeout { .. }
-            | Error::Connect { .. }
-            | Error::PasswordProvider { .. } => Rejection::Unavailable,
+            Error::PoolTimeout { .. } | Error::Connect { .. } | Error::PasswordProvider { .. } => {
+                Rejection::Unavailable
+            }
             _ => Rejection::Internal,
         }
     }

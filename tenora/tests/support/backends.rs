@@ -14,7 +14,30 @@ use tenora_test_support::{Cleanup, Made, Server};
 pub struct Env {
     /// Config pointing at this test's own base database and tenant names.
     pub config: Config,
+    /// The server, its admin URL and this test's names, where there is a server.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    server: Option<(Server, String, Made)>,
     _guard: Box<dyn Send + Sync>,
+}
+
+impl Env {
+    /// Counts, on the server, the connections to this test's tenant databases (`None` on
+    /// SQLite, which has no server).
+    pub fn count_tenant_connections(&self) -> Option<tenora_test_support::Counter> {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        if let Some((server, url, made)) = &self.server {
+            let tenants = Made {
+                database_prefixes: made.database_prefixes.clone(),
+                ..Made::default()
+            };
+            return Some(tenora_test_support::Counter::start(
+                *server,
+                url,
+                Some(tenants),
+            ));
+        }
+        None
+    }
 }
 
 /// Removes a test's base database and every tenant database and user named with `token`.
@@ -75,6 +98,8 @@ impl TestBackend for tenora::backend::Sqlite {
             .key(EncryptionKey::generate().to_base64().expose());
         Some(Env {
             config,
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
+            server: None,
             _guard: Box::new(dir),
         })
     }
@@ -123,9 +148,11 @@ mod pg {
             .tenant_user_prefix(format!("u{token}_"))
             .key(EncryptionKey::generate().to_base64().expose());
         config.base.database = Some(base_db.clone());
+        let cleanup = cleanup(Server::Postgres, admin_url, &token, base_db);
         Env {
             config,
-            _guard: Box::new(cleanup(Server::Postgres, admin_url, &token, base_db)),
+            server: Some((Server::Postgres, admin_url.to_owned(), cleanup.made.clone())),
+            _guard: Box::new(cleanup),
         }
     }
 
@@ -188,9 +215,11 @@ mod my {
             .tenant_user_prefix(format!("u{token}_"))
             .key(EncryptionKey::generate().to_base64().expose());
         config.base.database = Some(base_db.clone());
+        let cleanup = cleanup(Server::Mysql, admin_url, &token, base_db);
         Env {
             config,
-            _guard: Box::new(cleanup(Server::Mysql, admin_url, &token, base_db)),
+            server: Some((Server::Mysql, admin_url.to_owned(), cleanup.made.clone())),
+            _guard: Box::new(cleanup),
         }
     }
 

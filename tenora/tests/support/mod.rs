@@ -11,10 +11,8 @@
 #![allow(dead_code)]
 
 pub mod backends;
-#[cfg(feature = "postgres")]
-pub mod pg_cluster;
 
-pub use tenora_test_support::{missing, unique_token};
+pub use tenora_test_support::unique_token;
 
 /// Asserts that `result` is an error whose message contains every needle.
 #[track_caller]

@@ -1,5 +1,6 @@
-//! A private PostgreSQL cluster with `scram-sha-256` authentication, for tests of password
-//! behaviour (the machine's main cluster trusts every local connection).
+//! A private PostgreSQL cluster started for one test: with `scram-sha-256` authentication for
+//! tests of password behaviour (the machine's main cluster trusts every local connection), or
+//! with a low `max_connections` for tests of connection limits.
 //!
 //! `initdb` and `postgres` refuse to run as root: when the test runs as root, they run as the
 //! `postgres` OS user through `runuser`, in a temp folder that user owns.
@@ -7,6 +8,15 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// How to set up a [`PgCluster`].
+#[derive(Debug, Clone, Default)]
+pub struct PgOptions {
+    /// `max_connections` of the server (default: PostgreSQL's, 100).
+    pub max_connections: Option<u32>,
+    /// Trust every local connection instead of checking passwords with `scram-sha-256`.
+    pub trust: bool,
+}
 
 /// A running private cluster; stopped and deleted on drop.
 pub struct PgCluster {
@@ -49,16 +59,20 @@ impl PgCluster {
         run(&self.bin, self.as_postgres, program, args)
     }
 
-    /// Starts a cluster, or returns `None` (after a loud message; a failure in CI) when the
-    /// PostgreSQL server binaries are not installed.
+    /// Starts a `scram-sha-256` cluster, or returns `None` (after a loud message; a failure in
+    /// CI) when the PostgreSQL server binaries are not installed.
     pub fn start() -> Option<PgCluster> {
+        Self::start_with(&PgOptions::default())
+    }
+
+    /// Starts a cluster set up as `options` say (see [`start`](Self::start)).
+    pub fn start_with(options: &PgOptions) -> Option<PgCluster> {
         let Some(bin) = find_bin() else {
-            crate::support::missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)");
+            crate::missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)");
             return None;
         };
         let as_postgres = is_root();
-        let dir =
-            std::env::temp_dir().join(format!("tenora-pg-{}", crate::support::unique_token()));
+        let dir = std::env::temp_dir().join(format!("tenora-pg-{}", crate::unique_token()));
         std::fs::create_dir_all(&dir).expect("create cluster folder");
         if as_postgres {
             let status = Command::new("chown")
@@ -68,7 +82,7 @@ impl PgCluster {
                 .expect("chown");
             assert!(status.success(), "chown of {} failed", dir.display());
         }
-        let password = format!("pw{}", crate::support::unique_token());
+        let password = format!("pw{}", crate::unique_token());
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("write pwfile");
         if as_postgres {
@@ -93,7 +107,11 @@ impl PgCluster {
                 path(&data),
                 "-U",
                 "postgres",
-                "--auth=scram-sha-256",
+                if options.trust {
+                    "--auth=trust"
+                } else {
+                    "--auth=scram-sha-256"
+                },
                 "--pwfile",
                 path(&pwfile),
                 "--no-sync",
@@ -105,11 +123,14 @@ impl PgCluster {
         // A few tries in case another process takes the port between probe and start.
         for _ in 0..5 {
             cluster.port = free_port();
-            let options = format!(
+            let mut settings = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
                 cluster.port,
                 path(&cluster.dir)
             );
+            if let Some(max) = options.max_connections {
+                settings.push_str(&format!(" -c max_connections={max}"));
+            }
             let log = cluster.dir.join("log");
             let out = cluster.run(
                 "pg_ctl",
@@ -117,7 +138,7 @@ impl PgCluster {
                     "-D",
                     path(&data),
                     "-o",
-                    &options,
+                    &settings,
                     "-l",
                     path(&log),
                     "-w",
@@ -136,6 +157,11 @@ impl PgCluster {
 
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
+    }
+
+    /// Everything the server has logged so far (refused connections show up here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Superuser URL of the cluster's `postgres` database.
