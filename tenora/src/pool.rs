@@ -10,6 +10,7 @@
 //! hands the connection to the pool. (Waiting inside bb8's background task would keep a pool
 //! alive after the cache closed it, holding budget permits that the waiters need.)
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bb8::ErrorSink;
@@ -57,6 +58,15 @@ impl ErrorSink<Error> for LastError {
     }
 }
 
+/// A claim to open one connection for a pool; released on drop.
+struct Growing<'a>(&'a AtomicU32);
+
+impl Drop for Growing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A pool of one database's connections.
 pub(crate) struct ManagedPool<B: Backend> {
     pool: bb8::Pool<BudgetManager<B::Manager>>,
@@ -67,6 +77,8 @@ pub(crate) struct ManagedPool<B: Backend> {
     /// A caller was refused a connection because connecting failed (not because the pool was
     /// busy): the database may be gone or its password changed.
     connect_failed: std::sync::atomic::AtomicBool,
+    /// Callers opening a connection for this pool right now.
+    growing: AtomicU32,
     /// For messages: the pool's size and wait, and the config section they come from.
     max_size: u32,
     connection_timeout: u64,
@@ -119,6 +131,7 @@ impl<B: Backend> ManagedPool<B> {
             slice,
             last_error,
             connect_failed: std::sync::atomic::AtomicBool::new(false),
+            growing: AtomicU32::new(0),
             max_size: config.max_size,
             connection_timeout: config.connection_timeout,
             section,
@@ -140,9 +153,20 @@ impl<B: Backend> ManagedPool<B> {
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
         let state = self.pool.state();
-        if state.idle_connections > 0 || state.connections >= self.max_size {
+        // At most as many callers open connections as the pool has room for; the others wait
+        // for a connection to be returned (or opened for them).
+        let room = |growing: u32| state.connections + growing < self.max_size;
+        let claimed = state.idle_connections == 0
+            && self
+                .growing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
+                    room(g).then_some(g + 1)
+                })
+                .is_ok();
+        if !claimed {
             return self.checkout(&target).await;
         }
+        let _growing = Growing(&self.growing);
         // No idle connection and room to grow: whichever comes first, a connection returned
         // to the pool or a budget permit for a new one. (Waiting for the budget alone could
         // wait for the permit this pool's own idle connection holds.)

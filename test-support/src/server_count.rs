@@ -14,6 +14,7 @@ use crate::{Made, Server, block_on, mysql_connect, pg_connect};
 /// peak until it is stopped (or dropped).
 pub struct Counter {
     peak: Arc<AtomicU32>,
+    at_peak: Arc<Mutex<Vec<String>>>,
     last: Arc<AtomicU32>,
     samples: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -26,6 +27,7 @@ impl Counter {
     /// connection but the counter's own.
     pub fn start(server: Server, admin_url: &str, scope: Option<Made>) -> Counter {
         let peak = Arc::new(AtomicU32::new(0));
+        let at_peak = Arc::new(Mutex::new(Vec::new()));
         let last = Arc::new(AtomicU32::new(0));
         let samples = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -34,8 +36,9 @@ impl Counter {
         // Signalled after the first sample, or dropped when sampling fails.
         let (ready, started) = std::sync::mpsc::channel::<()>();
         let thread = {
-            let (peak, last, samples, stop, error) = (
+            let (peak, at_peak, last, samples, stop, error) = (
                 Arc::clone(&peak),
+                Arc::clone(&at_peak),
                 Arc::clone(&last),
                 Arc::clone(&samples),
                 Arc::clone(&stop),
@@ -45,8 +48,10 @@ impl Counter {
                 let result = block_on(async move {
                     let mut sampler = Sampler::connect(server, &url).await?;
                     while !stop.load(Ordering::Relaxed) {
-                        let n = sampler.count(scope.as_ref()).await?;
-                        peak.fetch_max(n, Ordering::Relaxed);
+                        let (n, seen) = sampler.count(scope.as_ref()).await?;
+                        if peak.fetch_max(n, Ordering::Relaxed) < n {
+                            *at_peak.lock().unwrap() = seen;
+                        }
                         last.store(n, Ordering::Relaxed);
                         samples.fetch_add(1, Ordering::Relaxed);
                         let _ = ready.send(());
@@ -63,6 +68,7 @@ impl Counter {
         let _ = started.recv();
         Counter {
             peak,
+            at_peak,
             last,
             samples,
             stop,
@@ -90,6 +96,12 @@ impl Counter {
         let n = self.wait_for(timeout, |n| n == 0);
         assert_eq!(n, 0, "{n} connections stayed open on the server");
         self.peak.store(0, Ordering::Relaxed);
+    }
+
+    /// What the server said of each connection counted at the peak (database, user,
+    /// application, state), to tell where an overrun came from.
+    pub fn at_peak(&self) -> Vec<String> {
+        self.at_peak.lock().unwrap().clone()
     }
 
     /// The count of the latest sample.
@@ -149,21 +161,23 @@ impl Sampler {
         })
     }
 
-    /// The databases of every client connection but this one (`None`: no database).
-    async fn databases(&mut self) -> Result<Vec<Option<String>>, String> {
+    /// The database and a description of every client connection but this one.
+    async fn connections(&mut self) -> Result<Vec<(Option<String>, String)>, String> {
         match self {
             Sampler::Postgres(client) => client
                 .query(
-                    "SELECT datname::text FROM pg_stat_activity \
+                    "SELECT datname::text, concat_ws(' ', datname, usename, application_name, \
+                     state) FROM pg_stat_activity \
                      WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
                     &[],
                 )
                 .await
-                .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
                 .map_err(|e| e.to_string()),
             Sampler::Mysql(conn) => conn
                 .query(
-                    "SELECT db FROM information_schema.processlist \
+                    "SELECT db, CONCAT_WS(' ', db, user, command, state) \
+                     FROM information_schema.processlist \
                      WHERE id <> CONNECTION_ID() AND command <> 'Daemon'",
                 )
                 .await
@@ -171,16 +185,18 @@ impl Sampler {
         }
     }
 
-    async fn count(&mut self, scope: Option<&Made>) -> Result<u32, String> {
-        let dbs = self.databases().await?;
-        let n = dbs
-            .iter()
-            .filter(|db| match (scope, db) {
+    async fn count(&mut self, scope: Option<&Made>) -> Result<(u32, Vec<String>), String> {
+        let seen: Vec<String> = self
+            .connections()
+            .await?
+            .into_iter()
+            .filter(|(db, _)| match (scope, db) {
                 (None, _) => true,
                 (Some(made), Some(db)) => made.database_matches(db),
                 (Some(_), None) => false,
             })
-            .count();
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            .map(|(_, what)| what)
+            .collect();
+        Ok((u32::try_from(seen.len()).unwrap_or(u32::MAX), seen))
     }
 }

@@ -52,12 +52,20 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Tenant resolution failures as JSON (the layer's default is plain text); the messages are
-/// Tenora's public ones, which name no tenant.
+/// Tenora's public ones, which name no tenant. A busy database (every connection in use)
+/// answers 503 with `Retry-After`.
 fn tenant_error(e: &Error) -> Response {
     let rejection = Rejection::of(e);
     let status =
         StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    error(status, rejection.public_message())
+    let mut response = error(status, rejection.public_message());
+    if let Some(after) = rejection.retry_after() {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(after.as_secs()),
+        );
+    }
+    response
 }
 
 /// A database error inside a handler: logged in full, answered without details.

@@ -24,13 +24,22 @@ fn key_of(tenant: &str) -> String {
     api_keys().key_of(&TenantId::new(tenant).unwrap())
 }
 
-/// A response: status and body.
+/// A response: status, head (status line and headers) and body.
 struct Reply {
     status: u16,
+    head: String,
     body: String,
 }
 
 impl Reply {
+    /// A header's value (names compared without case).
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -74,7 +83,11 @@ async fn request(
     } else {
         body.to_owned()
     };
-    Reply { status, body }
+    Reply {
+        status,
+        head: head.to_owned(),
+        body,
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -360,10 +373,102 @@ async fn busy_pools_answer_503_and_routes_without_the_layer_500() {
     // The layer's default responses are plain text.
     let busy = request(addr, "GET", "/hold", &[("X-Tenant", "acme")], None).await;
     assert_eq!(busy.status, 503);
-    assert_eq!(busy.body, "tenant database unavailable, retry later");
+    assert_eq!(busy.body, "tenant database busy, retry shortly");
+    assert_eq!(busy.header("retry-after"), Some("1"), "{}", busy.head);
     assert_eq!(first.await.unwrap().body, "held");
 
     let unlayered = request(addr, "GET", "/unlayered", &[("X-Tenant", "acme")], None).await;
     assert_eq!(unlayered.status, 500);
     assert_eq!(unlayered.body, "internal error");
+}
+
+/// The promise of the example's README: with its default config, on a PostgreSQL that allows
+/// only 40 connections, 70 tenants created and used in turn all work, and a burst of 400
+/// requests (64 at a time) is answered with 200 or 503 + `Retry-After` — never a 500 — while
+/// the server, which counts for itself, is never overrun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_default_config_serves_70_tenants_on_a_40_connection_server() {
+    use tenora_test_support::{Counter, PgCluster, PgOptions, Server};
+    let options = PgOptions {
+        max_connections: Some(40),
+        trust: true,
+    };
+    let Some(cluster) = PgCluster::start_with(&options) else {
+        return;
+    };
+    let admin = cluster.admin_url();
+    // Every client connection but the counter's own, counted by the server.
+    let counter = Counter::start(Server::Postgres, &admin, None);
+    // The example's own config (see main.rs): the URL and a key, nothing else.
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let config = Config::postgres(format!("{server}/app"))
+        .key(tenora::EncryptionKey::generate().to_base64().expose());
+    let addr = start_app::<Postgres>(&TestDb {
+        config,
+        _guard: Box::new(()),
+    })
+    .await;
+
+    let names: Vec<String> = (0..70).map(|i| format!("w{i:02}")).collect();
+    for name in &names {
+        let created = create(addr, name).await;
+        assert_eq!(created.status, 201, "create {name}: {}", created.body);
+        let listed = as_tenant(addr, name, "GET", "/projects", None).await;
+        assert_eq!(
+            listed.status, 200,
+            "GET /projects as {name}: {}",
+            listed.body
+        );
+    }
+
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
+    let mut burst = tokio::task::JoinSet::new();
+    let mut pick: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..400 {
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        let name = names[(pick % names.len() as u64) as usize].clone();
+        let permit = std::sync::Arc::clone(&limit).acquire_owned().await.unwrap();
+        burst.spawn(async move {
+            let reply = as_tenant(addr, &name, "GET", "/projects", None).await;
+            drop(permit);
+            reply
+        });
+    }
+    let (mut ok, mut busy) = (0, 0);
+    while let Some(reply) = burst.join_next().await {
+        let reply = reply.unwrap();
+        match reply.status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(reply.header("retry-after"), Some("1"), "{}", reply.head);
+                busy += 1;
+            }
+            other => panic!("status {other}: {}", reply.body),
+        }
+    }
+    assert!(ok * 10 >= 400 * 9, "{ok} of 400 answered 200 ({busy} busy)");
+
+    let at_peak = counter.at_peak();
+    let peak = counter.stop();
+    let log = cluster.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("remaining connection slots") || l.contains("too many clients"))
+        .collect();
+    assert!(
+        refusals.is_empty(),
+        "the server refused {} connections (peak {peak}, {ok} ok, {busy} busy): {:?}; at the \
+         peak: {at_peak:#?}",
+        refusals.len(),
+        &refusals[..refusals.len().min(5)]
+    );
+    println!("burst: {ok} × 200, {busy} × 503; peak {peak} client connections on the server");
+    // 40 less the 3 slots PostgreSQL keeps for superusers.
+    assert!(
+        peak < 37,
+        "{peak} client connections on a server that allows 37"
+    );
+    assert!(peak > 10, "the counter saw the load: {peak}");
 }

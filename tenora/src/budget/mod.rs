@@ -59,6 +59,15 @@ pub(crate) enum Slice {
     Base,
 }
 
+/// Where a slice's permits come from: `first`, else (for migrations) the pools' slice.
+struct Lanes<'a> {
+    first: &'a Arc<Semaphore>,
+    first_is_pools: bool,
+    then_pools: Option<&'a Arc<Semaphore>>,
+    /// Whether waiting may close idle tenant pools.
+    reclaim: bool,
+}
+
 /// State of a budget the server made smaller.
 #[derive(Debug, Default)]
 struct Shrink {
@@ -75,6 +84,7 @@ pub(crate) struct Budget {
     plan: BudgetPlan,
     pools: Option<Arc<Semaphore>>,
     work: Option<Arc<Semaphore>>,
+    base: Option<Arc<Semaphore>>,
     acquire_timeout: Duration,
     open: AtomicI64,
     waits: AtomicU64,
@@ -88,7 +98,9 @@ pub(crate) struct Budget {
 /// The budget is used up and nothing could be reclaimed in time.
 #[derive(Debug, Clone)]
 pub(crate) struct Exhausted {
-    /// Connections the pools' slice holds now.
+    /// The slice that had no permit.
+    pub(crate) slice: Slice,
+    /// Connections that slice holds now.
     pub(crate) pools: u32,
     /// The whole budget now.
     pub(crate) budget: u32,
@@ -97,11 +109,15 @@ pub(crate) struct Exhausted {
 
 impl fmt::Display for Exhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (what, raise) = match self.slice {
+            Slice::Base => ("the base pool", "base.pool.max_size"),
+            _ => ("tenant connections", "pool_cache.max_connections"),
+        };
         write!(
             f,
-            "all {} connections the connection budget ({} in all) leaves for tenant connections \
-             are in use and none became free within pool_cache.acquire_timeout ({} s); retry \
-             later, or raise pool_cache.max_connections",
+            "all {} connections the connection budget ({} in all) keeps for {what} are in use \
+             and none became free within pool_cache.acquire_timeout ({} s); retry later, or \
+             raise {raise}",
             self.pools,
             self.budget,
             self.waited.as_secs()
@@ -136,6 +152,7 @@ impl Budget {
         Arc::new(Budget {
             pools: plan.pools.map(semaphore),
             work: plan.pools.map(|_| semaphore(plan.work)),
+            base: plan.pools.map(|_| semaphore(plan.base)),
             plan,
             acquire_timeout,
             open: AtomicI64::new(0),
@@ -196,72 +213,93 @@ impl Budget {
         self.plan.pools.unwrap_or(0) - taken
     }
 
+    /// The semaphores `slice` takes its permits from (`None`: no budget).
+    fn lanes(&self, slice: Slice) -> Option<Lanes<'_>> {
+        let pools = self.pools.as_ref()?;
+        Some(match slice {
+            Slice::Pools => Lanes {
+                first: pools,
+                first_is_pools: true,
+                then_pools: None,
+                reclaim: true,
+            },
+            Slice::Work => Lanes {
+                first: self.work.as_ref()?,
+                first_is_pools: false,
+                then_pools: Some(pools),
+                reclaim: true,
+            },
+            Slice::Base => Lanes {
+                first: self.base.as_ref()?,
+                first_is_pools: false,
+                then_pools: None,
+                reclaim: false,
+            },
+        })
+    }
+
+    /// A free permit of `lanes`, if there is one now.
+    fn take_now(&self, lanes: &Lanes<'_>) -> Option<(OwnedSemaphorePermit, bool)> {
+        Arc::clone(lanes.first)
+            .try_acquire_owned()
+            .ok()
+            .map(|p| (p, lanes.first_is_pools))
+            .or_else(|| {
+                let pools = lanes.then_pools?;
+                Arc::clone(pools)
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|p| (p, true))
+            })
+    }
+
+    /// Closes the least recently used idle pool; returns whether there was one.
+    fn reclaim(&self) -> bool {
+        self.reclaimer
+            .get()
+            .and_then(Weak::upgrade)
+            .is_some_and(|r| r.reclaim_one())
+    }
+
+    fn exhausted(&self, slice: Slice, waited: Duration) -> Exhausted {
+        Exhausted {
+            slice,
+            pools: if slice == Slice::Base {
+                self.plan.base
+            } else {
+                self.pools_now()
+            },
+            budget: self.max().unwrap_or(0),
+            waited,
+        }
+    }
+
     /// A permit for one more connection of `slice`, reclaiming idle pools and waiting if
     /// needed.
     pub(crate) async fn acquire(self: &Arc<Self>, slice: Slice) -> Result<Permit, Exhausted> {
         self.regrow();
-        let taken = match (&self.pools, slice) {
-            (None, _) | (_, Slice::Base) => None,
-            (Some(pools), Slice::Pools) => Some(match Arc::clone(pools).try_acquire_owned() {
-                Ok(p) => (p, true),
-                Err(_) => self.wait(pools, None).await?,
-            }),
-            (Some(pools), Slice::Work) => {
-                let work = self
-                    .work
-                    .as_ref()
-                    .expect("a work slice beside the pools' slice");
-                let quick = Arc::clone(work)
-                    .try_acquire_owned()
-                    .map(|p| (p, false))
-                    .or_else(|_| Arc::clone(pools).try_acquire_owned().map(|p| (p, true)));
-                Some(match quick {
-                    Ok(p) => p,
-                    Err(_) => self.wait(pools, Some(work)).await?,
-                })
-            }
+        let Some(lanes) = self.lanes(slice) else {
+            return Ok(self.permit(None));
         };
-        Ok(self.permit(taken))
+        let taken = match self.take_now(&lanes) {
+            Some(taken) => taken,
+            None => self.wait(slice, &lanes).await?,
+        };
+        Ok(self.permit(Some(taken)))
     }
 
     /// A permit if one is free now (after closing one idle pool, if need be), without waiting
     /// in line.
     pub(crate) fn try_acquire(self: &Arc<Self>, slice: Slice) -> Result<Permit, Exhausted> {
         self.regrow();
-        let try_now = || -> Option<(OwnedSemaphorePermit, bool)> {
-            let pools = self.pools.as_ref()?;
-            let work = self
-                .work
-                .as_ref()
-                .filter(|_| slice == Slice::Work)
-                .and_then(|w| Arc::clone(w).try_acquire_owned().ok());
-            work.map(|p| (p, false)).or_else(|| {
-                Arc::clone(pools)
-                    .try_acquire_owned()
-                    .ok()
-                    .map(|p| (p, true))
-            })
+        let Some(lanes) = self.lanes(slice) else {
+            return Ok(self.permit(None));
         };
-        let taken = match (&self.pools, slice) {
-            (None, _) | (_, Slice::Base) => None,
-            _ => Some(
-                try_now()
-                    .or_else(|| {
-                        let reclaimed = self
-                            .reclaimer
-                            .get()
-                            .and_then(Weak::upgrade)
-                            .is_some_and(|r| r.reclaim_one());
-                        reclaimed.then(try_now).flatten()
-                    })
-                    .ok_or_else(|| Exhausted {
-                        pools: self.pools_now(),
-                        budget: self.max().unwrap_or(0),
-                        waited: Duration::ZERO,
-                    })?,
-            ),
-        };
-        Ok(self.permit(taken))
+        let taken = self
+            .take_now(&lanes)
+            .or_else(|| (lanes.reclaim && self.reclaim()).then(|| self.take_now(&lanes))?)
+            .ok_or_else(|| self.exhausted(slice, Duration::ZERO))?;
+        Ok(self.permit(Some(taken)))
     }
 
     fn permit(self: &Arc<Self>, taken: Option<(OwnedSemaphorePermit, bool)>) -> Permit {
@@ -277,31 +315,28 @@ impl Budget {
         }
     }
 
-    /// Waits in line for a permit of `pools` (or of `work`, whichever comes first), closing
-    /// idle pools meanwhile, until `acquire_timeout`. The acquire futures live across the
-    /// loop, so the caller keeps its place in the semaphores' first-come, first-served queues.
+    /// Waits in line for a permit of `lanes` (whichever frees first), closing idle pools
+    /// meanwhile where the slice may, until `acquire_timeout`. The acquire futures live across
+    /// the loop, so the caller keeps its place in the semaphores' first-come, first-served
+    /// queues.
     async fn wait(
         &self,
-        pools: &Arc<Semaphore>,
-        work: Option<&Arc<Semaphore>>,
+        slice: Slice,
+        lanes: &Lanes<'_>,
     ) -> Result<(OwnedSemaphorePermit, bool), Exhausted> {
         self.waits.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let deadline = tokio::time::sleep(self.acquire_timeout);
-        let from_pools = Arc::clone(pools).acquire_owned();
-        let from_work = async {
-            match work {
-                Some(work) => Arc::clone(work).acquire_owned().await,
+        let from_first = Arc::clone(lanes.first).acquire_owned();
+        let from_pools = async {
+            match lanes.then_pools {
+                Some(pools) => Arc::clone(pools).acquire_owned().await,
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(deadline, from_pools, from_work);
+        tokio::pin!(deadline, from_first, from_pools);
         let result = loop {
-            let reclaimed = self
-                .reclaimer
-                .get()
-                .and_then(Weak::upgrade)
-                .is_some_and(|r| r.reclaim_one());
+            let reclaimed = lanes.reclaim && self.reclaim();
             // A closed pool gives its permits back as its connections drop: look again soon
             // after a reclaim, otherwise only once in a while (the permits come by themselves).
             let tick = if reclaimed {
@@ -311,15 +346,11 @@ impl Budget {
             };
             tokio::select! {
                 biased;
-                Ok(p) = &mut from_work => break Ok((p, false)),
+                Ok(p) = &mut from_first => break Ok((p, lanes.first_is_pools)),
                 Ok(p) = &mut from_pools => break Ok((p, true)),
                 () = &mut deadline => {
                     self.busy.fetch_add(1, Ordering::Relaxed);
-                    break Err(Exhausted {
-                        pools: self.pools_now(),
-                        budget: self.max().unwrap_or(0),
-                        waited: self.acquire_timeout,
-                    });
+                    break Err(self.exhausted(slice, self.acquire_timeout));
                 }
                 () = tokio::time::sleep(tick) => {}
             }
