@@ -8,6 +8,9 @@ mod scenarios;
 
 mod sqlite;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod limits;
+
 #[cfg(feature = "postgres")]
 mod postgres;
 

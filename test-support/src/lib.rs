@@ -5,14 +5,16 @@
 //! - [`unique_token`]: a short name part unique to a run, so tests can run in parallel.
 //! - [`Cleanup`]: drops, when it goes out of scope, every database and role/user a test made
 //!   ([`Made`]), also when the test panics.
-//! - [`PgCluster`]: a private PostgreSQL server for one test (password checks, low
-//!   `max_connections`).
+//! - [`PgCluster`] / [`MariaDbServer`]: a private PostgreSQL or MariaDB server for one test
+//!   (password checks, low `max_connections`).
 //! - [`Counter`]: counts a test's connections where the server enforces its limit
 //!   (`pg_stat_activity`, `information_schema.processlist`) and keeps the peak.
 
+mod mariadb_server;
 mod pg_cluster;
 mod server_count;
 
+pub use mariadb_server::MariaDbServer;
 pub use pg_cluster::{PgCluster, PgOptions};
 pub use server_count::Counter;
 
