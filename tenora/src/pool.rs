@@ -10,8 +10,10 @@
 //! hands the connection to the pool. (Waiting inside bb8's background task would keep a pool
 //! alive after the cache closed it, holding budget permits that the waiters need.)
 
+use std::future::Future as _;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use bb8::ErrorSink;
 use diesel_async::pooled_connection::PoolError;
@@ -39,6 +41,8 @@ struct LastError(Arc<Mutex<Option<Failure>>>);
 impl ErrorSink<Error> for LastError {
     fn sink(&self, error: Error) {
         match &error {
+            // Not an attempt: callers open this pool's connections themselves.
+            ConnectError::Deferred => return,
             // The budget is full: the caller waits for it in its own task.
             ConnectError::Exhausted(_) => {
                 tracing::debug!(error = %error, "no budget for a pooled connection")
@@ -46,9 +50,9 @@ impl ErrorSink<Error> for LastError {
             _ => tracing::warn!(error = %error, "pooled connection attempt failed"),
         }
         let failure = match error {
-            ConnectError::Exhausted(m) => Failure::Exhausted(m),
             ConnectError::Refused(m) => Failure::Refused(m),
             ConnectError::Connect(e) => Failure::Connect(e.to_string()),
+            other => Failure::Exhausted(other.to_string()),
         };
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
     }
@@ -121,6 +125,7 @@ impl<B: Backend> ManagedPool<B> {
                 Arc::clone(&manager),
                 Arc::clone(&budget),
                 slice,
+                config.min_idle.is_some_and(|n| n > 0),
             ));
         // Only fails when the pool is full, which a new pool is not.
         let _ = pool.add(first);
@@ -152,30 +157,36 @@ impl<B: Backend> ManagedPool<B> {
 
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
+        // The hit path: an idle connection is handed over in the first poll (one lock).
+        let mut checkout = std::pin::pin!(self.pool.get_owned());
+        let first = std::future::poll_fn(|cx| Poll::Ready(checkout.as_mut().poll(cx))).await;
+        if let Poll::Ready(result) = first {
+            return self.checked_out(result, &target);
+        }
+        // No idle connection. At most as many callers open connections as the pool has room
+        // for; the others wait for a connection to be returned (or opened for them).
         let state = self.pool.state();
-        // At most as many callers open connections as the pool has room for; the others wait
-        // for a connection to be returned (or opened for them).
         let room = |growing: u32| state.connections + growing < self.max_size;
-        let claimed = state.idle_connections == 0
-            && self
-                .growing
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
-                    room(g).then_some(g + 1)
-                })
-                .is_ok();
+        let claimed = self
+            .growing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
+                room(g).then_some(g + 1)
+            })
+            .is_ok();
         if !claimed {
-            return self.checkout(&target).await;
+            return self.checked_out(checkout.await, &target);
         }
         let _growing = Growing(&self.growing);
-        // No idle connection and room to grow: whichever comes first, a connection returned
-        // to the pool or a budget permit for a new one. (Waiting for the budget alone could
-        // wait for the permit this pool's own idle connection holds.)
+        // Whichever comes first: a connection returned to the pool, or a budget permit for a
+        // new one. (Waiting for the budget alone could wait for the permit this pool's own
+        // idle connection holds.) Both waits run at once, each with its own timeout.
         tokio::select! {
             biased;
-            conn = self.checkout(&target) => conn,
+            result = &mut checkout => self.checked_out(result, &target),
             grown = self.grow(&target) => {
                 grown?;
-                self.checkout(&target).await
+                // The new connection is in the pool; this caller's checkout is in line for it.
+                self.checked_out(checkout.await, &target)
             }
         }
     }
@@ -193,9 +204,8 @@ impl<B: Backend> ManagedPool<B> {
                 message: e.to_string(),
             })?;
         match connect_with(&*self.manager, &self.budget, permit).await {
-            // Another caller may have filled the pool meanwhile: then this one closes again.
             Ok(conn) => {
-                let _ = self.pool.add(conn);
+                self.hand_over(conn).await;
                 Ok(())
             }
             Err(ConnectError::Refused(message)) => Err(TenoraError::Busy {
@@ -211,20 +221,47 @@ impl<B: Backend> ManagedPool<B> {
                     source: Box::new(e),
                 })
             }
-            Err(ConnectError::Exhausted(message)) => Err(TenoraError::Busy {
+            Err(other) => Err(TenoraError::Busy {
                 target: target(),
                 wait: Wait::Budget,
-                message,
+                message: other.to_string(),
             }),
         }
     }
 
-    async fn checkout(&self, target: &impl Fn() -> String) -> Result<PooledConn<B>> {
+    /// Puts a connection this caller opened into the pool. bb8 counts the attempts it has
+    /// scheduled itself (which fail at once, see `BudgetManager`) against the pool's size until
+    /// they ran: while the pool is not really full, try again after they did. If another caller
+    /// filled the pool meanwhile, the connection closes again.
+    async fn hand_over(&self, mut conn: Budgeted<B::Connection>) {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(self.connection_timeout);
+        loop {
+            match self.pool.add(conn) {
+                Ok(()) => return,
+                Err(bb8::AddError::NoCapacity(back))
+                    if self.pool.state().connections < self.max_size
+                        && std::time::Instant::now() < deadline =>
+                {
+                    conn = back;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// A checkout's result, its error named and sorted (busy, or failing connections).
+    fn checked_out(
+        &self,
+        result: std::result::Result<PooledConn<B>, bb8::RunError<Error>>,
+        target: &impl Fn() -> String,
+    ) -> Result<PooledConn<B>> {
         let connect_failed = || {
             self.connect_failed
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         };
-        self.pool.get_owned().await.map_err(|e| {
+        result.map_err(|e| {
             let target = target();
             let busy = |wait, message| TenoraError::Busy {
                 target: target.clone(),
@@ -232,9 +269,6 @@ impl<B: Backend> ManagedPool<B> {
                 message,
             };
             match e {
-                bb8::RunError::User(ConnectError::Exhausted(message)) => {
-                    busy(Wait::Budget, message)
-                }
                 bb8::RunError::User(ConnectError::Refused(message)) => busy(Wait::Server, message),
                 bb8::RunError::User(ConnectError::Connect(e)) => {
                     connect_failed();
@@ -243,6 +277,7 @@ impl<B: Backend> ManagedPool<B> {
                         source: Box::new(e),
                     }
                 }
+                bb8::RunError::User(other) => busy(Wait::Budget, other.to_string()),
                 bb8::RunError::TimedOut => {
                     let last = self
                         .last_error
@@ -260,15 +295,23 @@ impl<B: Backend> ManagedPool<B> {
                                 source: format!("last connection attempt failed: {cause}").into(),
                             }
                         }
-                        None => busy(
-                            Wait::Pool,
-                            format!(
-                                "all {} connections of its pool are in use and none was returned \
-                             within {}.connection_timeout ({} s); retry later, or raise \
-                             {}.max_size",
-                                self.max_size, self.section, self.connection_timeout, self.section
-                            ),
-                        ),
+                        None => {
+                            let state = self.pool.state();
+                            busy(
+                                Wait::Pool,
+                                format!(
+                                    "{} of its pool's {} connections are in use (DEBUG {:?} growing {}) and none was \
+                                     returned within {}.connection_timeout ({} s); retry later, \
+                                     or raise {}.max_size",
+                                    state.connections - state.idle_connections,
+                                    self.max_size,
+                                    state, self.growing.load(Ordering::Relaxed),
+                                    self.section,
+                                    self.connection_timeout,
+                                    self.section
+                                ),
+                            )
+                        }
                     }
                 }
             }

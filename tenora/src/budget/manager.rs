@@ -54,6 +54,8 @@ pub enum ConnectError<E> {
     Refused(String),
     /// Connecting failed.
     Connect(E),
+    /// Not opened in the background: callers open this pool's connections themselves.
+    Deferred,
 }
 
 impl<E: fmt::Display> fmt::Display for ConnectError<E> {
@@ -61,6 +63,9 @@ impl<E: fmt::Display> fmt::Display for ConnectError<E> {
         match self {
             ConnectError::Exhausted(m) | ConnectError::Refused(m) => f.write_str(m),
             ConnectError::Connect(e) => e.fmt(f),
+            ConnectError::Deferred => {
+                f.write_str("connections of this pool are opened by the callers that need them")
+            }
         }
     }
 }
@@ -68,7 +73,7 @@ impl<E: fmt::Display> fmt::Display for ConnectError<E> {
 impl<E: std::error::Error + 'static> std::error::Error for ConnectError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ConnectError::Exhausted(_) | ConnectError::Refused(_) => None,
+            ConnectError::Exhausted(_) | ConnectError::Refused(_) | ConnectError::Deferred => None,
             ConnectError::Connect(e) => Some(e),
         }
     }
@@ -76,23 +81,32 @@ impl<E: std::error::Error + 'static> std::error::Error for ConnectError<E> {
 
 /// A bb8 manager that takes a budget permit for every connection it opens.
 ///
-/// bb8 opens connections on background tasks that keep their pool alive while they run. So
-/// this manager never waits for the budget: it takes a free permit (after closing one idle
-/// pool, if need be) or fails at once. Callers that need a connection wait for the budget in
-/// their own task ([`ManagedPool::get`](crate::pool::ManagedPool)), in line with everyone else,
-/// and hand the connection to the pool.
+/// bb8 opens connections on background tasks that keep their pool alive while they run, one
+/// for each caller waiting. Callers that need a connection open it themselves instead, waiting
+/// for the budget in their own task, in line with everyone else, and hand it to the pool (see
+/// `ManagedPool::get`). So this manager opens connections only to keep a pool's `min_idle`,
+/// and never waits for the budget: it takes a free permit (after closing one idle pool, if
+/// need be) or fails at once.
 pub struct BudgetManager<M> {
     inner: Arc<M>,
     budget: Arc<Budget>,
     slice: Slice,
+    in_background: bool,
 }
 
 impl<M> BudgetManager<M> {
-    pub(crate) fn new(inner: Arc<M>, budget: Arc<Budget>, slice: Slice) -> Self {
+    /// `in_background`: whether bb8 may open connections itself (to keep `min_idle`).
+    pub(crate) fn new(
+        inner: Arc<M>,
+        budget: Arc<Budget>,
+        slice: Slice,
+        in_background: bool,
+    ) -> Self {
         BudgetManager {
             inner,
             budget,
             slice,
+            in_background,
         }
     }
 }
@@ -102,6 +116,9 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
     type Error = ConnectError<M::Error>;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        if !self.in_background {
+            return Err(ConnectError::Deferred);
+        }
         let permit = self
             .budget
             .try_acquire(self.slice)
