@@ -7,6 +7,7 @@
 //! cargo bench -p tenora --features postgres --bench tenora -- --quick # small sizes
 //! cargo bench -p tenora --features postgres --bench tenora -- --provision-only  # section 3
 //! cargo bench -p tenora --features postgres --bench tenora -- --hit-only        # sections 1, 2
+//! cargo bench -p tenora --features postgres --bench tenora -- --scale-only      # section 5
 //! ```
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
@@ -356,6 +357,7 @@ async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let provision_only = std::env::args().any(|a| a == "--provision-only");
     let hit_only = std::env::args().any(|a| a == "--hit-only");
+    let scale_only = std::env::args().any(|a| a == "--scale-only");
     let sizes = sizes(quick);
     let admin_url = std::env::var("TENORA_BENCH_PG_URL")
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
@@ -392,6 +394,13 @@ async fn main() {
         )
         .await;
     t.migrate_base().await.unwrap();
+
+    if scale_only {
+        scale_section(&bench, t, 0, sizes.scale).await;
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
 
     // --- 3. provisioning -------------------------------------------------------------------
     let admin = admin_client(&admin_url).await;
@@ -624,9 +633,17 @@ async fn main() {
     );
     drop(t2);
 
-    // --- 5. scale under a connection budget -----------------------------------------------------
-    let scale = sizes.scale.max(total);
-    create_tenants_timed(&t, total..scale).await;
+    // --- 5. scale under the default (derived) connection budget ---------------------------------
+    scale_section(&bench, t, total, sizes.scale.max(total)).await;
+    bench.cleanup(false).await;
+    println!("\ncleaned up");
+}
+
+/// Section 5: `scale` tenants (`existing` of them made already) touched in random order by a
+/// Tenora with the default config, whose budget is derived from the server.
+async fn scale_section(bench: &Bench, t: PgTenora, existing: usize, scale: usize) {
+    let admin_url = bench.admin_url.clone();
+    create_tenants_timed(&t, existing..scale).await;
     t.close_all();
     drop(t);
     // The default config: the budget is derived from the server at connect.
@@ -707,6 +724,4 @@ async fn main() {
         errors.load(Ordering::Relaxed)
     );
     drop(t3);
-    bench.cleanup(false).await;
-    println!("\ncleaned up");
 }

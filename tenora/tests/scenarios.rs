@@ -597,6 +597,11 @@ pub async fn cached_pools_are_bounded_and_idle_ones_close<B: TestBackend>() {
         }
     }
     assert_eq!(cached, 0, "{:?}", t.stats());
+    // Closed means closed where it counts: the server holds no tenant connection any more.
+    if let Some(counter) = env.count_tenant_connections() {
+        let left = counter.wait_for(std::time::Duration::from_secs(10), |n| n == 0);
+        assert_eq!(left, 0, "tenant connections left open on the server");
+    }
 }
 
 /// A request as a framework-agnostic resolver sees it.
