@@ -62,14 +62,23 @@ impl ErrorSink<Error> for LastError {
     }
 }
 
-/// A claim to open one connection for a pool; released on drop.
-struct Growing<'a>(&'a AtomicU32);
+/// A claim to open one connection for a pool; released on drop, which wakes callers waiting
+/// for room to grow.
+struct Growing<'a> {
+    growing: &'a AtomicU32,
+    released: &'a tokio::sync::Notify,
+}
 
 impl Drop for Growing<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.growing.fetch_sub(1, Ordering::AcqRel);
+        self.released.notify_waiters();
     }
 }
+
+/// How often a caller waiting for a pool checks again whether it may open a connection itself
+/// (connections closed as broken make room without waking anyone).
+const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A pool of one database's connections.
 pub(crate) struct ManagedPool<B: Backend> {
@@ -83,6 +92,8 @@ pub(crate) struct ManagedPool<B: Backend> {
     connect_failed: std::sync::atomic::AtomicBool,
     /// Callers opening a connection for this pool right now.
     growing: AtomicU32,
+    /// Signalled when such a caller is done.
+    growing_done: tokio::sync::Notify,
     /// For messages: the pool's size and wait, and the config section they come from.
     max_size: u32,
     connection_timeout: u64,
@@ -92,6 +103,14 @@ pub(crate) struct ManagedPool<B: Backend> {
 impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
     fn is_unused(&self) -> bool {
         ManagedPool::is_unused(self)
+    }
+
+    fn idle_connections(&self) -> u32 {
+        self.pool.state().idle_connections
+    }
+
+    fn shed_idle(&self) -> bool {
+        ManagedPool::shed_idle(self)
     }
 }
 
@@ -137,6 +156,7 @@ impl<B: Backend> ManagedPool<B> {
             last_error,
             connect_failed: std::sync::atomic::AtomicBool::new(false),
             growing: AtomicU32::new(0),
+            growing_done: tokio::sync::Notify::new(),
             max_size: config.max_size,
             connection_timeout: config.connection_timeout,
             section,
@@ -155,45 +175,81 @@ impl<B: Backend> ManagedPool<B> {
         state.connections == state.idle_connections
     }
 
+    /// Closes one idle connection of this pool, if it has one, without waiting; returns
+    /// whether it did. (bb8 has no call for that: take it in a single poll and mark it, so bb8
+    /// drops it on return.)
+    pub(crate) fn shed_idle(&self) -> bool {
+        let mut checkout = std::pin::pin!(self.pool.get_owned());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match checkout.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(mut conn)) => {
+                conn.retire();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Claims room to open one connection, if the pool has room beyond the connections it has
+    /// and those other callers are opening.
+    fn claim_room(&self) -> Option<Growing<'_>> {
+        self.growing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
+                (self.pool.state().connections + g < self.max_size).then_some(g + 1)
+            })
+            .ok()
+            .map(|_| Growing {
+                growing: &self.growing,
+                released: &self.growing_done,
+            })
+    }
+
     /// A connection, or an error naming `target` and the last connection failure.
     pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
         // The hit path: an idle connection is handed over in the first poll (one lock).
         let mut checkout = std::pin::pin!(self.pool.get_owned());
         let first = std::future::poll_fn(|cx| Poll::Ready(checkout.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
-            return self.checked_out(result, &target);
+            return self.checked_out(result, &target, false);
         }
-        // No idle connection. At most as many callers open connections as the pool has room
-        // for; the others wait for a connection to be returned (or opened for them).
-        let state = self.pool.state();
-        let room = |growing: u32| state.connections + growing < self.max_size;
-        let claimed = self
-            .growing
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
-                room(g).then_some(g + 1)
-            })
-            .is_ok();
-        if !claimed {
-            return self.checked_out(checkout.await, &target);
-        }
-        let _growing = Growing(&self.growing);
-        // Whichever comes first: a connection returned to the pool, or a budget permit for a
-        // new one. (Waiting for the budget alone could wait for the permit this pool's own
-        // idle connection holds.) Both waits run at once, each with its own timeout.
-        tokio::select! {
-            biased;
-            result = &mut checkout => self.checked_out(result, &target),
-            grown = self.grow(&target) => {
+        // No idle connection. The checkout waits (up to the pool's connection_timeout) for a
+        // connection to come back; meanwhile, at most as many callers open connections as the
+        // pool has room for, each under its own wait for the budget.
+        loop {
+            if let Some(claim) = self.claim_room() {
+                let waiting_for_budget = std::sync::atomic::AtomicBool::new(true);
+                // Whichever comes first: a connection returned to the pool, or a new one.
+                // (Waiting for the budget alone could wait for the permit this pool's own
+                // idle connection holds.)
+                let grown = tokio::select! {
+                    biased;
+                    result = &mut checkout => {
+                        return self.checked_out(result, &target, waiting_for_budget.load(Ordering::Relaxed));
+                    }
+                    grown = self.grow(&target, &waiting_for_budget) => grown,
+                };
+                drop(claim);
                 grown?;
-                // The new connection is in the pool; this caller's checkout is in line for it.
-                self.checked_out(checkout.await, &target)
+                // The new connection is in the pool and this caller's checkout is in line for
+                // it; if another caller takes it first, look again.
+                continue;
+            }
+            tokio::select! {
+                biased;
+                result = &mut checkout => return self.checked_out(result, &target, false),
+                () = self.growing_done.notified() => {}
+                () = tokio::time::sleep(ROOM_RECHECK) => {}
             }
         }
     }
 
     /// Opens one more connection under the caller's own wait for the budget and hands it to
     /// the pool (where the caller, or whoever asked first, takes it).
-    async fn grow(&self, target: &impl Fn() -> String) -> Result<()> {
+    async fn grow(
+        &self,
+        target: &impl Fn() -> String,
+        waiting_for_budget: &std::sync::atomic::AtomicBool,
+    ) -> Result<()> {
         let permit = self
             .budget
             .acquire(self.slice)
@@ -203,6 +259,7 @@ impl<B: Backend> ManagedPool<B> {
                 wait: Wait::Budget,
                 message: e.to_string(),
             })?;
+        waiting_for_budget.store(false, Ordering::Relaxed);
         match connect_with(&*self.manager, &self.budget, permit).await {
             Ok(conn) => {
                 self.hand_over(conn).await;
@@ -252,10 +309,13 @@ impl<B: Backend> ManagedPool<B> {
     }
 
     /// A checkout's result, its error named and sorted (busy, or failing connections).
+    /// `waiting_for_budget`: the caller was still waiting for the budget when the checkout
+    /// timed out, so the budget is what ran out.
     fn checked_out(
         &self,
         result: std::result::Result<PooledConn<B>, bb8::RunError<Error>>,
         target: &impl Fn() -> String,
+        waiting_for_budget: bool,
     ) -> Result<PooledConn<B>> {
         let connect_failed = || {
             self.connect_failed
@@ -278,6 +338,14 @@ impl<B: Backend> ManagedPool<B> {
                     }
                 }
                 bb8::RunError::User(other) => busy(Wait::Budget, other.to_string()),
+                bb8::RunError::TimedOut if waiting_for_budget => {
+                    let waited = std::time::Duration::from_secs(self.connection_timeout);
+                    let limit = format!("{}.connection_timeout", self.section);
+                    busy(
+                        Wait::Budget,
+                        self.budget.timed_out(self.slice, waited, limit).to_string(),
+                    )
+                }
                 bb8::RunError::TimedOut => {
                     let last = self
                         .last_error
@@ -300,12 +368,11 @@ impl<B: Backend> ManagedPool<B> {
                             busy(
                                 Wait::Pool,
                                 format!(
-                                    "{} of its pool's {} connections are in use (DEBUG {:?} growing {}) and none was \
+                                    "{} of its pool's {} connections are in use and none was \
                                      returned within {}.connection_timeout ({} s); retry later, \
                                      or raise {}.max_size",
                                     state.connections - state.idle_connections,
                                     self.max_size,
-                                    state, self.growing.load(Ordering::Relaxed),
                                     self.section,
                                     self.connection_timeout,
                                     self.section

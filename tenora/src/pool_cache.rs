@@ -21,6 +21,10 @@ use crate::tenant_id::TenantId;
 pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
     /// No connection of the pool is checked out.
     fn is_unused(&self) -> bool;
+    /// Connections of the pool that are open and not checked out.
+    fn idle_connections(&self) -> u32;
+    /// Closes one idle connection of the pool, if it has one; returns whether it did.
+    fn shed_idle(&self) -> bool;
 }
 
 /// A cache slot: the pool (once built) and when it was last handed out.
@@ -112,9 +116,37 @@ pub(crate) struct PoolCache<P> {
 }
 
 impl<P: CachedPool> Reclaim for PoolCache<P> {
+    /// Gives connections back to the budget: closes the least recently used pool that holds
+    /// idle connections and none checked out; failing that, closes one idle connection of the
+    /// least recently used pool that has one. Pools without idle connections are left alone
+    /// (closing them frees nothing).
     fn reclaim_one(&self) -> bool {
         let mut map = self.write();
-        self.evict_lru(&mut map, true)
+        let with_idle = |require_unused: bool| {
+            map.iter()
+                .filter(|(_, c)| {
+                    c.get().is_some_and(|p| {
+                        p.idle_connections() > 0 && (!require_unused || p.is_unused())
+                    })
+                })
+                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
+                .map(|(id, _)| id.clone())
+        };
+        if let Some(id) = with_idle(true) {
+            if let Some(cell) = map.remove(&id) {
+                self.retire(&cell);
+            }
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(tenant = %id, "closed an idle tenant pool for the connection budget");
+            return true;
+        }
+        with_idle(false)
+            .and_then(|id| {
+                map.get(&id)
+                    .and_then(|c| c.get())
+                    .map(CachedPool::shed_idle)
+            })
+            .unwrap_or(false)
     }
 }
 
@@ -334,6 +366,12 @@ mod tests {
     impl CachedPool for u32 {
         fn is_unused(&self) -> bool {
             true
+        }
+        fn idle_connections(&self) -> u32 {
+            1
+        }
+        fn shed_idle(&self) -> bool {
+            false
         }
     }
 

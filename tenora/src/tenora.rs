@@ -397,11 +397,16 @@ impl<B: Backend> Tenora<B> {
         let permit = budget.acquire(slice).await.map_err(|e| busy(target(), e))?;
         match connect.await {
             Ok(conn) => Ok(Budgeted::new(conn, permit)),
-            Err(Error::Connect { target, source })
-                if crate::budget::is_server_full(&source.to_string()) =>
-            {
+            Err(Error::Connect { target, source }) => {
+                let Some(full) = crate::budget::full(&source.to_string()) else {
+                    return Err(Error::Connect { target, source });
+                };
+                // Shrink while the refused attempt still holds its permit (the shrink counts it).
+                let now = match full {
+                    crate::budget::Full::Server => budget.server_refused(),
+                    crate::budget::Full::Account => None,
+                };
                 drop(permit);
-                let now = budget.server_refused();
                 Err(Error::Busy {
                     target,
                     wait: Wait::Server,

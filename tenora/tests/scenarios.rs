@@ -568,6 +568,25 @@ pub async fn connection_budget_is_never_exceeded<B: TestBackend>() {
     drop((held_a, held_b, held_c));
     // Released connections make room again.
     drop(t.tenant_conn(&ids[2]).await.unwrap());
+
+    drop(t);
+
+    // An idle connection of a pool that is also in use goes back to the budget as well: on a
+    // fresh handle, b0 keeps one connection busy and one idle, b1 one busy; b2 gets b0's idle
+    // one's permit.
+    let t = tenora_with::<B>(
+        with_limits(&env.config, Some(budget), 100, 0),
+        B::tenant_migrations(),
+    )
+    .await;
+    let busy_a = t.tenant_conn(&ids[0]).await.unwrap();
+    drop(t.tenant_conn(&ids[0]).await.unwrap());
+    let busy_b = t.tenant_conn(&ids[1]).await.unwrap();
+    let mut third = t.tenant_conn(&ids[2]).await.unwrap_or_else(|e| {
+        panic!("b0's idle connection should have made room: {e}");
+    });
+    third.batch_execute("SELECT 1").await.unwrap();
+    drop((busy_a, busy_b, third));
 }
 
 pub async fn cached_pools_are_bounded_and_idle_ones_close<B: TestBackend>() {

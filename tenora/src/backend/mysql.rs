@@ -106,11 +106,12 @@ async fn connect(opts: &Opts) -> diesel::ConnectionResult<AsyncMysqlConnection> 
         .stmt_cache_size(0)
         .client_found_rows(true);
     let conn = mysql_async::Conn::new(builder).await.map_err(|e| {
-        // Out of connection slots: the server's max_connections (1040), the account's
-        // max_user_connections (1203) or its MAX_USER_CONNECTIONS resource (1226). Marked so
-        // the budget can react.
+        // Out of connection slots: the server's max_connections (1040: the budget shrinks), or
+        // the account's max_user_connections (1203) or MAX_USER_CONNECTIONS resource (1226).
+        // Marked so the budget can react.
         let message = match server_code(&e) {
-            Some(1040 | 1203 | 1226) => format!("{}: {e}", crate::budget::SERVER_FULL),
+            Some(1040) => format!("{}: {e}", crate::budget::SERVER_FULL),
+            Some(1203 | 1226) => format!("{}: {e}", crate::budget::ACCOUNT_FULL),
             _ => e.to_string(),
         };
         diesel::ConnectionError::BadConnection(message)

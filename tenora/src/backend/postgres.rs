@@ -154,14 +154,23 @@ async fn connect(config: &tokio_postgres::Config) -> diesel::ConnectionResult<As
 }
 
 /// A failed connect's message; a server out of connection slots (SQLSTATE 53300: "too many
-/// clients", "remaining connection slots are reserved", a role's or database's connection
-/// limit) is marked so the budget can react.
+/// clients", "remaining connection slots are reserved") or a role's or database's connection
+/// limit is marked so the budget can react.
 fn connect_message(e: tokio_postgres::Error) -> String {
-    if e.code() == Some(&SqlState::TOO_MANY_CONNECTIONS) {
-        format!("{}: {}", crate::budget::SERVER_FULL, ServerError(e))
-    } else {
-        ServerError(e).to_string()
+    if e.code() != Some(&SqlState::TOO_MANY_CONNECTIONS) {
+        return ServerError(e).to_string();
     }
+    // The same SQLSTATE covers a role's or database's own CONNECTION LIMIT ("too many
+    // connections for role/database"); told apart by the server's (English) message.
+    let own_limit = e.as_db_error().is_some_and(|db| {
+        db.message().contains(" for role ") || db.message().contains(" for database ")
+    });
+    let mark = if own_limit {
+        crate::budget::ACCOUNT_FULL
+    } else {
+        crate::budget::SERVER_FULL
+    };
+    format!("{mark}: {}", ServerError(e))
 }
 
 /// The server's connection limit, the slots ordinary roles cannot use, and other clients'

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use diesel_async::pooled_connection::PoolError;
 
-use super::{Budget, Permit, Slice, is_server_full};
+use super::{Budget, Full, Permit, Slice, full};
 
 /// A connection that holds a budget permit for as long as it is open. Derefs to the
 /// backend's diesel-async connection, so diesel-async queries take `&mut conn` as usual.
 pub struct Budgeted<C> {
     conn: C,
     _permit: Permit,
+    /// Close instead of going back to the pool (an idle connection given back to the budget).
+    retired: bool,
 }
 
 impl<C> Deref for Budgeted<C> {
@@ -34,7 +36,13 @@ impl<C> Budgeted<C> {
         Budgeted {
             conn,
             _permit: permit,
+            retired: false,
         }
+    }
+
+    /// Marks the connection to be closed when it is returned to its pool.
+    pub(crate) fn retire(&mut self) {
+        self.retired = true;
     }
 
     /// The connection and its permit, for code that must move the connection (migrations);
@@ -134,7 +142,7 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        self.inner.has_broken(&mut conn.conn)
+        conn.retired || self.inner.has_broken(&mut conn.conn)
     }
 }
 
@@ -147,12 +155,16 @@ pub(crate) async fn connect_with<M: bb8::ManageConnection<Error = PoolError>>(
 ) -> Result<Budgeted<M::Connection>, ConnectError<PoolError>> {
     match manager.connect().await {
         Ok(conn) => Ok(Budgeted::new(conn, permit)),
-        Err(e) if is_server_full(&e.to_string()) => {
-            drop(permit);
-            let now = budget.server_refused();
-            Err(ConnectError::Refused(refused_message(&e, now)))
-        }
-        Err(e) => Err(ConnectError::Connect(e)),
+        Err(e) => match full(&e.to_string()) {
+            // Shrink while the refused attempt still holds its permit (the shrink counts it).
+            Some(Full::Server) => {
+                let now = budget.server_refused();
+                drop(permit);
+                Err(ConnectError::Refused(refused_message(&e, now)))
+            }
+            Some(Full::Account) => Err(ConnectError::Refused(refused_message(&e, None))),
+            None => Err(ConnectError::Connect(e)),
+        },
     }
 }
 
@@ -163,6 +175,6 @@ pub(crate) fn refused_message(error: &dyn fmt::Display, budget: Option<u32>) -> 
             "{error}; Tenora lowered its connection budget to {budget} and raises it again \
              slowly; retry later, or raise the server's max_connections"
         ),
-        None => format!("{error}; retry later, or raise the server's max_connections"),
+        None => format!("{error}; retry later"),
     }
 }

@@ -32,13 +32,35 @@ use plan::BudgetPlan;
 /// back by one.
 pub const REGROW_AFTER: Duration = Duration::from_secs(10);
 
-/// Marks a connection error as the server being out of connection slots (PostgreSQL SQLSTATE
-/// 53300, MySQL errors 1040/1203/1226). The backends put it in front of the server's message.
+/// Marks a connection error as the server being out of connection slots ("too many clients",
+/// "remaining connection slots are reserved", MySQL error 1040). The backends put it in front
+/// of the server's message; the budget shrinks.
 pub(crate) const SERVER_FULL: &str = "the server has no free connection slots";
 
-/// Whether a connection error's message says the server is out of connection slots.
-pub(crate) fn is_server_full(message: &str) -> bool {
-    message.contains(SERVER_FULL)
+/// Marks a connection error as an account's or database's own connection limit being reached
+/// (a PostgreSQL role's or database's `CONNECTION LIMIT`, MySQL errors 1203/1226). Busy too,
+/// but only for that account: the budget stays.
+pub(crate) const ACCOUNT_FULL: &str = "the account has no free connection slots";
+
+/// How a connection error's message says the server refused for lack of slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The whole server: shrink the budget.
+    Server,
+    /// One account or database.
+    Account,
+}
+
+/// Whether a connection error's message says the server, or the account, is out of
+/// connection slots.
+pub(crate) fn full(message: &str) -> Option<Full> {
+    if message.contains(SERVER_FULL) {
+        Some(Full::Server)
+    } else if message.contains(ACCOUNT_FULL) {
+        Some(Full::Account)
+    } else {
+        None
+    }
 }
 
 /// Something that can give connections back: the pool cache closing an idle pool.
@@ -105,6 +127,8 @@ pub(crate) struct Exhausted {
     /// The whole budget now.
     pub(crate) budget: u32,
     pub(crate) waited: Duration,
+    /// The setting that bounded the wait.
+    pub(crate) limit: String,
 }
 
 impl fmt::Display for Exhausted {
@@ -116,10 +140,10 @@ impl fmt::Display for Exhausted {
         write!(
             f,
             "all {} connections the connection budget ({} in all) keeps for {what} are in use \
-             and none became free within pool_cache.acquire_timeout ({} s); retry later, or \
-             raise {raise}",
+             and none became free within {} ({} s); retry later, or raise {raise}",
             self.pools,
             self.budget,
+            self.limit,
             self.waited.as_secs()
         )
     }
@@ -261,8 +285,18 @@ impl Budget {
             .is_some_and(|r| r.reclaim_one())
     }
 
+    /// A caller gave up waiting for `slice` after `waited`, bounded by the setting `limit`.
+    pub(crate) fn timed_out(&self, slice: Slice, waited: Duration, limit: String) -> Exhausted {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        Exhausted {
+            limit,
+            ..self.exhausted(slice, waited)
+        }
+    }
+
     fn exhausted(&self, slice: Slice, waited: Duration) -> Exhausted {
         Exhausted {
+            limit: "pool_cache.acquire_timeout".to_owned(),
             slice,
             pools: if slice == Slice::Base {
                 self.plan.base
@@ -336,6 +370,8 @@ impl Budget {
         };
         tokio::pin!(deadline, from_first, from_pools);
         let result = loop {
+            // A budget the server shrank grows back while callers wait, too.
+            self.regrow();
             let reclaimed = lanes.reclaim && self.reclaim();
             // A closed pool gives its permits back as its connections drop: look again soon
             // after a reclaim, otherwise only once in a while (the permits come by themselves).
@@ -349,8 +385,11 @@ impl Budget {
                 Ok(p) = &mut from_first => break Ok((p, lanes.first_is_pools)),
                 Ok(p) = &mut from_pools => break Ok((p, true)),
                 () = &mut deadline => {
-                    self.busy.fetch_add(1, Ordering::Relaxed);
-                    break Err(self.exhausted(slice, self.acquire_timeout));
+                    break Err(self.timed_out(
+                        slice,
+                        self.acquire_timeout,
+                        "pool_cache.acquire_timeout".to_owned(),
+                    ));
                 }
                 () = tokio::time::sleep(tick) => {}
             }
