@@ -34,6 +34,28 @@ async fn touch_concurrently<B: TestBackend>(t: &Tenora<B>, ids: &[TenantId], tas
     }
 }
 
+/// Creates ten tenants, then has 24 tasks use them at once while `counter` counts every
+/// client connection on the server: the peak stays within the budget `max`. Returns the ids.
+async fn load_within_budget<B: TestBackend>(
+    t: &Tenora<B>,
+    max: u32,
+    count: impl FnOnce() -> tenora_test_support::Counter,
+) -> Vec<TenantId> {
+    let ids: Vec<TenantId> = (0..10).map(|i| id(&format!("l{i}"))).collect();
+    for tenant in &ids {
+        t.create_tenant(tenant, None).await.unwrap();
+    }
+    let counter = count();
+    touch_concurrently(t, &ids, 24).await;
+    let at_peak = counter.at_peak();
+    let peak = counter.stop();
+    assert!(
+        peak <= max,
+        "{peak} connections on the server, over the budget of {max}: {at_peak:#?}"
+    );
+    ids
+}
+
 /// Checks the derived plan against what the server was started with.
 fn check_plan(plan: &BudgetPlan, max_connections: u32, reserved: u32, admin: u32) -> u32 {
     assert_eq!(plan.source, BudgetSource::Derived, "{plan}");
@@ -135,18 +157,10 @@ mod pg {
         let t = tenora::<Postgres>(&env).await;
         let max = check_plan(t.budget(), 20, 3, 2);
         assert_eq!(t.stats().budget_source, BudgetSource::Derived);
-        let ids: Vec<TenantId> = (0..10).map(|i| id(&format!("l{i}"))).collect();
-        for tenant in &ids {
-            t.create_tenant(tenant, None).await.unwrap();
-        }
-        let counter = Counter::start(Server::Postgres, &cluster.admin_url(), None);
-        touch_concurrently(&t, &ids, 24).await;
-        let at_peak = counter.at_peak();
-        let peak = counter.stop();
-        assert!(
-            peak <= max,
-            "{peak} connections on the server, over the budget of {max}: {at_peak:#?}"
-        );
+        let ids = load_within_budget(&t, max, || {
+            Counter::start(Server::Postgres, &cluster.admin_url(), None)
+        })
+        .await;
         let log = cluster.log();
         let refused: Vec<&str> = log
             .lines()
@@ -197,18 +211,7 @@ mod my {
         let env = mysql_env_at(&url);
         let t = tenora::<Mysql>(&env).await;
         let max = check_plan(t.budget(), 20, 0, 1);
-        let ids: Vec<TenantId> = (0..10).map(|i| id(&format!("l{i}"))).collect();
-        for tenant in &ids {
-            t.create_tenant(tenant, None).await.unwrap();
-        }
-        let counter = Counter::start(Server::Mysql, &url, None);
-        touch_concurrently(&t, &ids, 24).await;
-        let at_peak = counter.at_peak();
-        let peak = counter.stop();
-        assert!(
-            peak <= max,
-            "{peak} connections on the server, over the budget of {max}: {at_peak:#?}"
-        );
+        let ids = load_within_budget(&t, max, || Counter::start(Server::Mysql, &url, None)).await;
         assert_eq!(refused(&url).await, 0, "the server refused connections");
 
         full_server_is_busy(&t, &ids[0], hog(url.clone())).await;

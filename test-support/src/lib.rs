@@ -35,6 +35,24 @@ pub fn unique_token() -> String {
     format!("{:x}{:x}", mixed % 0xff_ffff, n)
 }
 
+/// Whether this process runs as root (server binaries then run as their own OS user).
+pub(crate) fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Hands `path` (recursively) to the OS user and group `owner`, e.g. `postgres:postgres`.
+pub(crate) fn give_to(owner: &str, path: &std::path::Path) {
+    let status = std::process::Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .expect("run chown");
+    assert!(status.success(), "chown of {} failed", path.display());
+}
+
 /// Whether a missing server must fail the test (CI) rather than skip it.
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")

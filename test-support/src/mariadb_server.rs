@@ -21,13 +21,6 @@ fn find(candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 impl MariaDbServer {
     /// Starts a server allowing `max_connections` client connections, or returns `None`
     /// (after a loud message; a failure in CI) when MariaDB's server binaries are missing.
@@ -40,14 +33,9 @@ impl MariaDbServer {
         };
         let dir = std::env::temp_dir().join(format!("tenora-mariadb-{}", crate::unique_token()));
         std::fs::create_dir_all(&dir).expect("create server folder");
-        let as_root = is_root();
+        let as_root = crate::is_root();
         if as_root {
-            let status = Command::new("chown")
-                .args(["-R", "mysql:mysql"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {} failed", dir.display());
+            crate::give_to("mysql:mysql", &dir);
         }
         let data = dir.join("data");
         let mut cmd = Command::new(&install);

@@ -40,13 +40,6 @@ fn find_bin() -> Option<PathBuf> {
     found.pop()
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -71,26 +64,14 @@ impl PgCluster {
             crate::missing("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)");
             return None;
         };
-        let as_postgres = is_root();
+        let as_postgres = crate::is_root();
         let dir = std::env::temp_dir().join(format!("tenora-pg-{}", crate::unique_token()));
         std::fs::create_dir_all(&dir).expect("create cluster folder");
-        if as_postgres {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of {} failed", dir.display());
-        }
         let password = format!("pw{}", crate::unique_token());
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("write pwfile");
         if as_postgres {
-            Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&pwfile)
-                .status()
-                .expect("chown pwfile");
+            crate::give_to("postgres:postgres", &dir);
         }
         let mut cluster = PgCluster {
             bin,

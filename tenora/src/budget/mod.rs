@@ -161,10 +161,11 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         self.budget.open.fetch_sub(1, Ordering::Relaxed);
-        if self.from_pools && self.budget.pay_debt() {
-            if let Some(permit) = self.permit.take() {
-                permit.forget();
-            }
+        if self.from_pools
+            && self.budget.pay_debt()
+            && let Some(permit) = self.permit.take()
+        {
+            permit.forget();
         }
     }
 }
