@@ -682,12 +682,26 @@ pub async fn resolver_validates_authorizes_and_looks_up<B: TestBackend>() {
     // Warm now: resolving again is a cache hit that opens nothing, and no connection is taken
     // until `conn()` is called.
     let (open, created) = (t.stats().open_connections, t.stats().pools_created);
+    let acme_db = t.backend().naming().database_name(&acme);
+    let on_server = env.connection_ids(&acme_db).await;
     let again = resolver
         .resolve(&mut request(Some("acme"), "acme-key"))
         .await
         .unwrap();
     assert_eq!(t.stats().open_connections, open);
     assert_eq!(t.stats().pools_created, created);
+    // The server agrees: no session was opened in between (one closing meanwhile is fine).
+    if let (Some(before), Some(after)) = (on_server, env.connection_ids(&acme_db).await) {
+        let opened: Vec<_> = after.iter().filter(|id| !before.contains(id)).collect();
+        assert!(
+            opened.is_empty(),
+            "sessions opened by a warm resolve: {opened:?}"
+        );
+        assert!(
+            !after.is_empty(),
+            "the warm pool's session is on the server"
+        );
+    }
     drop(again);
 
     let status = |r: tenora::Result<tenora::resolver::Resolved<B>>| {

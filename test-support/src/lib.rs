@@ -16,7 +16,7 @@ mod server_count;
 
 pub use mariadb_server::MariaDbServer;
 pub use pg_cluster::{PgCluster, PgOptions};
-pub use server_count::Counter;
+pub use server_count::{Counter, connection_ids};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -200,3 +200,35 @@ impl Sampler {
         Ok((u32::try_from(seen.len()).unwrap_or(u32::MAX), seen))
     }
 }
+
+/// The server's ids of the client connections to `database` right now (PostgreSQL backend
+/// pids, MySQL connection ids), sorted: a connection opened in between shows as a new id.
+pub async fn connection_ids(server: Server, admin_url: &str, database: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = match server {
+        Server::Postgres => pg_connect(admin_url)
+            .await
+            .query(
+                "SELECT pid::int8 FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .await
+            .expect("list connections")
+            .iter()
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .collect(),
+        Server::Mysql => {
+            let mut conn = mysql_connect(admin_url).await;
+            let ids = conn
+                .exec(
+                    "SELECT id FROM information_schema.processlist WHERE db = ?",
+                    (database,),
+                )
+                .await
+                .expect("list connections");
+            let _ = conn.disconnect().await;
+            ids
+        }
+    };
+    ids.sort_unstable();
+    ids
+}

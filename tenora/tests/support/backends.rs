@@ -21,6 +21,16 @@ pub struct Env {
 }
 
 impl Env {
+    /// The server's ids of the connections to `database` (`None` on SQLite).
+    pub async fn connection_ids(&self, database: &str) -> Option<Vec<u64>> {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        if let Some((server, url, _)) = &self.server {
+            return Some(tenora_test_support::connection_ids(*server, url, database).await);
+        }
+        let _ = database;
+        None
+    }
+
     /// Counts, on the server, the connections to this test's tenant databases (`None` on
     /// SQLite, which has no server).
     pub fn count_tenant_connections(&self) -> Option<tenora_test_support::Counter> {
