@@ -278,14 +278,20 @@ impl<P: CachedPool> PoolCache<P> {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        CacheStats {
-            cached_pools: self.read().values().filter(|c| c.initialized()).count(),
-            hits: self.hits.load(Ordering::Relaxed)
-                + self
-                    .read()
-                    .values()
+        // One read guard: a second one taken while a writer waits (the idle reaper, a reclaim)
+        // would block behind that writer, which waits for the first — a deadlock.
+        let (cached_pools, entry_hits) = {
+            let map = self.read();
+            (
+                map.values().filter(|c| c.initialized()).count(),
+                map.values()
                     .map(|c| c.hits.load(Ordering::Relaxed))
                     .sum::<u64>(),
+            )
+        };
+        CacheStats {
+            cached_pools,
+            hits: self.hits.load(Ordering::Relaxed) + entry_hits,
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
