@@ -655,7 +655,9 @@ async fn scale_section(bench: &Bench, t: PgTenora, existing: usize, scale: usize
         .await;
     let plan = t3.budget().clone();
     // Every client connection on the server, counted by the server.
-    let counter = tenora_test_support::Counter::start(
+    // Every 20 ms: each sample is a pg_stat_activity query that costs the server CPU.
+    let counter = tenora_test_support::Counter::start_every(
+        Duration::from_millis(20),
         tenora_test_support::Server::Postgres,
         &admin_url,
         None,

@@ -23,9 +23,20 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Starts sampling the server at `admin_url`; `scope` `None` counts every client
-    /// connection but the counter's own.
+    /// Starts sampling the server at `admin_url` every 2 ms; `scope` `None` counts every
+    /// client connection but the counter's own.
     pub fn start(server: Server, admin_url: &str, scope: Option<Made>) -> Counter {
+        Self::start_every(Duration::from_millis(2), server, admin_url, scope)
+    }
+
+    /// Like [`start`](Self::start), sampling every `every` (each sample is a query on the
+    /// server: a benchmark samples less often so as not to slow the server it measures).
+    pub fn start_every(
+        every: Duration,
+        server: Server,
+        admin_url: &str,
+        scope: Option<Made>,
+    ) -> Counter {
         let peak = Arc::new(AtomicU32::new(0));
         let at_peak = Arc::new(Mutex::new(Vec::new()));
         let last = Arc::new(AtomicU32::new(0));
@@ -55,7 +66,7 @@ impl Counter {
                         last.store(n, Ordering::Relaxed);
                         samples.fetch_add(1, Ordering::Relaxed);
                         let _ = ready.send(());
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        tokio::time::sleep(every).await;
                     }
                     Ok::<_, String>(())
                 });
