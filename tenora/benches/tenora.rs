@@ -12,7 +12,9 @@
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/postgres` (an admin URL). Sizes can be set with
-//! `BENCH_MIGRATE` (default 200), `BENCH_UP_TO_DATE` (1000) and `BENCH_SCALE` (2000).
+//! `BENCH_MIGRATE` (default 200), `BENCH_UP_TO_DATE` (1000) and `BENCH_SCALE` (2000);
+//! `BENCH_BUDGET` gives section 5 an explicit `pool_cache.max_connections` instead of the
+//! derived default.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -646,8 +648,14 @@ async fn scale_section(bench: &Bench, t: PgTenora, existing: usize, scale: usize
     create_tenants_timed(&t, existing..scale).await;
     t.close_all();
     drop(t);
-    // The default config: the budget is derived from the server at connect.
-    let limits = PoolCacheConfig::default();
+    // The default config: the budget is derived from the server at connect (BENCH_BUDGET sets
+    // one instead, to compare).
+    let limits = PoolCacheConfig {
+        max_connections: std::env::var("BENCH_BUDGET")
+            .ok()
+            .and_then(|b| b.parse().ok()),
+        ..PoolCacheConfig::default()
+    };
     let rss_before = rss_kib();
     let heap_before = HEAP.allocated();
     let t3 = bench
@@ -683,9 +691,19 @@ async fn scale_section(bench: &Bench, t: PgTenora, existing: usize, scale: usize
     t3.close_all();
     tokio::time::sleep(Duration::from_millis(31000)).await;
     let heap_closed_again = HEAP.allocated();
-    let server_max = plan.server.map_or(0, |s| s.max_connections);
+    let server_max: String = admin_client(&admin_url)
+        .await
+        .query_one("SHOW max_connections", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let config = if plan.source == tenora::BudgetSource::Derived {
+        "default config"
+    } else {
+        "BENCH_BUDGET"
+    };
     println!(
-        "\n5. {scale} tenants touched in random order, {TASKS} tasks, default config, server \
+        "\n5. {scale} tenants touched in random order, {TASKS} tasks, {config}, server \
          max_connections {server_max}"
     );
     println!("   {plan}");
