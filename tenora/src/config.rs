@@ -959,6 +959,24 @@ mod tests {
     }
 
     #[test]
+    fn budget_keys_parse_and_bad_values_name_the_key() {
+        let base = "[base]\nclient = \"postgres\"\nurl = \"postgres://u@h/db\"\n";
+        let c = Config::from_toml(&format!("{base}[pool_cache]\nreplicas = 3\n")).unwrap();
+        assert_eq!(c.pool_cache.replicas, 3);
+        assert_eq!(c.pool_cache.max_connections, None, "derived unless set");
+        for (key, toml) in [
+            ("pool_cache.replicas", "replicas = 0"),
+            ("pool_cache.max_connections", "max_connections = 0"),
+        ] {
+            let e = Config::from_toml(&format!("{base}[pool_cache]\n{toml}\n"))
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn type_errors_do_not_echo_values() {
         let e = Config::from_toml(
             "[base]\nclient = \"postgres\"\nuser = \"u\"\npassword = 987654321\n",
