@@ -11,7 +11,7 @@
 //! alive after the cache closed it, holding budget permits that the waiters need.)
 
 use std::future::Future as _;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -89,7 +89,7 @@ pub(crate) struct ManagedPool<B: Backend> {
     last_error: LastError,
     /// A caller was refused a connection because connecting failed (not because the pool was
     /// busy): the database may be gone or its password changed.
-    connect_failed: std::sync::atomic::AtomicBool,
+    connect_failed: AtomicBool,
     /// Callers opening a connection for this pool right now.
     growing: AtomicU32,
     /// Signalled when such a caller is done.
@@ -154,7 +154,7 @@ impl<B: Backend> ManagedPool<B> {
             budget,
             slice,
             last_error,
-            connect_failed: std::sync::atomic::AtomicBool::new(false),
+            connect_failed: AtomicBool::new(false),
             growing: AtomicU32::new(0),
             growing_done: tokio::sync::Notify::new(),
             max_size: config.max_size,
@@ -165,8 +165,7 @@ impl<B: Backend> ManagedPool<B> {
 
     /// Whether a caller was refused a connection because connecting failed.
     pub(crate) fn connect_failed(&self) -> bool {
-        self.connect_failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.connect_failed.load(Ordering::Relaxed)
     }
 
     /// Whether no connection of this pool is checked out.
@@ -217,7 +216,7 @@ impl<B: Backend> ManagedPool<B> {
         // pool has room for, each under its own wait for the budget.
         loop {
             if let Some(claim) = self.claim_room() {
-                let waiting_for_budget = std::sync::atomic::AtomicBool::new(true);
+                let waiting_for_budget = AtomicBool::new(true);
                 // Whichever comes first: a connection returned to the pool, or a new one.
                 // (Waiting for the budget alone could wait for the permit this pool's own
                 // idle connection holds.)
@@ -248,41 +247,39 @@ impl<B: Backend> ManagedPool<B> {
     async fn grow(
         &self,
         target: &impl Fn() -> String,
-        waiting_for_budget: &std::sync::atomic::AtomicBool,
+        waiting_for_budget: &AtomicBool,
     ) -> Result<()> {
         let permit = self
             .budget
             .acquire(self.slice)
             .await
-            .map_err(|e| TenoraError::Busy {
-                target: target(),
-                wait: Wait::Budget,
-                message: e.to_string(),
-            })?;
+            .map_err(|e| e.busy(target()))?;
         waiting_for_budget.store(false, Ordering::Relaxed);
-        match connect_with(&*self.manager, &self.budget, permit).await {
-            Ok(conn) => {
-                self.hand_over(conn).await;
-                Ok(())
-            }
-            Err(ConnectError::Refused(message)) => Err(TenoraError::Busy {
-                target: target(),
-                wait: Wait::Server,
-                message,
-            }),
-            Err(ConnectError::Connect(e)) => {
-                self.connect_failed
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
-                Err(TenoraError::Connect {
-                    target: target(),
+        let conn = connect_with(&*self.manager, &self.budget, permit)
+            .await
+            .map_err(|e| self.connect_error(e, target()))?;
+        self.hand_over(conn).await;
+        Ok(())
+    }
+
+    /// A failed connection attempt of this pool as the caller's error: busy (no budget, or the
+    /// server out of slots), or a connect failure (which marks the pool, see `connect_failed`).
+    fn connect_error(&self, error: Error, target: String) -> TenoraError {
+        let busy = |wait, message| TenoraError::Busy {
+            target: target.clone(),
+            wait,
+            message,
+        };
+        match error {
+            ConnectError::Refused(message) => busy(Wait::Server, message),
+            ConnectError::Connect(e) => {
+                self.connect_failed.store(true, Ordering::Relaxed);
+                TenoraError::Connect {
+                    target,
                     source: Box::new(e),
-                })
+                }
             }
-            Err(other) => Err(TenoraError::Busy {
-                target: target(),
-                wait: Wait::Budget,
-                message: other.to_string(),
-            }),
+            other => busy(Wait::Budget, other.to_string()),
         }
     }
 
@@ -317,10 +314,6 @@ impl<B: Backend> ManagedPool<B> {
         target: &impl Fn() -> String,
         waiting_for_budget: bool,
     ) -> Result<PooledConn<B>> {
-        let connect_failed = || {
-            self.connect_failed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        };
         result.map_err(|e| {
             let target = target();
             let busy = |wait, message| TenoraError::Busy {
@@ -329,15 +322,7 @@ impl<B: Backend> ManagedPool<B> {
                 message,
             };
             match e {
-                bb8::RunError::User(ConnectError::Refused(message)) => busy(Wait::Server, message),
-                bb8::RunError::User(ConnectError::Connect(e)) => {
-                    connect_failed();
-                    TenoraError::Connect {
-                        target: target.clone(),
-                        source: Box::new(e),
-                    }
-                }
-                bb8::RunError::User(other) => busy(Wait::Budget, other.to_string()),
+                bb8::RunError::User(e) => self.connect_error(e, target.clone()),
                 bb8::RunError::TimedOut if waiting_for_budget => {
                     let waited = std::time::Duration::from_secs(self.connection_timeout);
                     let limit = format!("{}.connection_timeout", self.section);
@@ -357,7 +342,7 @@ impl<B: Backend> ManagedPool<B> {
                         Some(Failure::Exhausted(message)) => busy(Wait::Budget, message),
                         Some(Failure::Refused(message)) => busy(Wait::Server, message),
                         Some(Failure::Connect(cause)) => {
-                            connect_failed();
+                            self.connect_failed.store(true, Ordering::Relaxed);
                             TenoraError::PoolTimeout {
                                 target: target.clone(),
                                 source: format!("last connection attempt failed: {cause}").into(),

@@ -234,7 +234,7 @@ impl<P: CachedPool> PoolCache<P> {
         if built {
             let mut map = self.write();
             while map.values().filter(|c| c.initialized()).count() > self.max_cached {
-                if !self.evict_lru(&mut map, false) {
+                if !self.evict_lru(&mut map) {
                     break;
                 }
             }
@@ -311,16 +311,16 @@ impl<P: CachedPool> PoolCache<P> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Closes the least recently used built pool (only unused ones when `unused_only`, else
-    /// preferring unused ones); returns whether one was closed.
-    fn evict_lru(&self, map: &mut HashMap<TenantId, Cell<P>>, unused_only: bool) -> bool {
+    /// Closes the least recently used built pool, preferring unused ones; returns whether one
+    /// was closed.
+    fn evict_lru(&self, map: &mut HashMap<TenantId, Cell<P>>) -> bool {
         let pick = |require_unused: bool| {
             map.iter()
                 .filter(|(_, c)| c.get().is_some_and(|p| !require_unused || p.is_unused()))
                 .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
                 .map(|(id, _)| id.clone())
         };
-        let victim = pick(true).or_else(|| if unused_only { None } else { pick(false) });
+        let victim = pick(true).or_else(|| pick(false));
         match victim {
             Some(id) => {
                 if let Some(cell) = map.remove(&id) {

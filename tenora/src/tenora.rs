@@ -148,7 +148,7 @@ impl<B: Backend> TenoraBuilder<B> {
         let permit = budget
             .acquire(Slice::Base)
             .await
-            .map_err(|e| busy(backend.describe_base(), e))?;
+            .map_err(|e| e.busy(backend.describe_base()))?;
         let base_pool = ManagedPool::new(
             &config.base.pool,
             "base.pool",
@@ -199,14 +199,6 @@ fn spawn_reaper<P: crate::pool_cache::CachedPool>(
     });
 }
 
-fn busy(target: String, e: crate::budget::Exhausted) -> Error {
-    Error::Busy {
-        target,
-        wait: Wait::Budget,
-        message: e.to_string(),
-    }
-}
-
 impl<B: Backend> Tenora<B> {
     /// Starts setting up a Tenora for `config`.
     pub fn builder(config: Config) -> TenoraBuilder<B> {
@@ -242,7 +234,7 @@ impl<B: Backend> Tenora<B> {
             .budget
             .acquire(Slice::Work)
             .await
-            .map_err(|e| busy("the template database".to_owned(), e))?;
+            .map_err(|e| e.busy("the template database".to_owned()))?;
         self.inner
             .backend
             .prepare_template(migrations, &migrations.fingerprint())
@@ -394,25 +386,17 @@ impl<B: Backend> Tenora<B> {
         connect: impl std::future::Future<Output = Result<B::Connection>>,
     ) -> Result<Budgeted<B::Connection>> {
         let budget = &self.inner.budget;
-        let permit = budget.acquire(slice).await.map_err(|e| busy(target(), e))?;
+        let permit = budget.acquire(slice).await.map_err(|e| e.busy(target()))?;
         match connect.await {
             Ok(conn) => Ok(Budgeted::new(conn, permit)),
-            Err(Error::Connect { target, source }) => {
-                let Some(full) = crate::budget::full(&source.to_string()) else {
-                    return Err(Error::Connect { target, source });
-                };
-                // Shrink while the refused attempt still holds its permit (the shrink counts it).
-                let now = match full {
-                    crate::budget::Full::Server => budget.server_refused(),
-                    crate::budget::Full::Account => None,
-                };
-                drop(permit);
-                Err(Error::Busy {
+            Err(Error::Connect { target, source }) => Err(match budget.refusal(&source, permit) {
+                Some(message) => Error::Busy {
                     target,
                     wait: Wait::Server,
-                    message: crate::budget::refused_message(&source, now),
-                })
-            }
+                    message,
+                },
+                None => Error::Connect { target, source },
+            }),
             Err(e) => Err(e),
         }
     }

@@ -161,11 +161,7 @@ mod pg {
             Counter::start(Server::Postgres, &cluster.admin_url(), None)
         })
         .await;
-        let log = cluster.log();
-        let refused: Vec<&str> = log
-            .lines()
-            .filter(|l| l.contains("too many clients") || l.contains("remaining connection"))
-            .collect();
+        let refused = cluster.refusals();
         assert!(refused.is_empty(), "the server refused: {refused:?}");
 
         full_server_is_busy(&t, &ids[0], hog(cluster.admin_url())).await;

@@ -140,9 +140,20 @@ impl PgCluster {
         self.dir.join("data")
     }
 
-    /// Everything the server has logged so far (refused connections show up here).
-    pub fn log(&self) -> String {
+    /// Everything the server has logged so far.
+    fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    /// The lines of the server's log where it refused a connection for lack of slots ("too many
+    /// clients", "remaining connection slots are reserved"): the server's own record of an
+    /// overrun, not sampled.
+    pub fn refusals(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("too many clients") || l.contains("remaining connection slots"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Superuser URL of the cluster's `postgres` database.

@@ -96,11 +96,6 @@ impl Counter {
         self.peak.load(Ordering::Relaxed)
     }
 
-    /// Forgets the peak so far (e.g. connections of an earlier step still closing).
-    pub fn reset_peak(&self) {
-        self.peak.store(self.last(), Ordering::Relaxed);
-    }
-
     /// Waits (up to `timeout`) until the server shows no connection in scope, then forgets the
     /// peak so far; panics if connections stay.
     pub fn settle(&self, timeout: Duration) {

@@ -452,11 +452,7 @@ async fn pg_default_config_serves_70_tenants_on_a_40_connection_server() {
 
     let at_peak = counter.at_peak();
     let peak = counter.stop();
-    let log = cluster.log();
-    let refusals: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("remaining connection slots") || l.contains("too many clients"))
-        .collect();
+    let refusals = cluster.refusals();
     assert!(
         refusals.is_empty(),
         "the server refused {} connections (peak {peak}, {ok} ok, {busy} busy): {:?}; at the \

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use diesel_async::pooled_connection::PoolError;
 
-use super::{Budget, Full, Permit, Slice, full};
+use super::{Budget, Permit, Slice};
 
 /// A connection that holds a budget permit for as long as it is open. Derefs to the
 /// backend's diesel-async connection, so diesel-async queries take `&mut conn` as usual.
@@ -155,26 +155,9 @@ pub(crate) async fn connect_with<M: bb8::ManageConnection<Error = PoolError>>(
 ) -> Result<Budgeted<M::Connection>, ConnectError<PoolError>> {
     match manager.connect().await {
         Ok(conn) => Ok(Budgeted::new(conn, permit)),
-        Err(e) => match full(&e.to_string()) {
-            // Shrink while the refused attempt still holds its permit (the shrink counts it).
-            Some(Full::Server) => {
-                let now = budget.server_refused();
-                drop(permit);
-                Err(ConnectError::Refused(refused_message(&e, now)))
-            }
-            Some(Full::Account) => Err(ConnectError::Refused(refused_message(&e, None))),
-            None => Err(ConnectError::Connect(e)),
-        },
-    }
-}
-
-/// What a caller is told when the server refused a connection for lack of slots.
-pub(crate) fn refused_message(error: &dyn fmt::Display, budget: Option<u32>) -> String {
-    match budget {
-        Some(budget) => format!(
-            "{error}; Tenora lowered its connection budget to {budget} and raises it again \
-             slowly; retry later, or raise the server's max_connections"
-        ),
-        None => format!("{error}; retry later"),
+        Err(e) => Err(match budget.refusal(&e, permit) {
+            Some(message) => ConnectError::Refused(message),
+            None => ConnectError::Connect(e),
+        }),
     }
 }

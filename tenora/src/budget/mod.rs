@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub(crate) use manager::connect_with;
 pub use manager::{BudgetManager, Budgeted, ConnectError};
-pub(crate) use manager::{connect_with, refused_message};
 use plan::BudgetPlan;
 
 /// How long the budget stays shrunk after the server refused a connection before it grows
@@ -44,7 +44,7 @@ pub(crate) const ACCOUNT_FULL: &str = "the account has no free connection slots"
 
 /// How a connection error's message says the server refused for lack of slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Full {
+enum Full {
     /// The whole server: shrink the budget.
     Server,
     /// One account or database.
@@ -53,7 +53,7 @@ pub(crate) enum Full {
 
 /// Whether a connection error's message says the server, or the account, is out of
 /// connection slots.
-pub(crate) fn full(message: &str) -> Option<Full> {
+fn full(message: &str) -> Option<Full> {
     if message.contains(SERVER_FULL) {
         Some(Full::Server)
     } else if message.contains(ACCOUNT_FULL) {
@@ -63,9 +63,25 @@ pub(crate) fn full(message: &str) -> Option<Full> {
     }
 }
 
-/// Something that can give connections back: the pool cache closing an idle pool.
+/// What a caller is told when the server refused a connection for lack of slots.
+fn refused_message(error: &str, budget: Option<u32>) -> String {
+    match budget {
+        Some(budget) => format!(
+            "{error}; Tenora lowered its connection budget to {budget} and raises it again \
+             slowly; retry later, or raise the server's max_connections"
+        ),
+        None => format!("{error}; retry later"),
+    }
+}
+
+/// The setting that bounds a wait for the budget.
+const ACQUIRE_TIMEOUT: &str = "pool_cache.acquire_timeout";
+
+/// Something that can give connections back: the pool cache closing idle pools or idle
+/// connections.
 pub(crate) trait Reclaim: Send + Sync {
-    /// Closes one idle pool (least recently used first); returns whether it closed one.
+    /// Closes an idle pool, or failing that one idle connection (least recently used first);
+    /// returns whether it closed anything.
     fn reclaim_one(&self) -> bool;
 }
 
@@ -77,7 +93,7 @@ pub(crate) enum Slice {
     /// Migrations and provisioning: the work slice, else the pools' slice, whichever frees
     /// first.
     Work,
-    /// The base pool: kept aside at its `max_size`, which bb8 enforces; never waits.
+    /// The base pool: kept aside at its `max_size`; never takes from the other slices.
     Base,
 }
 
@@ -122,8 +138,8 @@ pub(crate) struct Budget {
 pub(crate) struct Exhausted {
     /// The slice that had no permit.
     pub(crate) slice: Slice,
-    /// Connections that slice holds now.
-    pub(crate) pools: u32,
+    /// The size of that slice now.
+    pub(crate) size: u32,
     /// The whole budget now.
     pub(crate) budget: u32,
     pub(crate) waited: Duration,
@@ -141,7 +157,7 @@ impl fmt::Display for Exhausted {
             f,
             "all {} connections the connection budget ({} in all) keeps for {what} are in use \
              and none became free within {} ({} s); retry later, or raise {raise}",
-            self.pools,
+            self.size,
             self.budget,
             self.limit,
             self.waited.as_secs()
@@ -150,6 +166,17 @@ impl fmt::Display for Exhausted {
 }
 
 impl std::error::Error for Exhausted {}
+
+impl Exhausted {
+    /// The caller's error: `target` is busy, the budget's wait ran out.
+    pub(crate) fn busy(self, target: String) -> crate::error::Error {
+        crate::error::Error::Busy {
+            target,
+            wait: crate::error::Wait::Budget,
+            message: self.to_string(),
+        }
+    }
+}
 
 /// A permit for one open connection (a no-op without a budget). Counts open connections.
 pub(crate) struct Permit {
@@ -297,9 +324,9 @@ impl Budget {
 
     fn exhausted(&self, slice: Slice, waited: Duration) -> Exhausted {
         Exhausted {
-            limit: "pool_cache.acquire_timeout".to_owned(),
+            limit: ACQUIRE_TIMEOUT.to_owned(),
             slice,
-            pools: if slice == Slice::Base {
+            size: if slice == Slice::Base {
                 self.plan.base
             } else {
                 self.pools_now()
@@ -386,11 +413,7 @@ impl Budget {
                 Ok(p) = &mut from_first => break Ok((p, lanes.first_is_pools)),
                 Ok(p) = &mut from_pools => break Ok((p, true)),
                 () = &mut deadline => {
-                    break Err(self.timed_out(
-                        slice,
-                        self.acquire_timeout,
-                        "pool_cache.acquire_timeout".to_owned(),
-                    ));
+                    break Err(self.timed_out(slice, self.acquire_timeout, ACQUIRE_TIMEOUT.into()));
                 }
                 () = tokio::time::sleep(tick) => {}
             }
@@ -400,10 +423,23 @@ impl Budget {
         result
     }
 
+    /// What to tell the caller of a connect that failed with `error`, if the server (or the
+    /// account) refused it for lack of slots; `None` for any other failure. A full server
+    /// shrinks the budget, counted while the refused attempt's `permit` is still held.
+    pub(crate) fn refusal(&self, error: &dyn fmt::Display, permit: Permit) -> Option<String> {
+        let message = error.to_string();
+        let now = match full(&message)? {
+            Full::Server => self.server_refused(),
+            Full::Account => None,
+        };
+        drop(permit);
+        Some(refused_message(&message, now))
+    }
+
     /// The server refused a connection for lack of slots: shrink the pools' slice to the
     /// tenant connections open now (at least one), so Tenora waits in its own queue instead of
     /// knocking again. Returns the budget after shrinking.
-    pub(crate) fn server_refused(&self) -> Option<u32> {
+    fn server_refused(&self) -> Option<u32> {
         self.refused.fetch_add(1, Ordering::Relaxed);
         let (Some(pools), Some(planned)) = (&self.pools, self.plan.pools) else {
             return None;
@@ -514,7 +550,7 @@ mod tests {
         // The base pool never waits.
         let _base = budget.acquire(Slice::Base).await.unwrap();
         let err = budget.acquire(Slice::Pools).await.err().expect("busy");
-        assert_eq!(err.pools, 1);
+        assert_eq!(err.size, 1);
         assert!(
             err.to_string().contains("pool_cache.acquire_timeout"),
             "{err}"
