@@ -3,7 +3,7 @@
 //! [`MIGRATIONS`] creates the registry table (`tenora_tenants`) on PostgreSQL, MySQL and SQLite;
 //! pass it to [`tenora::TenoraBuilder::base_migrations`], or copy the folder into your own base
 //! migrations and edit it (keep the columns Tenora reads: `id`, `password`, `state`,
-//! `created_at`, `updated_at`).
+//! `created_at`, `updated_at`, `token`).
 
 /// The base migrations, embedded at compile time.
 pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
@@ -24,6 +24,8 @@ pub mod schema {
             created_at -> Timestamp,
             /// Last change (UTC).
             updated_at -> Timestamp,
+            /// The token that proves which database objects Tenora made for this row.
+            token -> Nullable<Text>,
         }
     }
 }
@@ -31,11 +33,17 @@ pub mod schema {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn shipped_migration_matches_the_library_template() {
-        let (up, down) = tenora::registry::registry_migration_sql("tenora_tenants");
+    fn shipped_migrations_match_the_library_templates() {
         let migrations = super::MIGRATIONS;
-        let m = migrations.iter().next().expect("one migration");
-        assert_eq!(m.up_sql(), up);
-        assert_eq!(m.down_sql(), Some(down.as_str()));
+        let all: Vec<_> = migrations.iter().collect();
+        assert_eq!(all.len(), 2);
+        // The first migration is the table as 0.1 made it: the full template less `token`.
+        let (up, down) = tenora::registry::registry_migration_sql("tenora_tenants");
+        let legacy = up.replace(",\n    token VARCHAR(64)", "");
+        assert_eq!(all[0].up_sql(), legacy);
+        assert_eq!(all[0].down_sql(), Some(down.as_str()));
+        let (up, down) = tenora::registry::registry_token_migration_sql("tenora_tenants");
+        assert_eq!(all[1].up_sql(), up);
+        assert_eq!(all[1].down_sql(), Some(down.as_str()));
     }
 }

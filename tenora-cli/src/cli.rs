@@ -166,4 +166,13 @@ pub enum TenantsCommand {
     },
     /// List tenants (id, state, created_at)
     List,
+    /// Finish or undo tenant creations and drops that a crash left half-done
+    Repair {
+        /// The tenant ids to repair
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Repair every tenant that is not `active`
+        #[arg(long)]
+        all: bool,
+    },
 }

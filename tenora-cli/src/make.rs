@@ -271,6 +271,18 @@ pub fn has_registry_migration(migrations: &tenora::Migrations, table: &str) -> b
     })
 }
 
+/// Whether a migration gives registry table `table` its `token` column (Tenora 0.2): the
+/// `CREATE TABLE` of a new project, or an `ALTER TABLE` added later.
+pub fn has_registry_token(migrations: &tenora::Migrations, table: &str) -> bool {
+    migrations.iter().any(|m| {
+        let sql = m.up_sql().to_ascii_lowercase().replace(['"', '`'], "");
+        sql.contains(table)
+            && sql
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .any(|word| word == "token")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,11 @@ async fn execute<B: Backend>(
                 TenantId::new(id)?;
             }
         }
+        Command::Tenants(TenantsCommand::Repair { ids, .. }) => {
+            for id in ids {
+                TenantId::new(id)?;
+            }
+        }
         _ => {}
     }
     if cli.create_base && Tenora::<B>::create_base_database(&config).await? {
@@ -261,7 +266,14 @@ async fn execute<B: Backend>(
             }
             Ok(Outcome::ok(json!({ "seeds": ran })))
         }
-        Command::MigrateTenants(fleet) => run_fleet(&tenora, fleet, Op::Migrate, out).await,
+        Command::MigrateTenants(fleet) => {
+            // New tenants clone the template (`tenant.template`): bring it to the fleet's
+            // version first.
+            if tenora.prepare_template().await? {
+                out.detail("template database up to date");
+            }
+            run_fleet(&tenora, fleet, Op::Migrate, out).await
+        }
         Command::RollbackTenants { fleet, step } => {
             run_fleet(&tenora, fleet, Op::Rollback(*step as usize), out).await
         }
@@ -326,11 +338,21 @@ fn registry_migration_first(
     }
     let migrations = Migrations::from_dir(&dir)?;
     let table = &config.registry.table;
-    if make::has_registry_migration(&migrations, table) {
+    let (name, (up, down)) = if !make::has_registry_migration(&migrations, table) {
+        (
+            format!("create_{table}"),
+            tenora::registry::registry_migration_sql(table),
+        )
+    } else if !make::has_registry_token(&migrations, table) {
+        // A registry made before Tenora 0.2 lacks the column of the ownership tokens.
+        (
+            format!("add_token_to_{table}"),
+            tenora::registry::registry_token_migration_sql(table),
+        )
+    } else {
         return Ok(Ok(migrations));
-    }
-    let (up, down) = tenora::registry::registry_migration_sql(table);
-    let folder = make::write_migration(&dir, &format!("create_{table}"), &up, &down)?;
+    };
+    let folder = make::write_migration(&dir, &name, &up, &down)?;
     // Shown even with -q: the user has to act on it.
     if out.format == crate::cli::Format::Text {
         crate::output::print_stdout(&format!(
@@ -488,10 +510,14 @@ async fn tenants<B: Backend>(
         }
         TenantsCommand::Drop { id, .. } => {
             let id = tenora.tenant_id(id)?;
-            tenora.drop_tenant(&id).await?;
+            let removal = tenora.drop_tenant(&id).await?;
             out.line(format!("dropped tenant `{id}`"));
-            Ok(Outcome::ok(json!({ "dropped": id })))
+            left_alone(&removal);
+            Ok(Outcome::ok(
+                json!({ "dropped": id, "removed": removal.removed, "left_alone": removal.left_alone }),
+            ))
         }
+        TenantsCommand::Repair { ids, all } => repair(tenora, ids, *all, out).await,
         TenantsCommand::List => {
             let records = tenora.list_tenants().await?;
             let width = records
@@ -512,4 +538,66 @@ async fn tenants<B: Backend>(
             Ok(Outcome::ok(json!(records)))
         }
     }
+}
+
+/// Warns (on standard error, whatever the format) about objects a drop or repair left alone.
+fn left_alone(removal: &tenora::Removal) {
+    if !removal.left_alone.is_empty() {
+        eprintln!(
+            "warning: left alone, as they carry no proof that Tenora made them for this tenant: \
+             {} (remove them by hand if you know them to be leftovers)",
+            removal.left_alone.join(", ")
+        );
+    }
+}
+
+async fn repair<B: Backend>(
+    tenora: &Tenora<B>,
+    ids: &[String],
+    all: bool,
+    out: &Out,
+) -> Result<Outcome, CliError> {
+    let outcomes = if all {
+        tenora.repair_all().await?
+    } else {
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = tenora.tenant_id(id)?;
+            let outcome = tenora.repair_tenant(&id).await;
+            outcomes.push((id, outcome));
+        }
+        outcomes
+    };
+    if outcomes.is_empty() {
+        out.line("repair: every tenant is active; nothing to repair");
+    }
+    let mut failed = 0;
+    let mut busy = 0;
+    let mut report = Vec::with_capacity(outcomes.len());
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(repair) => {
+                out.line(format!("{id}: {repair}"));
+                if let tenora::Repair::Undone { removal } | tenora::Repair::Dropped { removal } =
+                    &repair
+                {
+                    left_alone(removal);
+                }
+                busy += usize::from(repair == tenora::Repair::InProgress);
+                report.push(json!({ "tenant": id, "result": repair }));
+            }
+            Err(e) => {
+                failed += 1;
+                let message = tenora::redact_url(&e.to_string());
+                eprintln!("{id}: repair failed: {message}");
+                report.push(json!({ "tenant": id, "error": message }));
+            }
+        }
+    }
+    let failed_note = (failed + busy > 0)
+        .then(|| format!("repair: {failed} tenant(s) failed, {busy} in progress elsewhere"));
+    Ok(Outcome {
+        json: json!({ "tenants": report }),
+        failed: failed_note,
+    })
 }

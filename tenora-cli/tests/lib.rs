@@ -4,6 +4,7 @@
 //! with `CI` set they fail. Snapshots live in `tests/snapshots/`; set
 //! `TENORA_UPDATE_SNAPSHOTS=1` to rewrite them after an intended change.
 
+mod crash;
 mod project;
 mod scenario;
 mod snapshots;

@@ -172,6 +172,122 @@ impl Project {
         }
     }
 
+    /// The tenant objects that exist where the server keeps them (its catalog; the files for
+    /// SQLite), e.g. `database c1_acme`, `user c1_u_acme`, `file c1_acme`. The template and
+    /// the base database are not listed.
+    pub async fn objects(&self) -> Vec<String> {
+        let mut found = match &self.pg {
+            None => {
+                let dir = self.path().join("data/tenants");
+                match std::fs::read_dir(&dir) {
+                    Ok(entries) => entries
+                        .map(|e| format!("file {}", e.unwrap().file_name().to_string_lossy()))
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
+            Some(names) if names.kind == Kind::Mysql => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+                let len = names.prefix.len();
+                let mut found: Vec<String> = conn
+                    .exec(
+                        "SELECT CONCAT('database ', SCHEMA_NAME) FROM information_schema.SCHEMATA \
+                         WHERE LEFT(SCHEMA_NAME, ?) = ? \
+                         UNION ALL SELECT CONCAT('user ', User) FROM mysql.user \
+                         WHERE LEFT(User, ?) = ?",
+                        (len, &names.prefix, len, &names.prefix),
+                    )
+                    .await
+                    .unwrap();
+                found.retain(|o| !o.contains("tenora_template"));
+                let _ = conn.disconnect().await;
+                found
+            }
+            Some(names) => {
+                let client = tenora_test_support::pg_connect(&names.admin_url).await;
+                client
+                    .query(
+                        "SELECT 'database ' || datname FROM pg_database \
+                         WHERE starts_with(datname, $1) AND datname NOT LIKE '%tenora_template' \
+                         UNION ALL SELECT 'user ' || rolname FROM pg_roles \
+                         WHERE starts_with(rolname, $1) AND rolname NOT LIKE '%tenora_template'",
+                        &[&names.prefix],
+                    )
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect()
+            }
+        };
+        found.sort();
+        found
+    }
+
+    /// Runs `sql` as the server's admin (PostgreSQL: in `database`, default the admin
+    /// database; MySQL: `database` is ignored, qualify names).
+    pub async fn admin_sql(&self, database: Option<&str>, sql: &str) {
+        let names = self.pg.as_ref().expect("a server project");
+        match names.kind {
+            Kind::Mysql => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+                conn.query_drop(sql).await.unwrap();
+                let _ = conn.disconnect().await;
+            }
+            _ => {
+                let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
+                if let Some(database) = database {
+                    config.dbname(database);
+                }
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
+    }
+
+    /// The one integer `sql` returns, run as the server's admin (PostgreSQL: in `database`).
+    pub async fn admin_scalar(&self, database: Option<&str>, sql: &str) -> i64 {
+        let names = self.pg.as_ref().expect("a server project");
+        match names.kind {
+            Kind::Mysql => {
+                use mysql_async::prelude::Queryable as _;
+                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+                let value: Option<i64> = conn.query_first(sql).await.unwrap();
+                let _ = conn.disconnect().await;
+                value.unwrap()
+            }
+            _ => {
+                let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
+                if let Some(database) = database {
+                    config.dbname(database);
+                }
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                client.query_one(sql, &[]).await.unwrap().get(0)
+            }
+        }
+    }
+
+    /// The name prefix of this project's tenant databases (users get `<prefix>u_`).
+    pub fn prefix(&self) -> &str {
+        self.pg.as_ref().map_or("", |n| n.prefix.as_str())
+    }
+
+    /// Adds `line` (e.g. `template = true`) to the `[tenant]` table of `tenora.toml`.
+    pub fn set_tenant(&self, line: &str) {
+        let path = self.path().join("tenora.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        let config = config.replacen("[tenant]\n", &format!("[tenant]\n{line}\n"), 1);
+        std::fs::write(path, config).unwrap();
+    }
+
     /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
     pub async fn tenant_sql(&self, id: &str, sql: &str) {
         let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();

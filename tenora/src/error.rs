@@ -75,7 +75,8 @@ pub enum Error {
 
     /// Dropping a tenant failed at a step; what was already removed stays removed.
     #[error(
-        "dropping tenant `{id}` failed at step `{step}`: {source}; run drop_tenant again to finish"
+        "dropping tenant `{id}` failed at step `{step}`: {source}; the tenant stays `deleting`: \
+         run `tenora tenants repair {id}` (or `repair_tenant`) to finish once the cause is fixed"
     )]
     Drop {
         /// The tenant.
@@ -85,6 +86,16 @@ pub enum Error {
         /// Why it failed.
         #[source]
         source: Box<Error>,
+    },
+
+    /// Another process (or task) is creating, dropping or repairing this tenant right now.
+    #[error(
+        "tenant `{id}` is being created, dropped or repaired by another process right now; \
+         try again when it has finished"
+    )]
+    InProgress {
+        /// The tenant.
+        id: TenantId,
     },
 
     /// A migration failed or the migrations of a database could not be read.
@@ -256,7 +267,8 @@ fn cleanup_note(cleanup: &[String]) -> String {
         "; everything created for it was removed".to_owned()
     } else {
         format!(
-            "; undoing the earlier steps also failed ({}): run drop_tenant for it",
+            "; undoing the earlier steps also failed ({}): the tenant stays `deleting`; run \
+             `tenora tenants repair` (or `repair_tenant`) to finish once the cause is fixed",
             cleanup.join("; ")
         )
     }

@@ -1,11 +1,13 @@
 //! Creating and dropping tenants, as explicit steps with compensation.
 //!
-//! `create_tenant` first claims the id with a `provisioning` registry row (which also stores the
-//! sealed password, so a crash leaves a row that says how far it got), then creates the user,
-//! the database, locks it down, migrates and seeds it as the tenant's own user, and finally
-//! marks the row `active`. If a step fails, every earlier step is undone in reverse order —
-//! only what this call created is removed, never a database or role that existed before — and
-//! the error names the tenant and the step.
+//! `create_tenant` takes the tenant's lease (see `lease`), claims the id with a `provisioning`
+//! registry row (which stores the sealed password and a fresh ownership token, so a crash
+//! leaves a row that says what to look for), then creates the user and the database — each
+//! carrying the token's proof (see `ownership`) — locks it down, migrates and seeds it as the
+//! tenant's own user, and finally marks the row `active`. If a step fails, what carries the
+//! proof is removed — never a database or role that existed before — and the error names the
+//! tenant and the step. A crash leaves the row `provisioning` without a lease: `repair_tenant`
+//! or simply a new `create_tenant` of the same id removes what it made.
 
 use std::fmt;
 
@@ -13,8 +15,10 @@ use tracing::Instrument as _;
 
 use crate::backend::{self, Backend, Target};
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::migrate::{self, MigrationOp};
-use crate::registry::{RegistryConnection as _, TenantRecord, TenantState};
+use crate::ownership::{self, Presence, Proof, Removal};
+use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, SecretString};
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
@@ -47,6 +51,25 @@ pub enum Step {
     Unregister,
 }
 
+impl Step {
+    /// The step's name in snake case, e.g. `create_database` (also the name of its failpoint).
+    pub fn key(self) -> &'static str {
+        match self {
+            Step::Register => "register",
+            Step::CreateUser => "create_user",
+            Step::CreateDatabase => "create_database",
+            Step::LockDown => "lock_down",
+            Step::Migrate => "migrate",
+            Step::Seed => "seed",
+            Step::Activate => "activate",
+            Step::MarkDeleting => "mark_deleting",
+            Step::DropDatabase => "drop_database",
+            Step::DropUser => "drop_user",
+            Step::Unregister => "unregister",
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -65,13 +88,6 @@ impl fmt::Display for Step {
     }
 }
 
-/// What has been created so far, for undoing.
-#[derive(Default)]
-struct Made {
-    row: bool,
-    server: backend::Made,
-}
-
 impl<B: Backend> Tenora<B> {
     /// Creates tenant `id`: its database (and, where the backend has users, a dedicated user
     /// that owns it and alone may connect), runs the tenant migrations and seeds, and registers
@@ -80,9 +96,12 @@ impl<B: Backend> Tenora<B> {
     /// `password` sets the user's password; `None` generates a strong one. Backends without
     /// users (SQLite) refuse a password. The password is stored sealed with the configured key.
     ///
-    /// Fails with [`Error::TenantExists`] (changing nothing) when the id is registered or its
-    /// database or user already exists, and with [`Error::Provision`] naming the failed step
-    /// otherwise — after removing everything this call created.
+    /// Fails with [`Error::TenantExists`] (changing nothing) when the id is registered or a
+    /// database or user with its names already exists, with [`Error::InProgress`] while
+    /// another process creates or drops the same id, and with [`Error::Provision`] naming the
+    /// failed step otherwise — after removing everything this call created. An earlier
+    /// creation of the same id that a crash abandoned is repaired first (see
+    /// [`Tenora::repair_tenant`]), so a failed sign-up can simply be retried.
     ///
     /// The work runs on its own Tokio task, so dropping the returned future (a request timeout,
     /// a client that went away) does not stop it half-way: it still finishes or undoes itself.
@@ -114,7 +133,15 @@ impl<B: Backend> Tenora<B> {
         let this = self.clone();
         let id = id.clone();
         let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
-        let work = async move { this.create_claimed(&id, password, sealed).await };
+        let work = async move {
+            let lease = this
+                .lease(&id)
+                .await?
+                .ok_or_else(|| Error::InProgress { id: id.clone() })?;
+            let result = this.create_leased(&id, password, sealed).await;
+            lease.release().await;
+            result
+        };
         match tokio::spawn(work.instrument(span)).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -124,43 +151,24 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
-    async fn create_claimed(
+    async fn create_leased(
         &self,
         id: &TenantId,
         password: Option<SecretString>,
         sealed: Option<String>,
     ) -> Result<TenantRecord> {
-        // Claim the id first: a duplicate changes nothing.
-        {
-            let mut conn = self.base_conn().await?;
-            let inserted = conn
-                .registry_insert(self.table(), id, sealed, TenantState::Provisioning)
-                .await
-                .map_err(|e| self.registry_error(e, id));
-            match inserted {
-                Ok(_) => {}
-                // Taken (the key is the id): say by what, reading the row only in this case.
-                Err(Error::TenantExists { .. }) => {
-                    let what = match self.registry_get_on(&mut conn, id).await? {
-                        Some(row) => format!("it is registered, in state `{}`", row.record.state),
-                        None => "it was registered and removed concurrently".to_owned(),
-                    };
-                    return Err(Error::TenantExists {
-                        id: id.clone(),
-                        what,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let mut made = Made {
-            row: true,
-            ..Made::default()
+        let token = ownership::new_token();
+        self.claim(id, sealed, &token).await?;
+        failpoint::reached(Step::Register.key());
+        let proof = Proof {
+            token: Some(token.clone()),
+            password: password.clone(),
+            legacy: false,
         };
-        match self.provision(id, password.as_ref(), &mut made).await {
+        match self.provision(id, password.as_ref(), &token).await {
             Ok(record) => Ok(record),
             Err((step, source)) => {
-                let cleanup = self.undo(id, &made).await;
+                let cleanup = self.undo(id, &proof).await;
                 if matches!(source, Error::TenantExists { .. }) && cleanup.is_empty() {
                     return Err(source);
                 }
@@ -174,13 +182,69 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
+    /// Inserts the `provisioning` row (the caller holds the lease). A `provisioning` row left
+    /// by a creation that a crash abandoned (nobody else can hold the lease) is repaired first.
+    async fn claim(&self, id: &TenantId, sealed: Option<String>, token: &str) -> Result<()> {
+        let mut conn = self.base_conn().await?;
+        let mut repaired = false;
+        loop {
+            let inserted = conn
+                .registry_insert(
+                    self.table(),
+                    id,
+                    sealed.clone(),
+                    TenantState::Provisioning,
+                    Some(token),
+                )
+                .await
+                .map_err(|e| self.registry_error(e, id));
+            match inserted {
+                Ok(_) => return Ok(()),
+                // Taken (the key is the id): say by what, reading the row only in this case.
+                Err(Error::TenantExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let what = match self.registry_get_on(&mut conn, id).await? {
+                Some(row) if row.record.state == TenantState::Provisioning && !repaired => {
+                    drop(conn);
+                    let removal = self.remove_abandoned(id, &row).await?;
+                    tracing::warn!(
+                        tenant = %id,
+                        removed = ?removal.removed,
+                        left_alone = ?removal.left_alone,
+                        "repaired an earlier creation of this tenant that was abandoned"
+                    );
+                    repaired = true;
+                    conn = self.base_conn().await?;
+                    continue;
+                }
+                Some(row) if row.record.state == TenantState::Deleting => format!(
+                    "it is registered, in state `deleting`: an earlier drop did not finish; \
+                     run `tenora tenants repair {id}` (or `repair_tenant`) first"
+                ),
+                Some(row) => format!("it is registered, in state `{}`", row.record.state),
+                None if !repaired => {
+                    // Removed concurrently: try once more.
+                    repaired = true;
+                    continue;
+                }
+                None => "it was registered and removed concurrently".to_owned(),
+            };
+            return Err(Error::TenantExists {
+                id: id.clone(),
+                what,
+            });
+        }
+    }
+
     async fn provision(
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
-        made: &mut Made,
+        token: &str,
     ) -> std::result::Result<TenantRecord, (Step, Error)> {
         let backend = self.backend();
+        let mut made = backend::Made::default();
         // With an up-to-date template, the user and the database (cloned, already migrated and
         // locked down) are made together; otherwise (no template, or a stale one) the database
         // is created empty and migrated.
@@ -189,23 +253,24 @@ impl<B: Backend> Tenora<B> {
                 .create_from_template(
                     id,
                     password,
+                    token,
                     &self.tenant_migrations().fingerprint(),
-                    &mut made.server,
+                    &mut made,
                 )
                 .await?;
         if !cloned {
-            if let Some(password) = password.filter(|_| !made.server.user) {
+            if let Some(password) = password.filter(|_| !made.user) {
                 backend
-                    .create_user(id, password)
+                    .create_user(id, password, token)
                     .await
                     .map_err(|e| (Step::CreateUser, e))?;
-                made.server.user = true;
+                failpoint::reached(Step::CreateUser.key());
             }
             backend
-                .create_database(id)
+                .create_database(id, token)
                 .await
                 .map_err(|e| (Step::CreateDatabase, e))?;
-            made.server.database = true;
+            failpoint::reached(Step::CreateDatabase.key());
         }
         let database = format!("tenant `{id}`");
         if cloned {
@@ -220,11 +285,13 @@ impl<B: Backend> Tenora<B> {
                     .await
                     .map_err(|e| (Step::Seed, e))?;
             }
+            failpoint::reached(Step::Seed.key());
         } else {
             backend
                 .lock_down(id)
                 .await
                 .map_err(|e| (Step::LockDown, e))?;
+            failpoint::reached(Step::LockDown.key());
             let (conn, _permit) = self
                 .connect_tenant_budgeted(id, password, crate::budget::Slice::Work)
                 .await
@@ -247,9 +314,11 @@ impl<B: Backend> Tenora<B> {
                         },
                     )
                 })?;
+            failpoint::reached(Step::Migrate.key());
             migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
                 .await
                 .map_err(|e| (Step::Seed, e))?;
+            failpoint::reached(Step::Seed.key());
         }
 
         let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
@@ -286,38 +355,35 @@ impl<B: Backend> Tenora<B> {
         Ok(row.record)
     }
 
-    /// Undoes what `made` says was created, newest first; returns what could not be undone.
-    async fn undo(&self, id: &TenantId, made: &Made) -> Vec<String> {
-        let backend = self.backend();
+    /// Undoes a failed creation: removes what carries its proof, then releases the id; returns
+    /// what could not be undone (the row then stays, as `deleting`, for `repair_tenant`).
+    async fn undo(&self, id: &TenantId, proof: &Proof) -> Vec<String> {
         let mut failures = Vec::new();
-        if made.server.database
-            && let Err(e) = backend.drop_database(id).await
-        {
-            failures.push(format!("{}: {e}", Step::DropDatabase));
-        }
-        if made.server.user
-            && let Err(e) = backend.drop_user(id).await
-        {
-            failures.push(format!("{}: {e}", Step::DropUser));
-        }
-        if made.row {
-            // Keep the row (as `deleting`) while something it names could not be removed, so
-            // `drop_tenant` can finish the job; otherwise release the id.
-            let keep = !failures.is_empty();
-            let done = async {
-                let mut conn = self.base_conn().await?;
-                if keep {
-                    conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
-                        .await
-                } else {
-                    conn.registry_delete(self.table(), id).await
-                }
-                .map_err(|e| self.registry_error(e, id))
+        match self.remove_proven(id, proof).await {
+            Ok(removal) if !removal.left_alone.is_empty() => {
+                tracing::info!(
+                    tenant = %id,
+                    left_alone = ?removal.left_alone,
+                    "objects with this tenant's names that Tenora did not make were left alone"
+                );
             }
-            .await;
-            if let Err(e) = done {
-                failures.push(format!("{}: {e}", Step::Unregister));
+            Ok(_) => {}
+            Err((step, e)) => failures.push(format!("{step}: {e}")),
+        }
+        let keep = !failures.is_empty();
+        let done = async {
+            let mut conn = self.base_conn().await?;
+            if keep {
+                conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
+                    .await
+            } else {
+                conn.registry_delete(self.table(), id).await
             }
+            .map_err(|e| self.registry_error(e, id))
+        }
+        .await;
+        if let Err(e) = done {
+            failures.push(format!("{}: {e}", Step::Unregister));
         }
         if !failures.is_empty() {
             tracing::error!(tenant = %id, ?failures, "could not undo a failed tenant creation");
@@ -325,20 +391,125 @@ impl<B: Backend> Tenora<B> {
         failures
     }
 
-    /// Drops tenant `id`: closes its pool, drops its database and user, and deletes its registry
-    /// row. Fails with [`Error::UnknownTenant`] when it is not registered. Safe to call again
-    /// after a failure: each step skips what is already gone.
-    pub async fn drop_tenant(&self, id: &TenantId) -> Result<()> {
+    /// The proof a registry row gives (the caller has checked the tenant's names).
+    pub(crate) fn proof_of(&self, row: &StoredTenant) -> Proof {
+        // MariaDB proves users by their password: open it when the key allows; without it the
+        // user cannot be proven and is left alone.
+        let password = match (self.backend().uses_passwords(), &row.password) {
+            (true, Some(sealed)) => secret::open(self.key(), &row.record.id, sealed).ok(),
+            _ => None,
+        };
+        Proof {
+            token: row.token.clone(),
+            password,
+            legacy: row.token.is_none() && row.record.state != TenantState::Provisioning,
+        }
+    }
+
+    /// Removes the tenant's database and user where they carry `proof` (database first: on
+    /// PostgreSQL it belongs to the user); reports what was left alone.
+    pub(crate) async fn remove_proven(
+        &self,
+        id: &TenantId,
+        proof: &Proof,
+    ) -> std::result::Result<Removal, (Step, Error)> {
+        let backend = self.backend();
+        let found = backend
+            .inspect(id, proof)
+            .await
+            .map_err(|e| (Step::DropDatabase, e))?
+            .trusting(proof);
+        let naming = backend.naming();
+        let mut removal = Removal::default();
+        let database = format!("database `{}`", naming.database_name(id));
+        match found.database {
+            Presence::Ours => {
+                backend
+                    .drop_database(id)
+                    .await
+                    .map_err(|e| (Step::DropDatabase, e))?;
+                failpoint::reached(Step::DropDatabase.key());
+                removal.removed.push(database);
+            }
+            Presence::Foreign => removal.left_alone.push(database),
+            Presence::Absent => {}
+        }
+        let user = format!("user `{}`", naming.user_name(id));
+        match found.user {
+            Presence::Ours => {
+                backend
+                    .drop_user(id)
+                    .await
+                    .map_err(|e| (Step::DropUser, e))?;
+                failpoint::reached(Step::DropUser.key());
+                removal.removed.push(user);
+            }
+            Presence::Foreign => removal.left_alone.push(user),
+            Presence::Absent => {}
+        }
+        if !removal.left_alone.is_empty() {
+            tracing::warn!(
+                tenant = %id,
+                left_alone = ?removal.left_alone,
+                "objects with this tenant's names carry no proof that Tenora made them for it; \
+                 left in place"
+            );
+        }
+        Ok(removal)
+    }
+
+    /// Removes what an abandoned `provisioning` row made and deletes the row (the caller holds
+    /// the lease).
+    pub(crate) async fn remove_abandoned(
+        &self,
+        id: &TenantId,
+        row: &StoredTenant,
+    ) -> Result<Removal> {
+        let proof = self.proof_of(row);
+        let removal = self
+            .remove_proven(id, &proof)
+            .await
+            .map_err(|(step, source)| Error::Drop {
+                id: id.clone(),
+                step,
+                source: Box::new(source),
+            })?;
+        let mut conn = self.base_conn().await?;
+        conn.registry_delete(self.table(), id)
+            .await
+            .map_err(|e| self.registry_error(e, id))?;
+        Ok(removal)
+    }
+
+    /// Drops tenant `id`: closes its pool, drops its database and user — only where they carry
+    /// the proof that Tenora made them for this registry row — and deletes its registry row.
+    /// Objects with the tenant's names but without that proof are left in place and listed in
+    /// the returned [`Removal`].
+    ///
+    /// Fails with [`Error::UnknownTenant`] when it is not registered and with
+    /// [`Error::InProgress`] while another process creates, drops or repairs it. After a
+    /// failure the tenant stays `deleting`: call it again (or [`Tenora::repair_tenant`]) to
+    /// finish; each step skips what is already gone.
+    pub async fn drop_tenant(&self, id: &TenantId) -> Result<Removal> {
         self.drop_tenant_steps(id)
             .instrument(tracing::info_span!("tenora.drop_tenant", tenant = %id))
             .await
     }
 
-    async fn drop_tenant_steps(&self, id: &TenantId) -> Result<()> {
-        let backend = self.backend();
+    async fn drop_tenant_steps(&self, id: &TenantId) -> Result<Removal> {
         // Names are derived from the id and today's prefixes: never act on names that do not
         // fit (they could be truncated by the server onto someone else's database).
-        backend.naming().check(id)?;
+        self.backend().naming().check(id)?;
+        let lease = self
+            .lease(id)
+            .await?
+            .ok_or_else(|| Error::InProgress { id: id.clone() })?;
+        let result = self.drop_leased(id).await;
+        lease.release().await;
+        result
+    }
+
+    pub(crate) async fn drop_leased(&self, id: &TenantId) -> Result<Removal> {
         let fail = |step: Step| {
             move |e: Error| Error::Drop {
                 id: id.clone(),
@@ -346,31 +517,31 @@ impl<B: Backend> Tenora<B> {
                 source: Box::new(e),
             }
         };
-        {
+        let row = {
             let mut conn = self.base_conn().await?;
-            if self.registry_get_on(&mut conn, id).await?.is_none() {
+            let Some(row) = self.registry_get_on(&mut conn, id).await? else {
                 return Err(Error::UnknownTenant {
                     id: id.clone(),
                     state: None,
                 });
-            }
+            };
             conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                 .await
                 .map_err(|e| fail(Step::MarkDeleting)(self.registry_error(e, id)))?;
-        }
+            row
+        };
+        failpoint::reached(Step::MarkDeleting.key());
         self.evict(id);
-        backend
-            .drop_database(id)
+        let proof = self.proof_of(&row);
+        let removal = self
+            .remove_proven(id, &proof)
             .await
-            .map_err(fail(Step::DropDatabase))?;
-        if backend.uses_passwords() {
-            backend.drop_user(id).await.map_err(fail(Step::DropUser))?;
-        }
+            .map_err(|(step, e)| fail(step)(e))?;
         let mut conn = self.base_conn().await?;
         conn.registry_delete(self.table(), id)
             .await
             .map_err(|e| fail(Step::Unregister)(self.registry_error(e, id)))?;
         tracing::info!(tenant = %id, "tenant dropped");
-        Ok(())
+        Ok(removal)
     }
 }

@@ -62,10 +62,13 @@ pub struct TenantRecord {
     pub updated_at: NaiveDateTime,
 }
 
-/// A registry row as read from the database, with the stored (sealed) password.
+/// A registry row as read from the database, with the stored (sealed) password and the
+/// ownership token written onto the tenant's server objects.
 pub(crate) struct StoredTenant {
     pub(crate) record: TenantRecord,
     pub(crate) password: Option<String>,
+    /// `None` for rows made before Tenora wrote proofs of ownership (see `ownership`).
+    pub(crate) token: Option<String>,
 }
 
 /// The raw row shape shared by every backend.
@@ -82,6 +85,8 @@ pub struct RawRow {
     pub(crate) created_at: NaiveDateTime,
     #[diesel(sql_type = diesel::sql_types::Timestamp)]
     pub(crate) updated_at: NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) token: Option<String>,
 }
 
 impl RawRow {
@@ -102,14 +107,15 @@ impl RawRow {
                 updated_at: self.updated_at,
             },
             password: self.password,
+            token: self.token,
         })
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at";
+pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at, token";
 
 /// The SQL of the registry migration for `table` (portable across PostgreSQL, MySQL and
-/// SQLite). `base-schema` ships it for the default table name.
+/// SQLite), for a new project: the table with every column Tenora reads.
 pub fn registry_migration_sql(table: &str) -> (String, String) {
     let up = format!(
         "-- Tenora's tenant registry: one row per tenant database.\n\
@@ -118,10 +124,24 @@ pub fn registry_migration_sql(table: &str) -> (String, String) {
              password TEXT,\n    \
              state VARCHAR(16) NOT NULL,\n    \
              created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
-             updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP\n\
+             updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
+             token VARCHAR(64)\n\
          );\n"
     );
     let down = format!("DROP TABLE {table};\n");
+    (up, down)
+}
+
+/// The SQL of the migration that adds the `token` column (Tenora 0.2) to a registry table
+/// made by an earlier [`registry_migration_sql`]. The column holds the per-tenant token that
+/// proves which server objects Tenora made for the row; `base-schema` ships it for the default
+/// table name.
+pub fn registry_token_migration_sql(table: &str) -> (String, String) {
+    let up = format!(
+        "-- Proof of ownership: the token Tenora writes onto each tenant's database objects.\n\
+         ALTER TABLE {table} ADD COLUMN token VARCHAR(64);\n"
+    );
+    let down = format!("ALTER TABLE {table} DROP COLUMN token;\n");
     (up, down)
 }
 
@@ -149,6 +169,7 @@ pub trait RegistryConnection: Send {
         id: &TenantId,
         password: Option<String>,
         state: TenantState,
+        token: Option<&str>,
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
     /// Changes a row's state, only if it is in state `from` (any state when `None`); returns
     /// the number of rows changed.
@@ -221,19 +242,21 @@ macro_rules! impl_registry {
                 id: &$crate::TenantId,
                 password: Option<String>,
                 state: $crate::registry::TenantState,
+                token: Option<&str>,
             ) -> diesel::QueryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {})",
+                    "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {}, {})",
                     $crate::registry::quote_table(table, $quote),
                     $crate::registry::COLUMNS,
                     ph(1),
                     ph(2),
                     ph(3),
                     ph(4),
-                    ph(5)
+                    ph(5),
+                    ph(6)
                 );
                 diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id.as_str())
@@ -241,6 +264,7 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Text, _>(state.as_str())
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
                     .execute(self)
                     .await
             }

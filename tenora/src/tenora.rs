@@ -75,6 +75,8 @@ struct Inner<B: Backend> {
     base_seeds: Seeds,
     tenant_migrations: Migrations,
     tenant_seeds: Seeds,
+    /// Tenants this process is creating, dropping or repairing (see `lease`).
+    leases: crate::lease::Held,
 }
 
 /// Sets up a [`Tenora`]: the config plus the migrations and seeds to use.
@@ -170,6 +172,7 @@ impl<B: Backend> TenoraBuilder<B> {
                 base_seeds: self.base_seeds,
                 tenant_migrations: self.tenant_migrations,
                 tenant_seeds: self.tenant_seeds,
+                leases: crate::lease::Held::default(),
             }),
         };
         if !idle.is_zero() {
@@ -253,6 +256,10 @@ impl<B: Backend> Tenora<B> {
 
     pub(crate) fn key(&self) -> Option<&EncryptionKey> {
         self.inner.key.as_ref()
+    }
+
+    pub(crate) fn leases(&self) -> &crate::lease::Held {
+        &self.inner.leases
     }
 
     pub(crate) fn table(&self) -> &str {

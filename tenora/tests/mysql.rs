@@ -156,3 +156,35 @@ async fn dead_server_is_a_clear_error_without_the_password() {
     );
     assert!(!err.contains("hunter2secret"), "{err}");
 }
+
+/// A tenant session holding an open transaction does not make the drop hang (MySQL waits a day
+/// for the metadata lock by default): the drop ends the tenant's sessions and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_completes_while_a_tenant_transaction_is_open() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let mut session = login(&env, &t, &acme, &acme).await.unwrap();
+    session
+        .query_drop("START TRANSACTION; INSERT INTO users (id, email, name) VALUES (5, 'a@example.com', 'A')")
+        .await
+        .unwrap();
+    // Bounded only so that a regression fails instead of hanging the suite.
+    let dropped = tokio::time::timeout(std::time::Duration::from_secs(120), t.drop_tenant(&acme))
+        .await
+        .expect("the drop hung on the open transaction");
+    dropped.unwrap();
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
+    let db: Option<String> = admin
+        .exec_first(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+            (t.backend().naming().database_name(&acme),),
+        )
+        .await
+        .unwrap();
+    assert_eq!(db, None);
+    // The tenant's session was ended.
+    assert!(session.query_drop("SELECT 1").await.is_err());
+}

@@ -343,6 +343,26 @@ async fn passwords_are_checked_by_a_scram_server() {
     let vault = resolver.resolve(&mut "hooli".to_owned()).await.unwrap_err();
     assert_eq!(Rejection::of(&vault).status(), 503, "{vault}");
     assert!(vault.to_string().contains("the vault is sealed"), "{vault}");
+
+    // A refused `CREATE ROLE` (the name is taken) carries no password verifier: the server
+    // logs the failing statement, and the verifier is sent only once the role exists.
+    let taken = id("taken");
+    let role = naming.user_name(&taken);
+    admin_client(&cluster.admin_url())
+        .await
+        .batch_execute(&format!("CREATE ROLE \"{role}\""))
+        .await
+        .unwrap();
+    assert_err_contains(t.create_tenant(&taken, None).await, &["already exists"]);
+    let log = cluster.log();
+    assert!(
+        log.contains("already exists"),
+        "the refusal is logged: {log}"
+    );
+    assert!(
+        !log.contains("SCRAM-SHA-256$"),
+        "a verifier reached the log: {log}"
+    );
     drop(env); // drop the test objects before the cluster stops
 }
 
@@ -611,4 +631,43 @@ async fn a_tenant_dropped_by_another_process_is_looked_up_again() {
         }
     }
     panic!("still not looked up again; last: {last}");
+}
+
+/// One tenant cannot block another's deletion: after tenant A's role grants B's role rights
+/// on its table, dropping B still completes (the grant goes with it) and A keeps its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_from_another_tenant_does_not_block_a_drop() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let (a, b) = (id("granting"), id("granted"));
+    t.create_tenant(&a, Some(SecretString::new("Pass-word-A-123".to_owned())))
+        .await
+        .unwrap();
+    t.create_tenant(&b, None).await.unwrap();
+    let naming = t.backend().naming();
+    let client = login(&env, naming, &a, "Pass-word-A-123", &a)
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO users (id, email, name) VALUES (11, 'a@example.com', 'A'); GRANT SELECT ON users TO \"{}\"",
+            naming.user_name(&b)
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    let removal = t.drop_tenant(&b).await.unwrap();
+    assert_eq!(removal.removed.len(), 2, "{removal:?}");
+    let admin = admin_client(&url_for(&env, "postgres")).await;
+    assert_no_role(&admin, &naming.user_name(&b)).await;
+    // A is untouched.
+    let client = login(&env, naming, &a, "Pass-word-A-123", &a)
+        .await
+        .unwrap();
+    let row = client
+        .query_one("SELECT count(*) FROM users WHERE id = 11", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1);
+    t.drop_tenant(&a).await.unwrap();
 }

@@ -248,11 +248,14 @@ pub async fn migrate_and_rollback<B: TestBackend>() {
 
     // Base rollback removes the registry; migrating again restores it.
     assert_eq!(
-        t.rollback_base(1).await.unwrap(),
-        ["2024-01-01-000000_create_tenora_tenants"]
+        t.rollback_base(2).await.unwrap(),
+        [
+            "2026-12-02-000000_add_token_to_tenora_tenants",
+            "2024-01-01-000000_create_tenora_tenants"
+        ]
     );
     assert_err_contains(t.list_tenants().await, &["is missing"]);
-    assert_eq!(t.migrate_base().await.unwrap().len(), 1);
+    assert_eq!(t.migrate_base().await.unwrap().len(), 2);
     assert!(t.list_tenants().await.unwrap().is_empty());
 }
 

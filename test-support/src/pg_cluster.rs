@@ -141,7 +141,8 @@ impl PgCluster {
     }
 
     /// Everything the server has logged so far.
-    fn log(&self) -> String {
+    /// The server's log so far.
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 

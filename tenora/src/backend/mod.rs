@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::migrate::MigrationOp;
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::ownership::{Found, Proof};
 use crate::provision::Step;
 use crate::registry::RegistryConnection;
 use crate::secret::SecretString;
@@ -33,7 +34,7 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 pub use sqlite::Sqlite;
 
-/// What a tenant creation has made on the server so far, for undoing it.
+/// What a tenant creation has made on the server so far.
 #[doc(hidden)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Made {
@@ -121,28 +122,50 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Creates the tenant's user. Fails with `TenantExists` when the user exists already.
+    /// Creates the tenant's user, carrying the proof of `token` (see `ownership`) from the
+    /// statement that creates it. Fails with `TenantExists` when the user exists already.
     #[doc(hidden)]
     fn create_user(
         &self,
         id: &TenantId,
         password: &SecretString,
+        token: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Drops the tenant's user if it exists.
+    /// Drops the tenant's user if it exists (only called once `inspect` proved it ours): its
+    /// sessions end, and what it holds in other databases is released first.
     #[doc(hidden)]
     fn drop_user(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
 
-    /// Creates the tenant's database, owned by its user. Fails with `TenantExists` when the
-    /// database exists already.
+    /// Creates the tenant's database, owned by its user and carrying the proof of `token`.
+    /// Fails with `TenantExists` when the database exists already.
     #[doc(hidden)]
-    fn create_database(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
+    fn create_database(
+        &self,
+        id: &TenantId,
+        token: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Which objects bearing the tenant's names exist, and whether each carries `proof`.
+    #[doc(hidden)]
+    fn inspect(&self, id: &TenantId, proof: &Proof) -> impl Future<Output = Result<Found>> + Send;
+
+    /// Takes the lease of tenant `id` in registry `scope` for this process, without waiting:
+    /// `false` when another process holds it. The lease ends with [`Backend::release_lease`] or
+    /// when this process dies (a server session lock, or an OS file lock).
+    #[doc(hidden)]
+    fn try_lease(&self, id: &TenantId, scope: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Ends a lease taken with [`Backend::try_lease`].
+    #[doc(hidden)]
+    fn release_lease(&self, id: &TenantId, scope: &str) -> impl Future<Output = ()> + Send;
 
     /// Restricts the tenant's database to its own user.
     #[doc(hidden)]
     fn lock_down(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
 
-    /// Drops the tenant's database if it exists, closing other sessions on it.
+    /// Drops the tenant's database if it exists, closing other sessions on it (only called
+    /// once `inspect` proved it ours).
     #[doc(hidden)]
     fn drop_database(&self, id: &TenantId) -> impl Future<Output = Result<()>> + Send;
 
@@ -162,15 +185,16 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     }
 
     /// Creates the tenant's user (when `password` is given) and its database as a clone of an
-    /// up-to-date template, owned by that user and already locked down; records in `made` what
-    /// exists so the caller can undo it. Returns `false` when there is no such template (or
-    /// it is being rebuilt); the user may then already be made (see `made`), the database is
-    /// not. Errors name the step that failed.
+    /// up-to-date template, owned by that user and already locked down, both carrying the
+    /// proof of `token`; records in `made` what exists. Returns `false` when there is no such
+    /// template (or it is being rebuilt); the user may then already be made (see `made`), the
+    /// database is not. Errors name the step that failed.
     #[doc(hidden)]
     fn create_from_template(
         &self,
         _id: &TenantId,
         _password: Option<&SecretString>,
+        _token: &str,
         _fingerprint: &str,
         _made: &mut Made,
     ) -> impl Future<Output = std::result::Result<bool, (Step, crate::error::Error)>> + Send {
@@ -193,4 +217,16 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     ) -> impl Future<
         Output = std::result::Result<(Self::Connection, Vec<String>), crate::error::BoxError>,
     > + Send;
+}
+
+/// A stable 64-bit hash (FNV-1a) of `parts`, for lock keys that every process must derive alike.
+pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.bytes().chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
 }

@@ -16,6 +16,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::ownership::{self, Found, Presence, Proof};
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -36,6 +37,10 @@ struct LockResult {
     locked: Option<i32>,
 }
 
+/// How long dropping a tenant's database waits for a lock on it (MySQL waits a day by
+/// default) once the sessions using it have been ended.
+const DROP_LOCK_WAIT_SECS: u32 = 30;
+
 /// Server error codes Tenora reacts to.
 const ER_DB_CREATE_EXISTS: u16 = 1007;
 const ER_CANNOT_USER: u16 = 1396;
@@ -53,6 +58,10 @@ pub struct Mysql {
     naming: Naming,
     /// Administrative statements take turns, so they hold one server connection at most.
     admin_turn: tokio::sync::Mutex<()>,
+    /// The session holding this process's leases (named locks), opened on first use.
+    lease_session: tokio::sync::Mutex<Option<mysql_async::Conn>>,
+    /// Whether the server is MariaDB (read on first use).
+    mariadb: tokio::sync::OnceCell<bool>,
 }
 
 impl std::fmt::Debug for Mysql {
@@ -91,6 +100,20 @@ fn server_error(context: String) -> impl FnOnce(mysql_async::Error) -> Error {
         context,
         source: Box::new(e),
     }
+}
+
+/// The `mysql_native_password` hash of `password`: `*` and the upper-case hex SHA-1 of its
+/// SHA-1, as the server stores it.
+fn native_password_hash(password: &SecretString) -> String {
+    use sha1::{Digest as _, Sha1};
+    let inner = Sha1::digest(password.expose().as_bytes());
+    let outer = Sha1::digest(inner);
+    let mut hash = String::with_capacity(41);
+    hash.push('*');
+    for byte in outer {
+        hash.push_str(&format!("{byte:02X}"));
+    }
+    hash
 }
 
 fn server_code(e: &mysql_async::Error) -> Option<u16> {
@@ -158,6 +181,53 @@ impl Mysql {
         result
     }
 
+    /// Whether the server is MariaDB rather than MySQL (they prove ownership differently).
+    async fn is_mariadb(&self) -> Result<bool> {
+        self.mariadb
+            .get_or_try_init(|| async {
+                let _turn = self.admin_turn.lock().await;
+                let mut conn = self.admin().await?;
+                let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+                let _ = conn.disconnect().await;
+                Ok::<_, mysql_async::Error>(version.unwrap_or_default().contains("MariaDB"))
+            })
+            .await
+            .copied()
+            .map_err(server_error(format!(
+                "cannot read the server version of {}",
+                self.server
+            )))
+    }
+
+    /// The named lock of tenant `id`'s lease in registry `scope` of this base database (the
+    /// names are server-wide and limited to 64 characters, hence the hash).
+    fn lease_name(&self, id: &TenantId, scope: &str) -> String {
+        let hash = super::stable_hash(&["tenora lease", &self.base_database, scope, id.as_str()]);
+        format!("tenora_lease_{hash:016x}")
+    }
+
+    /// Ends every session of `user` or on `database` but this one (`KILL` of a session that
+    /// ended meanwhile fails harmlessly).
+    async fn end_sessions(
+        conn: &mut mysql_async::Conn,
+        column: &str,
+        value: &str,
+    ) -> std::result::Result<(), mysql_async::Error> {
+        let ids: Vec<u64> = conn
+            .exec(
+                format!(
+                    "SELECT ID FROM information_schema.PROCESSLIST \
+                     WHERE {column} = ? AND ID <> CONNECTION_ID()"
+                ),
+                (value,),
+            )
+            .await?;
+        for id in ids {
+            let _ = conn.query_drop(format!("KILL CONNECTION {id}")).await;
+        }
+        Ok(())
+    }
+
     async fn schema_exists(&self, name: &str) -> Result<bool> {
         let run = async {
             let _turn = self.admin_turn.lock().await;
@@ -180,8 +250,9 @@ impl Mysql {
 
 impl Backend for Mysql {
     const CLIENT: Client = Client::Mysql;
-    /// Administrative statements take turns on one connection at a time.
-    const ADMIN_CONNECTIONS: u32 = 1;
+    /// Administrative statements take turns on one connection at a time; a second one holds
+    /// the leases.
+    const ADMIN_CONNECTIONS: u32 = 2;
     type Connection = AsyncMysqlConnection;
     type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
 
@@ -252,6 +323,8 @@ impl Backend for Mysql {
             server,
             naming,
             admin_turn: tokio::sync::Mutex::new(()),
+            lease_session: tokio::sync::Mutex::new(None),
+            mariadb: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -344,12 +417,23 @@ impl Backend for Mysql {
         }))
     }
 
-    async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {
+    async fn create_user(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
         let account = self.account(id);
-        let sql = format!(
-            "CREATE USER {account} IDENTIFIED BY {}",
-            quote_literal(password.expose())
-        );
+        // The proof travels in the statement that creates the user. MariaDB has no comments on
+        // users: its users are created with the hash of the password (which only the registry
+        // holds) and proven by it; MySQL 8.0.21+ keeps a comment.
+        let sql = if self.is_mariadb().await? {
+            format!(
+                "CREATE USER {account} IDENTIFIED BY PASSWORD {}",
+                quote_literal(&native_password_hash(password))
+            )
+        } else {
+            format!(
+                "CREATE USER {account} IDENTIFIED BY {} COMMENT {}",
+                quote_literal(password.expose()),
+                quote_literal(&ownership::mark(token))
+            )
+        };
         match self.admin_execute(&sql).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(ER_CANNOT_USER) => Err(Error::TenantExists {
@@ -362,17 +446,39 @@ impl Backend for Mysql {
 
     async fn drop_user(&self, id: &TenantId) -> Result<()> {
         let account = self.account(id);
-        self.admin_execute(&format!("DROP USER IF EXISTS {account}"))
-            .await
+        let user = self.naming.user_name(id);
+        // Its sessions end first, so none lingers (or reconnects) after it is gone.
+        let run = async {
+            let _turn = self.admin_turn.lock().await;
+            let mut conn = self.admin().await?;
+            let result = async {
+                Self::end_sessions(&mut conn, "USER", &user).await?;
+                conn.query_drop(format!("DROP USER IF EXISTS {account}"))
+                    .await
+            }
+            .await;
+            let _ = conn.disconnect().await;
+            result
+        };
+        run.await
             .map_err(server_error(format!("cannot drop the user {account}")))
     }
 
-    async fn create_database(&self, id: &TenantId) -> Result<()> {
+    async fn create_database(&self, id: &TenantId, token: &str) -> Result<()> {
         let db = self.naming.database_name(id);
-        match self
-            .admin_execute(&format!("CREATE DATABASE {}", quote_ident(&db)))
-            .await
-        {
+        // MariaDB keeps a comment on databases: the proof is created with the database. MySQL
+        // has none; there the database is proven by the grant to the proven user (see
+        // `inspect`).
+        let sql = if self.is_mariadb().await? {
+            format!(
+                "CREATE DATABASE {} COMMENT {}",
+                quote_ident(&db),
+                quote_literal(&ownership::mark(token))
+            )
+        } else {
+            format!("CREATE DATABASE {}", quote_ident(&db))
+        };
+        match self.admin_execute(&sql).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(ER_DB_CREATE_EXISTS) => Err(Error::TenantExists {
                 id: id.clone(),
@@ -399,9 +505,138 @@ impl Backend for Mysql {
 
     async fn drop_database(&self, id: &TenantId) -> Result<()> {
         let db = self.naming.database_name(id);
-        self.admin_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))
-            .await
+        // DROP DATABASE waits for every open transaction on its tables (for a day, by
+        // default): end the sessions using it first, and bound the wait for the rest.
+        let run = async {
+            let _turn = self.admin_turn.lock().await;
+            let mut conn = self.admin().await?;
+            let result = async {
+                conn.query_drop(format!(
+                    "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT_SECS}"
+                ))
+                .await?;
+                Self::end_sessions(&mut conn, "USER", &self.naming.user_name(id)).await?;
+                Self::end_sessions(&mut conn, "DB", &db).await?;
+                conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))
+                    .await
+            }
+            .await;
+            let _ = conn.disconnect().await;
+            result
+        };
+        run.await
             .map_err(server_error(format!("cannot drop the database `{db}`")))
+    }
+
+    async fn inspect(&self, id: &TenantId, proof: &Proof) -> Result<Found> {
+        let db = self.naming.database_name(id);
+        let user = self.naming.user_name(id);
+        let mariadb = self.is_mariadb().await?;
+        let mark = proof.token.as_deref().map(ownership::mark);
+        let run = async {
+            let _turn = self.admin_turn.lock().await;
+            let mut conn = self.admin().await?;
+            let result = async {
+                // The user: MariaDB by its password hash, MySQL by its comment.
+                let user_sql = if mariadb {
+                    "SELECT authentication_string FROM mysql.user WHERE User = ? AND Host = ?"
+                } else {
+                    "SELECT JSON_UNQUOTE(JSON_EXTRACT(User_attributes, '$.metadata.comment')) \
+                     FROM mysql.user WHERE User = ? AND Host = ?"
+                };
+                let user_row: Option<Option<String>> =
+                    conn.exec_first(user_sql, (&user, &self.user_host)).await?;
+                let user_ours = match &user_row {
+                    None => None,
+                    Some(value) if mariadb => Some(
+                        proof.password.as_ref().map(native_password_hash).as_ref()
+                            == value.as_ref(),
+                    ),
+                    Some(value) => Some(mark.is_some() && value.as_deref() == mark.as_deref()),
+                };
+                // The database: MariaDB by its comment, MySQL by the proven user's grant.
+                let database_ours = if mariadb {
+                    let row: Option<Option<String>> = conn
+                        .exec_first(
+                            "SELECT SCHEMA_COMMENT FROM information_schema.SCHEMATA \
+                             WHERE SCHEMA_NAME = ?",
+                            (&db,),
+                        )
+                        .await?;
+                    row.map(|comment| mark.is_some() && comment.as_deref() == mark.as_deref())
+                } else {
+                    let exists: Option<u8> = conn
+                        .exec_first(
+                            "SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+                            (&db,),
+                        )
+                        .await?;
+                    let pattern = grant_target(&db);
+                    let pattern = pattern
+                        .trim_end_matches(".*")
+                        .trim_matches('`')
+                        .replace("``", "`");
+                    let granted: Option<u8> = conn
+                        .exec_first(
+                            "SELECT 1 FROM mysql.db WHERE Db = ? AND User = ? AND Host = ?",
+                            (&pattern, &user, &self.user_host),
+                        )
+                        .await?;
+                    exists.map(|_| user_ours == Some(true) && granted.is_some())
+                };
+                Ok::<_, mysql_async::Error>((user_ours, database_ours))
+            }
+            .await;
+            let _ = conn.disconnect().await;
+            result
+        };
+        let (user, database) = run.await.map_err(server_error(format!(
+            "cannot look up the database and user of tenant `{id}` on {}",
+            self.server
+        )))?;
+        let presence = |found: Option<bool>| match found {
+            None => Presence::Absent,
+            Some(true) => Presence::Ours,
+            Some(false) => Presence::Foreign,
+        };
+        Ok(Found {
+            user: presence(user),
+            database: presence(database),
+        })
+    }
+
+    async fn try_lease(&self, id: &TenantId, scope: &str) -> Result<bool> {
+        let name = self.lease_name(id, scope);
+        let mut session = self.lease_session.lock().await;
+        let run = async {
+            if session.is_none() {
+                *session = Some(self.admin().await?);
+            }
+            let conn = session.as_mut().expect("opened above");
+            let got: Option<Option<i64>> =
+                conn.exec_first("SELECT GET_LOCK(?, 0)", (&name,)).await?;
+            Ok::<_, mysql_async::Error>(got.flatten() == Some(1))
+        };
+        let result = run.await;
+        if result.is_err() {
+            // A broken session has lost its locks anyway; the next lease opens a new one.
+            *session = None;
+        }
+        result.map_err(server_error(format!(
+            "cannot take the lease of tenant `{id}` on {}",
+            self.server
+        )))
+    }
+
+    async fn release_lease(&self, id: &TenantId, scope: &str) {
+        let name = self.lease_name(id, scope);
+        let mut session = self.lease_session.lock().await;
+        if let Some(conn) = session.as_mut()
+            && let Err(e) = conn.exec_drop("DO RELEASE_LOCK(?)", (&name,)).await
+        {
+            tracing::debug!(tenant = %id, error = %e, "could not release a lease");
+            *session = None;
+        }
     }
 
     async fn create_base(&self) -> Result<bool> {
@@ -466,5 +701,12 @@ mod tests {
         assert_eq!(quote_ident("a`b"), "`a``b`");
         assert_eq!(quote_literal("it's \\"), "'it''s \\\\'");
         assert_eq!(grant_target("t_a_b"), "`t\\_a\\_b`.*");
+    }
+
+    #[test]
+    fn native_password_hash_matches_the_server() {
+        // `SELECT PASSWORD('x')` on MariaDB 10.11.
+        let hash = native_password_hash(&SecretString::new("x".to_owned()));
+        assert_eq!(hash, "*B69027D44F6E5EDC07F1AEAD1477967B16F28227");
     }
 }

@@ -18,6 +18,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::ownership::{self, Found, Presence, Proof};
 use crate::provision::Step;
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
@@ -353,80 +354,87 @@ impl Postgres {
         Ok(true)
     }
 
-    /// Clones the template into tenant `id`'s database and hands it over (the caller holds
+    /// Clones the template into tenant `id`'s database, owned by its role (the caller holds
     /// the template lock shared and has checked the fingerprint).
     async fn clone_template(
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        token: &str,
         made: &mut Made,
     ) -> std::result::Result<bool, (Step, Error)> {
         let (template, _) = self.template_names();
         let db = self.naming.database_name(id);
         let role = self.naming.user_name(id);
-        // The clone is the slow part: create the role meanwhile, on the second session. The
-        // clone belongs to the admin until it is handed to the role below.
-        let clone = async {
-            // Closed to connections until it is handed over and locked down below.
-            let sql = format!(
-                "CREATE DATABASE {} TEMPLATE {} ALLOW_CONNECTIONS false",
-                quote_ident(&db),
-                quote_ident(&template)
-            );
-            match self.admin_execute(&sql).await {
-                Ok(()) => Ok(true),
-                Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
-                    Err(Error::TenantExists {
+        // The role first: the clone is created owned by it, so the database carries the proof
+        // of ownership from the statement that creates it.
+        if let Some(password) = password {
+            self.create_role(id, password, token)
+                .await
+                .map_err(|e| (Step::CreateUser, e))?;
+            made.user = true;
+            crate::failpoint::reached(Step::CreateUser.key());
+        }
+        // Closed to connections until it is locked down below.
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {} OWNER {} ALLOW_CONNECTIONS false",
+            quote_ident(&db),
+            quote_ident(&template),
+            quote_ident(&role)
+        );
+        let cloned = match self.admin_execute(&sql).await {
+            Ok(()) => true,
+            Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
+                return Err((
+                    Step::CreateDatabase,
+                    Error::TenantExists {
                         id: id.clone(),
                         what: format!("the database `{db}` exists on {}", self.server),
-                    })
-                }
-                // Another process is rebuilding the template right now (it vanished since the
-                // check, or a session is migrating it): create the database the plain way.
-                Err(e)
-                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
-                        || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
-                {
-                    tracing::info!(template = %template, error = %ServerError(e), "template busy; migrating instead");
-                    Ok(false)
-                }
-                Err(e) => Err(admin_error(format!(
-                    "cannot clone the template into the database `{db}`"
-                ))(e)),
+                    },
+                ));
+            }
+            // Another process is rebuilding the template right now (it vanished since the
+            // check, or a session is migrating it): create the database the plain way.
+            Err(e)
+                if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
+                    || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
+            {
+                tracing::info!(template = %template, error = %ServerError(e), "template busy; migrating instead");
+                false
+            }
+            Err(e) => {
+                return Err((
+                    Step::CreateDatabase,
+                    admin_error(format!(
+                        "cannot clone the template into the database `{db}`"
+                    ))(e),
+                ));
             }
         };
-        let create_role = async {
-            match password {
-                Some(password) => self.create_role_on(&self.role_session, id, password).await,
-                None => Ok(()),
-            }
-        };
-        let (cloned, role_made) = tokio::join!(clone, create_role);
-        made.user = password.is_some() && role_made.is_ok();
-        made.database = matches!(cloned, Ok(true));
-        role_made.map_err(|e| (Step::CreateUser, e))?;
-        if !cloned.map_err(|e| (Step::CreateDatabase, e))? {
+        if !cloned {
             return Ok(false);
         }
+        made.database = true;
+        crate::failpoint::reached(Step::CreateDatabase.key());
 
         // The clone's objects belong to `pg_database_owner` (see `prepare_template`): owning
         // the database makes the tenant's role the owner of everything in it. Lock it down as
         // `lock_down` does a plain tenant database, then release the template lock — one round
         // trip.
         self.admin_execute(&format!(
-            "ALTER DATABASE {d} OWNER TO {r}; REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
+            "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
              ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
              SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})",
             d = quote_ident(&db),
-            r = quote_ident(&role)
         ))
         .await
         .map_err(|e| {
             (
                 Step::LockDown,
-                admin_error(format!("cannot hand the database `{db}` to `{role}`"))(e),
+                admin_error(format!("cannot lock down the database `{db}`"))(e),
             )
         })?;
+        crate::failpoint::reached(Step::LockDown.key());
         Ok(true)
     }
 
@@ -469,29 +477,92 @@ impl Postgres {
         }
     }
 
-    /// `CREATE ROLE` for tenant `id` on `slot`.
-    async fn create_role_on(
-        &self,
-        slot: &AdminSession,
-        id: &TenantId,
-        password: &SecretString,
-    ) -> Result<()> {
+    /// Creates tenant `id`'s login role with its proof of ownership (the comment
+    /// `tenora:<token>`) in one transaction, so the role never exists without it.
+    ///
+    /// The password goes in a statement of its own, after `CREATE ROLE` has succeeded: a
+    /// failing statement is written to the server log, and a refused `CREATE ROLE` (the name
+    /// is taken) then carries no password verifier into it.
+    async fn create_role(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
         let role = self.naming.user_name(id);
+        let qrole = quote_ident(&role);
         // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
-        let sql = format!(
-            "CREATE ROLE {} LOGIN PASSWORD {}",
-            quote_ident(&role),
+        let session = self
+            .admin_session()
+            .await
+            .map_err(admin_error(format!("cannot create the role `{role}`")))?;
+        let client = session
+            .as_ref()
+            .expect("admin_session always leaves a client");
+        let rollback = || async {
+            let _ = client.batch_execute("ROLLBACK").await;
+        };
+        if let Err(e) = client
+            .batch_execute(&format!("BEGIN; CREATE ROLE {qrole} LOGIN"))
+            .await
+        {
+            rollback().await;
+            return Err(if e.code() == Some(&SqlState::DUPLICATE_OBJECT) {
+                Error::TenantExists {
+                    id: id.clone(),
+                    what: format!("the role `{role}` exists on {}", self.server),
+                }
+            } else {
+                admin_error(format!("cannot create the role `{role}`"))(e)
+            });
+        }
+        let finish = format!(
+            "COMMENT ON ROLE {qrole} IS {}; ALTER ROLE {qrole} PASSWORD {}; COMMIT",
+            quote_literal(&ownership::mark(token)),
             quote_literal(&verifier)
         );
-        match self.execute_on(slot, &sql).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => Err(Error::TenantExists {
-                id: id.clone(),
-                what: format!("the role `{role}` exists on {}", self.server),
-            }),
-            Err(e) => Err(admin_error(format!("cannot create the role `{role}`"))(e)),
+        if let Err(e) = client.batch_execute(&finish).await {
+            rollback().await;
+            return Err(admin_error(format!("cannot create the role `{role}`"))(e));
         }
+        Ok(())
+    }
+
+    /// The advisory lock key of tenant `id`'s lease in registry `scope` of this base database.
+    fn lease_key(&self, id: &TenantId, scope: &str) -> i64 {
+        let hash = super::stable_hash(&["tenora lease", &self.base_database, scope, id.as_str()]);
+        i64::from_ne_bytes(hash.to_ne_bytes())
+    }
+
+    /// Gives what `role` owns in `database` to that database's owner and revokes every right
+    /// granted to `role` there.
+    async fn release_role_in(&self, role: &str, database: &str) -> Result<()> {
+        let mut config = self.admin.clone();
+        config.dbname(database);
+        let context = || format!("cannot release the role `{role}` in the database `{database}`");
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| admin_error(context())(e))?;
+        let driver = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let qrole = quote_ident(role);
+        let owner: String = client
+            .query_one(
+                "SELECT r.rolname::text FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
+                 WHERE d.datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(|e| admin_error(context())(e))?
+            .get(0);
+        let result = client
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {qrole} TO {}; DROP OWNED BY {qrole}",
+                quote_ident(&owner)
+            ))
+            .await
+            .map_err(|e| admin_error(context())(e));
+        drop(client);
+        let _ = driver.await;
+        result
     }
 
     async fn admin_exists(&self, sql: &str, name: &str) -> Result<bool> {
@@ -693,18 +764,48 @@ impl Backend for Postgres {
         }))
     }
 
-    async fn create_user(&self, id: &TenantId, password: &SecretString) -> Result<()> {
-        self.create_role_on(&self.admin_session, id, password).await
+    async fn create_user(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
+        self.create_role(id, password, token).await
     }
 
     async fn drop_user(&self, id: &TenantId) -> Result<()> {
         let role = self.naming.user_name(id);
+        // Another tenant's role may have granted this role rights on its objects (or this role
+        // may own objects in another database): DROP ROLE refuses while any database holds
+        // such a dependency. Release them in each database that has one first.
+        let databases: Vec<String> = {
+            let session = self
+                .admin_session()
+                .await
+                .map_err(admin_error(format!("cannot drop the role `{role}`")))?;
+            let client = session
+                .as_ref()
+                .expect("admin_session always leaves a client");
+            client
+                .query(
+                    "SELECT DISTINCT d.datname FROM pg_shdepend s \
+                     JOIN pg_database d ON d.oid = s.dbid \
+                     JOIN pg_roles r ON r.oid = s.refobjid \
+                     WHERE s.refclassid = 'pg_authid'::regclass AND r.rolname = $1",
+                    &[&role],
+                )
+                .await
+                .map_err(admin_error(format!(
+                    "cannot find what depends on the role `{role}`"
+                )))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect()
+        };
+        for database in databases {
+            self.release_role_in(&role, &database).await?;
+        }
         self.admin_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(&role)))
             .await
             .map_err(admin_error(format!("cannot drop the role `{role}`")))
     }
 
-    async fn create_database(&self, id: &TenantId) -> Result<()> {
+    async fn create_database(&self, id: &TenantId, _token: &str) -> Result<()> {
         let db = self.naming.database_name(id);
         let role = self.naming.user_name(id);
         // Closed to connections until `lock_down` has revoked PUBLIC's rights: nobody can
@@ -744,6 +845,78 @@ impl Backend for Postgres {
         ))
         .await
         .map_err(admin_error(format!("cannot drop the database `{db}`")))
+    }
+
+    async fn inspect(&self, id: &TenantId, proof: &Proof) -> Result<Found> {
+        let db = self.naming.database_name(id);
+        let role = self.naming.user_name(id);
+        let mark = proof.token.as_deref().map(ownership::mark);
+        // Per object: NULL when absent, else whether it carries the proof. The role carries
+        // the token in its comment; the database is proven by belonging to that role.
+        let run = async {
+            let session = self.admin_session().await?;
+            let client = session
+                .as_ref()
+                .expect("admin_session always leaves a client");
+            let row = client
+                .query_one(
+                    "SELECT \
+                       (SELECT COALESCE(shobj_description(r.oid, 'pg_authid') = $3, false) \
+                          FROM pg_roles r WHERE r.rolname = $2), \
+                       (SELECT COALESCE(shobj_description(d.datdba, 'pg_authid') = $3, false) \
+                          FROM pg_database d WHERE d.datname = $1)",
+                    &[&db, &role, &mark],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>((
+                row.get::<_, Option<bool>>(0),
+                row.get::<_, Option<bool>>(1),
+            ))
+        };
+        let (user, database) = run.await.map_err(admin_error(format!(
+            "cannot look up the database and role of tenant `{id}` on {}",
+            self.server
+        )))?;
+        let presence = |found: Option<bool>| match found {
+            None => Presence::Absent,
+            Some(true) => Presence::Ours,
+            Some(false) => Presence::Foreign,
+        };
+        Ok(Found {
+            user: presence(user),
+            database: presence(database),
+        })
+    }
+
+    async fn try_lease(&self, id: &TenantId, scope: &str) -> Result<bool> {
+        // A session-level advisory lock on the admin session: it ends with the session, and so
+        // with this process.
+        let key = self.lease_key(id, scope);
+        let run = async {
+            let session = self.admin_session().await?;
+            let client = session
+                .as_ref()
+                .expect("admin_session always leaves a client");
+            let row = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await?;
+            Ok::<bool, tokio_postgres::Error>(row.get(0))
+        };
+        run.await.map_err(admin_error(format!(
+            "cannot take the lease of tenant `{id}` on {}",
+            self.server
+        )))
+    }
+
+    async fn release_lease(&self, id: &TenantId, scope: &str) {
+        let key = self.lease_key(id, scope);
+        if let Err(e) = self
+            .admin_execute(&format!("SELECT pg_advisory_unlock({key})"))
+            .await
+        {
+            // The lease ends with the session anyway.
+            tracing::debug!(tenant = %id, error = %ServerError(e), "could not release a lease");
+        }
     }
 
     async fn create_base(&self) -> Result<bool> {
@@ -825,6 +998,7 @@ impl Backend for Postgres {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        token: &str,
         fingerprint: &str,
         made: &mut Made,
     ) -> std::result::Result<bool, (Step, Error)> {
@@ -864,7 +1038,7 @@ impl Backend for Postgres {
             .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
             == Some(fingerprint);
         let result = if current {
-            self.clone_template(id, password, made).await
+            self.clone_template(id, password, token, made).await
         } else {
             Ok(false)
         };

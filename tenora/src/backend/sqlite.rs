@@ -1,8 +1,10 @@
 //! SQLite: the base database and each tenant are files; there are no users or passwords.
 
-use std::fs::OpenOptions;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use diesel::SqliteConnection;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -15,6 +17,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
+use crate::ownership::{Found, Presence, Proof};
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -35,11 +38,17 @@ const PRAGMAS: &str =
 /// The base database is the file `[base] database`; tenant `acme` lives in
 /// `<database_dir>/<database_prefix>acme<database_suffix>`. Tenant files are opened with
 /// `mode=rw`, so a missing file is an error rather than a silently created empty database.
+///
+/// The tenant's file is created as a hard link of `<file>.tenora-<token>`, whose name carries
+/// the registry row's token: that second name, on the same file, is the proof that Tenora made
+/// it for this tenant (a copy of the folder that does not keep hard links loses it).
 #[derive(Debug)]
 pub struct Sqlite {
     base_path: PathBuf,
     tenant_dir: PathBuf,
     naming: Naming,
+    /// The lock files of the leases this process holds, kept open (the OS lock ends with them).
+    leases: Mutex<HashMap<PathBuf, File>>,
 }
 
 impl sealed::Sealed for Sqlite {}
@@ -47,6 +56,41 @@ impl sealed::Sealed for Sqlite {}
 impl Sqlite {
     fn tenant_path(&self, id: &TenantId) -> PathBuf {
         self.tenant_dir.join(self.naming.database_name(id))
+    }
+
+    /// The file whose name carries the token, linked to the tenant's file.
+    fn proof_path(&self, id: &TenantId, token: &str) -> PathBuf {
+        side_file(&self.tenant_path(id), &format!("{PROOF_INFIX}{token}"))
+    }
+
+    /// Every proof file of tenant `id`'s file, whatever its token.
+    fn proof_files(&self, id: &TenantId) -> Result<Vec<PathBuf>> {
+        let path = self.tenant_path(id);
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(Vec::new());
+        };
+        let prefix = format!("{name}{PROOF_INFIX}");
+        let entries = match std::fs::read_dir(&self.tenant_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(io_error(
+                    "cannot list the tenant database folder".to_owned(),
+                    &self.tenant_dir,
+                    e,
+                ));
+            }
+        };
+        Ok(entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .map(|entry| entry.path())
+            .collect())
     }
 
     fn tenant_url(&self, id: &TenantId) -> String {
@@ -69,6 +113,27 @@ async fn establish(url: &str) -> diesel::ConnectionResult<SqliteConn> {
         .await
         .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
     Ok(conn)
+}
+
+/// Between a tenant file's name and the token, in the name of its proof file.
+const PROOF_INFIX: &str = ".tenora-";
+
+/// Suffix of the file locked while a tenant is created, dropped or repaired.
+const LEASE_SUFFIX: &str = "-lease.lock";
+
+/// Whether two paths name the same file (the same inode on Unix).
+fn same_file(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let (a, b) = (std::fs::metadata(a)?, std::fs::metadata(b)?);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    }
+    #[cfg(not(unix))]
+    {
+        // Without inode numbers in std: equal sizes and modification times.
+        Ok(a.len() == b.len() && a.modified().ok() == b.modified().ok())
+    }
 }
 
 /// Suffix of the file locked during migration runs.
@@ -170,6 +235,7 @@ impl Backend for Sqlite {
             base_path,
             tenant_dir,
             naming,
+            leases: Mutex::default(),
         })
     }
 
@@ -222,7 +288,12 @@ impl Backend for Sqlite {
             })
     }
 
-    async fn create_user(&self, _id: &TenantId, _password: &SecretString) -> Result<()> {
+    async fn create_user(
+        &self,
+        _id: &TenantId,
+        _password: &SecretString,
+        _token: &str,
+    ) -> Result<()> {
         Ok(())
     }
 
@@ -230,7 +301,7 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    async fn create_database(&self, id: &TenantId) -> Result<()> {
+    async fn create_database(&self, id: &TenantId, token: &str) -> Result<()> {
         let path = self.tenant_path(id);
         std::fs::create_dir_all(&self.tenant_dir).map_err(|e| {
             io_error(
@@ -239,6 +310,9 @@ impl Backend for Sqlite {
                 e,
             )
         })?;
+        // The proof file first, then the tenant's name as a second link to it: the link either
+        // appears carrying the proof or not at all (it fails if the name is taken).
+        let proof = self.proof_path(id, token);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -247,18 +321,104 @@ impl Backend for Sqlite {
             // Tenant data is private to the service's OS user.
             options.mode(0o600);
         }
-        match options.open(&path) {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::TenantExists {
-                id: id.clone(),
-                what: format!("its database file {} exists", path.display()),
-            }),
-            Err(e) => Err(io_error(
+        options.open(&proof).map_err(|e| {
+            io_error(
                 format!("cannot create the database file of tenant `{id}`"),
+                &proof,
+                e,
+            )
+        })?;
+        match std::fs::hard_link(&proof, &path) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = std::fs::remove_file(&proof);
+                Err(if e.kind() == ErrorKind::AlreadyExists {
+                    Error::TenantExists {
+                        id: id.clone(),
+                        what: format!("its database file {} exists", path.display()),
+                    }
+                } else {
+                    io_error(
+                        format!("cannot create the database file of tenant `{id}`"),
+                        &path,
+                        e,
+                    )
+                })
+            }
+        }
+    }
+
+    async fn inspect(&self, id: &TenantId, proof: &Proof) -> Result<Found> {
+        let path = self.tenant_path(id);
+        let proof_path = proof.token.as_deref().map(|t| self.proof_path(id, t));
+        let proven = proof_path.as_deref().filter(|p| p.exists());
+        let database = match (path.exists(), proven) {
+            // A proof file whose link was never made (a crash in between): ours to remove.
+            (false, Some(_)) => Presence::Ours,
+            (false, None) => Presence::Absent,
+            (true, Some(proof_path)) => match same_file(&path, proof_path) {
+                Ok(true) => Presence::Ours,
+                Ok(false) => Presence::Foreign,
+                Err(e) => {
+                    return Err(io_error(
+                        format!("cannot inspect the database file of tenant `{id}`"),
+                        &path,
+                        e,
+                    ));
+                }
+            },
+            (true, None) => Presence::Foreign,
+        };
+        Ok(Found {
+            user: Presence::Absent,
+            database,
+        })
+    }
+
+    async fn try_lease(&self, id: &TenantId, _scope: &str) -> Result<bool> {
+        let path = side_file(&self.tenant_path(id), LEASE_SUFFIX);
+        std::fs::create_dir_all(&self.tenant_dir).map_err(|e| {
+            io_error(
+                "cannot create the tenant database folder".to_owned(),
+                &self.tenant_dir,
+                e,
+            )
+        })?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_error(format!("cannot open the lease of tenant `{id}`"), &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {
+                self.leases
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(path, file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(
+                format!("cannot lock the lease of tenant `{id}`"),
                 &path,
                 e,
             )),
         }
+    }
+
+    async fn release_lease(&self, id: &TenantId, _scope: &str) {
+        let path = side_file(&self.tenant_path(id), LEASE_SUFFIX);
+        let file = self
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&path);
+        // No tenant file left: remove the lock file too (while still holding the lock).
+        if file.is_some() && !self.tenant_path(id).exists() {
+            let _ = std::fs::remove_file(&path);
+        }
+        drop(file);
     }
 
     async fn lock_down(&self, _id: &TenantId) -> Result<()> {
@@ -270,7 +430,11 @@ impl Backend for Sqlite {
         for suffix in ["-wal", "-shm", "-journal", MIGRATION_LOCK_SUFFIX] {
             remove_if_exists(&side_file(&path, suffix))?;
         }
-        remove_if_exists(&path)
+        remove_if_exists(&path)?;
+        for proof in self.proof_files(id)? {
+            remove_if_exists(&proof)?;
+        }
+        Ok(())
     }
 
     async fn create_base(&self) -> Result<bool> {

@@ -1,0 +1,337 @@
+//! Crashes at every provisioning and dropping step (a failpoint aborts the `tenora` process),
+//! then repair; and names that another application already uses. Checked in the server's
+//! catalog (or the files), not in Tenora's bookkeeping.
+
+use serde_json::Value;
+
+use crate::project::{Kind, Project};
+
+/// Steps after which `tenants create` is crashed, with whether the backend reaches them.
+const CREATE_POINTS: &[&str] = &[
+    "register",
+    "create_user",
+    "create_database",
+    "lock_down",
+    "migrate",
+    "seed",
+];
+
+/// Steps after which `tenants drop` is crashed.
+const DROP_POINTS: &[&str] = &["mark_deleting", "drop_database", "drop_user"];
+
+/// A project with the base and tenant schema migrated, ready to create tenants.
+fn ready(kind: Kind, template: bool) -> Option<Project> {
+    let p = Project::new(kind)?;
+    if template {
+        p.set_tenant("template = true");
+    }
+    p.ok(&["--create-base", "migrate"]);
+    p.ok(&["migrate"]);
+    p.ok(&["make:migration:tenants", "create_users"]);
+    p.ok(&["make:seed:tenants", "01_admin"]);
+    // Builds the template, when on.
+    p.ok(&["migrate:tenants"]);
+    Some(p)
+}
+
+/// Runs `args` with `TENORA_FAILPOINT=point` and asserts that the process aborted there.
+fn crash(p: &Project, point: &str, args: &[&str]) {
+    let out = p
+        .cmd()
+        .env("TENORA_FAILPOINT", point)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt as _;
+        assert_eq!(
+            out.status.signal(),
+            Some(6),
+            "tenora {args:?} with failpoint {point} did not abort: {:?}\n{stderr}",
+            out.status
+        );
+    }
+    assert!(
+        stderr.contains(&format!("failpoint `{point}` reached")),
+        "{point}: {stderr}"
+    );
+}
+
+/// The registry rows, as (id, state).
+fn rows(p: &Project) -> Vec<(String, String)> {
+    let out = p.ok(&["--format", "json", "tenants", "list"]);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    list["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn reaches(kind: Kind, template: bool, point: &str) -> bool {
+    // SQLite has no users; a clone of the template needs no migration.
+    !(kind == Kind::Sqlite && matches!(point, "create_user" | "drop_user")
+        || template && point == "migrate")
+}
+
+/// Every crash point of create and drop leaves what repair (or a retried create) clears:
+/// 0 orphans, 0 rows that are not `active`, and the id can be created again.
+async fn crash_and_repair(kind: Kind, template: bool) {
+    let Some(p) = ready(kind, template) else {
+        return;
+    };
+    if template {
+        // `migrate:tenants` built the template the creates below clone.
+        let built = p
+            .admin_scalar(
+                None,
+                &format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = '{}tenora_template'",
+                    p.prefix()
+                ),
+            )
+            .await;
+        assert_eq!(built, 1);
+    }
+    for (n, point) in CREATE_POINTS.iter().enumerate() {
+        if !reaches(kind, template, point) {
+            continue;
+        }
+        let id = format!("c{n}");
+        crash(&p, point, &["tenants", "create", &id]);
+        assert_eq!(
+            rows(&p),
+            [(id.clone(), "provisioning".to_owned())],
+            "{point}"
+        );
+        // Half of the crashes are repaired, the other half simply retried.
+        if n % 2 == 0 {
+            let out = p.ok(&["tenants", "repair", "--all"]);
+            assert!(out.contains("abandoned creation undone"), "{point}: {out}");
+            assert_eq!(p.objects().await, Vec::<String>::new(), "{point}: orphans");
+            assert!(rows(&p).is_empty(), "{point}");
+            p.ok(&["tenants", "create", &id]);
+        } else {
+            p.ok(&["tenants", "create", &id]);
+        }
+        assert_eq!(rows(&p), [(id.clone(), "active".to_owned())], "{point}");
+        // The tenant works: the seed ran as the tenant's own user.
+        p.tenant_sql(&id, "INSERT INTO users (id) VALUES (2)").await;
+        p.ok(&["tenants", "drop", &id, "--yes"]);
+        assert_eq!(
+            p.objects().await,
+            Vec::<String>::new(),
+            "{point}: left behind"
+        );
+        assert!(rows(&p).is_empty());
+    }
+    for (n, point) in DROP_POINTS.iter().enumerate() {
+        if !reaches(kind, template, point) {
+            continue;
+        }
+        let id = format!("d{n}");
+        p.ok(&["tenants", "create", &id]);
+        crash(&p, point, &["tenants", "drop", &id, "--yes"]);
+        assert_eq!(rows(&p), [(id.clone(), "deleting".to_owned())], "{point}");
+        // A create of a tenant being dropped says what to run.
+        let (code, _, err) = p.run(&["tenants", "create", &id]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("tenora tenants repair"), "{err}");
+        let out = p.ok(&["tenants", "repair", &id]);
+        assert!(out.contains("abandoned drop finished"), "{point}: {out}");
+        assert_eq!(p.objects().await, Vec::<String>::new(), "{point}: orphans");
+        assert!(rows(&p).is_empty(), "{point}");
+    }
+    // Nothing left to repair.
+    assert!(
+        p.ok(&["tenants", "repair", "--all"])
+            .contains("nothing to repair")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_repair_sqlite() {
+    crash_and_repair(Kind::Sqlite, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_repair_postgres() {
+    crash_and_repair(Kind::Postgres, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_repair_postgres_template() {
+    crash_and_repair(Kind::Postgres, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_repair_mysql() {
+    crash_and_repair(Kind::Mysql, false).await;
+}
+
+/// A database and user that another application made with the very names tenant `acme`
+/// would get, holding data.
+async fn foreign_objects(p: &Project) -> Vec<String> {
+    let prefix = p.prefix();
+    let (db, user) = (format!("{prefix}acme"), format!("{prefix}u_acme"));
+    match p.kind {
+        Kind::Mysql => {
+            p.admin_sql(
+                None,
+                &format!(
+                    "CREATE DATABASE `{db}`; CREATE TABLE `{db}`.orders (id INT); \
+                     INSERT INTO `{db}`.orders VALUES (7); \
+                     CREATE USER '{user}'@'%' IDENTIFIED BY 'Their-Own-Pass-123'"
+                ),
+            )
+            .await
+        }
+        _ => {
+            p.admin_sql(None, &format!("CREATE ROLE \"{user}\" LOGIN"))
+                .await;
+            p.admin_sql(None, &format!("CREATE DATABASE \"{db}\" OWNER \"{user}\""))
+                .await;
+            p.admin_sql(
+                Some(&db),
+                "CREATE TABLE orders (id int); INSERT INTO orders VALUES (7)",
+            )
+            .await;
+        }
+    }
+    vec![format!("database {db}"), format!("user {user}")]
+}
+
+/// Another application's database and user are never touched: not by a create that meets
+/// them, nor by drop, repair or a retried create after a crash.
+async fn foreign_names_are_never_touched(kind: Kind) {
+    let Some(p) = ready(kind, false) else { return };
+    let foreign = foreign_objects(&p).await;
+    let (code, _, err) = p.run(&["tenants", "create", "acme"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(p.objects().await, foreign);
+    assert!(rows(&p).is_empty());
+
+    // A crash right after claiming the id: every remedy leaves the foreign objects alone.
+    crash(&p, "register", &["tenants", "create", "acme"]);
+    let (code, out, err) = p.run(&["tenants", "drop", "acme", "--yes"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("left alone"), "{err}");
+    assert_eq!(p.objects().await, foreign);
+    assert!(rows(&p).is_empty());
+
+    crash(&p, "register", &["tenants", "create", "acme"]);
+    let out = p.ok(&["tenants", "repair", "acme"]);
+    assert!(out.contains("left alone"), "{out}");
+    assert_eq!(p.objects().await, foreign);
+
+    crash(&p, "register", &["tenants", "create", "acme"]);
+    let (code, _, err) = p.run(&["tenants", "create", "acme"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(p.objects().await, foreign);
+    assert!(rows(&p).is_empty());
+
+    // The foreign data is intact.
+    let db = format!("{}acme", p.prefix());
+    let rows_left = match kind {
+        Kind::Mysql => {
+            p.admin_scalar(
+                None,
+                &format!("SELECT COUNT(*) FROM `{db}`.orders WHERE id = 7"),
+            )
+            .await
+        }
+        _ => {
+            p.admin_scalar(Some(&db), "SELECT count(*) FROM orders WHERE id = 7")
+                .await
+        }
+    };
+    assert_eq!(rows_left, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_names_are_never_touched_postgres() {
+    foreign_names_are_never_touched(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_names_are_never_touched_mysql() {
+    foreign_names_are_never_touched(Kind::Mysql).await;
+}
+
+/// Work a live process is doing is never undone or raced: while a `tenants create` is paused
+/// half-way, repair leaves it alone, and a second create or a drop of the id says it is in
+/// progress. Then the paused create finishes.
+async fn live_work_is_left_alone(kind: Kind) {
+    use std::io::{BufRead as _, BufReader};
+    let Some(p) = ready(kind, false) else { return };
+    let release = p.path().join("release");
+    let mut child = p
+        .process()
+        .env(
+            "TENORA_FAILPOINT",
+            format!("create_database:pause={}", release.display()),
+        )
+        .args(["tenants", "create", "acme"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Barrier: the child says it reached the point.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("failpoint `create_database` reached") {
+        line.clear();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "the child ended early"
+        );
+    }
+    let (code, out, err) = p.run(&["tenants", "repair", "--all"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("acme: being created or dropped by a live process"),
+        "{out}"
+    );
+    for args in [
+        &["tenants", "create", "acme"][..],
+        &["tenants", "drop", "acme", "--yes"][..],
+    ] {
+        let (code, _, err) = p.run(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("by another process right now"),
+            "{args:?}: {err}"
+        );
+    }
+    std::fs::write(&release, "").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(rows(&p), [("acme".to_owned(), "active".to_owned())]);
+    p.ok(&["tenants", "drop", "acme", "--yes"]);
+    assert_eq!(p.objects().await, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_work_is_left_alone_sqlite() {
+    live_work_is_left_alone(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_work_is_left_alone_postgres() {
+    live_work_is_left_alone(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_work_is_left_alone_mysql() {
+    live_work_is_left_alone(Kind::Mysql).await;
+}

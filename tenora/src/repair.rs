@@ -1,0 +1,129 @@
+//! Repair after crashes: finish or undo the work a dead process left half-done.
+//!
+//! Only a crash (kill -9, power loss, a lost server) can leave a registry row that is not
+//! `active`, and without a lease (see `lease`) nobody is working on it any more:
+//! - `provisioning`: the creation is undone — what carries the row's proof of ownership is
+//!   removed and the row deleted, so the id is free again;
+//! - `deleting`: the drop is finished the same way.
+//!
+//! Rows whose lease a live process holds are left alone, and objects with a tenant's names but
+//! without its proof are never removed (they are reported).
+
+use tracing::Instrument as _;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::ownership::Removal;
+use crate::registry::TenantState;
+use crate::tenant_id::TenantId;
+use crate::tenora::Tenora;
+
+/// What [`Tenora::repair_tenant`] did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Repair {
+    /// Nothing to repair: the tenant is `active`, or not registered.
+    Healthy,
+    /// A live process is creating or dropping the tenant right now: left alone.
+    InProgress,
+    /// A creation abandoned by a crash was undone; the id is free again.
+    Undone {
+        /// What was removed and what was left alone.
+        removal: Removal,
+    },
+    /// A drop abandoned by a crash was finished.
+    Dropped {
+        /// What was removed and what was left alone.
+        removal: Removal,
+    },
+}
+
+impl std::fmt::Display for Repair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let removal = match self {
+            Repair::Healthy => return f.write_str("nothing to repair"),
+            Repair::InProgress => {
+                return f.write_str("being created or dropped by a live process; left alone");
+            }
+            Repair::Undone { removal } => {
+                f.write_str("abandoned creation undone")?;
+                removal
+            }
+            Repair::Dropped { removal } => {
+                f.write_str("abandoned drop finished")?;
+                removal
+            }
+        };
+        if !removal.removed.is_empty() {
+            write!(f, "; removed {}", removal.removed.join(", "))?;
+        }
+        if !removal.left_alone.is_empty() {
+            write!(
+                f,
+                "; left alone (not made by Tenora for this tenant): {}",
+                removal.left_alone.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Tenora<B> {
+    /// Repairs tenant `id` after a crash: undoes a creation abandoned in `provisioning` (the id
+    /// is free again) or finishes a drop abandoned in `deleting`. Removes only objects that
+    /// carry the proof of being this tenant's; leaves alone a tenant whose lease a live
+    /// process holds ([`Repair::InProgress`]). Safe to run at any time and repeatedly.
+    pub async fn repair_tenant(&self, id: &TenantId) -> Result<Repair> {
+        self.repair_steps(id)
+            .instrument(tracing::info_span!("tenora.repair_tenant", tenant = %id))
+            .await
+    }
+
+    async fn repair_steps(&self, id: &TenantId) -> Result<Repair> {
+        self.backend().naming().check(id)?;
+        let Some(lease) = self.lease(id).await? else {
+            return Ok(Repair::InProgress);
+        };
+        let result = async {
+            let row = {
+                let mut conn = self.base_conn().await?;
+                self.registry_get_on(&mut conn, id).await?
+            };
+            match row.map(|r| (r.record.state, r)) {
+                None | Some((TenantState::Active, _)) => Ok(Repair::Healthy),
+                Some((TenantState::Provisioning, row)) => {
+                    let removal = self.remove_abandoned(id, &row).await?;
+                    tracing::info!(tenant = %id, "abandoned creation undone");
+                    Ok(Repair::Undone { removal })
+                }
+                Some((TenantState::Deleting, _)) => {
+                    let removal = self.drop_leased(id).await?;
+                    Ok(Repair::Dropped { removal })
+                }
+            }
+        }
+        .await;
+        lease.release().await;
+        result
+    }
+
+    /// Repairs every registered tenant that is not `active` (see [`Tenora::repair_tenant`]),
+    /// one at a time; returns each one's outcome. A failure on one tenant does not stop the
+    /// others.
+    pub async fn repair_all(&self) -> Result<Vec<(TenantId, Result<Repair>)>> {
+        let ids: Vec<TenantId> = self
+            .list_tenants()
+            .await?
+            .into_iter()
+            .filter(|t| t.state != TenantState::Active)
+            .map(|t| t.id)
+            .collect();
+        let mut outcomes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let outcome = self.repair_tenant(&id).await;
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
+    }
+}
