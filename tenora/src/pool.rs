@@ -203,13 +203,41 @@ impl<B: Backend> ManagedPool<B> {
             })
     }
 
-    /// A connection, or an error naming `target` and the last connection failure.
+    /// A live connection, or an error naming `target` and the last connection failure.
+    ///
+    /// A connection whose server session has ended (the driver knows without a round trip) or
+    /// that fails a ping after [`Backend::PING_IDLE_AFTER`] idle is closed instead of handed out,
+    /// and another one taken: at most once per connection the pool can hold.
     pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
+        for _ in 0..self.max_size {
+            let mut conn = self.checkout(&target).await?;
+            if self.is_alive(&mut conn).await {
+                return Ok(conn);
+            }
+            tracing::debug!(pool = %target(), "closed a pooled connection whose session had ended");
+            conn.retire();
+        }
+        self.checkout(&target).await
+    }
+
+    /// Whether a checked-out connection's session is still there.
+    async fn is_alive(&self, conn: &mut PooledConn<B>) -> bool {
+        let idle = conn.idle_for();
+        use bb8::ManageConnection as _;
+        let conn: &mut B::Connection = conn;
+        if self.manager.has_broken(conn) {
+            return false;
+        }
+        idle < B::PING_IDLE_AFTER || self.manager.is_valid(conn).await.is_ok()
+    }
+
+    /// A connection from the pool (idle, returned by another caller, or newly opened).
+    async fn checkout(&self, target: &impl Fn() -> String) -> Result<PooledConn<B>> {
         // The hit path: an idle connection is handed over in the first poll (one lock).
         let mut checkout = std::pin::pin!(self.pool.get_owned());
         let first = std::future::poll_fn(|cx| Poll::Ready(checkout.as_mut().poll(cx))).await;
         if let Poll::Ready(result) = first {
-            return self.checked_out(result, &target, false);
+            return self.checked_out(result, target, false);
         }
         // No idle connection. The checkout waits (up to the pool's connection_timeout) for a
         // connection to come back; meanwhile, at most as many callers open connections as the
@@ -223,9 +251,9 @@ impl<B: Backend> ManagedPool<B> {
                 let grown = tokio::select! {
                     biased;
                     result = &mut checkout => {
-                        return self.checked_out(result, &target, waiting_for_budget.load(Ordering::Relaxed));
+                        return self.checked_out(result, target, waiting_for_budget.load(Ordering::Relaxed));
                     }
-                    grown = self.grow(&target, &waiting_for_budget) => grown,
+                    grown = self.grow(target, &waiting_for_budget) => grown,
                 };
                 drop(claim);
                 grown?;
@@ -235,7 +263,7 @@ impl<B: Backend> ManagedPool<B> {
             }
             tokio::select! {
                 biased;
-                result = &mut checkout => return self.checked_out(result, &target, false),
+                result = &mut checkout => return self.checked_out(result, target, false),
                 () = self.growing_done.notified() => {}
                 () = tokio::time::sleep(ROOM_RECHECK) => {}
             }

@@ -188,3 +188,41 @@ async fn drop_completes_while_a_tenant_transaction_is_open() {
     // The tenant's session was ended.
     assert!(session.query_drop("SELECT 1").await.is_err());
 }
+
+/// A pooled connection whose session the server ended (`KILL`, `wait_timeout`) is not handed
+/// out: MySQL drivers cannot tell without a round trip, so connections idle for more than
+/// `PING_IDLE_AFTER` (1 s) are pinged first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_replaced() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let held = vec![
+        t.tenant_conn(&acme).await.unwrap(),
+        t.tenant_conn(&acme).await.unwrap(),
+    ];
+    drop(held);
+    let user = t.backend().naming().user_name(&acme);
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    let ids: Vec<u64> = admin
+        .exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = ?",
+            (&user,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    for id in ids {
+        admin.query_drop(format!("KILL {id}")).await.unwrap();
+    }
+    // The connections must have been idle past the threshold: that is the condition under
+    // test, not an ordering of events.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for _ in 0..4 {
+        let mut conn = t.tenant_conn(&acme).await.unwrap();
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SELECT 1")
+            .await
+            .unwrap();
+    }
+}

@@ -671,3 +671,136 @@ async fn a_grant_from_another_tenant_does_not_block_a_drop() {
     assert_eq!(row.get::<_, i64>(0), 1);
     t.drop_tenant(&a).await.unwrap();
 }
+
+/// Counts the sessions on `database`, as the server sees them.
+async fn sessions_on(admin: &tokio_postgres::Client, database: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Ends every session on `database` and waits until the server shows none.
+async fn terminate_sessions(admin: &tokio_postgres::Client, database: &str) {
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&database],
+        )
+        .await
+        .unwrap();
+    while sessions_on(admin, database).await > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A pooled connection whose server session has ended is never handed out (tenant and base
+/// pools), and a refusal of the server reaches the caller as soon as the server said it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_connections_are_replaced_and_refusals_fail_fast() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let acme = id("acme");
+    t.create_tenant(&acme, None).await.unwrap();
+    let db = t.backend().naming().database_name(&acme);
+    let role = t.backend().naming().user_name(&acme);
+    // Four idle connections in the tenant's pool.
+    let held = futures_join(&t, &acme, 4).await;
+    drop(held);
+    let admin = admin_client(&url_for(&env, "postgres")).await;
+    assert_eq!(sessions_on(&admin, &db).await, 4);
+    terminate_sessions(&admin, &db).await;
+    for _ in 0..8 {
+        let mut conn = t.tenant_conn(&acme).await.unwrap();
+        conn.batch_execute("SELECT 1").await.unwrap();
+    }
+    // The base pool alike (the registry lookups of `tenant` go through it).
+    let base = env.config.base.database.clone().unwrap();
+    terminate_sessions(&admin, &base).await;
+    for _ in 0..4 {
+        assert!(t.tenant(&acme).await.unwrap().is_some());
+    }
+
+    // The server refuses the role any connection: the caller learns it from the server at
+    // once, not from a pool timeout.
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{role}\" CONNECTION LIMIT 0"))
+        .await
+        .unwrap();
+    terminate_sessions(&admin, &db).await;
+    let err = t.tenant_conn(&acme).await.unwrap_err();
+    assert!(
+        err.to_string().contains("too many connections for role"),
+        "{err}"
+    );
+    assert!(
+        !matches!(
+            err,
+            Error::PoolTimeout { .. }
+                | Error::Busy {
+                    wait: tenora::Wait::Pool,
+                    ..
+                }
+        ),
+        "{err}"
+    );
+    admin
+        .batch_execute(&format!("ALTER ROLE \"{role}\" CONNECTION LIMIT -1"))
+        .await
+        .unwrap();
+
+    // Dropped by another process during traffic: 16 tasks share the pool of 10 connections;
+    // once the tenant is gone, each task's next call fails with the cause, not a pool timeout.
+    let elsewhere = tenora::<Postgres>(&env).await;
+    let started = std::sync::Arc::new(tokio::sync::Barrier::new(17));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (t, acme, started) = (t.clone(), acme.clone(), started.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut waited) = (0, false);
+            loop {
+                match t.tenant_conn(&acme).await {
+                    Ok(mut conn) => {
+                        if conn.batch_execute("SELECT pg_sleep(0.005)").await.is_ok() {
+                            ok += 1;
+                        }
+                        drop(conn);
+                        if ok == 3 && !waited {
+                            waited = true;
+                            started.wait().await;
+                        }
+                    }
+                    Err(e) => return (ok, e),
+                }
+            }
+        }));
+    }
+    started.wait().await;
+    elsewhere.drop_tenant(&acme).await.unwrap();
+    for task in tasks {
+        let (ok, err) = task.await.unwrap();
+        assert!(ok >= 3);
+        assert!(
+            matches!(err, Error::UnknownTenant { .. } | Error::Connect { .. }),
+            "{err:?}"
+        );
+    }
+    let err = t.tenant_conn(&acme).await.unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownTenant { .. } | Error::Connect { .. }),
+        "{err:?}"
+    );
+}
+
+/// `n` connections of tenant `id` held at once.
+async fn futures_join(t: &PgTenora, id: &TenantId, n: usize) -> Vec<tenora::PgConn> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(t.tenant_conn(id).await.unwrap());
+    }
+    held
+}

@@ -67,6 +67,13 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// holds at once. They are a slice of the connection budget kept aside for them.
     const ADMIN_CONNECTIONS: u32;
 
+    /// A pooled connection idle for longer than this is pinged before it is handed out. Ended
+    /// sessions the driver can tell without a round trip (PostgreSQL) are caught on every
+    /// checkout; the ping is for what it cannot see (a silent network, MySQL's killed or
+    /// timed-out sessions).
+    #[doc(hidden)]
+    const PING_IDLE_AFTER: std::time::Duration;
+
     /// The diesel-async connection type handed out by `tenant_conn` and `base_conn`.
     type Connection: diesel_async::AsyncConnection + RegistryConnection + Send + 'static;
 

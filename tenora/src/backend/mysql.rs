@@ -253,6 +253,8 @@ impl Backend for Mysql {
     /// Administrative statements take turns on one connection at a time; a second one holds
     /// the leases.
     const ADMIN_CONNECTIONS: u32 = 2;
+    /// The driver cannot tell a session the server ended: ping after a second idle.
+    const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
     type Connection = AsyncMysqlConnection;
     type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
 

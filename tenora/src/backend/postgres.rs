@@ -593,6 +593,8 @@ impl Backend for Postgres {
     const CLIENT: Client = Client::Postgres;
     /// The admin session and a second one (roles made during clones, the template lock).
     const ADMIN_CONNECTIONS: u32 = 2;
+    /// An ended session is seen by the driver at once; ping only long-idle connections.
+    const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
     type Connection = AsyncPgConnection;
     type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
 

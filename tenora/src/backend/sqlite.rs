@@ -182,6 +182,8 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 impl Backend for Sqlite {
     const CLIENT: Client = Client::Sqlite;
     const ADMIN_CONNECTIONS: u32 = 0;
+    /// Files do not hang up.
+    const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::MAX;
     type Connection = SqliteConn;
     type Manager = AsyncDieselConnectionManager<SqliteConn>;
 

@@ -16,6 +16,17 @@ pub struct Budgeted<C> {
     _permit: Permit,
     /// Close instead of going back to the pool (an idle connection given back to the budget).
     retired: bool,
+    /// When the connection last went back to its pool.
+    returned_at: Option<std::time::Instant>,
+}
+
+impl<C> fmt::Debug for Budgeted<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Connections may hold credentials: show nothing of them.
+        f.debug_struct("Budgeted")
+            .field("retired", &self.retired)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C> Deref for Budgeted<C> {
@@ -37,7 +48,14 @@ impl<C> Budgeted<C> {
             conn,
             _permit: permit,
             retired: false,
+            returned_at: None,
         }
+    }
+
+    /// How long the connection has been idle in its pool (zero when it never was).
+    pub(crate) fn idle_for(&self) -> std::time::Duration {
+        self.returned_at
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed())
     }
 
     /// Marks the connection to be closed when it is returned to its pool.
@@ -141,7 +159,9 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
             .map_err(ConnectError::Connect)
     }
 
+    /// Called by bb8 as a connection goes back to the pool.
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.returned_at = Some(std::time::Instant::now());
         conn.retired || self.inner.has_broken(&mut conn.conn)
     }
 }
