@@ -183,7 +183,8 @@ async fn execute<B: Backend>(
             }
         }
         Command::Tenants(TenantsCommand::Drop { id, yes }) => {
-            TenantId::new(id)?;
+            // The id is checked once connected: an invalid one may still name a malformed
+            // registry row, which this removes.
             if !yes {
                 return Err(CliError::usage(format!(
                     "dropping tenant `{id}` deletes its database and all its data; pass --yes \
@@ -428,14 +429,42 @@ async fn run_fleet<B: Backend>(
                 .collect::<Result<_, _>>()?,
         )
     };
+    // Rows that are not active, or not readable, are not run on; say so instead of staying
+    // silent about them.
+    let mut unreadable = Vec::new();
     let count = match &ids {
         Some(ids) => ids.len(),
-        None => tenora
-            .list_tenants()
-            .await?
-            .iter()
-            .filter(|t| t.state == TenantState::Active)
-            .count(),
+        None => {
+            let (records, malformed) = tenora.list_registry().await?;
+            let half_done = records
+                .iter()
+                .filter(|t| t.state != TenantState::Active)
+                .count();
+            if half_done > 0 {
+                eprintln!(
+                    "warning: {half_done} tenant(s) are not active (a creation or drop in progress, \
+                     or abandoned by a crash); they are not {}: see `tenora tenants list`, and \
+                     run `tenora tenants repair --all` to clear abandoned ones",
+                    op.done_status().replace('_', " ")
+                );
+            }
+            unreadable = malformed
+                .into_iter()
+                .map(|m| TenantRun {
+                    tenant: format!("{:?}", m.id),
+                    status: "failed",
+                    items: Vec::new(),
+                    error: Some(format!(
+                        "malformed registry row: {} (remove it with `tenora tenants drop <id> --yes`)",
+                        m.problem
+                    )),
+                })
+                .collect();
+            records
+                .iter()
+                .filter(|t| t.state == TenantState::Active)
+                .count()
+        }
     };
     let mut options = FleetOptions::default().fail_fast(fleet.fail_fast);
     if let Some(n) = fleet.concurrency {
@@ -476,8 +505,12 @@ async fn run_fleet<B: Backend>(
             progress.done(&to_run(outcome))
         })
         .await?;
+    for run in &unreadable {
+        progress.done(run);
+    }
     progress.finish();
-    let runs: Vec<TenantRun> = outcomes.iter().map(to_run).collect();
+    let mut runs: Vec<TenantRun> = outcomes.iter().map(to_run).collect();
+    runs.extend(unreadable);
     let failed = summary(out, op.label(), &runs);
     Ok(Outcome {
         json: json!({ "tenants": runs, "failed": failed }),
@@ -509,6 +542,17 @@ async fn tenants<B: Backend>(
             Ok(Outcome::ok(json!(record)))
         }
         TenantsCommand::Drop { id, .. } => {
+            if let Err(invalid) = TenantId::new(id) {
+                // Not a tenant id, but perhaps a registry row that Tenora cannot read.
+                if tenora.forget_malformed_row(id).await? {
+                    out.line(format!(
+                        "removed the malformed registry row {id:?}; no database or user was \
+                         touched (their names cannot be derived from an invalid id)"
+                    ));
+                    return Ok(Outcome::ok(json!({ "removed_row": id })));
+                }
+                return Err(invalid.into());
+            }
             let id = tenora.tenant_id(id)?;
             let removal = tenora.drop_tenant(&id).await?;
             out.line(format!("dropped tenant `{id}`"));
@@ -519,10 +563,11 @@ async fn tenants<B: Backend>(
         }
         TenantsCommand::Repair { ids, all } => repair(tenora, ids, *all, out).await,
         TenantsCommand::List => {
-            let records = tenora.list_tenants().await?;
+            let (records, malformed) = tenora.list_registry().await?;
             let width = records
                 .iter()
                 .map(|r| r.id.as_str().len())
+                .chain(malformed.iter().map(|m| format!("{:?}", m.id).len()))
                 .max()
                 .unwrap_or(0)
                 .max(2);
@@ -535,7 +580,25 @@ async fn tenants<B: Backend>(
                     r.created_at.format("%Y-%m-%d %H:%M:%S")
                 ));
             }
-            Ok(Outcome::ok(json!(records)))
+            let mut rows: Vec<Value> = records.iter().map(|r| json!(r)).collect();
+            for m in &malformed {
+                // Escaped: the stored id may hold anything.
+                out.line(format!(
+                    "{:<width$}  {:<12}  ({})",
+                    format!("{:?}", m.id),
+                    "malformed",
+                    m.problem
+                ));
+                rows.push(json!({ "id": m.id, "state": "malformed", "problem": m.problem }));
+            }
+            if !malformed.is_empty() {
+                eprintln!(
+                    "warning: {} malformed registry row(s); remove one with `tenora tenants drop \
+                     <id> --yes`",
+                    malformed.len()
+                );
+            }
+            Ok(Outcome::ok(json!(rows)))
         }
     }
 }

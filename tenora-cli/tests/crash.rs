@@ -335,3 +335,46 @@ async fn live_work_is_left_alone_postgres() {
 async fn live_work_is_left_alone_mysql() {
     live_work_is_left_alone(Kind::Mysql).await;
 }
+
+/// Malformed registry rows (an invalid id, an unknown state) are failures of their own row:
+/// listing and fleet runs report them and carry on, and `tenants drop` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rows_fail_alone_and_can_be_dropped() {
+    let Some(p) = ready(Kind::Sqlite, false) else {
+        return;
+    };
+    p.ok(&["tenants", "create", "acme"]);
+    p.ok(&["tenants", "create", "globex"]);
+    p.base_sql(
+        "INSERT INTO tenora_tenants (id, state) VALUES ('Bad-Id', 'active'); \
+         INSERT INTO tenora_tenants (id, state) VALUES ('zombie1', 'zombie')",
+    )
+    .await;
+    let (code, out, err) = p.run(&["tenants", "list"]);
+    assert_eq!(code, 0, "{err}");
+    for needle in ["acme", "globex", "\"Bad-Id\"", "\"zombie1\"", "malformed"] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    assert!(err.contains("2 malformed registry row(s)"), "{err}");
+
+    let (code, out, err) = p.run(&["migrate:tenants"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("2 up to date, 2 failed"), "{out}");
+    assert!(err.contains("\"Bad-Id\": malformed registry row"), "{err}");
+
+    let out = p.ok(&["tenants", "drop", "Bad-Id", "--yes"]);
+    assert!(out.contains("removed the malformed registry row"), "{out}");
+    p.ok(&["tenants", "drop", "zombie1", "--yes"]);
+    // Unknown invalid ids are still refused as such.
+    let (code, _, err) = p.run(&["tenants", "drop", "Bad-Id", "--yes"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid tenant id"), "{err}");
+    assert_eq!(
+        rows(&p),
+        [
+            ("acme".to_owned(), "active".to_owned()),
+            ("globex".to_owned(), "active".to_owned())
+        ]
+    );
+    assert!(p.ok(&["migrate:tenants"]).contains("2 up to date"));
+}

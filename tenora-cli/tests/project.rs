@@ -288,6 +288,16 @@ impl Project {
         std::fs::write(path, config).unwrap();
     }
 
+    /// Runs `sql` in the base database, through the library.
+    pub async fn base_sql(&self, sql: &str) {
+        let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
+        match self.kind {
+            Kind::Sqlite => sql_on_base::<tenora::backend::Sqlite>(config, sql).await,
+            Kind::Postgres => sql_on_base::<tenora::backend::Postgres>(config, sql).await,
+            Kind::Mysql => sql_on_base::<tenora::backend::Mysql>(config, sql).await,
+        }
+    }
+
     /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
     pub async fn tenant_sql(&self, id: &str, sql: &str) {
         let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
@@ -297,6 +307,15 @@ impl Project {
             Kind::Mysql => sql_as_tenant::<tenora::backend::Mysql>(config, id, sql).await,
         }
     }
+}
+
+async fn sql_on_base<B: tenora::backend::Backend>(config: tenora::Config, sql: &str) {
+    let t = tenora::Tenora::<B>::builder(config)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = t.base_conn().await.unwrap();
+    conn.batch_execute(sql).await.unwrap();
 }
 
 async fn sql_as_tenant<B: tenora::backend::Backend>(config: tenora::Config, id: &str, sql: &str) {

@@ -377,7 +377,7 @@ impl<B: Backend> Tenora<B> {
                 conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                     .await
             } else {
-                conn.registry_delete(self.table(), id).await
+                conn.registry_delete(self.table(), id.as_str()).await
             }
             .map_err(|e| self.registry_error(e, id))
         }
@@ -475,7 +475,7 @@ impl<B: Backend> Tenora<B> {
                 source: Box::new(source),
             })?;
         let mut conn = self.base_conn().await?;
-        conn.registry_delete(self.table(), id)
+        conn.registry_delete(self.table(), id.as_str())
             .await
             .map_err(|e| self.registry_error(e, id))?;
         Ok(removal)
@@ -517,9 +517,9 @@ impl<B: Backend> Tenora<B> {
                 source: Box::new(e),
             }
         };
-        let row = {
+        let (row, malformed) = {
             let mut conn = self.base_conn().await?;
-            let Some(row) = self.registry_get_on(&mut conn, id).await? else {
+            let Some(found) = self.registry_get_for_drop(&mut conn, id).await? else {
                 return Err(Error::UnknownTenant {
                     id: id.clone(),
                     state: None,
@@ -528,17 +528,19 @@ impl<B: Backend> Tenora<B> {
             conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                 .await
                 .map_err(|e| fail(Step::MarkDeleting)(self.registry_error(e, id)))?;
-            row
+            found
         };
         failpoint::reached(Step::MarkDeleting.key());
         self.evict(id);
-        let proof = self.proof_of(&row);
+        let mut proof = self.proof_of(&row);
+        // A tampered row trusts nothing by name.
+        proof.legacy &= !malformed;
         let removal = self
             .remove_proven(id, &proof)
             .await
             .map_err(|(step, e)| fail(step)(e))?;
         let mut conn = self.base_conn().await?;
-        conn.registry_delete(self.table(), id)
+        conn.registry_delete(self.table(), id.as_str())
             .await
             .map_err(|e| fail(Step::Unregister)(self.registry_error(e, id)))?;
         tracing::info!(tenant = %id, "tenant dropped");

@@ -89,16 +89,45 @@ pub struct RawRow {
     pub(crate) token: Option<String>,
 }
 
+/// A registry row Tenora cannot read as a tenant: its id breaks the naming rule, or its state
+/// is none of Tenora's. Listing and fleet runs report such rows and carry on; `drop_tenant`
+/// (or [`Tenora::forget_malformed_row`](crate::Tenora::forget_malformed_row) for an invalid id)
+/// removes them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MalformedRow {
+    /// The row's id, as stored.
+    pub id: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for MalformedRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "registry row {:?}: {}", self.id, self.problem)
+    }
+}
+
 impl RawRow {
-    pub(crate) fn into_stored(self, table: &str) -> crate::Result<StoredTenant> {
-        let bad = |what: &str| crate::Error::Database {
-            context: format!("registry table `{table}` holds a row with {what}"),
-            source: diesel::result::Error::DeserializationError(what.into()),
+    /// The row as a tenant, or what is malformed about it.
+    pub(crate) fn parse(self) -> std::result::Result<StoredTenant, MalformedRow> {
+        let id = match TenantId::new(&self.id) {
+            Ok(id) => id,
+            Err(e) => {
+                return Err(MalformedRow {
+                    problem: format!("its id is not a valid tenant id ({e})"),
+                    id: self.id,
+                });
+            }
         };
-        let id =
-            TenantId::new(&self.id).map_err(|_| bad(&format!("an invalid id {:?}", self.id)))?;
-        let state = TenantState::parse(&self.state)
-            .ok_or_else(|| bad(&format!("an unknown state {:?}", self.state)))?;
+        let Some(state) = TenantState::parse(&self.state) else {
+            return Err(MalformedRow {
+                problem: format!(
+                    "its state {:?} is none of provisioning, active, deleting",
+                    self.state
+                ),
+                id: self.id,
+            });
+        };
         Ok(StoredTenant {
             record: TenantRecord {
                 id,
@@ -108,6 +137,13 @@ impl RawRow {
             },
             password: self.password,
             token: self.token,
+        })
+    }
+
+    pub(crate) fn into_stored(self, table: &str) -> crate::Result<StoredTenant> {
+        self.parse().map_err(|bad| crate::Error::Database {
+            context: format!("registry table `{table}` holds a malformed row"),
+            source: diesel::result::Error::DeserializationError(bad.to_string().into()),
         })
     }
 }
@@ -181,12 +217,12 @@ pub trait RegistryConnection: Send {
         from: Option<TenantState>,
         to: TenantState,
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
-    /// Deletes a row.
+    /// Deletes a row (by its id as stored, valid or not).
     #[doc(hidden)]
     fn registry_delete(
         &mut self,
         table: &str,
-        id: &TenantId,
+        id: &str,
     ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
 }
 
@@ -308,7 +344,7 @@ macro_rules! impl_registry {
             async fn registry_delete(
                 &mut self,
                 table: &str,
-                id: &$crate::TenantId,
+                id: &str,
             ) -> diesel::QueryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
@@ -318,7 +354,7 @@ macro_rules! impl_registry {
                     ph(1)
                 );
                 diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .bind::<diesel::sql_types::Text, _>(id)
                     .execute(self)
                     .await
             }

@@ -446,17 +446,93 @@ impl<B: Backend> Tenora<B> {
         Ok(self.registry_get_on(&mut conn, id).await?.map(|s| s.record))
     }
 
-    /// Every registered tenant, ordered by id. Passwords are never returned.
+    /// Every registered tenant, ordered by id. Passwords are never returned. Malformed rows
+    /// (see [`Tenora::list_registry`]) are left out, with a warning each.
     pub async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let (tenants, malformed) = self.list_registry().await?;
+        for bad in &malformed {
+            tracing::warn!(row = %bad.id, problem = %bad.problem, "skipping a malformed registry row");
+        }
+        Ok(tenants)
+    }
+
+    /// Every registry row, ordered by id: the tenants, and the rows Tenora cannot read as one
+    /// ([`MalformedRow`]: an invalid id, an unknown state), which `drop_tenant` or
+    /// [`Tenora::forget_malformed_row`] remove.
+    ///
+    /// [`MalformedRow`]: crate::registry::MalformedRow
+    pub async fn list_registry(
+        &self,
+    ) -> Result<(Vec<TenantRecord>, Vec<crate::registry::MalformedRow>)> {
         let mut conn = self.base_conn().await?;
-        let table = self.table();
         let rows = conn
-            .registry_list(table)
+            .registry_list(self.table())
             .await
             .map_err(|e| self.registry_error_any(e, "cannot list tenants"))?;
-        rows.into_iter()
-            .map(|r| r.into_stored(table).map(|s| s.record))
-            .collect()
+        let mut tenants = Vec::with_capacity(rows.len());
+        let mut malformed = Vec::new();
+        for row in rows {
+            match row.parse() {
+                Ok(stored) => tenants.push(stored.record),
+                Err(bad) => malformed.push(bad),
+            }
+        }
+        Ok((tenants, malformed))
+    }
+
+    /// Deletes the registry row `id` when its id is not a valid tenant id — a row no other call
+    /// can name. Touches no database or user (their names cannot be derived from an invalid
+    /// id). Returns whether such a row was deleted; a valid id is refused (use `drop_tenant`).
+    pub async fn forget_malformed_row(&self, id: &str) -> Result<bool> {
+        if TenantId::new(id).is_ok() {
+            return Err(Error::Unsupported(format!(
+                "`{id}` is a valid tenant id: drop it with drop_tenant (`tenora tenants drop`)"
+            )));
+        }
+        let mut conn = self.base_conn().await?;
+        let deleted = conn
+            .registry_delete(self.table(), id)
+            .await
+            .map_err(|e| self.registry_error_any(e, "cannot delete a malformed registry row"))?;
+        Ok(deleted > 0)
+    }
+
+    /// Reads tenant `id`'s row, taking a row whose state is unknown (tampered with, or written
+    /// by another tool) as `deleting`, so a drop can still remove it; the flag says whether it
+    /// was malformed (such a row proves nothing by name, see `proof_of`).
+    pub(crate) async fn registry_get_for_drop(
+        &self,
+        conn: &mut B::Connection,
+        id: &TenantId,
+    ) -> Result<Option<(StoredTenant, bool)>> {
+        let Some(row) = conn
+            .registry_get(self.table(), id)
+            .await
+            .map_err(|e| self.registry_error(e, id))?
+        else {
+            return Ok(None);
+        };
+        let (created_at, updated_at) = (row.created_at, row.updated_at);
+        let (password, token) = (row.password.clone(), row.token.clone());
+        match row.parse() {
+            Ok(stored) => Ok(Some((stored, false))),
+            Err(bad) => {
+                tracing::warn!(tenant = %id, problem = %bad.problem, "dropping a malformed registry row");
+                Ok(Some((
+                    StoredTenant {
+                        record: TenantRecord {
+                            id: id.clone(),
+                            state: TenantState::Deleting,
+                            created_at,
+                            updated_at,
+                        },
+                        password,
+                        token,
+                    },
+                    true,
+                )))
+            }
+        }
     }
 
     pub(crate) async fn registry_get_on(
