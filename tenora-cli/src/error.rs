@@ -68,7 +68,9 @@ impl From<tenora::Error> for CliError {
             | tenora::Error::Secret(
                 SecretError::BadPassword(_)
                 | SecretError::InvalidKey(_)
-                | SecretError::MissingKey(_),
+                | SecretError::MissingKey(_)
+                | SecretError::PlaintextRefused(_)
+                | SecretError::PlaintextWithKey(_),
             ) => ErrorKind::Usage,
             _ => ErrorKind::Failed,
         };

@@ -78,6 +78,10 @@ where
         }
     };
     let format = cli.format;
+    if let Err(message) = install_logging(cli.quiet, cli.verbose) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,4 +119,36 @@ where
             e.exit_code()
         }
     }
+}
+
+/// Sends Tenora's log to standard error: warnings and errors by default, errors only with
+/// `-q`, more with `-v` (info) and `-vv` (debug); `RUST_LOG` (`target=level` pairs, e.g.
+/// `tenora=debug,warn`) replaces that. Passwords and keys are never logged.
+fn install_logging(quiet: bool, verbose: u8) -> Result<(), String> {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec
+            .parse::<Targets>()
+            .map_err(|e| format!("RUST_LOG={spec:?} is not a valid log filter: {e}"))?,
+        _ => Targets::new().with_default(match (quiet, verbose) {
+            (true, _) => LevelFilter::ERROR,
+            (false, 0) => LevelFilter::WARN,
+            (false, 1) => LevelFilter::INFO,
+            _ => LevelFilter::DEBUG,
+        }),
+    };
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .with_max_level(LevelFilter::TRACE)
+        .finish()
+        .with(filter);
+    // Embedding applications may have installed their own subscriber: keep theirs.
+    let _ = subscriber.try_init();
+    Ok(())
 }

@@ -182,15 +182,13 @@ async fn execute<B: Backend>(
                 ));
             }
         }
-        Command::Tenants(TenantsCommand::Drop { id, yes }) => {
-            // The id is checked once connected: an invalid one may still name a malformed
-            // registry row, which this removes.
-            if !yes {
-                return Err(CliError::usage(format!(
-                    "dropping tenant `{id}` deletes its database and all its data; pass --yes \
-                     to confirm"
-                )));
-            }
+        // The id is checked once connected: an invalid one may still name a malformed
+        // registry row, which `tenants drop` removes.
+        Command::Tenants(TenantsCommand::Drop { id, yes }) if !yes => {
+            return Err(CliError::usage(format!(
+                "dropping tenant `{id}` deletes its database and all its data; pass --yes to \
+                 confirm"
+            )));
         }
         Command::MigrateTenants(fleet)
         | Command::RollbackTenants { fleet, .. }

@@ -377,3 +377,56 @@ fn three_processes_migrate_the_fleet_at_once() {
         "every tenant got the new migration exactly once"
     );
 }
+
+/// The CLI shows Tenora's log on standard error (warnings by default, more with `-v` or
+/// `RUST_LOG`), and refuses to store a password in plain text unless the config says so.
+#[test]
+fn log_output_and_plaintext_only_on_purpose() {
+    let Some(p) = Project::new(Kind::Postgres) else {
+        return;
+    };
+    p.ok(&["--create-base", "migrate"]);
+    p.ok(&["migrate"]);
+    p.ok(&["make:migration:tenants", "create_users"]);
+    p.ok(&["make:seed:tenants", "01_none"]);
+    let (code, _, err) = p.run(&["-v", "tenants", "create", "acme"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("tenant created"), "-v shows info: {err}");
+    let (_, _, err) = p.run(&["tenants", "list"]);
+    assert!(!err.contains("INFO"), "default is warnings only: {err}");
+    let out = p
+        .cmd()
+        .env("RUST_LOG", "info")
+        .args(["tenants", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connection budget"),
+        "RUST_LOG=info shows the budget line"
+    );
+
+    // Without a key: refused (exit 2, nothing made), then allowed on purpose, with a warning.
+    let path = p.path().join("tenora.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let keyless: String = config
+        .lines()
+        .filter(|l| !l.starts_with("key = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, &keyless).unwrap();
+    let (code, _, err) = p.run(&["tenants", "create", "globex"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("allow_plaintext"), "{err}");
+    assert!(!p.ok(&["tenants", "list"]).contains("globex"));
+    std::fs::write(
+        &path,
+        keyless.replace("[secrets]\n", "[secrets]\nallow_plaintext = true\n"),
+    )
+    .unwrap();
+    let (code, _, err) = p.run(&["tenants", "create", "globex"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("plain text"),
+        "the store is warned about: {err}"
+    );
+}

@@ -266,12 +266,18 @@ pub struct SecretsConfig {
     /// 32-byte key, base64 or hex (see [`EncryptionKey`]). Overridden by `TENORA_KEY`.
     #[serde(default)]
     pub key: Option<SecretString>,
+    /// Store tenant passwords unencrypted when no key is configured (warned on every store),
+    /// and read unencrypted values although a key is configured. Off by default: without a
+    /// key, creating a tenant with a password fails.
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 impl fmt::Debug for SecretsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretsConfig")
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("allow_plaintext", &self.allow_plaintext)
             .finish()
     }
 }
@@ -522,6 +528,13 @@ impl Config {
         self
     }
 
+    /// Allows storing tenant passwords unencrypted when no key is set (see
+    /// [`SecretsConfig::allow_plaintext`]).
+    pub fn allow_plaintext(mut self, allow: bool) -> Self {
+        self.secrets.allow_plaintext = allow;
+        self
+    }
+
     /// Sets the folder relative paths are resolved against.
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
         self.root = root.into();
@@ -587,6 +600,9 @@ impl Config {
     pub fn apply_env(&mut self) -> Result<()> {
         let base_url = env_var(ENV_BASE_URL)?;
         let key = env_var(ENV_KEY)?;
+        if key.is_some() {
+            self.check_file_key()?;
+        }
         self.apply_overrides(base_url, key);
         Ok(())
     }
@@ -605,6 +621,20 @@ impl Config {
         if let Some(key) = key {
             self.secrets.key = Some(SecretString::new(key));
         }
+    }
+
+    /// Fails when the file's `secrets.key` is not a valid key, even if `TENORA_KEY` replaces
+    /// it: a broken setting is reported, not silently shadowed.
+    fn check_file_key(&self) -> Result<()> {
+        if let Some(key) = &self.secrets.key {
+            EncryptionKey::parse(key.expose()).map_err(|e| {
+                Error::config(
+                    "secrets.key",
+                    format!("{e} (in the config file; TENORA_KEY does not excuse it)"),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Checks every value; errors name the key at fault.
@@ -892,6 +922,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("TENORA_KEY"), "{e}");
+        assert!(!e.contains("short"), "{e}");
+
+        // A broken key in the file is reported even when TENORA_KEY would replace it.
+        let file = Config::parse_toml(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b\"\n[secrets]\nkey = \"short\"\n",
+            "tenora.toml",
+        )
+        .unwrap();
+        let e = file.check_file_key().unwrap_err().to_string();
+        assert!(e.contains("secrets.key") && e.contains("TENORA_KEY"), "{e}");
         assert!(!e.contains("short"), "{e}");
     }
 

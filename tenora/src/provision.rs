@@ -127,9 +127,11 @@ impl<B: Backend> Tenora<B> {
             }
             (false, None) => None,
         };
+        let allow_plaintext = self.config().secrets.allow_plaintext;
         let sealed = password
             .as_ref()
-            .map(|p| secret::seal(self.key(), id, p.expose()));
+            .map(|p| secret::seal(self.key(), allow_plaintext, id, p.expose()))
+            .transpose()?;
         let this = self.clone();
         let id = id.clone();
         let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
@@ -396,7 +398,13 @@ impl<B: Backend> Tenora<B> {
         // MariaDB proves users by their password: open it when the key allows; without it the
         // user cannot be proven and is left alone.
         let password = match (self.backend().uses_passwords(), &row.password) {
-            (true, Some(sealed)) => secret::open(self.key(), &row.record.id, sealed).ok(),
+            (true, Some(sealed)) => secret::open(
+                self.key(),
+                self.config().secrets.allow_plaintext,
+                &row.record.id,
+                sealed,
+            )
+            .ok(),
             _ => None,
         };
         Proof {

@@ -60,6 +60,21 @@ pub enum SecretError {
          set TENORA_KEY (or secrets.key) to the key it was stored with"
     )]
     MissingKey(TenantId),
+    /// A tenant password would be stored unencrypted, and the config does not allow it.
+    #[error(
+        "no encryption key is configured, so the password of tenant `{0}` would be stored in \
+         plain text: set TENORA_KEY (or secrets.key; make one with `tenora generate-key`), or \
+         set `[secrets] allow_plaintext = true` to store passwords unencrypted on purpose"
+    )]
+    PlaintextRefused(TenantId),
+    /// A password stored unencrypted was found although a key is configured.
+    #[error(
+        "the stored password of tenant `{0}` is not encrypted although an encryption key is \
+         configured; refused (an unencrypted value in the registry could be a downgrade). To \
+         read rows stored before the key was set, set `[secrets] allow_plaintext = true` until \
+         they are sealed again"
+    )]
+    PlaintextWithKey(TenantId),
     /// A caller-supplied password broke the password rule.
     #[error(
         "unusable password: {0}; a tenant password is 8 to 128 printable ASCII characters \
@@ -289,27 +304,38 @@ pub fn decrypt_password(
 }
 
 /// Turns a password into what the registry stores: an envelope with a key, `plain:` without.
-pub(crate) fn seal(key: Option<&EncryptionKey>, tenant: &TenantId, password: &str) -> String {
+pub(crate) fn seal(
+    key: Option<&EncryptionKey>,
+    allow_plaintext: bool,
+    tenant: &TenantId,
+    password: &str,
+) -> Result<String, SecretError> {
     match key {
-        Some(key) => encrypt_password(key, tenant, password),
-        None => {
+        Some(key) => Ok(encrypt_password(key, tenant, password)),
+        None if allow_plaintext => {
             tracing::warn!(
                 tenant = %tenant,
                 "no encryption key configured (TENORA_KEY): storing the tenant password in \
-                 plain text"
+                 plain text, as secrets.allow_plaintext allows"
             );
-            format!("{PLAIN_PREFIX}{password}")
+            Ok(format!("{PLAIN_PREFIX}{password}"))
         }
+        None => Err(SecretError::PlaintextRefused(tenant.clone())),
     }
 }
 
 /// Reads what the registry stored back into a password.
+/// An unencrypted value is read when no key is configured, or when `allow_plaintext` is on.
 pub(crate) fn open(
     key: Option<&EncryptionKey>,
+    allow_plaintext: bool,
     tenant: &TenantId,
     stored: &str,
 ) -> Result<SecretString, SecretError> {
     if let Some(plain) = stored.strip_prefix(PLAIN_PREFIX) {
+        if key.is_some() && !allow_plaintext {
+            return Err(SecretError::PlaintextWithKey(tenant.clone()));
+        }
         return Ok(SecretString::new(plain));
     }
     match key {
@@ -400,15 +426,31 @@ mod tests {
     fn seal_and_open() {
         let key = EncryptionKey::generate();
         let t = id("acme");
-        let sealed = seal(Some(&key), &t, "password1");
-        assert_eq!(open(Some(&key), &t, &sealed).unwrap().expose(), "password1");
+        let sealed = seal(Some(&key), false, &t, "password1").unwrap();
         assert_eq!(
-            open(None, &t, &sealed).unwrap_err(),
+            open(Some(&key), false, &t, &sealed).unwrap().expose(),
+            "password1"
+        );
+        assert_eq!(
+            open(None, false, &t, &sealed).unwrap_err(),
             SecretError::MissingKey(t.clone())
         );
-        let plain = seal(None, &t, "password1");
+        // Plain text only on purpose.
+        assert_eq!(
+            seal(None, false, &t, "password1").unwrap_err(),
+            SecretError::PlaintextRefused(t.clone())
+        );
+        let plain = seal(None, true, &t, "password1").unwrap();
         assert_eq!(plain, "plain:password1");
-        assert_eq!(open(Some(&key), &t, &plain).unwrap().expose(), "password1");
+        assert_eq!(open(None, false, &t, &plain).unwrap().expose(), "password1");
+        assert_eq!(
+            open(Some(&key), false, &t, &plain).unwrap_err(),
+            SecretError::PlaintextWithKey(t.clone())
+        );
+        assert_eq!(
+            open(Some(&key), true, &t, &plain).unwrap().expose(),
+            "password1"
+        );
     }
 
     #[test]

@@ -124,10 +124,17 @@ impl<B: Backend> TenoraBuilder<B> {
         let key = config.encryption_key()?;
         let backend = B::from_config(&config)?;
         if key.is_none() && backend.uses_passwords() {
-            tracing::warn!(
-                "no encryption key configured: set TENORA_KEY so tenant passwords are \
-                 encrypted at rest"
-            );
+            if config.secrets.allow_plaintext {
+                tracing::warn!(
+                    "no encryption key configured: tenant passwords are stored in plain text \
+                     (secrets.allow_plaintext); set TENORA_KEY to encrypt them at rest"
+                );
+            } else {
+                tracing::warn!(
+                    "no encryption key configured: creating tenants will fail until TENORA_KEY \
+                     is set (or secrets.allow_plaintext = true)"
+                );
+            }
         }
         // Connecting directly first fails fast with the real cause (bad host, password, ...);
         // on that connection, read the server's limit unless the budget is configured.
@@ -574,7 +581,8 @@ impl<B: Backend> Tenora<B> {
                  its own user"
             ))
         })?;
-        Ok(Some(secret::open(self.key(), id, sealed)?))
+        let allow_plaintext = self.inner.config.secrets.allow_plaintext;
+        Ok(Some(secret::open(self.key(), allow_plaintext, id, sealed)?))
     }
 
     pub(crate) fn registry_error(&self, e: diesel::result::Error, id: &TenantId) -> Error {

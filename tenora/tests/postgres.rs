@@ -186,6 +186,33 @@ async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
     let mut conn = t.tenant_conn(&a).await.unwrap();
     conn.batch_execute("SELECT 1").await.unwrap();
 
+    // Plain text only on purpose: without a key, creating a tenant is refused (and leaves
+    // nothing) unless the config allows it; a stored plain value is refused once a key is set.
+    let mut keyless = env.config.clone();
+    keyless.secrets.key = None;
+    let t_keyless = tenora_with::<Postgres>(keyless.clone(), Postgres::tenant_migrations()).await;
+    assert_err_contains(
+        t_keyless.create_tenant(&id("hooli"), None).await,
+        &["no encryption key is configured", "allow_plaintext"],
+    );
+    assert!(t.tenant(&id("hooli")).await.unwrap().is_none());
+    let t_plain =
+        tenora_with::<Postgres>(keyless.allow_plaintext(true), Postgres::tenant_migrations()).await;
+    t_plain.create_tenant(&id("hooli"), None).await.unwrap();
+    assert!(stored_password(&env, "hooli").await.starts_with("plain:"));
+    assert_err_contains(
+        t.tenant_conn(&id("hooli")).await,
+        &["not encrypted although an encryption key is configured"],
+    );
+    let t_both = tenora_with::<Postgres>(
+        env.config.clone().allow_plaintext(true),
+        Postgres::tenant_migrations(),
+    )
+    .await;
+    let mut conn = t_both.tenant_conn(&id("hooli")).await.unwrap();
+    conn.batch_execute("SELECT 1").await.unwrap();
+    drop(conn);
+
     // Bad caller passwords are refused before anything is made.
     assert_err_contains(
         t.create_tenant(&id("initech"), Some(SecretString::new("it's bad")))
