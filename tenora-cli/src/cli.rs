@@ -129,6 +129,9 @@ pub enum Command {
     #[command(name = "list")]
     List,
 
+    /// Check the registry and the server: half-done, missing, unproven and orphaned tenants
+    Doctor,
+
     /// Create, drop and list tenants
     #[command(name = "tenants", subcommand)]
     Tenants(TenantsCommand),

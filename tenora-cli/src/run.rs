@@ -223,6 +223,10 @@ async fn execute<B: Backend>(
         Command::MigrateTenants(_) | Command::RollbackTenants { .. } => {
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
+        // The template check compares with the tenant migrations.
+        Command::Doctor if config.tenant.template => {
+            sources.tenant = Some(tenant_migrations(&config, embedded)?);
+        }
         Command::SeedRun => {
             sources.base_seeds = Some(match embedded {
                 Some(e) => e.base_seeds.clone(),
@@ -278,6 +282,7 @@ async fn execute<B: Backend>(
         }
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
         Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
+        Command::Doctor => doctor(&tenora, out).await,
         Command::List
         | Command::GenerateKey
         | Command::Completions { .. }
@@ -660,5 +665,27 @@ async fn repair<B: Backend>(
     Ok(Outcome {
         json: json!({ "tenants": report }),
         failed: failed_note,
+    })
+}
+
+async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+    // Its template check compares with the tenant migrations: they are loaded for it.
+    let health = tenora.check().await?;
+    for problem in &health.problems {
+        out.line(problem.to_string());
+    }
+    let summary = if health.is_healthy() {
+        format!("doctor: {} registry row(s), nothing wrong", health.rows)
+    } else {
+        format!(
+            "doctor: {} registry row(s), {} problem(s)",
+            health.rows,
+            health.problems.len()
+        )
+    };
+    out.line(&summary);
+    Ok(Outcome {
+        json: json!(health),
+        failed: (!health.is_healthy()).then_some(summary),
     })
 }

@@ -378,3 +378,115 @@ async fn malformed_rows_fail_alone_and_can_be_dropped() {
     );
     assert!(p.ok(&["migrate:tenants"]).contains("2 up to date"));
 }
+
+/// `tenora doctor` reports what is wrong — an abandoned creation, an active tenant whose
+/// database is gone, an orphan carrying a Tenora proof, a malformed row — with exit code 1,
+/// in text and JSON, and nothing once it is cleared.
+async fn doctor_reports_what_is_wrong(kind: Kind) {
+    let Some(p) = ready(kind, false) else { return };
+    assert!(p.ok(&["doctor"]).contains("nothing wrong"));
+    p.ok(&["tenants", "create", "acme"]);
+    p.ok(&["tenants", "create", "globex"]);
+    crash(&p, "create_database", &["tenants", "create", "initech"]);
+    crash(&p, "create_database", &["tenants", "create", "hooli"]);
+    p.base_sql("DELETE FROM tenora_tenants WHERE id = 'hooli'")
+        .await;
+    p.base_sql("INSERT INTO tenora_tenants (id, state) VALUES ('Bad-Id', 'active')")
+        .await;
+    let globex_db = format!("{}globex", p.prefix());
+    match kind {
+        Kind::Sqlite => std::fs::remove_file(p.path().join("data/tenants/globex.sqlite")).unwrap(),
+        Kind::Mysql => {
+            p.admin_sql(None, &format!("DROP DATABASE `{globex_db}`"))
+                .await
+        }
+        Kind::Postgres => {
+            p.admin_sql(None, &format!("DROP DATABASE \"{globex_db}\""))
+                .await
+        }
+    }
+
+    let (code, out, _) = p.run(&["doctor"]);
+    assert_eq!(code, 1, "{out}");
+    for needle in [
+        "initech: provisioning since",
+        "abandoned; run `tenora tenants repair initech`",
+        &format!("globex: active, but its database `{globex_db}"),
+        &format!("database `{}hooli", p.prefix()),
+        "carries a Tenora proof that no registry row knows",
+        "registry row \"Bad-Id\"",
+    ] {
+        assert!(out.contains(needle), "{needle}: {out}");
+    }
+    assert!(!out.contains("acme"), "{out}");
+    let (code, out, _) = p.run(&["--format", "json", "doctor"]);
+    assert_eq!(code, 1);
+    let json: Value = serde_json::from_str(out.trim()).unwrap();
+    let mut kinds: Vec<&str> = json["result"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        ["malformed", "missing", "not_active", "orphan"],
+        "{out}"
+    );
+
+    // Cleared: repaired, dropped, forgotten; the orphan removed by hand (Tenora never does).
+    p.ok(&["tenants", "repair", "initech"]);
+    p.ok(&["tenants", "drop", "globex", "--yes"]);
+    p.ok(&["tenants", "drop", "Bad-Id", "--yes"]);
+    let hooli = format!("{}hooli", p.prefix());
+    match kind {
+        Kind::Sqlite => {
+            for entry in std::fs::read_dir(p.path().join("data/tenants")).unwrap() {
+                let path = entry.unwrap().path();
+                if path
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("hooli")
+                {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        }
+        Kind::Mysql => {
+            p.admin_sql(
+                None,
+                &format!(
+                    "DROP DATABASE `{hooli}`; DROP USER '{}u_hooli'@'%'",
+                    p.prefix()
+                ),
+            )
+            .await
+        }
+        Kind::Postgres => {
+            p.admin_sql(None, &format!("DROP DATABASE \"{hooli}\""))
+                .await;
+            p.admin_sql(None, &format!("DROP ROLE \"{}u_hooli\"", p.prefix()))
+                .await;
+        }
+    }
+    let out = p.ok(&["doctor"]);
+    assert!(out.contains("1 registry row(s), nothing wrong"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_what_is_wrong_sqlite() {
+    doctor_reports_what_is_wrong(Kind::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_what_is_wrong_postgres() {
+    doctor_reports_what_is_wrong(Kind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_what_is_wrong_mysql() {
+    doctor_reports_what_is_wrong(Kind::Mysql).await;
+}

@@ -62,6 +62,18 @@ impl<B: Backend> Tenora<B> {
             }
         }
     }
+
+    /// Whether a live process (this one included) holds tenant `id`'s lease: takes and
+    /// releases it to find out.
+    pub(crate) async fn is_leased(&self, id: &TenantId) -> Result<bool> {
+        match self.lease(id).await? {
+            Some(lease) => {
+                lease.release().await;
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
 }
 
 impl<B: Backend> Lease<B> {

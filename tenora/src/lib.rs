@@ -54,6 +54,7 @@ pub mod backend;
 mod backend_alias;
 mod budget;
 mod config;
+mod doctor;
 mod error;
 mod failpoint;
 mod fleet;
@@ -79,6 +80,7 @@ pub use crate::config::{
     BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolCacheConfig, PoolConfig,
     RegistryConfig, SecretsConfig, TenantConfig, redact_url,
 };
+pub use crate::doctor::{Health, Problem};
 pub use crate::error::{BoxError, Error, Result, Wait};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
 pub use crate::migrate::MigrationOp;

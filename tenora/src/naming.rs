@@ -84,6 +84,30 @@ impl Naming {
         format!("{}{}", self.user_prefix, id)
     }
 
+    /// The tenant whose database is `name`, if a valid id (not reserved) maps to it.
+    pub fn id_of_database(&self, name: &str) -> Option<TenantId> {
+        let id = name
+            .strip_prefix(&self.database_prefix)?
+            .strip_suffix(&self.database_suffix)?;
+        TenantId::new(id).ok().filter(|id| self.check(id).is_ok())
+    }
+
+    /// The tenant whose user is `name`, if a valid id (not reserved) maps to it.
+    pub fn id_of_user(&self, name: &str) -> Option<TenantId> {
+        let id = name.strip_prefix(&self.user_prefix)?;
+        TenantId::new(id).ok().filter(|id| self.check(id).is_ok())
+    }
+
+    /// The prefix of every tenant database name.
+    pub(crate) fn database_prefix(&self) -> &str {
+        &self.database_prefix
+    }
+
+    /// The prefix of every tenant user name.
+    pub(crate) fn user_prefix(&self) -> &str {
+        &self.user_prefix
+    }
+
     /// Fails unless `id`'s names fit the backend's limits and are not reserved.
     pub fn check(&self, id: &TenantId) -> Result<()> {
         let invalid = |reason: String| Error::InvalidTenantId {

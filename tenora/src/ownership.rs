@@ -90,6 +90,23 @@ impl Found {
     }
 }
 
+/// Every database and user on the server whose name fits the configured naming, each with its
+/// mark: what the backend reads as its proof of ownership (compared with
+/// `Backend::expected_marks`), `None` when it carries none.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// User (role) name → mark.
+    pub users: std::collections::HashMap<String, Option<String>>,
+    /// Database (or file) name → mark.
+    pub databases: std::collections::HashMap<String, Option<String>>,
+}
+
+/// The token a mark written by [`mark`] carries.
+pub(crate) fn token_of(mark: &str) -> Option<&str> {
+    mark.strip_prefix("tenora:")
+}
+
 /// What dropping, repairing or undoing a tenant did on the server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Removal {

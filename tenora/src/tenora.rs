@@ -590,7 +590,7 @@ impl<B: Backend> Tenora<B> {
             .with_tenant_exists(id)
     }
 
-    fn registry_error_any(&self, e: diesel::result::Error, context: &str) -> Error {
+    pub(crate) fn registry_error_any(&self, e: diesel::result::Error, context: &str) -> Error {
         use diesel::result::{DatabaseErrorKind, Error as DieselError};
         let table = self.table();
         if let DieselError::DatabaseError(kind, info) = &e {

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::migrate::MigrationOp;
 use crate::migrations::Migrations;
 use crate::naming::Naming;
-use crate::ownership::{Found, Proof};
+use crate::ownership::{Found, Inventory, Proof};
 use crate::provision::Step;
 use crate::registry::RegistryConnection;
 use crate::secret::SecretString;
@@ -156,6 +156,23 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     /// Which objects bearing the tenant's names exist, and whether each carries `proof`.
     #[doc(hidden)]
     fn inspect(&self, id: &TenantId, proof: &Proof) -> impl Future<Output = Result<Found>> + Send;
+
+    /// Every database and user whose name starts with the configured prefixes, with the mark
+    /// each carries (one bulk read, for `check`).
+    #[doc(hidden)]
+    fn inventory(&self) -> impl Future<Output = Result<Inventory>> + Send;
+
+    /// The marks (user, database) that a tenant's objects carry when `proof` proves them, as
+    /// `inventory` reads them; `None` where only presence can be checked in bulk.
+    #[doc(hidden)]
+    fn expected_marks(&self, proof: &Proof) -> (Option<String>, Option<String>);
+
+    /// The fingerprint of the migrations the template database was built with; `None` when
+    /// there is none. Only PostgreSQL has templates.
+    #[doc(hidden)]
+    fn template_fingerprint(&self) -> impl Future<Output = Result<Option<String>>> + Send {
+        async { Ok(None) }
+    }
 
     /// Takes the lease of tenant `id` in registry `scope` for this process, without waiting:
     /// `false` when another process holds it. The lease ends with [`Backend::release_lease`] or

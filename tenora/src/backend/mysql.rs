@@ -16,7 +16,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
-use crate::ownership::{self, Found, Presence, Proof};
+use crate::ownership::{self, Found, Inventory, Presence, Proof};
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -605,6 +605,71 @@ impl Backend for Mysql {
             user: presence(user),
             database: presence(database),
         })
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let mariadb = self.is_mariadb().await?;
+        let (user_prefix, db_prefix) = (self.naming.user_prefix(), self.naming.database_prefix());
+        let run = async {
+            let _turn = self.admin_turn.lock().await;
+            let mut conn = self.admin().await?;
+            let result = async {
+                let user_mark = if mariadb {
+                    "authentication_string"
+                } else {
+                    "JSON_UNQUOTE(JSON_EXTRACT(User_attributes, '$.metadata.comment'))"
+                };
+                let users: Vec<(String, Option<String>)> = conn
+                    .exec(
+                        format!(
+                            "SELECT User, {user_mark} FROM mysql.user \
+                             WHERE Host = ? AND LEFT(User, ?) = ?"
+                        ),
+                        (&self.user_host, user_prefix.len(), user_prefix),
+                    )
+                    .await?;
+                let db_mark = if mariadb { "SCHEMA_COMMENT" } else { "NULL" };
+                let databases: Vec<(String, Option<String>)> = conn
+                    .exec(
+                        format!(
+                            "SELECT SCHEMA_NAME, {db_mark} FROM information_schema.SCHEMATA \
+                             WHERE LEFT(SCHEMA_NAME, ?) = ?"
+                        ),
+                        (db_prefix.len(), db_prefix),
+                    )
+                    .await?;
+                Ok::<_, mysql_async::Error>((users, databases))
+            }
+            .await;
+            let _ = conn.disconnect().await;
+            result
+        };
+        let (users, databases) = run.await.map_err(server_error(format!(
+            "cannot list the tenant databases and users on {}",
+            self.server
+        )))?;
+        let empty = |mark: Option<String>| mark.filter(|m| !m.is_empty());
+        Ok(Inventory {
+            users: users
+                .into_iter()
+                .filter(|(name, _)| self.naming.id_of_user(name).is_some())
+                .map(|(name, mark)| (name, empty(mark)))
+                .collect(),
+            databases: databases
+                .into_iter()
+                .filter(|(name, _)| self.naming.id_of_database(name).is_some())
+                .map(|(name, mark)| (name, empty(mark)))
+                .collect(),
+        })
+    }
+
+    fn expected_marks(&self, proof: &Proof) -> (Option<String>, Option<String>) {
+        let mark = proof.token.as_deref().map(ownership::mark);
+        // Known once `inventory` or `inspect` ran (it reads the server version first).
+        match self.mariadb.get() {
+            Some(true) => (proof.password.as_ref().map(native_password_hash), mark),
+            _ => (mark, None),
+        }
     }
 
     async fn try_lease(&self, id: &TenantId, scope: &str) -> Result<bool> {

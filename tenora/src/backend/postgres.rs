@@ -18,7 +18,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
-use crate::ownership::{self, Found, Presence, Proof};
+use crate::ownership::{self, Found, Inventory, Presence, Proof};
 use crate::provision::Step;
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
@@ -213,7 +213,7 @@ impl Postgres {
     }
 
     /// The fingerprint the template was built for, if it exists.
-    async fn template_fingerprint(&self) -> Result<Option<String>> {
+    async fn read_template_fingerprint(&self) -> Result<Option<String>> {
         let (db, _) = self.template_names();
         let session = self.admin_session().await.map_err(admin_error(format!(
             "cannot look up the template database `{db}`"
@@ -890,6 +890,52 @@ impl Backend for Postgres {
         })
     }
 
+    async fn inventory(&self) -> Result<Inventory> {
+        // Roles carry the mark in their comment; databases are proven by their owner's.
+        let run = async {
+            let session = self.admin_session().await?;
+            let client = session
+                .as_ref()
+                .expect("admin_session always leaves a client");
+            client
+                .query(
+                    "SELECT true, rolname::text, shobj_description(oid, 'pg_authid') \
+                       FROM pg_roles WHERE starts_with(rolname, $1) \
+                     UNION ALL \
+                     SELECT false, datname::text, shobj_description(datdba, 'pg_authid') \
+                       FROM pg_database WHERE starts_with(datname, $2)",
+                    &[&self.naming.user_prefix(), &self.naming.database_prefix()],
+                )
+                .await
+        };
+        let rows = run.await.map_err(admin_error(format!(
+            "cannot list the tenant databases and roles on {}",
+            self.server
+        )))?;
+        let mut inventory = Inventory::default();
+        for row in rows {
+            let (is_user, name, mark): (bool, String, Option<String>) =
+                (row.get(0), row.get(1), row.get(2));
+            if is_user {
+                if self.naming.id_of_user(&name).is_some() {
+                    inventory.users.insert(name, mark);
+                }
+            } else if self.naming.id_of_database(&name).is_some() {
+                inventory.databases.insert(name, mark);
+            }
+        }
+        Ok(inventory)
+    }
+
+    fn expected_marks(&self, proof: &Proof) -> (Option<String>, Option<String>) {
+        let mark = proof.token.as_deref().map(ownership::mark);
+        (mark.clone(), mark)
+    }
+
+    async fn template_fingerprint(&self) -> Result<Option<String>> {
+        self.read_template_fingerprint().await
+    }
+
     async fn try_lease(&self, id: &TenantId, scope: &str) -> Result<bool> {
         // A session-level advisory lock on the admin session: it ends with the session, and so
         // with this process.
@@ -943,7 +989,7 @@ impl Backend for Postgres {
     }
 
     async fn prepare_template(&self, migrations: &Migrations, fingerprint: &str) -> Result<bool> {
-        if self.template_fingerprint().await?.as_deref() == Some(fingerprint) {
+        if self.read_template_fingerprint().await?.as_deref() == Some(fingerprint) {
             return Ok(true);
         }
         // One rebuild at a time across processes (replicas starting together), and none while
@@ -976,7 +1022,7 @@ impl Backend for Postgres {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // Another process may have rebuilt it while this one waited.
-        let rebuilt = match self.template_fingerprint().await {
+        let rebuilt = match self.read_template_fingerprint().await {
             Ok(current) if current.as_deref() == Some(fingerprint) => Ok(true),
             Ok(_) => self.rebuild_template(migrations, fingerprint).await,
             Err(e) => Err(e),

@@ -17,7 +17,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::Migrations;
 use crate::naming::Naming;
-use crate::ownership::{Found, Presence, Proof};
+use crate::ownership::{self, Found, Inventory, Presence, Proof};
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
@@ -375,6 +375,44 @@ impl Backend for Sqlite {
             user: Presence::Absent,
             database,
         })
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        let entries = match std::fs::read_dir(&self.tenant_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Inventory::default()),
+            Err(e) => {
+                return Err(io_error(
+                    "cannot list the tenant database folder".to_owned(),
+                    &self.tenant_dir,
+                    e,
+                ));
+            }
+        };
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        let mut inventory = Inventory::default();
+        for name in &names {
+            let Some(id) = self.naming.id_of_database(name) else {
+                continue;
+            };
+            // The mark: the token of a proof file that is the same file.
+            let path = self.tenant_path(&id);
+            let prefix = format!("{name}{PROOF_INFIX}");
+            let mark = names
+                .iter()
+                .filter_map(|other| other.strip_prefix(&prefix))
+                .find(|token| same_file(&path, &self.proof_path(&id, token)).unwrap_or(false))
+                .map(ownership::mark);
+            inventory.databases.insert(name.clone(), mark);
+        }
+        Ok(inventory)
+    }
+
+    fn expected_marks(&self, proof: &Proof) -> (Option<String>, Option<String>) {
+        (None, proof.token.as_deref().map(ownership::mark))
     }
 
     async fn try_lease(&self, id: &TenantId, _scope: &str) -> Result<bool> {

@@ -1,0 +1,259 @@
+//! `check()`: what is wrong with the fleet, read from the registry and the server's catalog.
+//!
+//! One registry read and one bulk read of the server's catalog (`Backend::inventory`), however
+//! many tenants there are, plus a lease probe per tenant that is not `active`.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use chrono::NaiveDateTime;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::ownership;
+use crate::registry::{RegistryConnection as _, TenantState};
+use crate::tenant_id::TenantId;
+use crate::tenora::Tenora;
+
+/// What [`Tenora::check`] found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Health {
+    /// Registry rows read (tenants and malformed rows).
+    pub rows: usize,
+    /// Everything that is wrong; empty when healthy.
+    pub problems: Vec<Problem>,
+}
+
+impl Health {
+    /// Whether nothing is wrong.
+    pub fn is_healthy(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One thing [`Tenora::check`] found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Problem {
+    /// A tenant is being created or dropped, or a crash abandoned that half-way.
+    NotActive {
+        /// The tenant.
+        id: TenantId,
+        /// `provisioning` or `deleting`.
+        state: TenantState,
+        /// When the row last changed (UTC).
+        since: NaiveDateTime,
+        /// Whether a live process holds its lease (work in progress, not abandoned).
+        in_progress: bool,
+    },
+    /// An `active` tenant's database or user does not exist.
+    Missing {
+        /// The tenant.
+        id: TenantId,
+        /// What is missing, e.g. "database `t_acme`".
+        object: String,
+    },
+    /// An `active` tenant's database or user exists without the proof that Tenora made it for
+    /// this row (replaced by hand, or another deployment's).
+    Unproven {
+        /// The tenant.
+        id: TenantId,
+        /// The object, e.g. "user `user_acme`".
+        object: String,
+    },
+    /// An object carrying a Tenora proof that no row of this registry knows: left over (a row
+    /// deleted by hand), or a tenant of another deployment with the same prefixes.
+    Orphan {
+        /// The object, e.g. "database `t_acme`".
+        object: String,
+    },
+    /// A registry row Tenora cannot read as a tenant.
+    Malformed {
+        /// The row's id, as stored.
+        id: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// `tenant.template` is on but the template database is missing or built for other
+    /// migrations.
+    Template {
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NotActive {
+                id,
+                state,
+                since,
+                in_progress: true,
+            } => write!(
+                f,
+                "{id}: {state} since {since} (UTC), by a live process: in progress"
+            ),
+            Problem::NotActive {
+                id, state, since, ..
+            } => write!(
+                f,
+                "{id}: {state} since {since} (UTC) and no process holds it: abandoned; run \
+                 `tenora tenants repair {id}`"
+            ),
+            Problem::Missing { id, object } => write!(
+                f,
+                "{id}: active, but its {object} does not exist; restore it from a backup, or \
+                 drop the tenant (`tenora tenants drop {id} --yes`)"
+            ),
+            Problem::Unproven { id, object } => write!(
+                f,
+                "{id}: its {object} carries no proof that Tenora made it for this tenant (it \
+                 was replaced, or belongs to someone else); Tenora will not drop it"
+            ),
+            Problem::Orphan { object } => write!(
+                f,
+                "{object} carries a Tenora proof that no registry row knows: left over from a \
+                 row deleted by hand, or another deployment's tenant with the same prefixes"
+            ),
+            Problem::Malformed { id, problem } => write!(
+                f,
+                "registry row {id:?}: {problem}; remove it with `tenora tenants drop <id> --yes`"
+            ),
+            Problem::Template { problem } => write!(f, "template: {problem}"),
+        }
+    }
+}
+
+impl<B: Backend> Tenora<B> {
+    /// Checks the fleet: rows that are not `active` (and whether a live process holds them),
+    /// `active` tenants whose database or user is missing or unproven, objects carrying a
+    /// Tenora proof that no row knows, malformed rows, and a missing or stale template. Changes
+    /// nothing. `tenora doctor` prints it.
+    pub async fn check(&self) -> Result<Health> {
+        let backend = self.backend();
+        let rows = {
+            let mut conn = self.base_conn().await?;
+            conn.registry_list(self.table())
+                .await
+                .map_err(|e| self.registry_error_any(e, "cannot list tenants"))?
+        };
+        let count = rows.len();
+        let inventory = backend.inventory().await?;
+        let naming = backend.naming();
+        let mut problems = Vec::new();
+        let mut tokens = HashSet::new();
+        // Database and user names of every row, so no row's objects are orphans.
+        let mut claimed = HashSet::new();
+        for row in rows {
+            let stored = match row.parse() {
+                Ok(stored) => stored,
+                Err(bad) => {
+                    problems.push(Problem::Malformed {
+                        id: bad.id,
+                        problem: bad.problem,
+                    });
+                    continue;
+                }
+            };
+            let id = stored.record.id.clone();
+            if let Some(token) = &stored.token {
+                tokens.insert(token.clone());
+            }
+            if naming.check(&id).is_err() {
+                continue;
+            }
+            let (database, user) = (naming.database_name(&id), naming.user_name(&id));
+            claimed.insert(database.clone());
+            claimed.insert(user.clone());
+            if stored.record.state != TenantState::Active {
+                problems.push(Problem::NotActive {
+                    in_progress: self.is_leased(&id).await?,
+                    id,
+                    state: stored.record.state,
+                    since: stored.record.updated_at,
+                });
+                continue;
+            }
+            let proof = self.proof_of(&stored);
+            let (user_mark, database_mark) = backend.expected_marks(&proof);
+            let objects = [
+                (
+                    format!("database `{database}`"),
+                    inventory.databases.get(&database),
+                    database_mark,
+                    true,
+                ),
+                (
+                    format!("user `{user}`"),
+                    inventory.users.get(&user),
+                    user_mark,
+                    backend.uses_passwords(),
+                ),
+            ];
+            for (object, found, expected, applies) in objects {
+                if !applies {
+                    continue;
+                }
+                match found {
+                    None => problems.push(Problem::Missing {
+                        id: id.clone(),
+                        object,
+                    }),
+                    // Rows made before proofs are trusted by name; some backends prove only
+                    // by presence in bulk.
+                    Some(mark) if !proof.legacy && expected.is_some() && *mark != expected => {
+                        problems.push(Problem::Unproven {
+                            id: id.clone(),
+                            object,
+                        })
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let mut orphans: Vec<String> = inventory
+            .databases
+            .iter()
+            .map(|(name, mark)| (format!("database `{name}`"), name, mark))
+            .chain(
+                inventory
+                    .users
+                    .iter()
+                    .map(|(name, mark)| (format!("user `{name}`"), name, mark)),
+            )
+            .filter(|(_, name, _)| !claimed.contains(*name))
+            .filter_map(|(object, _, mark)| {
+                let token = mark.as_deref().and_then(ownership::token_of)?;
+                (!tokens.contains(token)).then_some(object)
+            })
+            .collect();
+        orphans.sort();
+        problems.extend(orphans.into_iter().map(|object| Problem::Orphan { object }));
+        if self.config().tenant.template {
+            let wanted = self.tenant_migrations().fingerprint();
+            match backend.template_fingerprint().await? {
+                Some(built) if built == wanted => {}
+                Some(_) => problems.push(Problem::Template {
+                    problem: "built for other tenant migrations than this binary's; new tenants \
+                              are migrated instead of cloned until `tenora migrate:tenants` \
+                              rebuilds it"
+                        .to_owned(),
+                }),
+                None if B::CLIENT == crate::config::Client::Postgres => {
+                    problems.push(Problem::Template {
+                        problem: "tenant.template is on but the template database does not \
+                                  exist; `tenora migrate:tenants` builds it"
+                            .to_owned(),
+                    })
+                }
+                None => {}
+            }
+        }
+        Ok(Health {
+            rows: count,
+            problems,
+        })
+    }
+}
