@@ -229,6 +229,10 @@ pub struct PoolCacheConfig {
     pub acquire_timeout: u64,
     /// Seconds after which an unused tenant pool is closed (default 600; 0 keeps them).
     pub pool_idle_timeout: u64,
+    /// Seconds a tenant found unknown (or not `active`) is remembered, so repeated requests for
+    /// it cost no registry query (default 2; 0 remembers nothing). `create_tenant` in this
+    /// process forgets it at once; a tenant another process creates is seen within this time.
+    pub unknown_tenant_ttl: u64,
 }
 
 impl Default for PoolCacheConfig {
@@ -239,6 +243,7 @@ impl Default for PoolCacheConfig {
             replicas: 1,
             acquire_timeout: 30,
             pool_idle_timeout: 600,
+            unknown_tenant_ttl: 2,
         }
     }
 }

@@ -72,6 +72,7 @@ pub mod resolver;
 pub mod secret;
 mod tenant_id;
 mod tenora;
+mod unknown;
 
 pub use crate::backend_alias::*;
 pub use crate::budget::plan::{BudgetPlan, BudgetSource, ServerLimits};

@@ -353,6 +353,7 @@ impl<B: Backend> Tenora<B> {
                     )),
                 )
             })?;
+        self.unknown_tenants().forget(id);
         tracing::info!(tenant = %id, "tenant created");
         Ok(row.record)
     }

@@ -77,6 +77,8 @@ struct Inner<B: Backend> {
     tenant_seeds: Seeds,
     /// Tenants this process is creating, dropping or repairing (see `lease`).
     leases: crate::lease::Held,
+    /// Tenants recently found unknown (see `unknown`).
+    unknown: crate::unknown::UnknownTenants,
 }
 
 /// Sets up a [`Tenora`]: the config plus the migrations and seeds to use.
@@ -167,6 +169,7 @@ impl<B: Backend> TenoraBuilder<B> {
             Budgeted::new(first, permit),
         );
         let idle = Duration::from_secs(limits.pool_idle_timeout);
+        let unknown_ttl = Duration::from_secs(limits.unknown_tenant_ttl);
         let tenora = Tenora {
             inner: Arc::new(Inner {
                 backend,
@@ -180,6 +183,7 @@ impl<B: Backend> TenoraBuilder<B> {
                 tenant_migrations: self.tenant_migrations,
                 tenant_seeds: self.tenant_seeds,
                 leases: crate::lease::Held::default(),
+                unknown: crate::unknown::UnknownTenants::new(unknown_ttl),
             }),
         };
         if !idle.is_zero() {
@@ -263,6 +267,10 @@ impl<B: Backend> Tenora<B> {
 
     pub(crate) fn key(&self) -> Option<&EncryptionKey> {
         self.inner.key.as_ref()
+    }
+
+    pub(crate) fn unknown_tenants(&self) -> &crate::unknown::UnknownTenants {
+        &self.inner.unknown
     }
 
     pub(crate) fn leases(&self) -> &crate::lease::Held {
@@ -555,19 +563,26 @@ impl<B: Backend> Tenora<B> {
             .transpose()
     }
 
+    /// Tenant `id`'s row when it is `active`. A tenant found unknown (or not `active`) is
+    /// remembered for `pool_cache.unknown_tenant_ttl`, and asked about again only after that.
     async fn active_tenant(&self, id: &TenantId) -> Result<StoredTenant> {
-        let mut conn = self.base_conn().await?;
-        match self.registry_get_on(&mut conn, id).await? {
-            Some(t) if t.record.state == TenantState::Active => Ok(t),
-            Some(t) => Err(Error::UnknownTenant {
+        if let Some(state) = self.inner.unknown.get(id) {
+            return Err(Error::UnknownTenant {
                 id: id.clone(),
-                state: Some(t.record.state),
-            }),
-            None => Err(Error::UnknownTenant {
-                id: id.clone(),
-                state: None,
-            }),
+                state,
+            });
         }
+        let mut conn = self.base_conn().await?;
+        let state = match self.registry_get_on(&mut conn, id).await? {
+            Some(t) if t.record.state == TenantState::Active => return Ok(t),
+            Some(t) => Some(t.record.state),
+            None => None,
+        };
+        self.inner.unknown.remember(id, state);
+        Err(Error::UnknownTenant {
+            id: id.clone(),
+            state,
+        })
     }
 
     fn password_of(&self, stored: &StoredTenant) -> Result<Option<SecretString>> {

@@ -390,6 +390,34 @@ async fn passwords_are_checked_by_a_scram_server() {
         !log.contains("SCRAM-SHA-256$"),
         "a verifier reached the log: {log}"
     );
+
+    // Unknown tenants are remembered briefly: 200 requests for one cost at most two registry
+    // queries, counted in the server's statement log.
+    let base = env.config.base.database.clone().unwrap();
+    admin_client(&cluster.admin_url())
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{base}\" SET log_statement = 'all'"
+        ))
+        .await
+        .unwrap();
+    let fresh = tenora_with::<Postgres>(env.config.clone(), Postgres::tenant_migrations()).await;
+    let lookups = || {
+        cluster
+            .log()
+            .lines()
+            .filter(|l| l.contains("\"tenora_tenants\" WHERE id = $1"))
+            .count()
+    };
+    let before = lookups();
+    for _ in 0..200 {
+        assert_err_contains(fresh.tenant_conn(&id("nobody")).await, &["unknown tenant"]);
+    }
+    let queries = lookups() - before;
+    assert!((1..=2).contains(&queries), "{queries} registry queries");
+    // Created in this process: found at once.
+    fresh.create_tenant(&id("nobody"), None).await.unwrap();
+    fresh.tenant_conn(&id("nobody")).await.unwrap();
     drop(env); // drop the test objects before the cluster stops
 }
 
