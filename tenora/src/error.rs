@@ -98,6 +98,26 @@ pub enum Error {
         id: TenantId,
     },
 
+    /// Work Tenora runs on a task of its own (a creation, a fleet run) was cancelled before it
+    /// finished — the runtime is shutting down.
+    #[error("{what} was cancelled before it finished ({reason}); run it again")]
+    Cancelled {
+        /// What was cancelled, e.g. "the creation of tenant `acme`".
+        what: String,
+        /// Why, as the runtime said.
+        reason: String,
+    },
+
+    /// The registry row of a tenant changed under an operation (another process dropped or
+    /// changed it meanwhile).
+    #[error("tenant `{id}` changed while it was being worked on: {message}")]
+    Conflict {
+        /// The tenant.
+        id: TenantId,
+        /// What changed.
+        message: String,
+    },
+
     /// A migration failed or the migrations of a database could not be read.
     #[error("migrations on {database} failed: {source}")]
     Migration {

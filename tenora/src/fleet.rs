@@ -139,10 +139,12 @@ impl<B: Backend> Tenora<B> {
                     let (i, outcome) = done.map_err(join_error)?;
                     finish(i, outcome);
                 } else {
-                    break Arc::clone(&permits)
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| Error::Unsupported("fleet semaphore closed".into()))?;
+                    break Arc::clone(&permits).acquire_owned().await.map_err(|e| {
+                        Error::Cancelled {
+                            what: "a fleet run".to_owned(),
+                            reason: e.to_string(),
+                        }
+                    })?;
                 }
             };
             if options.fail_fast && failed.load(Ordering::SeqCst) {
@@ -187,5 +189,8 @@ fn join_error(e: tokio::task::JoinError) -> Error {
     if e.is_panic() {
         std::panic::resume_unwind(e.into_panic());
     }
-    Error::Unsupported(format!("a fleet task was cancelled: {e}"))
+    Error::Cancelled {
+        what: "a fleet task".to_owned(),
+        reason: e.to_string(),
+    }
 }

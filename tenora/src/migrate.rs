@@ -37,6 +37,17 @@ fn named_failure(what: &str, name: &str, e: &(dyn std::error::Error + Send + Syn
     format!("{what} `{name}` failed: {e}").into()
 }
 
+/// The manual step after a failure of a migration that runs outside a transaction: what it did
+/// before failing (or before an earlier run was interrupted) stays, and is not recorded.
+fn outside_transaction(failure: BoxError) -> BoxError {
+    format!(
+        "{failure}; it runs outside a transaction (run_in_transaction = false), so it may be \
+         partly applied, by this run or by an earlier one that was interrupted: check which of \
+         its statements took effect, finish or undo them by hand, then run the migrations again"
+    )
+    .into()
+}
+
 /// Runs `op` with Diesel's harness on a blocking thread and hands the connection back. Generic over any connection whose
 /// `AsyncConnectionWrapper` Diesel can migrate; each backend calls it with its concrete type.
 pub(crate) async fn run_blocking<C>(
@@ -72,9 +83,15 @@ where
                 // One by one, so a failure names its migration.
                 for migration in harness.pending_migrations(migrations.clone())? {
                     let name = migration.name().to_string();
-                    harness
-                        .run_migration(&*migration)
-                        .map_err(|e| named_failure("migration", &name, &*e))?;
+                    let in_transaction = migration.metadata().run_in_transaction();
+                    harness.run_migration(&*migration).map_err(|e| {
+                        let failure = named_failure("migration", &name, &*e);
+                        if in_transaction {
+                            failure
+                        } else {
+                            outside_transaction(failure)
+                        }
+                    })?;
                     touched.push(name);
                 }
             }

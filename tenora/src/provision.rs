@@ -133,6 +133,7 @@ impl<B: Backend> Tenora<B> {
             .map(|p| secret::seal(self.key(), allow_plaintext, id, p.expose()))
             .transpose()?;
         let this = self.clone();
+        let what = format!("the creation of tenant `{id}`");
         let id = id.clone();
         let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
         let work = async move {
@@ -147,9 +148,10 @@ impl<B: Backend> Tenora<B> {
         match tokio::spawn(work.instrument(span)).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::Unsupported(format!(
-                "the tenant creation task was cancelled: {e}"
-            ))),
+            Err(e) => Err(Error::Cancelled {
+                what,
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -336,9 +338,12 @@ impl<B: Backend> Tenora<B> {
         if changed != 1 {
             return Err((
                 Step::Activate,
-                Error::Unsupported(format!(
-                    "the registry row of tenant `{id}` is no longer `provisioning` (was the tenant dropped while it was being created?)"
-                )),
+                Error::Conflict {
+                    id: id.clone(),
+                    message: "its registry row is no longer `provisioning` (was it dropped or \
+                              repaired by hand while it was being created?)"
+                        .to_owned(),
+                },
             ));
         }
         let row = self
@@ -348,9 +353,10 @@ impl<B: Backend> Tenora<B> {
             .ok_or_else(|| {
                 (
                     Step::Activate,
-                    Error::Unsupported(format!(
-                        "the registry row of tenant `{id}` vanished while it was being created"
-                    )),
+                    Error::Conflict {
+                        id: id.clone(),
+                        message: "its registry row vanished while it was being created".to_owned(),
+                    },
                 )
             })?;
         self.unknown_tenants().forget(id);

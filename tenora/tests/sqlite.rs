@@ -58,3 +58,44 @@ async fn a_deleted_tenant_file_is_an_error_not_a_new_empty_database() {
         "no empty database was created"
     );
 }
+
+/// A migration that runs outside a transaction and fails half-way keeps what it did; the error
+/// names the tenant and the migration and says what to do by hand — on this run and the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_migration_outside_a_transaction_names_the_manual_step() {
+    let Some(env) = Sqlite::env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    tenora_test_support::write_migration(
+        dir.path(),
+        "2024-01-01-000000_create_notes",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY);",
+        "DROP TABLE notes;",
+    );
+    tenora_test_support::write_migration(
+        dir.path(),
+        "2024-01-02-000000_half_done",
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY);\nINSERT INTO missing VALUES (1);",
+        "DROP TABLE tags;",
+    );
+    std::fs::write(
+        dir.path().join("2024-01-02-000000_half_done/metadata.toml"),
+        "run_in_transaction = false\n",
+    )
+    .unwrap();
+    let migrations = tenora::Migrations::from_dir(dir.path()).unwrap();
+    let t = tenora_with::<Sqlite>(env.config.clone(), Sqlite::tenant_migrations()).await;
+    let acme = TenantId::new("acme").unwrap();
+    t.create_tenant(&acme, None).await.unwrap();
+    let t = tenora_with::<Sqlite>(env.config.clone(), migrations).await;
+    for attempt in ["first run", "rerun"] {
+        let err = t.migrate_tenant(&acme).await.unwrap_err().to_string();
+        for needle in [
+            "tenant `acme`",
+            "2024-01-02-000000_half_done",
+            "outside a transaction",
+            "finish or undo them by hand",
+        ] {
+            assert!(err.contains(needle), "{attempt}: {needle}: {err}");
+        }
+    }
+}

@@ -34,6 +34,13 @@ const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 /// process using the same server sees the same lock.
 const TEMPLATE_LOCK_KEY: i64 = 8387231305986822224;
 
+/// How long a migration run waits for another run on the same database.
+const MIGRATION_LOCK_WAIT_SECS: u32 = 3600;
+
+/// How long `prepare_template` waits for another process rebuilding the template (or for
+/// clones to finish) before giving up.
+const TEMPLATE_LOCK_WAIT: Duration = Duration::from_secs(600);
+
 /// The id whose database and role names the template uses (reserved for tenants).
 const TEMPLATE_ID: &str = "tenora_template";
 
@@ -998,6 +1005,7 @@ impl Backend for Postgres {
         // hold the lock shared and may need it for CREATE ROLE) in between.
         let (db, _) = self.template_names();
         let lock_error = || admin_error(format!("cannot lock the template database `{db}`"));
+        let deadline = std::time::Instant::now() + TEMPLATE_LOCK_WAIT;
         loop {
             let got: bool = {
                 let session = self
@@ -1018,6 +1026,18 @@ impl Backend for Postgres {
             };
             if got {
                 break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::Admin {
+                    context: format!("cannot lock the template database `{db}`"),
+                    source: format!(
+                        "another process held its lock for {} s (rebuilding it, or cloning \
+                         it); it may be stuck: look for sessions holding advisory lock \
+                         {TEMPLATE_LOCK_KEY} in pg_locks",
+                        TEMPLATE_LOCK_WAIT.as_secs()
+                    )
+                    .into(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1121,11 +1141,40 @@ impl Backend for Postgres {
     ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
         // A session-level advisory lock, scoped to this database by the server; released by
         // the unlock below or, if anything fails, when the session ends.
-        conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-            .await?;
+        // Waiting is bounded (lock_timeout covers advisory locks too), then the session's own
+        // setting comes back.
+        let locked = conn
+            .batch_execute(&format!(
+                "SET lock_timeout = '{MIGRATION_LOCK_WAIT_SECS}s'; \
+                 SELECT pg_advisory_lock({MIGRATION_LOCK_KEY}); RESET lock_timeout"
+            ))
+            .await;
+        if let Err(e) = locked {
+            let timed_out = matches!(
+                &e,
+                diesel::result::Error::DatabaseError(_, info)
+                    if info.message().contains("lock timeout")
+            );
+            let _ = conn.batch_execute("RESET lock_timeout").await;
+            return Err(if timed_out {
+                format!(
+                    "could not take the migration lock of this database within \
+                     {MIGRATION_LOCK_WAIT_SECS} s; another migration run may be stuck"
+                )
+                .into()
+            } else {
+                e.into()
+            });
+        }
         let (mut conn, names) = migrate::run_blocking(conn, migrations, op, None).await?;
-        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-            .await?;
+        // The migrations are applied: a failed unlock does not undo that (the lock ends with
+        // the session at the latest).
+        if let Err(e) = conn
+            .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the migration lock; it ends with the session");
+        }
         Ok((conn, names))
     }
 }
