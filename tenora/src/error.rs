@@ -205,6 +205,21 @@ pub enum Error {
         table: String,
     },
 
+    /// The registry table lacks a column this version of Tenora reads (it was made by an
+    /// earlier version).
+    #[error(
+        "the registry table `{table}` has no `{column}` column (it was made by an earlier \
+         Tenora): run the base migrations — base_schema::MIGRATIONS adds it, `tenora migrate` \
+         writes the migration into a run-time folder, and \
+         registry::registry_token_migration_sql renders it for your own"
+    )]
+    RegistryOutdated {
+        /// The configured table name.
+        table: String,
+        /// The missing column.
+        column: String,
+    },
+
     /// A stored password could not be decrypted or an encryption key is unusable.
     #[error("{0}")]
     Secret(#[from] crate::secret::SecretError),

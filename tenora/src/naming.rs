@@ -99,11 +99,13 @@ impl Naming {
     }
 
     /// The prefix of every tenant database name.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn database_prefix(&self) -> &str {
         &self.database_prefix
     }
 
     /// The prefix of every tenant user name.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn user_prefix(&self) -> &str {
         &self.user_prefix
     }

@@ -37,6 +37,7 @@ pub struct Proof {
     /// The row's token (`None` for rows made before Tenora wrote proofs).
     pub(crate) token: Option<String>,
     /// The row's password, opened (MariaDB proves its users by their password hash).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) password: Option<SecretString>,
     /// A row made before proofs existed that got past provisioning (`active` or `deleting`):
     /// its objects were made by that Tenora, so they are trusted by name.

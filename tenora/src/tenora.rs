@@ -619,6 +619,18 @@ impl<B: Backend> Tenora<B> {
                     table: table.to_owned(),
                 };
             }
+            // PostgreSQL "column \"token\" does not exist", MySQL "Unknown column 'token'",
+            // SQLite "no such column: token".
+            let no_token = msg.contains("token")
+                && (msg.contains("does not exist")
+                    || msg.contains("Unknown column")
+                    || msg.contains("no such column"));
+            if no_token {
+                return Error::RegistryOutdated {
+                    table: table.to_owned(),
+                    column: "token".to_owned(),
+                };
+            }
         }
         Error::db(context, e)
     }

@@ -99,3 +99,37 @@ async fn a_failed_migration_outside_a_transaction_names_the_manual_step() {
         }
     }
 }
+
+/// A registry made by Tenora 0.1 (no `token` column) gets an error saying which migration to
+/// run, and works once it ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_of_an_earlier_version_says_which_migration_to_run() {
+    let Some(env) = Sqlite::env() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (up, down) = tenora::registry::registry_migration_sql("tenora_tenants");
+    let legacy = up.replace(",\n    token VARCHAR(64)", "");
+    tenora_test_support::write_migration(dir.path(), "2024-01-01-000000_registry", &legacy, &down);
+    let old = tenora::Tenora::<Sqlite>::builder(env.config.clone())
+        .base_migrations(tenora::Migrations::from_dir(dir.path()).unwrap())
+        .connect()
+        .await
+        .unwrap();
+    old.migrate_base().await.unwrap();
+    assert_err_contains(
+        old.list_tenants().await,
+        &["has no `token` column", "run the base migrations"],
+    );
+    let (up, down) = tenora::registry::registry_token_migration_sql("tenora_tenants");
+    tenora_test_support::write_migration(dir.path(), "2026-12-02-000000_token", &up, &down);
+    let upgraded = tenora::Tenora::<Sqlite>::builder(env.config.clone())
+        .base_migrations(tenora::Migrations::from_dir(dir.path()).unwrap())
+        .tenant_migrations(Sqlite::tenant_migrations())
+        .connect()
+        .await
+        .unwrap();
+    upgraded.migrate_base().await.unwrap();
+    upgraded
+        .create_tenant(&TenantId::new("acme").unwrap(), None)
+        .await
+        .unwrap();
+}
