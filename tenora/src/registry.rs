@@ -181,6 +181,36 @@ pub fn registry_token_migration_sql(table: &str) -> (String, String) {
     (up, down)
 }
 
+/// Why a registry query failed: the table or one of Tenora's columns is missing (read from the
+/// database's catalog after the failure), or the query failed otherwise.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum RegistryError {
+    /// The registry table does not exist.
+    MissingTable,
+    /// The table lacks this column Tenora reads.
+    MissingColumn(&'static str),
+    /// Any other failure.
+    Query(diesel::result::Error),
+}
+
+/// The result of a registry query.
+#[doc(hidden)]
+pub type RegistryResult<T> = std::result::Result<T, RegistryError>;
+
+/// Sorts a failed registry query using the table's columns as the catalog lists them (empty:
+/// no such table).
+#[doc(hidden)]
+pub fn classify(error: diesel::result::Error, columns: &[String]) -> RegistryError {
+    if columns.is_empty() {
+        return RegistryError::MissingTable;
+    }
+    COLUMNS
+        .split(", ")
+        .find(|wanted| !columns.iter().any(|c| c.eq_ignore_ascii_case(wanted)))
+        .map_or(RegistryError::Query(error), RegistryError::MissingColumn)
+}
+
 /// Registry queries on one backend's connection type. Implemented for each backend's
 /// connection by `impl_registry!`, so the SQL is written once and checked per backend.
 pub trait RegistryConnection: Send {
@@ -190,13 +220,13 @@ pub trait RegistryConnection: Send {
         &mut self,
         table: &str,
         id: &TenantId,
-    ) -> impl Future<Output = diesel::QueryResult<Option<RawRow>>> + Send;
+    ) -> impl Future<Output = RegistryResult<Option<RawRow>>> + Send;
     /// Reads every row, ordered by id.
     #[doc(hidden)]
     fn registry_list(
         &mut self,
         table: &str,
-    ) -> impl Future<Output = diesel::QueryResult<Vec<RawRow>>> + Send;
+    ) -> impl Future<Output = RegistryResult<Vec<RawRow>>> + Send;
     /// Inserts a row.
     #[doc(hidden)]
     fn registry_insert(
@@ -206,7 +236,7 @@ pub trait RegistryConnection: Send {
         password: Option<String>,
         state: TenantState,
         token: Option<&str>,
-    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Changes a row's state, only if it is in state `from` (any state when `None`); returns
     /// the number of rows changed.
     #[doc(hidden)]
@@ -216,14 +246,14 @@ pub trait RegistryConnection: Send {
         id: &TenantId,
         from: Option<TenantState>,
         to: TenantState,
-    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Deletes a row (by its id as stored, valid or not).
     #[doc(hidden)]
     fn registry_delete(
         &mut self,
         table: &str,
         id: &str,
-    ) -> impl Future<Output = diesel::QueryResult<usize>> + Send;
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
 }
 
 /// Quotes the registry table name with the backend's identifier quote character (the name is
@@ -234,15 +264,54 @@ pub fn quote_table(table: &str, quote: char) -> String {
 }
 
 /// Implements [`RegistryConnection`] for a concrete diesel-async connection type, given the
-/// backend's bind placeholder for parameter `n` (1-based) and its identifier quote character.
+/// backend's bind placeholder for parameter `n` (1-based), its identifier quote character, and
+/// a catalog query listing a table's columns (`column_name`) with the table name bound as its
+/// one parameter.
 macro_rules! impl_registry {
-    ($conn:ty, $ph:expr, $quote:expr) => {
+    ($conn:ty, $ph:expr, $quote:expr, $columns:expr) => {
+        /// Sorts a failed registry query: a missing table or column is read from the catalog,
+        /// not guessed from the message (which the server may translate).
+        async fn registry_failure(
+            conn: &mut $conn,
+            table: &str,
+            error: diesel::result::Error,
+        ) -> $crate::registry::RegistryError {
+            {
+                use diesel_async::RunQueryDsl as _;
+                match &error {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    ) => return $crate::registry::RegistryError::Query(error),
+                    diesel::result::Error::DatabaseError(..) => {}
+                    _ => return $crate::registry::RegistryError::Query(error),
+                }
+                #[derive(diesel::QueryableByName)]
+                struct Column {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    column_name: String,
+                }
+                let columns = diesel::sql_query($columns)
+                    .bind::<diesel::sql_types::Text, _>(table)
+                    .load::<Column>(conn)
+                    .await;
+                match columns {
+                    Ok(columns) => {
+                        let names: Vec<String> =
+                            columns.into_iter().map(|c| c.column_name).collect();
+                        $crate::registry::classify(error, &names)
+                    }
+                    Err(_) => $crate::registry::RegistryError::Query(error),
+                }
+            }
+        }
+
         impl $crate::registry::RegistryConnection for $conn {
             async fn registry_get(
                 &mut self,
                 table: &str,
                 id: &$crate::TenantId,
-            ) -> diesel::QueryResult<Option<$crate::registry::RawRow>> {
+            ) -> $crate::registry::RegistryResult<Option<$crate::registry::RawRow>> {
                 use diesel::OptionalExtension as _;
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
@@ -252,24 +321,32 @@ macro_rules! impl_registry {
                     $crate::registry::quote_table(table, $quote),
                     ph(1)
                 );
-                diesel::sql_query(sql)
+                let result = diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id.as_str())
                     .get_result::<$crate::registry::RawRow>(self)
                     .await
-                    .optional()
+                    .optional();
+                match result {
+                    Ok(row) => Ok(row),
+                    Err(e) => Err(registry_failure(self, table, e).await),
+                }
             }
 
             async fn registry_list(
                 &mut self,
                 table: &str,
-            ) -> diesel::QueryResult<Vec<$crate::registry::RawRow>> {
+            ) -> $crate::registry::RegistryResult<Vec<$crate::registry::RawRow>> {
                 use diesel_async::RunQueryDsl as _;
                 let sql = format!(
                     "SELECT {} FROM {} ORDER BY id",
                     $crate::registry::COLUMNS,
                     $crate::registry::quote_table(table, $quote)
                 );
-                diesel::sql_query(sql).load(self).await
+                let result = diesel::sql_query(sql).load(self).await;
+                match result {
+                    Ok(rows) => Ok(rows),
+                    Err(e) => Err(registry_failure(self, table, e).await),
+                }
             }
 
             async fn registry_insert(
@@ -279,7 +356,7 @@ macro_rules! impl_registry {
                 password: Option<String>,
                 state: $crate::registry::TenantState,
                 token: Option<&str>,
-            ) -> diesel::QueryResult<usize> {
+            ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
@@ -294,7 +371,7 @@ macro_rules! impl_registry {
                     ph(5),
                     ph(6)
                 );
-                diesel::sql_query(sql)
+                let result = diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id.as_str())
                     .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(password)
                     .bind::<diesel::sql_types::Text, _>(state.as_str())
@@ -302,7 +379,11 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
                     .execute(self)
-                    .await
+                    .await;
+                match result {
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(registry_failure(self, table, e).await),
+                }
             }
 
             async fn registry_set_state(
@@ -311,7 +392,7 @@ macro_rules! impl_registry {
                 id: &$crate::TenantId,
                 from: Option<$crate::registry::TenantState>,
                 to: $crate::registry::TenantState,
-            ) -> diesel::QueryResult<usize> {
+            ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
@@ -330,7 +411,7 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Text, _>(to.as_str())
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Text, _>(id.as_str());
-                match from {
+                let result = match from {
                     Some(from) => {
                         query
                             .bind::<diesel::sql_types::Text, _>(from.as_str())
@@ -338,6 +419,10 @@ macro_rules! impl_registry {
                             .await
                     }
                     None => query.execute(self).await,
+                };
+                match result {
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(registry_failure(self, table, e).await),
                 }
             }
 
@@ -345,7 +430,7 @@ macro_rules! impl_registry {
                 &mut self,
                 table: &str,
                 id: &str,
-            ) -> diesel::QueryResult<usize> {
+            ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let sql = format!(
@@ -353,10 +438,14 @@ macro_rules! impl_registry {
                     $crate::registry::quote_table(table, $quote),
                     ph(1)
                 );
-                diesel::sql_query(sql)
+                let result = diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id)
                     .execute(self)
-                    .await
+                    .await;
+                match result {
+                    Ok(n) => Ok(n),
+                    Err(e) => Err(registry_failure(self, table, e).await),
+                }
             }
         }
     };
@@ -366,6 +455,20 @@ pub(crate) use impl_registry;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_the_catalog() {
+        let err = || diesel::result::Error::NotFound;
+        let cols = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(matches!(classify(err(), &[]), RegistryError::MissingTable));
+        let old = cols(&["id", "password", "state", "created_at", "updated_at"]);
+        assert!(matches!(
+            classify(err(), &old),
+            RegistryError::MissingColumn("token")
+        ));
+        let full = cols(&["ID", "password", "state", "created_at", "updated_at", "token"]);
+        assert!(matches!(classify(err(), &full), RegistryError::Query(_)));
+    }
 
     #[test]
     fn migration_sql_names_the_table() {

@@ -600,39 +600,28 @@ impl<B: Backend> Tenora<B> {
         Ok(Some(secret::open(self.key(), allow_plaintext, id, sealed)?))
     }
 
-    pub(crate) fn registry_error(&self, e: diesel::result::Error, id: &TenantId) -> Error {
+    pub(crate) fn registry_error(&self, e: crate::registry::RegistryError, id: &TenantId) -> Error {
         self.registry_error_any(e, &format!("registry lookup of tenant `{id}` failed"))
             .with_tenant_exists(id)
     }
 
-    pub(crate) fn registry_error_any(&self, e: diesel::result::Error, context: &str) -> Error {
-        use diesel::result::{DatabaseErrorKind, Error as DieselError};
-        let table = self.table();
-        if let DieselError::DatabaseError(kind, info) = &e {
-            let msg = info.message();
-            let missing = msg.contains(table)
-                && (msg.contains("does not exist") || msg.contains("no such table"))
-                || msg.contains(&format!("Table '{table}'"))
-                || matches!(kind, DatabaseErrorKind::Unknown) && msg.contains("doesn't exist");
-            if missing {
-                return Error::RegistryMissing {
-                    table: table.to_owned(),
-                };
-            }
-            // PostgreSQL "column \"token\" does not exist", MySQL "Unknown column 'token'",
-            // SQLite "no such column: token".
-            let no_token = msg.contains("token")
-                && (msg.contains("does not exist")
-                    || msg.contains("Unknown column")
-                    || msg.contains("no such column"));
-            if no_token {
-                return Error::RegistryOutdated {
-                    table: table.to_owned(),
-                    column: "token".to_owned(),
-                };
-            }
+    /// A failed registry query as the caller's error: a missing table or column (as the
+    /// catalog said) says which migrations to run.
+    pub(crate) fn registry_error_any(
+        &self,
+        e: crate::registry::RegistryError,
+        context: &str,
+    ) -> Error {
+        use crate::registry::RegistryError;
+        let table = self.table().to_owned();
+        match e {
+            RegistryError::MissingTable => Error::RegistryMissing { table },
+            RegistryError::MissingColumn(column) => Error::RegistryOutdated {
+                table,
+                column: column.to_owned(),
+            },
+            RegistryError::Query(e) => Error::db(context, e),
         }
-        Error::db(context, e)
     }
 
     // --- migrations and seeds -------------------------------------------------------------

@@ -21,7 +21,13 @@ use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
 
-impl_registry!(AsyncMysqlConnection, |_| "?".to_owned(), '`');
+impl_registry!(
+    AsyncMysqlConnection,
+    |_| "?".to_owned(),
+    '`',
+    "SELECT CAST(COLUMN_NAME AS CHAR) AS column_name FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+);
 
 /// MySQL's limit on database names.
 const MAX_DATABASE: usize = 64;

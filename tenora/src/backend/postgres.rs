@@ -24,7 +24,13 @@ use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
 
-impl_registry!(AsyncPgConnection, |n| format!("${n}"), '"');
+impl_registry!(
+    AsyncPgConnection,
+    |n| format!("${n}"),
+    '"',
+    "SELECT column_name::text AS column_name FROM information_schema.columns \
+     WHERE table_schema = current_schema() AND table_name = $1"
+);
 
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;

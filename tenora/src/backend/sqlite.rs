@@ -25,7 +25,12 @@ use crate::tenant_id::TenantId;
 /// The diesel-async connection type of the SQLite backend.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
 
-impl_registry!(SqliteConn, |_| "?".to_owned(), '"');
+impl_registry!(
+    SqliteConn,
+    |_| "?".to_owned(),
+    '"',
+    "SELECT name AS column_name FROM pragma_table_info(?)"
+);
 
 /// Settings applied to every SQLite connection: a busy timeout first (so the rest, and pooled
 /// writers, wait for locks instead of failing), WAL for concurrent readers, enforced foreign
