@@ -34,9 +34,10 @@ enum Failure {
     Connect(String),
 }
 
-/// Remembers the last error of a pool's background connection attempts.
+/// Remembers the last error of a pool's background connection attempts, and whether the last
+/// one failed to connect at all (see `ManagedPool::is_failing`).
 #[derive(Debug, Clone, Default)]
-struct LastError(Arc<Mutex<Option<Failure>>>);
+struct LastError(Arc<Mutex<Option<Failure>>>, Arc<AtomicBool>);
 
 impl ErrorSink<Error> for LastError {
     fn sink(&self, error: Error) {
@@ -49,6 +50,8 @@ impl ErrorSink<Error> for LastError {
             }
             _ => tracing::warn!(error = %error, "pooled connection attempt failed"),
         }
+        self.1
+            .store(matches!(error, ConnectError::Connect(_)), Ordering::Relaxed);
         let failure = match error {
             ConnectError::Refused(m) => Failure::Refused(m),
             ConnectError::Connect(e) => Failure::Connect(e.to_string()),
@@ -111,6 +114,10 @@ impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
 
     fn shed_idle(&self) -> bool {
         ManagedPool::shed_idle(self)
+    }
+
+    fn is_failing(&self) -> bool {
+        self.last_error.1.load(Ordering::Relaxed) && self.pool.state().connections == 0
     }
 }
 

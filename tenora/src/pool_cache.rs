@@ -25,6 +25,12 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
     fn idle_connections(&self) -> u32;
     /// Closes one idle connection of the pool, if it has one; returns whether it did.
     fn shed_idle(&self) -> bool;
+    /// Its last connection attempt failed and it has no connection left (its tenant may have
+    /// been dropped elsewhere): closed at the next reap, however recently used, so it stops
+    /// trying.
+    fn is_failing(&self) -> bool {
+        false
+    }
 }
 
 /// A cache slot: the pool (once built) and when it was last handed out.
@@ -343,8 +349,10 @@ impl<P: CachedPool> PoolCache<P> {
         let stale: Vec<TenantId> = map
             .iter()
             .filter(|(_, c)| {
-                c.last_used.load(Ordering::Relaxed) < cutoff
-                    && c.get().is_some_and(CachedPool::is_unused)
+                c.get().is_some_and(|pool| {
+                    pool.is_unused()
+                        && (pool.is_failing() || c.last_used.load(Ordering::Relaxed) < cutoff)
+                })
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -379,6 +387,23 @@ mod tests {
         fn shed_idle(&self) -> bool {
             false
         }
+        /// Pool 7 stands for one whose connections fail.
+        fn is_failing(&self) -> bool {
+            *self == 7
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_pools_are_reaped_however_recently_used() {
+        let cache = PoolCache::<u32>::new(4);
+        for (name, pool) in [("ok", 1_u32), ("failing", 7)] {
+            cache
+                .get_or_try_init(&id(name), || async move { Ok::<_, ()>(pool) })
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.reap_idle(Duration::from_secs(600)), 1);
+        assert_eq!(cache.stats().cached_pools, 1);
     }
 
     /// A cache of two, holding pools for `a` then `b` (`b` used last).

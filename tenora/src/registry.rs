@@ -466,7 +466,14 @@ mod tests {
             classify(err(), &old),
             RegistryError::MissingColumn("token")
         ));
-        let full = cols(&["ID", "password", "state", "created_at", "updated_at", "token"]);
+        let full = cols(&[
+            "ID",
+            "password",
+            "state",
+            "created_at",
+            "updated_at",
+            "token",
+        ]);
         assert!(matches!(classify(err(), &full), RegistryError::Query(_)));
     }
 
