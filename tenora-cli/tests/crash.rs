@@ -112,6 +112,13 @@ async fn crash_and_repair(kind: Kind, template: bool) {
             [(id.clone(), "provisioning".to_owned())],
             "{point}"
         );
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 1, "{point}: {out}");
+        assert!(
+            out.contains(&format!("{id}: provisioning since")),
+            "{point}: {out}"
+        );
+        assert!(out.contains("abandoned"), "{point}: {out}");
         // Half of the crashes are repaired, the other half simply retried.
         if n % 2 == 0 {
             let out = p.ok(&["tenants", "repair", "--all"]);
@@ -141,6 +148,12 @@ async fn crash_and_repair(kind: Kind, template: bool) {
         p.ok(&["tenants", "create", &id]);
         crash(&p, point, &["tenants", "drop", &id, "--yes"]);
         assert_eq!(rows(&p), [(id.clone(), "deleting".to_owned())], "{point}");
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 1, "{point}: {out}");
+        assert!(
+            out.contains(&format!("{id}: deleting since")),
+            "{point}: {out}"
+        );
         // A create of a tenant being dropped says what to run.
         let (code, _, err) = p.run(&["tenants", "create", &id]);
         assert_eq!(code, 1, "{err}");
