@@ -342,7 +342,7 @@ async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Clien
     println!("   raw SQL floor (CREATE ROLE + CREATE DATABASE + REVOKE):       {floor:.1} ms");
     println!("   ratio: {:.2}x", plain / floor);
     println!(
-        "   create_tenant, template clone (role while cloning, hand-over):       {via_template:.1} ms"
+        "   create_tenant, template clone (role, clone it owns, hand-over):      {via_template:.1} ms"
     );
     println!(
         "   raw CREATE DATABASE ... TEMPLATE floor:                              {clone_floor:.1} ms"
