@@ -25,13 +25,26 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more detail (each migration applied or reverted)
+    /// Print more detail (each migration applied or reverted; -v also logs info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log format on standard error
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// The command to run
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How the log on standard error is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object a line, with the fields of the enclosing spans (e.g. the tenant)
+    Json,
 }
 
 /// How results are printed.

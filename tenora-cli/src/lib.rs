@@ -78,7 +78,7 @@ where
         }
     };
     let format = cli.format;
-    if let Err(message) = install_logging(cli.quiet, cli.verbose) {
+    if let Err(message) = install_logging(cli.quiet, cli.verbose, cli.log_format) {
         eprintln!("error: {message}");
         return ExitCode::from(2);
     }
@@ -123,8 +123,9 @@ where
 
 /// Sends Tenora's log to standard error: warnings and errors by default, errors only with
 /// `-q`, more with `-v` (info) and `-vv` (debug); `RUST_LOG` (`target=level` pairs, e.g.
-/// `tenora=debug,warn`) replaces that. Passwords and keys are never logged.
-fn install_logging(quiet: bool, verbose: u8) -> Result<(), String> {
+/// `tenora=debug,warn`) replaces that. Text lines, or JSON objects with the fields of the
+/// enclosing spans (`--log-format json`). Passwords and keys are never logged.
+fn install_logging(quiet: bool, verbose: u8, format: cli::LogFormat) -> Result<(), String> {
     use std::io::IsTerminal as _;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt as _;
@@ -140,15 +141,25 @@ fn install_logging(quiet: bool, verbose: u8) -> Result<(), String> {
             _ => LevelFilter::DEBUG,
         }),
     };
-    let subscriber = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .with_max_level(LevelFilter::TRACE)
-        .finish()
-        .with(filter);
+        .with_max_level(LevelFilter::TRACE);
     // Embedding applications may have installed their own subscriber: keep theirs.
-    let _ = subscriber.try_init();
+    let _ = match format {
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .without_time()
+            .finish()
+            .with(filter)
+            .try_init(),
+        cli::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish()
+            .with(filter)
+            .try_init(),
+    };
     Ok(())
 }

@@ -394,6 +394,19 @@ fn log_output_and_plaintext_only_on_purpose() {
     assert!(err.contains("tenant created"), "-v shows info: {err}");
     let (_, _, err) = p.run(&["tenants", "list"]);
     assert!(!err.contains("INFO"), "default is warnings only: {err}");
+    // Machine-readable: one JSON object a line, with the span's tenant.
+    let (code, _, err) = p.run(&["--log-format", "json", "-v", "tenants", "create", "initech"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["fields"]["message"] == "tenant created"
+            && l["span"]["tenant"] == "initech"),
+        "{err}"
+    );
     let out = p
         .cmd()
         .env("RUST_LOG", "info")
