@@ -172,7 +172,10 @@ impl<B: Backend> Tenora<B> {
         match self.provision(id, password.as_ref(), &token).await {
             Ok(record) => Ok(record),
             Err((step, source)) => {
-                let cleanup = self.undo(id, &proof).await;
+                // An object whose creation failed because it existed is someone else's, whatever
+                // it carries.
+                let existed = matches!(source, Error::TenantExists { .. }).then_some(step);
+                let cleanup = self.undo(id, &proof, existed).await;
                 if matches!(source, Error::TenantExists { .. }) && cleanup.is_empty() {
                     return Err(source);
                 }
@@ -346,29 +349,31 @@ impl<B: Backend> Tenora<B> {
                 },
             ));
         }
-        let row = self
-            .registry_get_on(&mut base, id)
-            .await
-            .map_err(|e| (Step::Activate, e))?
-            .ok_or_else(|| {
-                (
-                    Step::Activate,
-                    Error::Conflict {
-                        id: id.clone(),
-                        message: "its registry row vanished while it was being created".to_owned(),
-                    },
-                )
-            })?;
+        // Active from here on: nothing may undo it any more, so a failed read of the row is
+        // answered with what is known.
         self.unknown_tenants().forget(id);
         tracing::info!(tenant = %id, "tenant created");
-        Ok(row.record)
+        match self.registry_get_on(&mut base, id).await {
+            Ok(Some(row)) => Ok(row.record),
+            Ok(None) | Err(_) => {
+                let now = chrono::Utc::now().naive_utc();
+                Ok(TenantRecord {
+                    id: id.clone(),
+                    state: TenantState::Active,
+                    created_at: now,
+                    updated_at: now,
+                })
+            }
+        }
     }
 
-    /// Undoes a failed creation: removes what carries its proof, then releases the id; returns
-    /// what could not be undone (the row then stays, as `deleting`, for `repair_tenant`).
-    async fn undo(&self, id: &TenantId, proof: &Proof) -> Vec<String> {
+    /// Undoes a failed creation: removes what carries its proof — but never an object whose
+    /// creation failed because it existed (`existed`: that step) — then releases the id;
+    /// returns what could not be undone (the row then stays, as `deleting`, for
+    /// `repair_tenant`).
+    async fn undo(&self, id: &TenantId, proof: &Proof, existed: Option<Step>) -> Vec<String> {
         let mut failures = Vec::new();
-        match self.remove_proven(id, proof).await {
+        match self.remove_proven_except(id, proof, existed).await {
             Ok(removal) if !removal.left_alone.is_empty() => {
                 tracing::info!(
                     tenant = %id,
@@ -386,7 +391,8 @@ impl<B: Backend> Tenora<B> {
                 conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                     .await
             } else {
-                conn.registry_delete(self.table(), id.as_str()).await
+                conn.registry_delete(self.table(), id.as_str(), proof.token.as_deref())
+                    .await
             }
             .map_err(|e| self.registry_error(e, id))
         }
@@ -428,12 +434,28 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         proof: &Proof,
     ) -> std::result::Result<Removal, (Step, Error)> {
+        self.remove_proven_except(id, proof, None).await
+    }
+
+    /// [`Tenora::remove_proven`], leaving alone the object a failed `existed` step met.
+    async fn remove_proven_except(
+        &self,
+        id: &TenantId,
+        proof: &Proof,
+        existed: Option<Step>,
+    ) -> std::result::Result<Removal, (Step, Error)> {
+        use crate::ownership::Presence as P;
         let backend = self.backend();
-        let found = backend
+        let mut found = backend
             .inspect(id, proof)
             .await
             .map_err(|e| (Step::DropDatabase, e))?
             .trusting(proof);
+        match existed {
+            Some(Step::CreateUser) if found.user == P::Ours => found.user = P::Foreign,
+            Some(Step::CreateDatabase) if found.database == P::Ours => found.database = P::Foreign,
+            _ => {}
+        }
         let naming = backend.naming();
         let mut removal = Removal::default();
         let database = format!("database `{}`", naming.database_name(id));
@@ -490,7 +512,7 @@ impl<B: Backend> Tenora<B> {
                 source: Box::new(source),
             })?;
         let mut conn = self.base_conn().await?;
-        conn.registry_delete(self.table(), id.as_str())
+        conn.registry_delete(self.table(), id.as_str(), row.token.as_deref())
             .await
             .map_err(|e| self.registry_error(e, id))?;
         Ok(removal)
@@ -555,7 +577,7 @@ impl<B: Backend> Tenora<B> {
             .await
             .map_err(|(step, e)| fail(step)(e))?;
         let mut conn = self.base_conn().await?;
-        conn.registry_delete(self.table(), id.as_str())
+        conn.registry_delete(self.table(), id.as_str(), row.token.as_deref())
             .await
             .map_err(|e| fail(Step::Unregister)(self.registry_error(e, id)))?;
         tracing::info!(tenant = %id, "tenant dropped");

@@ -247,12 +247,14 @@ pub trait RegistryConnection: Send {
         from: Option<TenantState>,
         to: TenantState,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
-    /// Deletes a row (by its id as stored, valid or not).
+    /// Deletes a row (by its id as stored, valid or not); with `token`, only the row carrying
+    /// it (so a process never deletes a row another one inserted since).
     #[doc(hidden)]
     fn registry_delete(
         &mut self,
         table: &str,
         id: &str,
+        token: Option<&str>,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
 }
 
@@ -430,18 +432,30 @@ macro_rules! impl_registry {
                 &mut self,
                 table: &str,
                 id: &str,
+                token: Option<&str>,
             ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
-                let sql = format!(
+                let mut sql = format!(
                     "DELETE FROM {} WHERE id = {}",
                     $crate::registry::quote_table(table, $quote),
                     ph(1)
                 );
-                let result = diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(id)
-                    .execute(self)
-                    .await;
+                if token.is_some() {
+                    sql.push_str(&format!(" AND token = {}", ph(2)));
+                }
+                let query = diesel::sql_query(sql)
+                    .into_boxed()
+                    .bind::<diesel::sql_types::Text, _>(id);
+                let result = match token {
+                    Some(token) => {
+                        query
+                            .bind::<diesel::sql_types::Text, _>(token)
+                            .execute(self)
+                            .await
+                    }
+                    None => query.execute(self).await,
+                };
                 match result {
                     Ok(n) => Ok(n),
                     Err(e) => Err(registry_failure(self, table, e).await),

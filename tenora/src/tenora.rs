@@ -241,18 +241,32 @@ impl<B: Backend> Tenora<B> {
         if !self.inner.config.tenant.template {
             return Ok(false);
         }
-        let migrations = &self.inner.tenant_migrations;
         // Rebuilding a template opens one connection to it: count it against the budget.
-        let _permit = self
+        let permit = self
             .inner
             .budget
             .acquire(Slice::Work)
             .await
             .map_err(|e| e.busy("the template database".to_owned()))?;
-        self.inner
-            .backend
-            .prepare_template(migrations, &migrations.fingerprint())
-            .await
+        // On a task of its own: a caller that gives up (a start-up timeout) must not leave the
+        // template's lock held half-way through a rebuild.
+        let this = self.clone();
+        let work = async move {
+            let _permit = permit;
+            let migrations = &this.inner.tenant_migrations;
+            this.inner
+                .backend
+                .prepare_template(migrations, &migrations.fingerprint())
+                .await
+        };
+        match tokio::spawn(work).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Cancelled {
+                what: "the template rebuild".to_owned(),
+                reason: e.to_string(),
+            }),
+        }
     }
 
     /// The backend (naming rules, database checks).
@@ -506,7 +520,7 @@ impl<B: Backend> Tenora<B> {
         }
         let mut conn = self.base_conn().await?;
         let deleted = conn
-            .registry_delete(self.table(), id)
+            .registry_delete(self.table(), id, None)
             .await
             .map_err(|e| self.registry_error_any(e, "cannot delete a malformed registry row"))?;
         Ok(deleted > 0)

@@ -226,3 +226,31 @@ async fn killed_connections_are_replaced() {
             .unwrap();
     }
 }
+
+/// A user that exists already is never dropped by the undo of the creation that met it — not
+/// even when the caller chose that user's very password (which is what proves MariaDB users).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_the_same_password_is_not_taken_for_ours() {
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = id("acme");
+    let user = t.backend().naming().user_name(&acme);
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    admin
+        .query_drop(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY 'Same-Pass-123'"
+        ))
+        .await
+        .unwrap();
+    assert_err_contains(
+        t.create_tenant(&acme, Some(tenora::SecretString::new("Same-Pass-123")))
+            .await,
+        &["already exists"],
+    );
+    let users: Vec<String> = admin
+        .exec("SELECT User FROM mysql.user WHERE User = ?", (&user,))
+        .await
+        .unwrap();
+    assert_eq!(users, [user]);
+    assert!(t.tenant(&acme).await.unwrap().is_none());
+}

@@ -556,10 +556,11 @@ impl Backend for Mysql {
                     conn.exec_first(user_sql, (&user, &self.user_host)).await?;
                 let user_ours = match &user_row {
                     None => None,
-                    Some(value) if mariadb => Some(
-                        proof.password.as_ref().map(native_password_hash).as_ref()
-                            == value.as_ref(),
-                    ),
+                    // No password to compare (none stored, or it cannot be opened): unproven.
+                    Some(value) if mariadb => Some(match (&proof.password, value) {
+                        (Some(password), Some(stored)) => native_password_hash(password) == *stored,
+                        _ => false,
+                    }),
                     Some(value) => Some(mark.is_some() && value.as_deref() == mark.as_deref()),
                 };
                 // The database: MariaDB by its comment, MySQL by the proven user's grant.
@@ -683,7 +684,12 @@ impl Backend for Mysql {
         let mut session = self.lease_session.lock().await;
         let run = async {
             if session.is_none() {
-                *session = Some(self.admin().await?);
+                let mut conn = self.admin().await?;
+                // An idle lease session must not be closed by the server's wait_timeout: its
+                // locks would go with it while their work goes on.
+                conn.query_drop("SET SESSION wait_timeout = 31536000")
+                    .await?;
+                *session = Some(conn);
             }
             let conn = session.as_mut().expect("opened above");
             let got: Option<Option<i64>> =

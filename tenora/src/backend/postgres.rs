@@ -28,8 +28,8 @@ impl_registry!(
     AsyncPgConnection,
     |n| format!("${n}"),
     '"',
-    "SELECT column_name::text AS column_name FROM information_schema.columns \
-     WHERE table_schema = current_schema() AND table_name = $1"
+    "SELECT attname::text AS column_name FROM pg_attribute \
+     WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped"
 );
 
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
