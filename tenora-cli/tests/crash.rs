@@ -316,6 +316,22 @@ async fn live_work_is_left_alone(kind: Kind) {
         out.contains("acme: being created or dropped by a live process"),
         "{out}"
     );
+    if kind == Kind::Postgres {
+        // Another process configured with another admin database sees the lease too (it lives
+        // on the base database).
+        let config = std::fs::read_to_string(p.path().join("tenora.toml")).unwrap();
+        std::fs::write(
+            p.path().join("other.toml"),
+            config.replacen("[base]\n", "[base]\nadmin_database = \"template1\"\n", 1),
+        )
+        .unwrap();
+        let (code, out, err) = p.run(&["--config", "other.toml", "tenants", "repair", "--all"]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            out.contains("acme: being created or dropped by a live process"),
+            "{out}"
+        );
+    }
     for args in [
         &["tenants", "create", "acme"][..],
         &["tenants", "drop", "acme", "--yes"][..],

@@ -70,9 +70,12 @@ pub struct Postgres {
     base: Arc<tokio_postgres::Config>,
     admin: tokio_postgres::Config,
     admin_session: AdminSession,
-    /// A second admin session, so a templated tenant's role is created while its database is
-    /// cloned on the first.
+    /// A second admin session, holding the template lock while the template is rebuilt.
     role_session: AdminSession,
+    /// A session on the base database holding this process's tenant leases (advisory locks
+    /// are per database: on the base database, every process using this registry sees them,
+    /// whatever its admin database).
+    lease_session: AdminSession,
     base_database: String,
     server: String,
     naming: Naming,
@@ -282,9 +285,21 @@ impl Postgres {
         tokio::sync::MutexGuard<'s, Option<tokio_postgres::Client>>,
         tokio_postgres::Error,
     > {
+        self.open_session_on(slot, &self.admin).await
+    }
+
+    /// The session in `slot`, opened with `config` on first use and reopened if it was closed.
+    async fn open_session_on<'s>(
+        &self,
+        slot: &'s AdminSession,
+        config: &tokio_postgres::Config,
+    ) -> std::result::Result<
+        tokio::sync::MutexGuard<'s, Option<tokio_postgres::Client>>,
+        tokio_postgres::Error,
+    > {
         let mut session = slot.lock().await;
         if session.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = self.admin.connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
             // The driver ends when the client is dropped or the server closes the session.
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -478,6 +493,19 @@ impl Postgres {
         self.execute_on(&self.admin_session, sql).await
     }
 
+    /// Runs `sql` on the session in `slot` that is connected to the base database.
+    async fn execute_on_base(
+        &self,
+        slot: &AdminSession,
+        sql: &str,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let session = self.open_session_on(slot, &self.base).await?;
+        match session.as_ref() {
+            Some(client) => client.batch_execute(sql).await,
+            None => unreachable!("open_session_on always leaves a client"),
+        }
+    }
+
     async fn execute_on(
         &self,
         slot: &AdminSession,
@@ -604,8 +632,9 @@ fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
 
 impl Backend for Postgres {
     const CLIENT: Client = Client::Postgres;
-    /// The admin session and a second one (roles made during clones, the template lock).
-    const ADMIN_CONNECTIONS: u32 = 2;
+    /// The admin session, a second one for the template lock, and the lease session on the
+    /// base database.
+    const ADMIN_CONNECTIONS: u32 = 3;
     /// An ended session is seen by the driver at once; ping only long-idle connections.
     const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
     type Connection = AsyncPgConnection;
@@ -693,6 +722,7 @@ impl Backend for Postgres {
             admin,
             admin_session: AdminSession::default(),
             role_session: AdminSession::default(),
+            lease_session: AdminSession::default(),
             base_database,
             naming,
         })
@@ -950,14 +980,16 @@ impl Backend for Postgres {
     }
 
     async fn try_lease(&self, id: &TenantId, scope: &str) -> Result<bool> {
-        // A session-level advisory lock on the admin session: it ends with the session, and so
-        // with this process.
+        // A session-level advisory lock on the lease session (on the base database): it ends
+        // with the session, and so with this process.
         let key = self.lease_key(id, scope);
         let run = async {
-            let session = self.admin_session().await?;
+            let session = self
+                .open_session_on(&self.lease_session, &self.base)
+                .await?;
             let client = session
                 .as_ref()
-                .expect("admin_session always leaves a client");
+                .expect("open_session_on always leaves a client");
             let row = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
                 .await?;
@@ -972,7 +1004,10 @@ impl Backend for Postgres {
     async fn release_lease(&self, id: &TenantId, scope: &str) {
         let key = self.lease_key(id, scope);
         if let Err(e) = self
-            .admin_execute(&format!("SELECT pg_advisory_unlock({key})"))
+            .execute_on_base(
+                &self.lease_session,
+                &format!("SELECT pg_advisory_unlock({key})"),
+            )
             .await
         {
             // The lease ends with the session anyway.
