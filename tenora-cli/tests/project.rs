@@ -23,6 +23,12 @@ pub struct Project {
     _cleanup: Option<Cleanup>,
 }
 
+/// An admin connection to a project's server.
+enum Admin {
+    Postgres(tokio_postgres::Client),
+    Mysql(mysql_async::Conn),
+}
+
 /// The server objects a PostgreSQL or MySQL project may create (all named by `prefix`).
 struct ServerNames {
     kind: Kind,
@@ -228,51 +234,45 @@ impl Project {
     /// Runs `sql` as the server's admin (PostgreSQL: in `database`, default the admin
     /// database; MySQL: `database` is ignored, qualify names).
     pub async fn admin_sql(&self, database: Option<&str>, sql: &str) {
-        let names = self.pg.as_ref().expect("a server project");
-        match names.kind {
-            Kind::Mysql => {
-                use mysql_async::prelude::Queryable as _;
-                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+        use mysql_async::prelude::Queryable as _;
+        match self.admin(database).await {
+            Admin::Mysql(mut conn) => {
                 conn.query_drop(sql).await.unwrap();
                 let _ = conn.disconnect().await;
             }
-            _ => {
-                let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
-                if let Some(database) = database {
-                    config.dbname(database);
-                }
-                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                client.batch_execute(sql).await.unwrap();
-            }
+            Admin::Postgres(client) => client.batch_execute(sql).await.unwrap(),
         }
     }
 
     /// The one integer `sql` returns, run as the server's admin (PostgreSQL: in `database`).
     pub async fn admin_scalar(&self, database: Option<&str>, sql: &str) -> i64 {
-        let names = self.pg.as_ref().expect("a server project");
-        match names.kind {
-            Kind::Mysql => {
-                use mysql_async::prelude::Queryable as _;
-                let mut conn = mysql_async::Conn::from_url(&names.admin_url).await.unwrap();
+        use mysql_async::prelude::Queryable as _;
+        match self.admin(database).await {
+            Admin::Mysql(mut conn) => {
                 let value: Option<i64> = conn.query_first(sql).await.unwrap();
                 let _ = conn.disconnect().await;
                 value.unwrap()
             }
-            _ => {
-                let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
-                if let Some(database) = database {
-                    config.dbname(database);
-                }
-                let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                client.query_one(sql, &[]).await.unwrap().get(0)
-            }
+            Admin::Postgres(client) => client.query_one(sql, &[]).await.unwrap().get(0),
         }
+    }
+
+    /// An admin connection to the project's server (PostgreSQL: to `database`, default the
+    /// admin database).
+    async fn admin(&self, database: Option<&str>) -> Admin {
+        let names = self.pg.as_ref().expect("a server project");
+        if names.kind == Kind::Mysql {
+            return Admin::Mysql(mysql_async::Conn::from_url(&names.admin_url).await.unwrap());
+        }
+        let mut config: tokio_postgres::Config = names.admin_url.parse().unwrap();
+        if let Some(database) = database {
+            config.dbname(database);
+        }
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Admin::Postgres(client)
     }
 
     /// The name prefix of this project's tenant databases (users get `<prefix>u_`).

@@ -65,6 +65,18 @@ pub enum Presence {
     Foreign,
 }
 
+impl Presence {
+    /// From a catalog check: `None` when nothing has the name, else whether it carries the
+    /// proof.
+    pub(crate) fn of(proven: Option<bool>) -> Presence {
+        match proven {
+            None => Presence::Absent,
+            Some(true) => Presence::Ours,
+            Some(false) => Presence::Foreign,
+        }
+    }
+}
+
 /// The objects on the server that bear a tenant's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {

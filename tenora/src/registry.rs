@@ -271,41 +271,41 @@ pub fn quote_table(table: &str, quote: char) -> String {
 /// one parameter.
 macro_rules! impl_registry {
     ($conn:ty, $ph:expr, $quote:expr, $columns:expr) => {
-        /// Sorts a failed registry query: a missing table or column is read from the catalog,
-        /// not guessed from the message (which the server may translate).
-        async fn registry_failure(
+        /// A registry query's result, a failure sorted: a missing table or column is read
+        /// from the catalog, not guessed from the message (which the server may translate).
+        async fn registry_result<T>(
             conn: &mut $conn,
             table: &str,
-            error: diesel::result::Error,
-        ) -> $crate::registry::RegistryError {
-            {
-                use diesel_async::RunQueryDsl as _;
-                match &error {
-                    diesel::result::Error::DatabaseError(
-                        diesel::result::DatabaseErrorKind::UniqueViolation,
-                        _,
-                    ) => return $crate::registry::RegistryError::Query(error),
-                    diesel::result::Error::DatabaseError(..) => {}
-                    _ => return $crate::registry::RegistryError::Query(error),
+            result: diesel::QueryResult<T>,
+        ) -> $crate::registry::RegistryResult<T> {
+            use diesel::result::{DatabaseErrorKind, Error as DieselError};
+            use diesel_async::RunQueryDsl as _;
+            let error = match result {
+                Ok(value) => return Ok(value),
+                // Only a server-side failure other than a duplicate id can be a missing table.
+                Err(DieselError::DatabaseError(kind, info))
+                    if !matches!(kind, DatabaseErrorKind::UniqueViolation) =>
+                {
+                    DieselError::DatabaseError(kind, info)
                 }
-                #[derive(diesel::QueryableByName)]
-                struct Column {
-                    #[diesel(sql_type = diesel::sql_types::Text)]
-                    column_name: String,
-                }
-                let columns = diesel::sql_query($columns)
-                    .bind::<diesel::sql_types::Text, _>(table)
-                    .load::<Column>(conn)
-                    .await;
-                match columns {
-                    Ok(columns) => {
-                        let names: Vec<String> =
-                            columns.into_iter().map(|c| c.column_name).collect();
-                        $crate::registry::classify(error, &names)
-                    }
-                    Err(_) => $crate::registry::RegistryError::Query(error),
-                }
+                Err(error) => return Err($crate::registry::RegistryError::Query(error)),
+            };
+            #[derive(diesel::QueryableByName)]
+            struct Column {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                column_name: String,
             }
+            let columns = diesel::sql_query($columns)
+                .bind::<diesel::sql_types::Text, _>(table)
+                .load::<Column>(conn)
+                .await;
+            Err(match columns {
+                Ok(columns) => {
+                    let names: Vec<String> = columns.into_iter().map(|c| c.column_name).collect();
+                    $crate::registry::classify(error, &names)
+                }
+                Err(_) => $crate::registry::RegistryError::Query(error),
+            })
         }
 
         impl $crate::registry::RegistryConnection for $conn {
@@ -328,10 +328,7 @@ macro_rules! impl_registry {
                     .get_result::<$crate::registry::RawRow>(self)
                     .await
                     .optional();
-                match result {
-                    Ok(row) => Ok(row),
-                    Err(e) => Err(registry_failure(self, table, e).await),
-                }
+                registry_result(self, table, result).await
             }
 
             async fn registry_list(
@@ -345,10 +342,7 @@ macro_rules! impl_registry {
                     $crate::registry::quote_table(table, $quote)
                 );
                 let result = diesel::sql_query(sql).load(self).await;
-                match result {
-                    Ok(rows) => Ok(rows),
-                    Err(e) => Err(registry_failure(self, table, e).await),
-                }
+                registry_result(self, table, result).await
             }
 
             async fn registry_insert(
@@ -382,10 +376,7 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
                     .execute(self)
                     .await;
-                match result {
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(registry_failure(self, table, e).await),
-                }
+                registry_result(self, table, result).await
             }
 
             async fn registry_set_state(
@@ -422,10 +413,7 @@ macro_rules! impl_registry {
                     }
                     None => query.execute(self).await,
                 };
-                match result {
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(registry_failure(self, table, e).await),
-                }
+                registry_result(self, table, result).await
             }
 
             async fn registry_delete(
@@ -456,10 +444,7 @@ macro_rules! impl_registry {
                     }
                     None => query.execute(self).await,
                 };
-                match result {
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(registry_failure(self, table, e).await),
-                }
+                registry_result(self, table, result).await
             }
         }
     };

@@ -514,7 +514,8 @@ impl Backend for Mysql {
     async fn drop_database(&self, id: &TenantId) -> Result<()> {
         let db = self.naming.database_name(id);
         // DROP DATABASE waits for every open transaction on its tables (for a day, by
-        // default): end the sessions using it first, and bound the wait for the rest.
+        // default): end the sessions using it first, and bound the wait for the rest (a
+        // session on another database holding a lock here).
         let run = async {
             let _turn = self.admin_turn.lock().await;
             let mut conn = self.admin().await?;
@@ -523,7 +524,8 @@ impl Backend for Mysql {
                     "SET SESSION lock_wait_timeout = {DROP_LOCK_WAIT_SECS}"
                 ))
                 .await?;
-                Self::end_sessions(&mut conn, "USER", &self.naming.user_name(id)).await?;
+                // Only the sessions on this (proven) database: the user of the same name may
+                // not be the tenant's; its own sessions end in `drop_user` once proven.
                 Self::end_sessions(&mut conn, "DB", &db).await?;
                 conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))
                     .await
@@ -603,14 +605,9 @@ impl Backend for Mysql {
             "cannot look up the database and user of tenant `{id}` on {}",
             self.server
         )))?;
-        let presence = |found: Option<bool>| match found {
-            None => Presence::Absent,
-            Some(true) => Presence::Ours,
-            Some(false) => Presence::Foreign,
-        };
         Ok(Found {
-            user: presence(user),
-            database: presence(database),
+            user: Presence::of(user),
+            database: Presence::of(database),
         })
     }
 

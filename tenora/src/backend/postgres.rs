@@ -922,14 +922,9 @@ impl Backend for Postgres {
             "cannot look up the database and role of tenant `{id}` on {}",
             self.server
         )))?;
-        let presence = |found: Option<bool>| match found {
-            None => Presence::Absent,
-            Some(true) => Presence::Ours,
-            Some(false) => Presence::Foreign,
-        };
         Ok(Found {
-            user: presence(user),
-            database: presence(database),
+            user: Presence::of(user),
+            database: Presence::of(database),
         })
     }
 
