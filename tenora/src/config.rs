@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::secret::{EncryptionKey, SecretString};
+use crate::tls::{self, TlsMode, TlsSettings};
 
 /// Environment variable naming the config file (default `tenora.toml`).
 pub const ENV_CONFIG: &str = "TENORA_CONFIG";
@@ -160,6 +161,33 @@ pub struct BaseConfig {
     /// Pool of base-database connections.
     #[serde(default = "base_pool_default")]
     pub pool: PoolConfig,
+    /// PostgreSQL: TLS mode, libpq's names: `disable`, `prefer` (default), `require`,
+    /// `verify-ca`, `verify-full`. Also `sslmode` in the URL. See [`crate::tls`].
+    #[serde(default)]
+    pub sslmode: Option<TlsMode>,
+    /// PostgreSQL: PEM file of the CA(s) that sign the server's certificate (default: the
+    /// built-in web PKI roots). Also `sslrootcert` in the URL.
+    #[serde(default)]
+    pub sslrootcert: Option<PathBuf>,
+    /// PostgreSQL: PEM file of a client certificate to log in with (`hostssl … cert`).
+    #[serde(default)]
+    pub sslcert: Option<PathBuf>,
+    /// PostgreSQL: PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub sslkey: Option<PathBuf>,
+    /// MySQL / MariaDB: TLS mode, MySQL's names: `DISABLED`, `PREFERRED` (default), `REQUIRED`,
+    /// `VERIFY_CA`, `VERIFY_IDENTITY`. Also `ssl-mode` in the URL.
+    #[serde(default, rename = "ssl-mode")]
+    pub ssl_mode: Option<TlsMode>,
+    /// MySQL / MariaDB: PEM file of the CA(s) that sign the server's certificate.
+    #[serde(default, rename = "ssl-ca")]
+    pub ssl_ca: Option<PathBuf>,
+    /// MySQL / MariaDB: PEM file of a client certificate.
+    #[serde(default, rename = "ssl-cert")]
+    pub ssl_cert: Option<PathBuf>,
+    /// MySQL / MariaDB: PEM file of the client certificate's key (RSA, PKCS#1).
+    #[serde(default, rename = "ssl-key")]
+    pub ssl_key: Option<PathBuf>,
 }
 
 /// `[tenant]`: how tenant databases are named, placed and pooled.
@@ -349,6 +377,14 @@ impl fmt::Debug for BaseConfig {
             .field("migrations_dir", &self.migrations_dir)
             .field("seeds_dir", &self.seeds_dir)
             .field("pool", &self.pool)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
+            .field("sslcert", &self.sslcert)
+            .field("sslkey", &self.sslkey)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca", &self.ssl_ca)
+            .field("ssl_cert", &self.ssl_cert)
+            .field("ssl_key", &self.ssl_key)
             .finish()
     }
 }
@@ -453,6 +489,14 @@ impl Config {
                 migrations_dir: default_base_migrations(),
                 seeds_dir: None,
                 pool: base_pool_default(),
+                sslmode: None,
+                sslrootcert: None,
+                sslcert: None,
+                sslkey: None,
+                ssl_mode: None,
+                ssl_ca: None,
+                ssl_cert: None,
+                ssl_key: None,
             },
             tenant: TenantConfig::default(),
             registry: RegistryConfig::default(),
@@ -709,7 +753,32 @@ impl Config {
             }
         }
         self.encryption_key()?;
+        self.tls()?;
         Ok(())
+    }
+
+    /// The TLS settings of the base server, from `[base]`'s keys and the URL's query
+    /// parameters (see [`crate::tls`]); files are not read here.
+    pub fn tls(&self) -> Result<TlsSettings> {
+        Ok(self.base_url_and_tls()?.1)
+    }
+
+    /// The base URL without its TLS parameters (the drivers do not know them all), and the
+    /// server's TLS settings.
+    pub(crate) fn base_url_and_tls(&self) -> Result<(Option<SecretString>, TlsSettings)> {
+        let vocabulary = match self.base.client {
+            Client::Mysql => tls::Vocabulary::Mysql,
+            Client::Postgres | Client::Sqlite => tls::Vocabulary::Libpq,
+        };
+        let (url, params) = match (&self.base.url, self.base.client) {
+            (Some(url), Client::Postgres | Client::Mysql) => {
+                let (url, params) = tls::split_tls_params(url.expose(), vocabulary)?;
+                (Some(SecretString::new(url)), params)
+            }
+            (url, _) => (url.clone(), Vec::new()),
+        };
+        let settings = tls::resolve(&self.base, self.base.client, &params, &self.root)?;
+        Ok((url, settings))
     }
 
     /// The prefix and suffix around the tenant id in tenant database names: from

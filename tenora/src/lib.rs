@@ -72,6 +72,7 @@ pub mod resolver;
 pub mod secret;
 mod tenant_id;
 mod tenora;
+pub mod tls;
 mod unknown;
 
 pub use crate::backend_alias::*;
@@ -95,6 +96,7 @@ pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, SecretString};
 pub use crate::tenant_id::TenantId;
 pub use crate::tenora::{PooledConn, Tenora, TenoraBuilder};
+pub use crate::tls::{InvalidTlsMode, TlsMode, TlsSettings};
 
 /// Embeds a Diesel-layout migrations folder (relative to the crate's `Cargo.toml`) as a
 /// [`Migrations`] value, validated at compile time.

@@ -68,6 +68,7 @@ pub enum Presence {
 impl Presence {
     /// From a catalog check: `None` when nothing has the name, else whether it carries the
     /// proof.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn of(proven: Option<bool>) -> Presence {
         match proven {
             None => Presence::Absent,

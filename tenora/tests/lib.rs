@@ -17,6 +17,9 @@ mod postgres;
 #[cfg(feature = "mysql")]
 mod mysql;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod tls;
+
 /// Runs every shared scenario as a test against one backend.
 macro_rules! scenario_tests {
     ($module:ident, $backend:ty) => {

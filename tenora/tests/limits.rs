@@ -149,6 +149,7 @@ mod pg {
         let options = PgOptions {
             max_connections: Some(20),
             trust: true,
+            ..PgOptions::default()
         };
         let Some(cluster) = PgCluster::start_with(&options) else {
             return;

@@ -12,10 +12,12 @@
 
 mod mariadb_server;
 mod pg_cluster;
+mod pki;
 mod server_count;
 
-pub use mariadb_server::MariaDbServer;
+pub use mariadb_server::{MariaDbOptions, MariaDbServer};
 pub use pg_cluster::{PgCluster, PgOptions};
+pub use pki::{CertFiles, TestPki};
 pub use server_count::{Counter, connection_ids};
 
 use std::future::Future;

@@ -9,6 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How to set up a [`MariaDbServer`].
+#[derive(Debug, Clone, Default)]
+pub struct MariaDbOptions {
+    /// `max_connections` of the server (default: MariaDB's, 151).
+    pub max_connections: Option<u32>,
+    /// Serve TLS with this certificate and key, and trust client certificates of this CA.
+    pub ssl: Option<(crate::pki::CertFiles, PathBuf)>,
+    /// Refuse TCP connections without TLS (`--require-secure-transport`).
+    pub require_secure_transport: bool,
+}
+
 /// A running private MariaDB server; stopped and deleted on drop.
 pub struct MariaDbServer {
     child: Child,
@@ -25,6 +36,14 @@ impl MariaDbServer {
     /// Starts a server allowing `max_connections` client connections, or returns `None`
     /// (after a loud message; a failure in CI) when MariaDB's server binaries are missing.
     pub fn start(max_connections: u32) -> Option<MariaDbServer> {
+        Self::start_with(&MariaDbOptions {
+            max_connections: Some(max_connections),
+            ..MariaDbOptions::default()
+        })
+    }
+
+    /// Starts a server set up as `options` say (see [`start`](Self::start)).
+    pub fn start_with(options: &MariaDbOptions) -> Option<MariaDbServer> {
         let server = find(&["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]);
         let install = find(&["/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"]);
         let (Some(server), Some(install)) = (server, install) else {
@@ -39,7 +58,9 @@ impl MariaDbServer {
         }
         let data = dir.join("data");
         let mut cmd = Command::new(&install);
-        cmd.arg(format!("--datadir={}", path(&data)))
+        // Its own temp folder: bootstraps running at once collide in a shared /tmp.
+        cmd.env("TMPDIR", &dir)
+            .arg(format!("--datadir={}", path(&data)))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         if as_root {
             cmd.arg("--user=mysql");
@@ -58,18 +79,29 @@ impl MariaDbServer {
                 .expect("a free port");
             let mut cmd = Command::new(&server);
             cmd.arg("--no-defaults")
+                .arg(format!("--tmpdir={}", path(&dir)))
                 .arg(format!("--datadir={}", path(&data)))
                 .arg(format!("--port={port}"))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--socket={}", path(&dir.join("sock"))))
                 .arg(format!("--pid-file={}", path(&dir.join("pid"))))
                 .arg(format!("--log-error={}", path(&dir.join("error.log"))))
-                .arg(format!("--max-connections={max_connections}"))
                 .args(["--innodb-buffer-pool-size=16M", "--skip-log-bin"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             if as_root {
                 cmd.arg("--user=mysql");
+            }
+            if let Some(max) = options.max_connections {
+                cmd.arg(format!("--max-connections={max}"));
+            }
+            if let Some((files, ca)) = &options.ssl {
+                cmd.arg(format!("--ssl-cert={}", path(&files.cert)))
+                    .arg(format!("--ssl-key={}", path(&files.key)))
+                    .arg(format!("--ssl-ca={}", path(ca)));
+            }
+            if options.require_secure_transport {
+                cmd.arg("--require-secure-transport=ON");
             }
             let child = cmd.spawn().expect("start mariadbd");
             let mut server = MariaDbServer {
@@ -101,6 +133,15 @@ impl MariaDbServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Root's URL of the server's `mysql` database through its Unix socket (a test's own admin
+    /// access when TCP needs TLS).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "mysql://root@localhost/mysql?socket={}",
+            path(&self.dir.join("sock"))
+        )
     }
 
     /// Root's URL (no password) of the server's `mysql` database.

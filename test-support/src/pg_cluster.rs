@@ -16,6 +16,12 @@ pub struct PgOptions {
     pub max_connections: Option<u32>,
     /// Trust every local connection instead of checking passwords with `scram-sha-256`.
     pub trust: bool,
+    /// Serve TLS with this certificate and key (`ssl = on`).
+    pub ssl: Option<crate::pki::CertFiles>,
+    /// The CA whose client certificates the server accepts (`ssl_ca_file`, for `cert` logins).
+    pub ssl_ca: Option<PathBuf>,
+    /// The whole `pg_hba.conf` (default: initdb's, with the `auth` above).
+    pub hba: Option<String>,
 }
 
 /// A running private cluster; stopped and deleted on drop.
@@ -70,6 +76,26 @@ impl PgCluster {
         let password = format!("pw{}", crate::unique_token());
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, format!("{password}\n")).expect("write pwfile");
+        let mut ssl_settings = String::new();
+        if let Some(files) = &options.ssl {
+            // The server insists that its key is private to it.
+            use std::os::unix::fs::PermissionsExt as _;
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::copy(&files.cert, &cert).expect("copy server certificate");
+            std::fs::copy(&files.key, &key).expect("copy server key");
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod server key");
+            ssl_settings = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                path(&cert),
+                path(&key)
+            );
+            if let Some(ca) = &options.ssl_ca {
+                let copy = dir.join("client-ca.crt");
+                std::fs::copy(ca, &copy).expect("copy client CA");
+                ssl_settings.push_str(&format!(" -c ssl_ca_file={}", path(&copy)));
+            }
+        }
         if as_postgres {
             crate::give_to("postgres:postgres", &dir);
         }
@@ -101,6 +127,10 @@ impl PgCluster {
             ],
         );
         assert!(out.status.success(), "initdb failed: {}", text(&out));
+        if let Some(hba) = &options.hba {
+            // Rewrites the file initdb made (its owner stays).
+            std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
+        }
         // A few tries in case another process takes the port between probe and start.
         for _ in 0..5 {
             cluster.port = free_port();
@@ -112,6 +142,7 @@ impl PgCluster {
             if let Some(max) = options.max_connections {
                 settings.push_str(&format!(" -c max_connections={max}"));
             }
+            settings.push_str(&ssl_settings);
             let log = cluster.dir.join("log");
             let out = cluster.run(
                 "pg_ctl",
@@ -155,6 +186,18 @@ impl PgCluster {
             .filter(|l| l.contains("too many clients") || l.contains("remaining connection slots"))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Superuser connection string of the cluster's `postgres` database through its Unix
+    /// socket (for `local` lines of `pg_hba.conf`: a test's own admin access when TCP needs
+    /// TLS).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres password={} dbname=postgres",
+            path(&self.dir),
+            self.port,
+            self.password
+        )
     }
 
     /// Superuser URL of the cluster's `postgres` database.

@@ -392,6 +392,7 @@ async fn pg_default_config_serves_70_tenants_on_a_40_connection_server() {
     let options = PgOptions {
         max_connections: Some(40),
         trust: true,
+        ..PgOptions::default()
     };
     let Some(cluster) = PgCluster::start_with(&options) else {
         return;

@@ -20,6 +20,7 @@ use crate::ownership::{self, Found, Inventory, Presence, Proof};
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
+use crate::tls::mysql::MysqlTls;
 
 impl_registry!(
     AsyncMysqlConnection,
@@ -58,6 +59,8 @@ const ER_CANNOT_USER: u16 = 1396;
 /// transactional; provisioning still removes everything it made when a step fails.
 pub struct Mysql {
     base: Opts,
+    /// TLS to this server (its driver options are in `base`).
+    tls: Arc<MysqlTls>,
     base_database: String,
     user_host: String,
     server: String,
@@ -129,12 +132,12 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
-async fn connect(opts: &Opts) -> diesel::ConnectionResult<AsyncMysqlConnection> {
+async fn connect(opts: &Opts, tls: &MysqlTls) -> diesel::ConnectionResult<AsyncMysqlConnection> {
     let builder = OptsBuilder::from_opts(opts.clone())
         // diesel-async keeps its own statement cache and expects found-rows semantics.
         .stmt_cache_size(0)
         .client_found_rows(true);
-    let conn = mysql_async::Conn::new(builder).await.map_err(|e| {
+    let conn = tls.connect(builder).await.map_err(|e| {
         // Out of connection slots: the server's max_connections (1040: the budget shrinks), or
         // the account's max_user_connections (1203) or MAX_USER_CONNECTIONS resource (1226).
         // Marked so the budget can react.
@@ -148,11 +151,16 @@ async fn connect(opts: &Opts) -> diesel::ConnectionResult<AsyncMysqlConnection> 
     AsyncMysqlConnection::try_from(conn).await
 }
 
-fn manager(label: String, opts: Arc<Opts>) -> AsyncDieselConnectionManager<AsyncMysqlConnection> {
+fn manager(
+    label: String,
+    opts: Arc<Opts>,
+    tls: Arc<MysqlTls>,
+) -> AsyncDieselConnectionManager<AsyncMysqlConnection> {
     let mut config = ManagerConfig::default();
     config.custom_setup = Box::new(move |_label| {
         let opts = Arc::clone(&opts);
-        Box::pin(async move { connect(&opts).await })
+        let tls = Arc::clone(&tls);
+        Box::pin(async move { connect(&opts, &tls).await })
     });
     AsyncDieselConnectionManager::new_with_config(label, config)
 }
@@ -176,7 +184,7 @@ impl Mysql {
 
     async fn admin(&self) -> std::result::Result<mysql_async::Conn, mysql_async::Error> {
         let admin = OptsBuilder::from_opts(self.base.clone()).db_name(None::<String>);
-        mysql_async::Conn::new(admin).await
+        self.tls.connect(admin).await
     }
 
     async fn admin_execute(&self, sql: &str) -> std::result::Result<(), mysql_async::Error> {
@@ -266,7 +274,12 @@ impl Backend for Mysql {
 
     fn from_config(config: &Config) -> Result<Self> {
         let b = &config.base;
-        let opts = match &b.url {
+        let (url, tls) = config.base_url_and_tls()?;
+        let (tls, ssl_opts) = MysqlTls::new(&crate::tls::Loaded::load(
+            tls,
+            crate::tls::Vocabulary::Mysql,
+        )?);
+        let opts = match &url {
             Some(url) => Opts::from_url(url.expose()).map_err(|e| {
                 Error::config(
                     "base.url",
@@ -278,7 +291,9 @@ impl Backend for Mysql {
             })?,
             None => Opts::default(),
         };
-        let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+        let mut builder = OptsBuilder::from_opts(opts)
+            .prefer_socket(false)
+            .ssl_opts(ssl_opts);
         if let Some(host) = &b.host {
             builder = builder.ip_or_hostname(host.clone());
         }
@@ -307,7 +322,7 @@ impl Backend for Mysql {
         let server = match opts.socket() {
             Some(socket) => socket.to_owned(),
             None => format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port()),
-        };
+        } + tls.describe();
         let (prefix, suffix) = config.database_affixes();
         let naming = Naming::new(
             &prefix,
@@ -326,6 +341,7 @@ impl Backend for Mysql {
         .reserve_users([user.as_str(), "root", "mysql", "mariadb.sys"]);
         Ok(Mysql {
             base: opts,
+            tls: Arc::new(tls),
             base_database,
             user_host: config.tenant.user_host.clone(),
             server,
@@ -360,13 +376,18 @@ impl Backend for Mysql {
     }
 
     fn base_manager(&self) -> Self::Manager {
-        manager(self.describe_base(), Arc::new(self.base.clone()))
+        manager(
+            self.describe_base(),
+            Arc::new(self.base.clone()),
+            Arc::clone(&self.tls),
+        )
     }
 
     fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
         manager(
             self.describe_tenant(id),
             Arc::new(self.tenant_opts(id, password)),
+            Arc::clone(&self.tls),
         )
     }
 
@@ -375,7 +396,7 @@ impl Backend for Mysql {
         id: &TenantId,
         password: Option<&SecretString>,
     ) -> Result<Self::Connection> {
-        connect(&self.tenant_opts(id, password))
+        connect(&self.tenant_opts(id, password), &self.tls)
             .await
             .map_err(|e| Error::Connect {
                 target: self.describe_tenant(id),
@@ -384,10 +405,12 @@ impl Backend for Mysql {
     }
 
     async fn connect_base(&self) -> Result<Self::Connection> {
-        connect(&self.base).await.map_err(|e| Error::Connect {
-            target: self.describe_base(),
-            source: Box::new(e),
-        })
+        connect(&self.base, &self.tls)
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_base(),
+                source: Box::new(e),
+            })
     }
 
     async fn server_limits(

@@ -23,6 +23,7 @@ use crate::provision::Step;
 use crate::registry::impl_registry;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
+use crate::tls::postgres::PgTls;
 
 impl_registry!(
     AsyncPgConnection,
@@ -68,6 +69,8 @@ const MAX_IDENTIFIER: usize = 63;
 /// plain text. Connections are built from a parsed config, not from URLs with passwords in them.
 pub struct Postgres {
     base: Arc<tokio_postgres::Config>,
+    /// TLS to this server, for every connection Tenora opens to it.
+    tls: PgTls,
     admin: tokio_postgres::Config,
     admin_session: AdminSession,
     /// A second admin session, holding the template lock while the template is rebuilt.
@@ -162,9 +165,12 @@ impl std::error::Error for ServerError {
     }
 }
 
-async fn connect(config: &tokio_postgres::Config) -> diesel::ConnectionResult<AsyncPgConnection> {
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &PgTls,
+) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let (client, connection) = tls
+        .connect(config)
         .await
         .map_err(|e| diesel::ConnectionError::BadConnection(connect_message(e)))?;
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
@@ -211,11 +217,13 @@ const LIMITS_SQL: &str = "SELECT current_setting('max_connections')::int4 AS max
 fn manager(
     label: String,
     config: Arc<tokio_postgres::Config>,
+    tls: PgTls,
 ) -> AsyncDieselConnectionManager<AsyncPgConnection> {
     let mut manager_config = ManagerConfig::default();
     manager_config.custom_setup = Box::new(move |_label| {
         let config = Arc::clone(&config);
-        Box::pin(async move { connect(&config).await })
+        let tls = tls.clone();
+        Box::pin(async move { connect(&config, &tls).await })
     });
     // The "URL" is only a label: connections come from the parsed config above.
     AsyncDieselConnectionManager::new_with_config(label, manager_config)
@@ -299,7 +307,7 @@ impl Postgres {
     > {
         let mut session = slot.lock().await;
         if session.as_ref().is_none_or(|c| c.is_closed()) {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            let (client, connection) = self.tls.connect(config).await?;
             // The driver ends when the client is dropped or the server closes the session.
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -342,10 +350,12 @@ impl Postgres {
             .map_err(fail("create"))?;
         let mut config = (*self.base).clone();
         config.dbname(&db);
-        let mut conn = connect(&config).await.map_err(|e| Error::Connect {
-            target: format!("the template database `{db}`"),
-            source: Box::new(e),
-        })?;
+        let mut conn = connect(&config, &self.tls)
+            .await
+            .map_err(|e| Error::Connect {
+                target: format!("the template database `{db}`"),
+                source: Box::new(e),
+            })?;
         conn.batch_execute(&format!(
             "GRANT CREATE, TEMPORARY ON DATABASE {qdb} TO {qrole}; \
              GRANT CREATE ON SCHEMA public TO {qrole}; SET ROLE {qrole}"
@@ -577,8 +587,9 @@ impl Postgres {
         let mut config = self.admin.clone();
         config.dbname(database);
         let context = || format!("cannot release the role `{role}` in the database `{database}`");
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
+        let (client, connection) = self
+            .tls
+            .connect(&config)
             .await
             .map_err(|e| admin_error(context())(e))?;
         let driver = tokio::spawn(async move {
@@ -642,7 +653,12 @@ impl Backend for Postgres {
 
     fn from_config(config: &Config) -> Result<Self> {
         let b = &config.base;
-        let mut pg = match &b.url {
+        let (url, tls) = config.base_url_and_tls()?;
+        let tls = PgTls::new(&crate::tls::Loaded::load(
+            tls,
+            crate::tls::Vocabulary::Libpq,
+        )?)?;
+        let mut pg = match &url {
             Some(url) => tokio_postgres::Config::from_str(url.expose()).map_err(|e| {
                 Error::config(
                     "base.url",
@@ -682,6 +698,7 @@ impl Backend for Postgres {
             )
         })?;
         pg.application_name("tenora")
+            .ssl_mode(tls.ssl_mode())
             .connect_timeout(Duration::from_secs(config.base.pool.connection_timeout));
         let mut admin = pg.clone();
         admin.dbname(&b.admin_database);
@@ -717,8 +734,9 @@ impl Backend for Postgres {
             .reserve_databases([naming.database_name(&template)])
             .reserve_users([naming.user_name(&template)]);
         Ok(Postgres {
-            server: describe_server(&pg),
+            server: format!("{}{}", describe_server(&pg), tls.describe()),
             base: Arc::new(pg),
+            tls,
             admin,
             admin_session: AdminSession::default(),
             role_session: AdminSession::default(),
@@ -752,13 +770,18 @@ impl Backend for Postgres {
     }
 
     fn base_manager(&self) -> Self::Manager {
-        manager(self.describe_base(), Arc::clone(&self.base))
+        manager(
+            self.describe_base(),
+            Arc::clone(&self.base),
+            self.tls.clone(),
+        )
     }
 
     fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
         manager(
             self.describe_tenant(id),
             Arc::new(self.tenant_config(id, password)),
+            self.tls.clone(),
         )
     }
 
@@ -767,7 +790,7 @@ impl Backend for Postgres {
         id: &TenantId,
         password: Option<&SecretString>,
     ) -> Result<Self::Connection> {
-        connect(&self.tenant_config(id, password))
+        connect(&self.tenant_config(id, password), &self.tls)
             .await
             .map_err(|e| Error::Connect {
                 target: self.describe_tenant(id),
@@ -776,10 +799,12 @@ impl Backend for Postgres {
     }
 
     async fn connect_base(&self) -> Result<Self::Connection> {
-        connect(&self.base).await.map_err(|e| Error::Connect {
-            target: self.describe_base(),
-            source: Box::new(e),
-        })
+        connect(&self.base, &self.tls)
+            .await
+            .map_err(|e| Error::Connect {
+                target: self.describe_base(),
+                source: Box::new(e),
+            })
     }
 
     async fn server_limits(
