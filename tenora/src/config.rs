@@ -235,6 +235,15 @@ impl Default for TenantConfig {
     }
 }
 
+/// `[metrics]`: what Tenora's metrics carry (see the README's "Observability").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Label tenant creations, drops and migrations with the tenant id. Off by default: one
+    /// series per tenant is too many for most monitoring systems beyond a small fleet.
+    pub tenant_labels: bool,
+}
+
 /// `[pool_cache]`: how many tenant pools and server connections Tenora keeps.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -345,6 +354,9 @@ pub struct Config {
     /// Pool cache and connection budget.
     #[serde(default)]
     pub pool_cache: PoolCacheConfig,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Folder that relative paths are resolved against.
     #[serde(skip)]
     pub root: PathBuf,
@@ -397,6 +409,7 @@ impl fmt::Debug for Config {
             .field("registry", &self.registry)
             .field("secrets", &self.secrets)
             .field("pool_cache", &self.pool_cache)
+            .field("metrics", &self.metrics)
             .field("root", &self.root)
             .finish()
     }
@@ -502,6 +515,7 @@ impl Config {
             registry: RegistryConfig::default(),
             secrets: SecretsConfig::default(),
             pool_cache: PoolCacheConfig::default(),
+            metrics: MetricsConfig::default(),
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         }
     }

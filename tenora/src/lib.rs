@@ -70,6 +70,7 @@ pub mod registry;
 mod repair;
 pub mod resolver;
 pub mod secret;
+mod telemetry;
 mod tenant_id;
 mod tenora;
 pub mod tls;
@@ -79,8 +80,8 @@ pub use crate::backend_alias::*;
 pub use crate::budget::plan::{BudgetPlan, BudgetSource, ServerLimits};
 pub use crate::budget::{BudgetManager, Budgeted, ConnectError};
 pub use crate::config::{
-    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, PoolCacheConfig, PoolConfig,
-    RegistryConfig, SecretsConfig, TenantConfig, redact_url,
+    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, MetricsConfig, PoolCacheConfig,
+    PoolConfig, RegistryConfig, SecretsConfig, TenantConfig, redact_url,
 };
 pub use crate::doctor::{Health, Problem};
 pub use crate::error::{BoxError, Error, Result, Wait};

@@ -110,6 +110,21 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<TenantRecord> {
+        let started = std::time::Instant::now();
+        let result = self.create_tenant_task(id, password).await;
+        crate::telemetry::tenant_created(
+            self.metrics_tenant(id),
+            started.elapsed(),
+            result.as_ref().err(),
+        );
+        result
+    }
+
+    async fn create_tenant_task(
+        &self,
+        id: &TenantId,
+        password: Option<SecretString>,
+    ) -> Result<TenantRecord> {
         let backend = self.backend();
         backend.naming().check(id)?;
         let password = match (backend.uses_passwords(), password) {
@@ -304,8 +319,8 @@ impl<B: Backend> Tenora<B> {
                 .await
                 .map_err(|e| (Step::Migrate, e))?
                 .into_parts();
-            let (mut conn, _) = backend
-                .run_migrations(
+            let (mut conn, _) = self
+                .run_migrations_observed(
                     Target::Tenant(id),
                     conn,
                     self.tenant_migrations().clone(),
@@ -528,9 +543,17 @@ impl<B: Backend> Tenora<B> {
     /// failure the tenant stays `deleting`: call it again (or [`Tenora::repair_tenant`]) to
     /// finish; each step skips what is already gone.
     pub async fn drop_tenant(&self, id: &TenantId) -> Result<Removal> {
-        self.drop_tenant_steps(id)
+        let started = std::time::Instant::now();
+        let result = self
+            .drop_tenant_steps(id)
             .instrument(tracing::info_span!("tenora.drop_tenant", tenant = %id))
-            .await
+            .await;
+        crate::telemetry::tenant_dropped(
+            self.metrics_tenant(id),
+            started.elapsed(),
+            result.as_ref().err(),
+        );
+        result
     }
 
     async fn drop_tenant_steps(&self, id: &TenantId) -> Result<Removal> {

@@ -461,6 +461,59 @@ impl<B: Backend> Tenora<B> {
         stats
     }
 
+    /// Publishes the pool cache's figures ([`stats`](Self::stats)) to the installed
+    /// [`metrics`] recorder: call it from your exporter's scrape handler, or on a timer for
+    /// push-style exporters. Events (creations, drops, migrations, budget waits, resolver
+    /// outcomes) are recorded as they happen; the names are listed in the README's
+    /// "Observability". Without a recorder it does nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) {
+    /// // A push-style exporter: publish every 10 s.
+    /// let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+    /// loop {
+    ///     every.tick().await;
+    ///     tenora.record_metrics();
+    /// }
+    /// # }
+    /// ```
+    pub fn record_metrics(&self) {
+        crate::telemetry::publish(&self.stats());
+    }
+
+    /// `id`, when metrics carry tenant labels (`[metrics] tenant_labels`).
+    pub(crate) fn metrics_tenant<'a>(&self, id: &'a TenantId) -> Option<&'a TenantId> {
+        self.config().metrics.tenant_labels.then_some(id)
+    }
+
+    /// Runs `op` on `target` with the backend and records it (see `telemetry`).
+    pub(crate) async fn run_migrations_observed(
+        &self,
+        target: Target<'_>,
+        conn: B::Connection,
+        migrations: crate::migrations::Migrations,
+        op: MigrationOp,
+    ) -> std::result::Result<(B::Connection, Vec<String>), crate::error::BoxError> {
+        let started = std::time::Instant::now();
+        let (base, tenant) = match target {
+            Target::Base => (true, None),
+            Target::Tenant(id) => (false, self.metrics_tenant(id)),
+        };
+        let result = self
+            .inner
+            .backend
+            .run_migrations(target, conn, migrations, op)
+            .await;
+        crate::telemetry::migration_run(
+            base,
+            tenant,
+            op,
+            started.elapsed(),
+            result.as_ref().ok().map(|(_, names)| names.len()),
+        );
+        result
+    }
+
     /// The connection budget as set up at connect: its size, where it came from (configured,
     /// or derived from the server's limit) and how it is split. Its `Display` is the line
     /// Tenora logs at start. [`stats`](Self::stats) has the size now (it shrinks for a while
@@ -658,9 +711,7 @@ impl<B: Backend> Tenora<B> {
             })
             .await?
             .into_parts();
-        self.inner
-            .backend
-            .run_migrations(Target::Base, conn, self.inner.base_migrations.clone(), op)
+        self.run_migrations_observed(Target::Base, conn, self.inner.base_migrations.clone(), op)
             .await
             .map(|(_, names)| names)
             .map_err(|source| Error::Migration {
@@ -696,20 +747,18 @@ impl<B: Backend> Tenora<B> {
             .connect_tenant_budgeted(id, password.as_ref(), Slice::Work)
             .await?
             .into_parts();
-        self.inner
-            .backend
-            .run_migrations(
-                Target::Tenant(id),
-                conn,
-                self.inner.tenant_migrations.clone(),
-                op,
-            )
-            .await
-            .map(|(_, names)| names)
-            .map_err(|source| Error::Migration {
-                database: format!("tenant `{id}`"),
-                source,
-            })
+        self.run_migrations_observed(
+            Target::Tenant(id),
+            conn,
+            self.inner.tenant_migrations.clone(),
+            op,
+        )
+        .await
+        .map(|(_, names)| names)
+        .map_err(|source| Error::Migration {
+            database: format!("tenant `{id}`"),
+            source,
+        })
     }
 
     /// Runs the tenant seeds on tenant `id`; returns the seed names.

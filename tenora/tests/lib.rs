@@ -8,6 +8,8 @@ mod scenarios;
 
 mod sqlite;
 
+mod metrics;
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod limits;
 

@@ -3,6 +3,8 @@
 //! - `POST /admin/tenants` (bearer admin token) provisions a tenant and returns its API key.
 //! - `GET|POST /projects` and `GET /whoami` serve the tenant named by the `x-tenant` header,
 //!   after checking its `x-api-key`. The tenant's connection comes from Tenora's pool cache.
+//! - `GET /metrics`: Prometheus text format (Tenora's metrics), when [`Settings::metrics`] is
+//!   set.
 //! - Base and tenant migrations are embedded in the binary and run on startup.
 //!
 //! SQLite by default; PostgreSQL when `APP_DATABASE_URL` is a `postgres://` URL. See the
@@ -13,6 +15,7 @@ pub mod queries;
 mod routes;
 
 use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tenora::{Config, Tenora};
 
 pub use api_keys::ApiKeys;
@@ -26,6 +29,22 @@ pub struct Settings {
     pub api_keys: ApiKeys,
     /// The bearer token of the admin endpoint.
     pub admin_token: String,
+    /// Serves `GET /metrics` from this Prometheus recorder when set (see [`install_metrics`]).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Installs the process's Prometheus recorder (the `metrics` facade's global; install it
+/// before connecting, so start-up migrations are counted). Latency histograms get buckets from
+/// 5 ms to 10 s.
+pub fn install_metrics() -> Result<PrometheusHandle, String> {
+    const BUCKETS: [f64; 11] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
 }
 
 impl std::fmt::Debug for Settings {

@@ -6,6 +6,8 @@
 //! - `ADMIN_TOKEN`: bearer token of `POST /admin/tenants` (random and printed when unset).
 //! - `APP_SECRET`: secret the tenants' API keys derive from (random when unset: keys then
 //!   last until the process stops).
+//!
+//! `GET /metrics` serves Tenora's metrics in Prometheus text format.
 
 use std::process::ExitCode;
 
@@ -45,6 +47,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings {
         api_keys,
         admin_token,
+        metrics: Some(axum_app::install_metrics()?),
     };
     let app = match env("APP_DATABASE_URL") {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

@@ -99,7 +99,25 @@ pub fn router<B: AppBackend>(tenora: Tenora<B>, settings: Settings) -> Router {
         .route("/whoami", get(whoami::<B>))
         // route_layer: only matched routes resolve a tenant (unknown paths stay 404).
         .route_layer(TenoraLayer::new(resolver).on_error(tenant_error));
-    Router::new()
+    let mut router = Router::new();
+    if let Some(handle) = settings.metrics.clone() {
+        let tenora = tenora.clone();
+        router = router.route(
+            "/metrics",
+            get(move || async move {
+                // The pool cache's figures are published on scrape; events as they happen.
+                tenora.record_metrics();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    handle.render(),
+                )
+            }),
+        );
+    }
+    router
         .route("/health", get(|| async { "ok" }))
         .route("/admin/tenants", post(create_tenant::<B>))
         .merge(tenant_api)

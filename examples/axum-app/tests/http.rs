@@ -156,6 +156,7 @@ async fn start_app<B: AppBackend>(db: &TestDb) -> SocketAddr {
     let settings = Settings {
         api_keys: api_keys(),
         admin_token: ADMIN_TOKEN.into(),
+        metrics: None,
     };
     serve(
         axum_app::app::<B>(db.config.clone(), settings)
@@ -468,4 +469,133 @@ async fn pg_default_config_serves_70_tenants_on_a_40_connection_server() {
         "{peak} client connections on a server that allows 37"
     );
     assert!(peak > 10, "the counter saw the load: {peak}");
+}
+
+/// The value of the Prometheus sample `series` (name with its labels, as rendered), or 0.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// The example binary in its own process (its own metrics recorder), on SQLite: `/metrics`
+/// counts what the requests did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_requests_did() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_axum-app"))
+        .env("APP_DATA_DIR", dir.path())
+        .env("APP_ADDR", "127.0.0.1:0")
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("APP_SECRET", "a test secret of enough bytes")
+        .env_remove("APP_DATABASE_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the example");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let child = Kill(child);
+    let addr: SocketAddr = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("axum-app listening on http://")
+                .map(|a| a.parse().unwrap())
+        })
+        .expect("the example prints its address");
+
+    assert_eq!(create(addr, "acme").await.status, 201);
+    assert_eq!(create(addr, "acme").await.status, 409);
+    for _ in 0..3 {
+        assert_eq!(
+            as_tenant(addr, "acme", "GET", "/projects", None)
+                .await
+                .status,
+            200
+        );
+    }
+    let wrong_key = request(
+        addr,
+        "GET",
+        "/projects",
+        &[("X-Tenant", "acme"), ("X-Api-Key", "nope")],
+        None,
+    )
+    .await;
+    assert_eq!(wrong_key.status, 403);
+    assert_eq!(
+        as_tenant(addr, "nobody", "GET", "/whoami", None)
+            .await
+            .status,
+        404
+    );
+
+    let reply = request(addr, "GET", "/metrics", &[], None).await;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let m = &reply.body;
+    let resolved = |outcome: &str, status: &str| {
+        sample(
+            m,
+            &format!("tenora_resolver_requests_total{{outcome=\"{outcome}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(resolved("ok", "200"), 3.0, "{m}");
+    assert_eq!(resolved("forbidden", "403"), 1.0, "{m}");
+    assert_eq!(resolved("not_found", "404"), 1.0, "{m}");
+    let creations = |outcome: &str| {
+        sample(
+            m,
+            &format!("tenora_tenant_creations_total{{outcome=\"{outcome}\",step=\"none\"}}"),
+        )
+    };
+    assert_eq!(creations("ok"), 1.0, "{m}");
+    assert_eq!(creations("exists"), 1.0, "{m}");
+    assert_eq!(
+        sample(m, "tenora_tenant_creation_seconds_count{outcome=\"ok\"}"),
+        1.0,
+        "{m}"
+    );
+    // The tenant's migrations ran once, at creation; the base's at start.
+    assert_eq!(
+        sample(
+            m,
+            "tenora_migration_runs_total{database=\"tenant\",op=\"up\",outcome=\"ok\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            m,
+            "tenora_migrations_applied_total{database=\"base\",op=\"up\"}"
+        ) >= 1.0
+    );
+    // The pool cache, published on scrape: one pool, built on the first request, then hits.
+    assert_eq!(sample(m, "tenora_cached_pools"), 1.0, "{m}");
+    assert_eq!(sample(m, "tenora_pools_created_total"), 1.0, "{m}");
+    assert!(sample(m, "tenora_pool_hits_total") >= 2.0, "{m}");
+    assert!(
+        !m.contains("acme"),
+        "no tenant ids in labels by default: {m}"
+    );
+    drop(child);
 }

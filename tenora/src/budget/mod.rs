@@ -97,6 +97,17 @@ pub(crate) enum Slice {
     Base,
 }
 
+impl Slice {
+    /// The slice's name in metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Slice::Pools => "pools",
+            Slice::Work => "work",
+            Slice::Base => "base",
+        }
+    }
+}
+
 /// Where a slice's permits come from: `first`, else (for migrations) the pools' slice.
 struct Lanes<'a> {
     first: &'a Arc<Semaphore>,
@@ -418,7 +429,9 @@ impl Budget {
                 () = tokio::time::sleep(tick) => {}
             }
         };
-        let waited = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = start.elapsed();
+        crate::telemetry::budget_wait(slice.name(), elapsed, result.is_ok());
+        let waited = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.wait_nanos.fetch_add(waited, Ordering::Relaxed);
         result
     }

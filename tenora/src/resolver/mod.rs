@@ -177,6 +177,19 @@ impl<B: Backend, R: 'static> Resolver<B, R> {
     /// [`Tenora::tenant_conn`] when the database cannot be reached. [`Rejection::of`] sorts
     /// them into HTTP statuses.
     pub async fn resolve(&self, request: &mut R) -> Result<Resolved<B>> {
+        let result = self.resolve_request(request).await;
+        let (outcome, status) = match &result {
+            Ok(_) => ("ok", 200),
+            Err(e) => {
+                let rejection = Rejection::of(e);
+                (rejection.name(), rejection.status())
+            }
+        };
+        crate::telemetry::resolved(outcome, status);
+        result
+    }
+
+    async fn resolve_request(&self, request: &mut R) -> Result<Resolved<B>> {
         let inner = &*self.inner;
         let raw = inner
             .source

@@ -36,6 +36,18 @@ impl Rejection {
         }
     }
 
+    /// The rejection's name in snake case (`not_found`), as in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::BadRequest => "bad_request",
+            Rejection::Forbidden => "forbidden",
+            Rejection::NotFound => "not_found",
+            Rejection::Busy => "busy",
+            Rejection::Unavailable => "unavailable",
+            Rejection::Internal => "internal",
+        }
+    }
+
     /// The HTTP status code.
     pub fn status(self) -> u16 {
         match self {
