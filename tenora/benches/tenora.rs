@@ -372,6 +372,11 @@ async fn main() {
         .tenant_user_prefix(format!("{prefix}u_"))
         .key(EncryptionKey::generate().to_base64().expose());
     config.base.database = Some(base_db.clone());
+    // The bare pools below connect without TLS: so does Tenora here, so both sides measure the
+    // same transport (set TENORA_BENCH_TLS=1 to keep the default `prefer`).
+    if std::env::var_os("TENORA_BENCH_TLS").is_none() {
+        config.base.sslmode = Some(tenora::TlsMode::Disable);
+    }
     let bench = Bench {
         admin_url: admin_url.clone(),
         prefix,

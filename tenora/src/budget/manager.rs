@@ -12,7 +12,10 @@ use super::{Budget, Permit, Slice};
 /// A connection that holds a budget permit for as long as it is open. Derefs to the
 /// backend's diesel-async connection, so diesel-async queries take `&mut conn` as usual.
 pub struct Budgeted<C> {
-    conn: C,
+    /// Boxed: pools move their connections in and out of queues and through several futures
+    /// on every checkout, and a diesel-async connection is large (the moves cost more than the
+    /// rest of the hit path did; one allocation per connection opened is cheaper).
+    conn: Box<C>,
     _permit: Permit,
     /// Close instead of going back to the pool (an idle connection given back to the budget).
     retired: bool,
@@ -45,7 +48,7 @@ impl<C> DerefMut for Budgeted<C> {
 impl<C> Budgeted<C> {
     pub(crate) fn new(conn: C, permit: Permit) -> Self {
         Budgeted {
-            conn,
+            conn: Box::new(conn),
             _permit: permit,
             retired: false,
             returned_at: None,
@@ -66,7 +69,7 @@ impl<C> Budgeted<C> {
     /// The connection and its permit, for code that must move the connection (migrations);
     /// keep the permit alive while the connection is open.
     pub(crate) fn into_parts(self) -> (C, Permit) {
-        (self.conn, self._permit)
+        (*self.conn, self._permit)
     }
 }
 

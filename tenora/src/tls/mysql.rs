@@ -142,11 +142,10 @@ impl MysqlTls {
                 self.mode_text
             ));
         }
-        let plain = self.mode == TlsMode::Disable
-            || (self.mode == TlsMode::Prefer && self.server_lacks_tls.load(Ordering::Relaxed));
+        // (A server without TLS cannot require secure transport: only DISABLED gets the hint.)
         if let mysql_async::Error::Server(e) = error
             && e.code == 1045
-            && plain
+            && self.mode == TlsMode::Disable
         {
             // MariaDB answers a plain login under require_secure_transport as a wrong password.
             return Some(format!(
