@@ -111,20 +111,56 @@ impl<B: Backend> Tenora<B> {
         password: Option<SecretString>,
     ) -> Result<TenantRecord> {
         let started = std::time::Instant::now();
-        let result = self.create_tenant_task(id, password).await;
-        crate::telemetry::tenant_created(
-            self.metrics_tenant(id),
-            started.elapsed(),
-            result.as_ref().err(),
-        );
-        result
+        // Bad input is counted here; the work, by its task (it may outlive this call).
+        let record = |this: &Self, error: Option<&Error>| {
+            crate::telemetry::tenant_created(this.metrics_tenant(id), started.elapsed(), error);
+        };
+        let (password, sealed) = match self.creation_input(id, password) {
+            Ok(input) => input,
+            Err(e) => {
+                record(self, Some(&e));
+                return Err(e);
+            }
+        };
+        let this = self.clone();
+        let what = format!("the creation of tenant `{id}`");
+        let id = id.clone();
+        let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
+        let work = async move {
+            let result = async {
+                let lease = this
+                    .lease(&id)
+                    .await?
+                    .ok_or_else(|| Error::InProgress { id: id.clone() })?;
+                let result = this.create_leased(&id, password, sealed).await;
+                lease.release().await;
+                result
+            }
+            .await;
+            crate::telemetry::tenant_created(
+                this.metrics_tenant(&id),
+                started.elapsed(),
+                result.as_ref().err(),
+            );
+            result
+        };
+        match tokio::spawn(work.instrument(span)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Cancelled {
+                what,
+                reason: e.to_string(),
+            }),
+        }
     }
 
-    async fn create_tenant_task(
+    /// The password to create tenant `id` with, checked (or generated), and its sealed form
+    /// for the registry.
+    fn creation_input(
         &self,
         id: &TenantId,
         password: Option<SecretString>,
-    ) -> Result<TenantRecord> {
+    ) -> Result<(Option<SecretString>, Option<String>)> {
         let backend = self.backend();
         backend.naming().check(id)?;
         let password = match (backend.uses_passwords(), password) {
@@ -147,27 +183,7 @@ impl<B: Backend> Tenora<B> {
             .as_ref()
             .map(|p| secret::seal(self.key(), allow_plaintext, id, p.expose()))
             .transpose()?;
-        let this = self.clone();
-        let what = format!("the creation of tenant `{id}`");
-        let id = id.clone();
-        let span = tracing::info_span!("tenora.create_tenant", tenant = %id);
-        let work = async move {
-            let lease = this
-                .lease(&id)
-                .await?
-                .ok_or_else(|| Error::InProgress { id: id.clone() })?;
-            let result = this.create_leased(&id, password, sealed).await;
-            lease.release().await;
-            result
-        };
-        match tokio::spawn(work.instrument(span)).await {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => Err(Error::Cancelled {
-                what,
-                reason: e.to_string(),
-            }),
-        }
+        Ok((password, sealed))
     }
 
     async fn create_leased(

@@ -465,7 +465,8 @@ impl<B: Backend> Tenora<B> {
     /// [`metrics`] recorder: call it from your exporter's scrape handler, or on a timer for
     /// push-style exporters. Events (creations, drops, migrations, budget waits, resolver
     /// outcomes) are recorded as they happen; the names are listed in the README's
-    /// "Observability". Without a recorder it does nothing.
+    /// "Observability". Without a recorder it does nothing. The figures are process-wide
+    /// series without an instance label: publish them from one `Tenora` per process.
     ///
     /// ```no_run
     /// # async fn demo(tenora: tenora::SqliteTenora) {

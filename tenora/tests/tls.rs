@@ -236,6 +236,15 @@ mod postgres {
             &["base.sslkey", "without `sslkey`"],
         );
         assert_fails(build(format!("{base}?sslmode=allow")), &["not a TLS mode"]);
+        // verify-ca against the public web roots would trust anyone's certificate.
+        assert_fails(
+            build(format!("{base}?sslmode=verify-ca")),
+            &["base.sslrootcert", "needs the CA", "verify-full"],
+        );
+        // However it is written, the mode read is the mode applied.
+        let spaced = "host=localhost user=u dbname=db sslmode = disable";
+        let tls = Config::postgres(spaced).tls().unwrap();
+        assert_eq!(tls.mode, TlsMode::Disable);
         let mut cfg = Config::postgres(format!("{base}?sslmode=require"));
         cfg.base.sslmode = Some(TlsMode::VerifyFull);
         assert_fails(cfg.validate(), &["base.sslmode", "give it in one place"]);
@@ -401,6 +410,12 @@ mod mysql {
         assert_fails(
             tenora::backend::Mysql::from_config(&Config::mysql(url)),
             &["base.ssl-key", "RSA key in PKCS#1"],
+        );
+        assert_fails(
+            tenora::backend::Mysql::from_config(&Config::mysql(
+                "mysql://u@h/db?ssl-mode=VERIFY_CA",
+            )),
+            &["base.ssl-ca", "needs the CA", "VERIFY_IDENTITY"],
         );
     }
 }

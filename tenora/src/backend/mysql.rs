@@ -291,6 +291,12 @@ impl Backend for Mysql {
             })?,
             None => Opts::default(),
         };
+        if opts.ssl_opts().is_some() {
+            return Err(Error::config(
+                "base.url",
+                "has TLS parameters of the driver's own; use ssl-mode and ssl-ca",
+            ));
+        }
         let mut builder = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
             .ssl_opts(ssl_opts);

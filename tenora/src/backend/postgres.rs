@@ -670,6 +670,15 @@ impl Backend for Postgres {
             })?,
             None => tokio_postgres::Config::new(),
         };
+        if pg.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            // The driver read an sslmode that Tenora's own reading missed: never let a
+            // setting it cannot see weaken (or strengthen) what it applies.
+            return Err(Error::config(
+                "base.url",
+                "has sslmode in a form Tenora cannot read; write it as `sslmode=<mode>` or set \
+                 base.sslmode",
+            ));
+        }
         if let Some(host) = &b.host {
             pg.host(host);
         }

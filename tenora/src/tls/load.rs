@@ -21,7 +21,7 @@ pub(crate) struct Loaded {
 }
 
 /// A client certificate: parsed, and as read.
-/// (rustls takes the parsed form, mysql_async the files' bytes.)
+/// (rustls takes the parsed form; mysql_async the certificate's bytes and the key's path.)
 pub(crate) struct Identity {
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) chain: Vec<CertificateDer<'static>>,
@@ -29,8 +29,6 @@ pub(crate) struct Identity {
     pub(crate) key: PrivateKeyDer<'static>,
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) chain_pem: Vec<u8>,
-    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub(crate) key_pem: zeroize::Zeroizing<Vec<u8>>,
 }
 
 impl Loaded {
@@ -74,7 +72,6 @@ impl Loaded {
                     chain,
                     key,
                     chain_pem,
-                    key_pem,
                 })
             }
             _ => None,

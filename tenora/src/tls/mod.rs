@@ -173,7 +173,6 @@ impl Vocabulary {
     }
 
     /// `sslmode=verify-full` / `ssl-mode=VERIFY_IDENTITY`.
-    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn describe_mode(self, mode: TlsMode) -> String {
         format!("{}={}", self.keys()[0], self.mode_name(mode))
     }
@@ -315,6 +314,18 @@ pub(crate) fn resolve(
         return Err(Error::config(
             format!("base.{missing}"),
             format!("`{given}` is set without `{missing}`; a client certificate needs both"),
+        ));
+    }
+    if settings.mode == TlsMode::VerifyCa && settings.root_cert.is_none() {
+        // Any public CA would do, for any name: nothing an attacker cannot get.
+        return Err(Error::config(
+            format!("base.{}", keys[1]),
+            format!(
+                "{} needs the CA that signs the server's certificate; with the public web \
+                 roots use {} (which also checks the host name)",
+                vocabulary.describe_mode(TlsMode::VerifyCa),
+                vocabulary.mode_name(TlsMode::VerifyFull)
+            ),
         ));
     }
     if settings.mode == TlsMode::Disable

@@ -2,14 +2,16 @@
 //!
 //! mysql_async has no "preferred" mode: with TLS options it refuses a server without TLS.
 //! `PREFERRED` asks for TLS and, when the server has none, connects plain, and remembers that
-//! for the server so later connections do not pay a failed attempt each.
+//! for a minute so later connections do not pay a failed attempt each (then asks again: a
+//! server that gained TLS, or a forged answer, does not keep connections plain for good).
 //!
 //! mysql_async 0.36 cannot skip the host name check for `VERIFY_CA` with current rustls (it
 //! looks for a word in the error's text that rustls no longer writes). Tenora works around it:
 //! when the chain is trusted but the name is not the certificate's, it connects again
 //! verifying one of the names the certificate lists, and keeps that name for the server.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use mysql_async::{ClientIdentity, DriverError, OptsBuilder, SslOpts};
 
@@ -18,12 +20,12 @@ use super::{Loaded, TlsMode};
 /// How one MySQL server is connected to.
 pub(crate) struct MysqlTls {
     mode: TlsMode,
-    /// Whether the server answered a `PREFERRED` connection without TLS.
-    server_lacks_tls: AtomicBool,
+    /// When the server last answered a `PREFERRED` connection without TLS.
+    server_lacked_tls: Mutex<Option<Instant>>,
     /// The driver's TLS options (for `VERIFY_CA`'s second attempt).
     ssl_opts: Option<SslOpts>,
     /// `VERIFY_CA`: the options verifying a name the server's certificate lists.
-    listed_name: std::sync::Mutex<Option<SslOpts>>,
+    listed_name: Mutex<Option<SslOpts>>,
     roots_origin: String,
     mode_text: String,
     describe: String,
@@ -43,19 +45,20 @@ impl MysqlTls {
                     .with_root_certs(vec![pem.clone().into()])
                     .with_disable_built_in_roots(true);
             }
-            if let Some(identity) = &loaded.identity {
+            if let (Some(identity), Some(key)) = (&loaded.identity, &loaded.settings.client_key) {
+                // The key by its path: the driver's options show their contents in `Debug`.
                 opts = opts.with_client_identity(Some(ClientIdentity::new(
                     identity.chain_pem.clone().into(),
-                    identity.key_pem.to_vec().into(),
+                    key.clone().into(),
                 )));
             }
             opts
         });
         let tls = MysqlTls {
             mode,
-            server_lacks_tls: AtomicBool::new(false),
+            server_lacked_tls: Mutex::new(None),
             ssl_opts: ssl_opts.clone(),
-            listed_name: std::sync::Mutex::new(None),
+            listed_name: Mutex::new(None),
             roots_origin: loaded.roots_origin(),
             mode_text: loaded.vocabulary.describe_mode(mode),
             describe: loaded.describe(),
@@ -86,7 +89,7 @@ impl MysqlTls {
         &self,
         builder: OptsBuilder,
     ) -> Result<mysql_async::Conn, mysql_async::Error> {
-        if self.mode == TlsMode::Prefer && self.server_lacks_tls.load(Ordering::Relaxed) {
+        if self.mode == TlsMode::Prefer && self.lacked_tls_recently() {
             return mysql_async::Conn::new(builder.ssl_opts(None::<SslOpts>)).await;
         }
         if self.mode == TlsMode::VerifyCa {
@@ -96,7 +99,13 @@ impl MysqlTls {
             Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
                 if self.mode == TlsMode::Prefer =>
             {
-                if !self.server_lacks_tls.swap(true, Ordering::Relaxed) {
+                let first = self
+                    .server_lacked_tls
+                    .lock()
+                    .expect("not poisoned")
+                    .replace(Instant::now())
+                    .is_none();
+                if first {
                     tracing::info!(
                         "the MySQL server offers no TLS; connecting without it (ssl-mode=PREFERRED)"
                     );
@@ -105,6 +114,15 @@ impl MysqlTls {
             }
             other => other,
         }
+    }
+
+    /// Whether the server answered without TLS within the last minute.
+    fn lacked_tls_recently(&self) -> bool {
+        const ASK_AGAIN_AFTER: Duration = Duration::from_secs(60);
+        self.server_lacked_tls
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER)
     }
 
     /// `VERIFY_CA`: connects; if the certificate is trusted but not issued for the host name,
@@ -122,16 +140,26 @@ impl MysqlTls {
             Ok(conn) => return Ok(conn),
             Err(e) => e,
         };
-        let Some(name) = find_rustls_error(&error).and_then(listed_name) else {
+        let (Some(names), Some(opts)) = (
+            find_rustls_error(&error).and_then(listed_names),
+            self.ssl_opts.clone(),
+        ) else {
             return Err(error);
         };
-        let Some(opts) = self.ssl_opts.clone() else {
-            return Err(error);
-        };
-        let opts = opts.with_danger_tls_hostname_override(Some(name));
-        let conn = mysql_async::Conn::new(builder.ssl_opts(opts.clone())).await?;
-        *self.listed_name.lock().expect("not poisoned") = Some(opts);
-        Ok(conn)
+        // Every name the (trusted) certificate lists that can be checked; the first that
+        // passes is kept for the server.
+        let mut last = error;
+        for name in names {
+            let opts = opts.clone().with_danger_tls_hostname_override(Some(name));
+            match mysql_async::Conn::new(builder.clone().ssl_opts(opts.clone())).await {
+                Ok(conn) => {
+                    *self.listed_name.lock().expect("not poisoned") = Some(opts);
+                    return Ok(conn);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// A TLS failure in the user's terms, when `error` is one.
@@ -161,6 +189,23 @@ impl MysqlTls {
                 "the server's certificate is not signed by a CA in {} ({})",
                 self.roots_origin, self.mode_text
             ),
+            rustls::Error::InvalidCertificate(C::NotValidForNameContext { presented, .. })
+                if presented.is_empty() =>
+            {
+                format!(
+                    "the server's certificate lists no host names (no subjectAltName, as in \
+                     MySQL's generated certificates); give the server a certificate with its \
+                     names ({})",
+                    self.mode_text
+                )
+            }
+            rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            ) if self.mode == TlsMode::VerifyCa => format!(
+                "the server's certificate is trusted but none of its names could be verified \
+                 ({})",
+                self.mode_text
+            ),
             rustls::Error::InvalidCertificate(
                 C::NotValidForName | C::NotValidForNameContext { .. },
             ) => format!(
@@ -174,9 +219,11 @@ impl MysqlTls {
     }
 }
 
-/// A name of the certificate that failed the host name check alone (the chain is checked
-/// first, so it is trusted): a DNS name (a wildcard's `*` made a label) or an IP address.
-fn listed_name(error: &rustls::Error) -> Option<String> {
+/// The names of a certificate that failed the host name check alone (the chain is checked
+/// first, so it is trusted) that a connection can check: DNS names (a wildcard's `*` made a
+/// label) and IPv4 addresses (webpki's text of IPv6 addresses is not always exact). `None`
+/// when the error is not a name mismatch.
+fn listed_names(error: &rustls::Error) -> Option<Vec<String>> {
     let rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
         presented,
         ..
@@ -184,19 +231,24 @@ fn listed_name(error: &rustls::Error) -> Option<String> {
     else {
         return None;
     };
-    presented.iter().find_map(|name| {
-        // As webpki writes them: `DnsName("db.example.com")`, `IpAddress(10.0.0.5)`.
-        if let Some(dns) = name
-            .strip_prefix("DnsName(\"")
-            .and_then(|n| n.strip_suffix("\")"))
-        {
-            return Some(dns.replacen('*', "tenora", 1));
-        }
-        name.strip_prefix("IpAddress(")
-            .and_then(|n| n.strip_suffix(')'))
-            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-            .map(str::to_owned)
-    })
+    let names = presented
+        .iter()
+        .filter_map(|name| {
+            // As webpki writes them: `DnsName("db.example.com")`, `IpAddress(10.0.0.5)`.
+            if let Some(dns) = name
+                .strip_prefix("DnsName(\"")
+                .and_then(|n| n.strip_suffix("\")"))
+            {
+                return Some(dns.replacen('*', "tenora", 1));
+            }
+            name.strip_prefix("IpAddress(")
+                .and_then(|n| n.strip_suffix(')'))
+                .filter(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok())
+                .map(str::to_owned)
+        })
+        .filter(|name| rustls::pki_types::ServerName::try_from(name.as_str()).is_ok())
+        .collect();
+    Some(names)
 }
 
 /// A TLS failure explained, with the driver's error as its source.
