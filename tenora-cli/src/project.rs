@@ -12,21 +12,8 @@ pub fn find_config(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
     if let Some(path) = explicit {
         return Ok(path.to_path_buf());
     }
-    if let Some(path) = std::env::var_os(tenora::ENV_CONFIG).filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(path));
-    }
-    let cwd = std::env::current_dir()
-        .map_err(|e| CliError::usage(format!("cannot read the current folder: {e}")))?;
-    cwd.ancestors()
-        .map(|dir| dir.join("tenora.toml"))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| {
-            CliError::usage(format!(
-                "no tenora.toml in {} or any parent folder; pass --config PATH or set {}",
-                cwd.display(),
-                tenora::ENV_CONFIG
-            ))
-        })
+    // The library looks the same way; the CLI adds its own option to the hint.
+    Config::find_file().map_err(|e| CliError::usage(format!("{e}, or pass --config PATH")))
 }
 
 /// Loads and validates the config.

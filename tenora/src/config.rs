@@ -604,13 +604,43 @@ impl Config {
         self
     }
 
-    /// Loads `$TENORA_CONFIG` (or `tenora.toml` in the current folder), then applies the
+    /// Loads the config file [`find_file`](Self::find_file) finds, then applies the
     /// environment overrides `TENORA_BASE_URL` and `TENORA_KEY`, then validates.
+    ///
+    /// ```no_run
+    /// # fn main() -> tenora::Result<()> {
+    /// let config = tenora::Config::load()?;
+    /// # Ok(()) }
+    /// ```
     pub fn load() -> Result<Self> {
-        let path = std::env::var_os(ENV_CONFIG)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("tenora.toml"));
-        Config::from_path(path)
+        Config::from_path(Config::find_file()?)
+    }
+
+    /// The config file to load: `$TENORA_CONFIG` when set, else `tenora.toml` in the current
+    /// folder or the nearest parent folder that has one (as the `tenora` CLI looks), so an app
+    /// run from a subfolder of its project finds it too. The error says where it looked.
+    pub fn find_file() -> Result<PathBuf> {
+        if let Some(path) = std::env::var_os(ENV_CONFIG).filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(path));
+        }
+        let cwd = std::env::current_dir().map_err(|e| Error::Io {
+            context: "cannot read the current folder".to_owned(),
+            path: PathBuf::from("."),
+            source: e,
+        })?;
+        cwd.ancestors()
+            .map(|dir| dir.join("tenora.toml"))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| {
+                Error::config(
+                    "config file",
+                    format!(
+                        "no tenora.toml in {} or any parent folder; create one or set \
+                         {ENV_CONFIG}",
+                        cwd.display()
+                    ),
+                )
+            })
     }
 
     /// Loads the TOML file at `path`, applies environment overrides and validates.

@@ -14,7 +14,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// Messages name the tenant, key, file, step or migration at fault and, where the fix is known,
 /// say what to do. They never contain a password, key or URL with credentials.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same sentence followed by its causes (what `fn main() -> Result<..>`
+/// shows when it returns an error), not the variant's fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A tenant id broke the naming rule.
@@ -322,5 +325,40 @@ impl Error {
             key: key.into(),
             message: message.into(),
         }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")?;
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            // Many messages already end with their cause's text.
+            if !self.to_string().contains(&text) {
+                write!(f, "\n  caused by: {text}")?;
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_reads_as_the_message_and_its_causes() {
+        let e = Error::config("base.url", "is not a URL");
+        assert_eq!(format!("{e:?}"), e.to_string());
+        let e = Error::Io {
+            context: "cannot read the config file".to_owned(),
+            path: "tenora.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        let debug = format!("{e:?}");
+        assert!(debug.starts_with(&e.to_string()), "{debug}");
+        assert!(!debug.contains("Io {"), "{debug}");
     }
 }

@@ -30,10 +30,16 @@
 //! ```
 //!
 //! ## Cargo features
-//! - `sqlite` (default): [`backend::Sqlite`], with a bundled SQLite (no system library).
-//! - `postgres`: [`backend::Postgres`], pure Rust (no libpq).
-//! - `mysql`: [`backend::Mysql`] for MySQL and MariaDB, pure Rust (no libmysqlclient).
-//! - `axum`: a tower layer and axum extractors for the [`resolver`].
+//!
+//! | feature | what it adds |
+//! | --- | --- |
+//! | `sqlite` (default) | `backend::Sqlite` / `SqliteTenora`, with a bundled SQLite (no system library) |
+//! | `postgres` | `backend::Postgres` / `PgTenora`, pure Rust (no libpq), TLS through rustls |
+//! | `mysql` | `backend::Mysql` / `MysqlTenora` for MySQL and MariaDB, pure Rust (no libmysqlclient), TLS through rustls |
+//! | `axum` | `resolver::axum`: a tower layer and axum extractors for the [`resolver`] |
+//!
+//! A PostgreSQL-only app takes `default-features = false, features = ["postgres"]`, so no
+//! SQLite is compiled in. Items that need a feature say so in these docs.
 //!
 //! ## Modules
 //! - [`TenantId`]: the validated tenant name; nothing takes a raw `&str` id.
@@ -43,6 +49,7 @@
 //! - [`resolver`]: per-request tenant resolution for web apps (axum integration behind the
 //!   `axum` feature).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // Without a backend feature the crate still builds (schema crates depend on it that way), but
 // the plumbing that only backends use is idle.
 #![cfg_attr(

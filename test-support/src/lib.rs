@@ -65,7 +65,13 @@ pub fn missing(what: &str) {
     if in_ci() {
         panic!("{what} is required when CI is set");
     }
-    eprintln!("\n!!!! SKIPPED: {what} is not available; this test did not run !!!!\n");
+    // Straight to the process's stderr: libtest captures `eprintln!` of passing tests, which
+    // would hide the line under a plain `cargo test`.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "\n!!!! SKIPPED: {what} is not available; this test did not run !!!!\n"
+    );
 }
 
 /// The URL in env var `var`, or `None` after reporting `what` missing (see [`missing`]).

@@ -1,8 +1,8 @@
 //! What differs between database servers: admin SQL, connection setup, naming limits.
 //!
 //! [`Tenora`](crate::Tenora) is generic over a [`Backend`]; pick one with a cargo feature and the
-//! matching type: [`Postgres`] (`postgres`), [`Sqlite`] (`sqlite`, on by default). The trait is
-//! sealed: its methods are Tenora's plumbing, not an extension point.
+//! matching type: `Postgres` (feature `postgres`), `Mysql` (`mysql`), `Sqlite` (`sqlite`, on by
+//! default). The trait is sealed: its methods are Tenora's plumbing, not an extension point.
 
 use std::future::Future;
 
