@@ -6,6 +6,10 @@
 //! - `ADMIN_TOKEN`: bearer token of `POST /admin/tenants` (random and printed when unset).
 //! - `APP_SECRET`: secret the tenants' API keys derive from (random when unset: keys then
 //!   last until the process stops).
+//! - `APP_DB_PREFIX` / `APP_ROLE_PREFIX`: prefixes of tenant database and role names (Tenora's
+//!   defaults: none and `user_`), so several apps can share a server.
+//! - `RUST_LOG`: log filter as `target=level` pairs (default `info`); colours only on a
+//!   terminal.
 //!
 //! `GET /metrics` serves Tenora's metrics in Prometheus text format.
 
@@ -17,7 +21,27 @@ use tenora::backend::{Postgres, Sqlite};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_target(false).init();
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let filter = match env("RUST_LOG") {
+        Some(spec) => match spec.parse::<Targets>() {
+            Ok(filter) => filter,
+            Err(e) => {
+                eprintln!("axum-app: RUST_LOG={spec:?} is not a valid log filter: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Targets::new().with_default(LevelFilter::INFO),
+    };
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_target(false)
+                .with_ansi(std::io::stdout().is_terminal()),
+        )
+        .with(filter)
+        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -25,6 +49,17 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `APP_DB_PREFIX` / `APP_ROLE_PREFIX`, when set.
+fn prefixes(mut config: Config) -> Config {
+    if let Some(prefix) = env("APP_DB_PREFIX") {
+        config = config.tenant_database_prefix(prefix);
+    }
+    if let Some(prefix) = env("APP_ROLE_PREFIX") {
+        config = config.tenant_user_prefix(prefix);
+    }
+    config
 }
 
 fn env(name: &str) -> Option<String> {
@@ -55,7 +90,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 "PostgreSQL tenants' passwords are sealed with TENORA_KEY: set it (create one \
                  with `tenora generate-key`)",
             )?;
-            axum_app::app::<Postgres>(Config::postgres(url).key(key), settings).await?
+            axum_app::app::<Postgres>(prefixes(Config::postgres(url).key(key)), settings).await?
         }
         Some(_) => {
             return Err("APP_DATABASE_URL must be a postgres:// URL (or unset for SQLite)".into());
@@ -63,8 +98,9 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             let dir =
                 std::path::PathBuf::from(env("APP_DATA_DIR").unwrap_or("axum-app-data".into()));
-            let config =
-                Config::sqlite(dir.join("base.sqlite")).tenant_database_dir(dir.join("tenants"));
+            let config = prefixes(
+                Config::sqlite(dir.join("base.sqlite")).tenant_database_dir(dir.join("tenants")),
+            );
             axum_app::app::<Sqlite>(config, settings).await?
         }
     };

@@ -494,6 +494,8 @@ async fn metrics_count_what_requests_did() {
         .env("APP_ADDR", "127.0.0.1:0")
         .env("ADMIN_TOKEN", ADMIN_TOKEN)
         .env("APP_SECRET", "a test secret of enough bytes")
+        .env("APP_DB_PREFIX", "m_")
+        .env("RUST_LOG", "warn")
         .env_remove("APP_DATABASE_URL")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -518,6 +520,10 @@ async fn metrics_count_what_requests_did() {
         .expect("the example prints its address");
 
     assert_eq!(create(addr, "acme").await.status, 201);
+    assert!(
+        dir.path().join("tenants/m_acme.sqlite").is_file(),
+        "APP_DB_PREFIX is used"
+    );
     assert_eq!(create(addr, "acme").await.status, 409);
     for _ in 0..3 {
         assert_eq!(
