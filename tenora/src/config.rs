@@ -665,6 +665,21 @@ impl Config {
 
     /// Parses TOML text (without environment overrides), validates, and resolves relative
     /// paths against the current folder.
+    ///
+    /// ```
+    /// let config = tenora::Config::from_toml(
+    ///     r#"
+    ///     [base]
+    ///     client = "postgres"
+    ///     url = "postgres://app_admin@db.internal:5432/app?sslmode=verify-full"
+    ///     sslrootcert = "/etc/ssl/db-ca.pem"
+    ///     [tenant]
+    ///     database_prefix = "t_"
+    ///     "#,
+    /// )?;
+    /// assert_eq!(config.tls()?.mode, tenora::TlsMode::VerifyFull);
+    /// # Ok::<(), tenora::Error>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self> {
         let config = Config::parse_toml(text, "config")?;
         config.validate()?;

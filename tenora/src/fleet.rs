@@ -81,6 +81,16 @@ pub struct TenantOutcome {
 impl<B: Backend> Tenora<B> {
     /// Applies pending tenant migrations to every `active` tenant, a few at a time. One
     /// tenant's failure does not stop the others; each outcome is reported.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// for outcome in tenora.migrate_all_tenants().await? {
+    ///     if let Err(e) = outcome.result {
+    ///         eprintln!("tenant {} was not migrated: {e}", outcome.id);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate_all_tenants(&self) -> Result<Vec<TenantOutcome>> {
         // New tenants clone the template: bring it to the same version as the fleet.
         self.prepare_template().await?;
@@ -103,6 +113,20 @@ impl<B: Backend> Tenora<B> {
     /// `options.concurrency` at once, calling `on_done` as each finishes. Returns the outcomes
     /// in the order of the tenants. Each tenant's migrations run under its database's
     /// migration lock, so several processes may run this at once.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// use tenora::{FleetOp, FleetOptions};
+    /// let mut options = FleetOptions::default();
+    /// options.fail_fast = true;
+    /// let outcomes = tenora
+    ///     .run_fleet(None, FleetOp::Rollback(1), options, |done| {
+    ///         println!("{}: {}", done.id, if done.result.is_ok() { "ok" } else { "failed" });
+    ///     })
+    ///     .await?;
+    /// # let _ = outcomes;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_fleet(
         &self,
         tenants: Option<&[TenantId]>,

@@ -105,6 +105,17 @@ impl<B: Backend> Tenora<B> {
     ///
     /// The work runs on its own Tokio task, so dropping the returned future (a request timeout,
     /// a client that went away) does not stop it half-way: it still finishes or undoes itself.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// let acme = tenora.tenant_id("acme")?; // untrusted input, validated
+    /// match tenora.create_tenant(&acme, None).await {
+    ///     Ok(record) => println!("created {} ({})", record.id, record.state),
+    ///     Err(tenora::Error::TenantExists { .. }) => println!("acme exists already"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn create_tenant(
         &self,
         id: &TenantId,
@@ -558,6 +569,16 @@ impl<B: Backend> Tenora<B> {
     /// [`Error::InProgress`] while another process creates, drops or repairs it. After a
     /// failure the tenant stays `deleting`: call it again (or [`Tenora::repair_tenant`]) to
     /// finish; each step skips what is already gone.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// let acme = tenora.tenant_id("acme")?;
+    /// let removal = tenora.drop_tenant(&acme).await?;
+    /// for object in &removal.left_alone {
+    ///     eprintln!("left in place (not proven ours): {object}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn drop_tenant(&self, id: &TenantId) -> Result<Removal> {
         let started = std::time::Instant::now();
         let result = self

@@ -204,6 +204,12 @@ fn decode_hex(text: &str) -> Option<Zeroizing<Vec<u8>>> {
 
 /// A new random password: [`GENERATED_PASSWORD_LEN`] characters from `A-Z a-z 0-9` drawn from
 /// the OS random number generator (about 190 bits), safe in URLs and SQL without escaping.
+///
+/// ```
+/// let password = tenora::secret::generate_password();
+/// assert_eq!(password.expose().len(), 32);
+/// assert_eq!(format!("{password:?}"), "<redacted>"); // never the password
+/// ```
 pub fn generate_password() -> SecretString {
     let mut rng = OsRng;
     let password: String = (0..GENERATED_PASSWORD_LEN)

@@ -215,6 +215,21 @@ fn spawn_reaper<P: crate::pool_cache::CachedPool>(
 
 impl<B: Backend> Tenora<B> {
     /// Starts setting up a Tenora for `config`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> tenora::Result<()> {
+    /// use tenora::{Config, SqliteTenora};
+    /// // const BASE: tenora::Migrations = tenora::embed_migrations!("migrations/base");
+    /// # const BASE: tenora::Migrations = tenora::Migrations::empty();
+    /// # const TENANT: tenora::Migrations = tenora::Migrations::empty();
+    /// let tenora = SqliteTenora::builder(Config::sqlite("data/base.sqlite"))
+    ///     .base_migrations(BASE)
+    ///     .tenant_migrations(TENANT)
+    ///     .connect()
+    ///     .await?;
+    /// tenora.migrate_base().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn builder(config: Config) -> TenoraBuilder<B> {
         TenoraBuilder {
             config,
@@ -324,6 +339,15 @@ impl<B: Backend> Tenora<B> {
     /// The first call for a tenant looks it up in the registry (it must be `active`, else
     /// [`Error::UnknownTenant`]), opens its password and creates its pool; concurrent first
     /// calls share that work. Later calls take a connection from the cached pool.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> Result<(), Box<dyn std::error::Error>> {
+    /// use diesel_async::RunQueryDsl;
+    /// let acme = tenora.tenant_id("acme")?;
+    /// let mut conn = tenora.tenant_conn(&acme).await?; // back to the pool when dropped
+    /// diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
         let pool = self.tenant_pool(id, None).await?;
         self.conn_from(id, &pool).await
@@ -695,6 +719,14 @@ impl<B: Backend> Tenora<B> {
     // --- migrations and seeds -------------------------------------------------------------
 
     /// Applies pending base migrations; returns the names applied.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// for name in tenora.migrate_base().await? {
+    ///     println!("base migration applied: {name}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate_base(&self) -> Result<Vec<String>> {
         self.run_on_base(MigrationOp::Up).await
     }
