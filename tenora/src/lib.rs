@@ -37,6 +37,7 @@
 //! | `postgres` | `backend::Postgres` / `PgTenora`, pure Rust (no libpq), TLS through rustls |
 //! | `mysql` | `backend::Mysql` / `MysqlTenora` for MySQL and MariaDB, pure Rust (no libmysqlclient), TLS through rustls |
 //! | `axum` | `resolver::axum`: a tower layer and axum extractors for the [`resolver`] |
+//! | `testing` | `testing::TestTenant`: a tenant for one test of your app, dropped afterwards |
 //!
 //! A PostgreSQL-only app takes `default-features = false, features = ["postgres"]`, so no
 //! SQLite is compiled in. Items that need a feature say so in these docs.
@@ -80,6 +81,8 @@ pub mod secret;
 mod telemetry;
 mod tenant_id;
 mod tenora;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 mod unknown;
 

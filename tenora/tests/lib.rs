@@ -10,6 +10,9 @@ mod sqlite;
 
 mod metrics;
 
+#[cfg(feature = "testing")]
+mod testing;
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod limits;
 
