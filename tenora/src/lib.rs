@@ -40,7 +40,7 @@
 //! | `testing` | `testing::TestTenant`: a tenant for one test of your app, dropped afterwards |
 //!
 //! A PostgreSQL-only app takes `default-features = false, features = ["postgres"]`, so no
-//! SQLite is compiled in. Items that need a feature say so in these docs.
+//! SQLite is compiled in. On docs.rs, items that need a feature say which.
 //!
 //! ## Modules
 //! - [`TenantId`]: the validated tenant name; nothing takes a raw `&str` id.

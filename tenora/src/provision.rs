@@ -123,13 +123,11 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<TenantRecord> {
         let started = std::time::Instant::now();
         // Bad input is counted here; the work, by its task (it may outlive this call).
-        let record = |this: &Self, error: Option<&Error>| {
-            crate::telemetry::tenant_created(this.metrics_tenant(id), started.elapsed(), error);
-        };
         let (password, sealed) = match self.creation_input(id, password) {
             Ok(input) => input,
             Err(e) => {
-                record(self, Some(&e));
+                let tenant = self.metrics_tenant(id);
+                crate::telemetry::tenant_created(tenant, started.elapsed(), Some(&e));
                 return Err(e);
             }
         };

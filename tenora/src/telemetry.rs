@@ -73,32 +73,40 @@ fn drop_outcome(error: Option<&Error>) -> (&'static str, &'static str) {
 
 /// Records a `create_tenant` call.
 pub(crate) fn tenant_created(tenant: Option<&TenantId>, elapsed: Duration, error: Option<&Error>) {
-    let (outcome, step) = creation_outcome(error);
-    counter!(
+    record_call(
         "tenora_tenant_creations_total",
-        labels(&[("outcome", outcome), ("step", step)], tenant)
-    )
-    .increment(1);
-    histogram!(
         "tenora_tenant_creation_seconds",
-        labels(&[("outcome", outcome)], tenant)
-    )
-    .record(elapsed.as_secs_f64());
+        creation_outcome(error),
+        tenant,
+        elapsed,
+    );
 }
 
 /// Records a `drop_tenant` call.
 pub(crate) fn tenant_dropped(tenant: Option<&TenantId>, elapsed: Duration, error: Option<&Error>) {
-    let (outcome, step) = drop_outcome(error);
-    counter!(
+    record_call(
         "tenora_tenant_drops_total",
+        "tenora_tenant_drop_seconds",
+        drop_outcome(error),
+        tenant,
+        elapsed,
+    );
+}
+
+/// A call's count (by outcome and failed step) and duration (by outcome).
+fn record_call(
+    count: &'static str,
+    seconds: &'static str,
+    (outcome, step): (&'static str, &'static str),
+    tenant: Option<&TenantId>,
+    elapsed: Duration,
+) {
+    counter!(
+        count,
         labels(&[("outcome", outcome), ("step", step)], tenant)
     )
     .increment(1);
-    histogram!(
-        "tenora_tenant_drop_seconds",
-        labels(&[("outcome", outcome)], tenant)
-    )
-    .record(elapsed.as_secs_f64());
+    histogram!(seconds, labels(&[("outcome", outcome)], tenant)).record(elapsed.as_secs_f64());
 }
 
 /// Records one migration run on one database (`tenant` is `None` for the base database, or

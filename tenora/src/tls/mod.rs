@@ -186,33 +186,23 @@ impl Vocabulary {
 }
 
 impl BaseConfig {
-    /// The `[base]` TLS keys as (name, value) pairs of the given vocabulary, and the other
-    /// vocabulary's keys that are set (a mistake).
-    fn tls_keys(&self, vocabulary: Vocabulary) -> ([Option<String>; 4], Vec<&'static str>) {
+    /// The values of `[base]`'s TLS keys of one vocabulary, in [`Vocabulary::keys`] order.
+    fn tls_keys(&self, vocabulary: Vocabulary) -> [Option<String>; 4] {
         let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
-        let libpq = [
-            self.sslmode.map(|m| m.libpq_name().to_owned()),
-            path(&self.sslrootcert),
-            path(&self.sslcert),
-            path(&self.sslkey),
-        ];
-        let mysql = [
-            self.ssl_mode.map(|m| m.mysql_name().to_owned()),
-            path(&self.ssl_ca),
-            path(&self.ssl_cert),
-            path(&self.ssl_key),
-        ];
-        let (mine, theirs, their_names) = match vocabulary {
-            Vocabulary::Libpq => (libpq, mysql, Vocabulary::Mysql.keys()),
-            Vocabulary::Mysql => (mysql, libpq, Vocabulary::Libpq.keys()),
-        };
-        let wrong = theirs
-            .iter()
-            .zip(their_names)
-            .filter(|(v, _)| v.is_some())
-            .map(|(_, k)| k)
-            .collect();
-        (mine, wrong)
+        match vocabulary {
+            Vocabulary::Libpq => [
+                self.sslmode.map(|m| m.libpq_name().to_owned()),
+                path(&self.sslrootcert),
+                path(&self.sslcert),
+                path(&self.sslkey),
+            ],
+            Vocabulary::Mysql => [
+                self.ssl_mode.map(|m| m.mysql_name().to_owned()),
+                path(&self.ssl_ca),
+                path(&self.ssl_cert),
+                path(&self.ssl_key),
+            ],
+        }
     }
 }
 
@@ -229,9 +219,8 @@ pub(crate) fn resolve(
         Client::Postgres => Vocabulary::Libpq,
         Client::Mysql => Vocabulary::Mysql,
         Client::Sqlite => {
-            let (pg, _) = base.tls_keys(Vocabulary::Libpq);
-            let (my, _) = base.tls_keys(Vocabulary::Mysql);
-            if pg.iter().chain(my.iter()).any(Option::is_some) || !url_params.is_empty() {
+            let set = |v: Vocabulary| base.tls_keys(v).into_iter().any(|k| k.is_some());
+            if set(Vocabulary::Libpq) || set(Vocabulary::Mysql) || !url_params.is_empty() {
                 return Err(Error::config(
                     "base.sslmode",
                     "SQLite has no server to talk TLS to; remove the TLS settings",
@@ -240,29 +229,24 @@ pub(crate) fn resolve(
             return Ok(TlsSettings::default());
         }
     };
+    let other = match vocabulary {
+        Vocabulary::Libpq => Vocabulary::Mysql,
+        Vocabulary::Mysql => Vocabulary::Libpq,
+    };
     let keys = vocabulary.keys();
-    let (from_file, wrong) = base.tls_keys(vocabulary);
-    if let Some(key) = wrong.first() {
-        let index = match vocabulary {
-            Vocabulary::Libpq => Vocabulary::Mysql.keys(),
-            Vocabulary::Mysql => Vocabulary::Libpq.keys(),
-        }
-        .iter()
-        .position(|k| k == key)
-        .unwrap_or(0);
+    // The other server's names for the same settings are a mistake worth naming.
+    if let Some(i) = base.tls_keys(other).iter().position(Option::is_some) {
         return Err(Error::config(
-            format!("base.{key}"),
+            format!("base.{}", other.keys()[i]),
             format!(
                 "is a {} setting; for {} use `{}`",
-                match vocabulary {
-                    Vocabulary::Libpq => Vocabulary::Mysql.server(),
-                    Vocabulary::Mysql => Vocabulary::Libpq.server(),
-                },
+                other.server(),
                 vocabulary.server(),
-                keys[index]
+                keys[i]
             ),
         ));
     }
+    let from_file = base.tls_keys(vocabulary);
     let mut values = from_file;
     for (name, value) in url_params {
         let Some(index) = keys.iter().position(|k| k == name) else {

@@ -1,1 +1,0 @@
-ALTER TABLE tenora_tenants DROP COLUMN token;
