@@ -8,6 +8,7 @@
 //! cargo bench -p tenora --features postgres --bench tenora -- --provision-only  # section 3
 //! cargo bench -p tenora --features postgres --bench tenora -- --hit-only        # sections 1, 2
 //! cargo bench -p tenora --features postgres --bench tenora -- --scale-only      # section 5
+//! cargo bench -p tenora --features postgres,blocking --bench tenora -- --blocking-only  # 6
 //! ```
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
@@ -360,6 +361,7 @@ async fn main() {
     let provision_only = std::env::args().any(|a| a == "--provision-only");
     let hit_only = std::env::args().any(|a| a == "--hit-only");
     let scale_only = std::env::args().any(|a| a == "--scale-only");
+    let blocking_only = std::env::args().any(|a| a == "--blocking-only");
     let sizes = sizes(quick);
     let admin_url = std::env::var("TENORA_BENCH_PG_URL")
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
@@ -402,6 +404,13 @@ async fn main() {
         .await;
     t.migrate_base().await.unwrap();
 
+    if blocking_only {
+        blocking_section(&bench, &t, if quick { 1_000 } else { 5_000 }).await;
+        drop(t);
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
     if scale_only {
         scale_section(&bench, t, 0, sizes.scale).await;
         bench.cleanup(false).await;
@@ -749,4 +758,93 @@ async fn scale_section(bench: &Bench, t: PgTenora, existing: usize, scale: usize
         errors.load(Ordering::Relaxed)
     );
     drop(t3);
+}
+
+/// Section 6: the blocking facade's cost per query against the async API it wraps, on one
+/// tenant: `ops` × (`tenant_conn` + `SELECT 1` through Diesel), by one caller and by four,
+/// the two sides alternating, best of five rounds each.
+#[cfg(feature = "blocking")]
+async fn blocking_section(bench: &Bench, t: &PgTenora, ops: usize) {
+    const CALLERS: usize = 4;
+    create_tenants(t, 0..1).await;
+    let tenant = id(0);
+    let async_run = |callers: usize| {
+        let (t, tenant) = (t.clone(), tenant.clone());
+        async move {
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..callers {
+                let (t, tenant) = (t.clone(), tenant.clone());
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..ops / callers {
+                        let mut c = t.tenant_conn(&tenant).await.unwrap();
+                        diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut c)
+                            .await
+                            .unwrap();
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.unwrap();
+            }
+            started.elapsed().as_nanos() as f64 / ops as f64
+        }
+    };
+    // The facade blocks, so it runs on blocking threads (inside a task it would panic).
+    let config = bench.config.clone();
+    let b = tokio::task::spawn_blocking(move || {
+        tenora::blocking::Tenora::connect(PgTenora::builder(config)).unwrap()
+    })
+    .await
+    .unwrap();
+    let blocking_run = |callers: usize| {
+        let (b, tenant) = (b.clone(), tenant.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..callers {
+                    s.spawn(|| {
+                        for _ in 0..ops / callers {
+                            let mut c = b.tenant_conn(&tenant).unwrap();
+                            diesel::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut c)
+                                .unwrap();
+                        }
+                    });
+                }
+            });
+            started.elapsed().as_nanos() as f64 / ops as f64
+        })
+    };
+    // Warm both sides' pools.
+    blocking_run(CALLERS).await.unwrap();
+    async_run(CALLERS).await;
+    let (mut a1, mut a4, mut b1, mut b4) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        b1 = b1.min(blocking_run(1).await.unwrap());
+        a1 = a1.min(async_run(1).await);
+        b4 = b4.min(blocking_run(CALLERS).await.unwrap());
+        a4 = a4.min(async_run(CALLERS).await);
+    }
+    drop(b);
+    println!("\n6. blocking facade vs async, one tenant, tenant_conn + SELECT 1, {ops} ops");
+    println!("   async, 1 task:                   {:.1} µs/op", a1 / 1e3);
+    println!(
+        "   blocking, 1 thread:              {:.1} µs/op ({:.2}x)",
+        b1 / 1e3,
+        b1 / a1
+    );
+    println!(
+        "   async, {CALLERS} tasks:                  {:.1} µs/op",
+        a4 / 1e3
+    );
+    println!(
+        "   blocking, {CALLERS} threads:             {:.1} µs/op ({:.2}x)",
+        b4 / 1e3,
+        b4 / a4
+    );
+}
+
+#[cfg(not(feature = "blocking"))]
+async fn blocking_section(_: &Bench, _: &PgTenora, _: usize) {
+    println!("\n6. blocking facade: build with --features postgres,blocking");
 }

@@ -37,6 +37,7 @@
 //! | `postgres` | `backend::Postgres` / `PgTenora`, pure Rust (no libpq), TLS through rustls |
 //! | `mysql` | `backend::Mysql` / `MysqlTenora` for MySQL and MariaDB, pure Rust (no libmysqlclient), TLS through rustls |
 //! | `axum` | `resolver::axum`: a tower layer and axum extractors for the [`resolver`] |
+//! | `blocking` | `blocking::Tenora`: a blocking facade for synchronous Diesel apps (its connections implement `diesel::Connection`) |
 //! | `testing` | `testing::TestTenant`: a tenant for one test of your app, dropped afterwards |
 //!
 //! A PostgreSQL-only app takes `default-features = false, features = ["postgres"]`, so no
@@ -60,6 +61,8 @@
 
 pub mod backend;
 mod backend_alias;
+#[cfg(feature = "blocking")]
+pub mod blocking;
 mod budget;
 mod config;
 mod doctor;

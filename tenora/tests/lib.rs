@@ -13,6 +13,9 @@ mod metrics;
 #[cfg(feature = "testing")]
 mod testing;
 
+#[cfg(feature = "blocking")]
+mod blocking;
+
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod limits;
 
