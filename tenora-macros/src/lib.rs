@@ -16,9 +16,10 @@ use quote::quote;
 use syn::{LitStr, parse_macro_input};
 
 /// Embeds a Diesel-layout migrations folder as a `tenora::Migrations` value (usable in a
-/// `const` or `static`).
+/// `const` or `static`). Use it as `tenora::embed_migrations!`, documented there with a tested
+/// example:
 ///
-/// ```ignore
+/// ```text
 /// pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
 /// ```
 #[proc_macro]
@@ -30,8 +31,9 @@ pub fn embed_migrations(input: TokenStream) -> TokenStream {
 }
 
 /// Embeds a folder of `*.sql` seed files as a `tenora::Seeds` value (run in file-name order).
+/// Use it as `tenora::embed_seeds!`, documented there with a tested example:
 ///
-/// ```ignore
+/// ```text
 /// pub const SEEDS: tenora::Seeds = tenora::embed_seeds!("seeds");
 /// ```
 #[proc_macro]

@@ -131,6 +131,29 @@ impl<B: Backend> Tenora<B> {
     /// `active` tenants whose database or user is missing or unproven, objects carrying a
     /// Tenora proof that no row knows, malformed rows, and a missing or stale template. Changes
     /// nothing. `tenora doctor` prints it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = tenora::Config::sqlite(dir.path().join("base.sqlite"))
+    /// #     .tenant_database_dir(dir.path().join("tenants"));
+    /// # let tenora = tenora::SqliteTenora::builder(config)
+    /// #     .base_migrations(base_schema::MIGRATIONS) // the registry table
+    /// #     .connect()
+    /// #     .await?;
+    /// # tenora.migrate_base().await?;
+    /// tenora.create_tenant(&tenora.tenant_id("acme")?, None).await?;
+    /// let health = tenora.check().await?;
+    /// for problem in &health.problems {
+    ///     eprintln!("{problem}"); // each says what to run
+    /// }
+    /// assert!(health.is_healthy());
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
     pub async fn check(&self) -> Result<Health> {
         let backend = self.backend();
         let rows = {

@@ -113,10 +113,22 @@ pub use crate::tenora::{PooledConn, Tenora, TenoraBuilder};
 pub use crate::tls::{InvalidTlsMode, TlsMode, TlsSettings};
 
 /// Embeds a Diesel-layout migrations folder (relative to the crate's `Cargo.toml`) as a
-/// [`Migrations`] value, validated at compile time.
+/// [`Migrations`] value, validated at compile time: each `<version>_<name>/` folder holds an
+/// `up.sql` and optionally a `down.sql`. A missing `up.sql`, a duplicate version or an
+/// unreadable file is a compile error on the path.
 ///
-/// ```ignore
-/// pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
+/// ```
+/// // Your crate's folder is typically "migrations" (or "migrations/tenants"); this one holds a
+/// // single `2026-01-01-000000_create_notes`.
+/// pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("doc-examples/migrations");
+///
+/// let migrations = MIGRATIONS;
+/// let first = migrations.iter().next().unwrap();
+/// // As in Diesel: the version is the folder name's leading digits, the name the whole folder.
+/// assert_eq!(first.version(), "20260101000000");
+/// assert_eq!(first.name(), "2026-01-01-000000_create_notes");
+/// assert!(first.up_sql().starts_with("CREATE TABLE notes"));
+/// // Hand it to the builder: `.tenant_migrations(MIGRATIONS)` (or `.base_migrations`).
 /// ```
 ///
 /// Editing an embedded file triggers a rebuild; adding a *new* migration folder does not, so
@@ -125,8 +137,14 @@ pub use tenora_macros::embed_migrations;
 
 /// Embeds a folder of `*.sql` seed files (run in file-name order) as a [`Seeds`] value.
 ///
-/// ```ignore
-/// pub const SEEDS: tenora::Seeds = tenora::embed_seeds!("seeds");
+/// ```
+/// // Typically "seeds/tenants": run on every new tenant after its migrations.
+/// pub const SEEDS: tenora::Seeds = tenora::embed_seeds!("doc-examples/seeds");
+///
+/// let seeds = SEEDS;
+/// let names: Vec<&str> = seeds.iter().map(|seed| seed.name()).collect();
+/// assert_eq!(names, ["01_welcome.sql"]);
+/// // Hand it to the builder: `.tenant_seeds(SEEDS)` (or `.base_seeds`).
 /// ```
 pub use tenora_macros::embed_seeds;
 

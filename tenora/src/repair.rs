@@ -74,6 +74,32 @@ impl<B: Backend> Tenora<B> {
     /// is free again) or finishes a drop abandoned in `deleting`. Removes only objects that
     /// carry the proof of being this tenant's; leaves alone a tenant whose lease a live
     /// process holds ([`Repair::InProgress`]). Safe to run at any time and repeatedly.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = tenora::Config::sqlite(dir.path().join("base.sqlite"))
+    /// #     .tenant_database_dir(dir.path().join("tenants"));
+    /// # let tenora = tenora::SqliteTenora::builder(config)
+    /// #     .base_migrations(base_schema::MIGRATIONS) // the registry table
+    /// #     .connect()
+    /// #     .await?;
+    /// # tenora.migrate_base().await?;
+    /// use tenora::Repair;
+    ///
+    /// let acme = tenora.tenant_id("acme")?;
+    /// tenora.create_tenant(&acme, None).await?;
+    /// match tenora.repair_tenant(&acme).await? {
+    ///     Repair::Healthy => {} // an active tenant: nothing to do
+    ///     Repair::InProgress => println!("another process is working on acme; try later"),
+    ///     done => println!("acme: {done}"), // an abandoned creation undone, or a drop finished
+    /// }
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
     pub async fn repair_tenant(&self, id: &TenantId) -> Result<Repair> {
         self.repair_steps(id)
             .instrument(tracing::info_span!("tenora.repair_tenant", tenant = %id))
