@@ -340,6 +340,55 @@ async fn pg_concurrent_requests_across_50_tenants() {
     concurrent_requests_across_tenants::<Postgres>(db, 50).await;
 }
 
+/// How an app tests its own queries: each test gets a tenant of its own (`TestTenant`), which
+/// is dropped with it — database and user too, checked in the catalog (or on disk).
+async fn queries_on_test_tenants<B: AppBackend>(db: TestDb) {
+    use tenora::testing::TestTenant;
+    let tenora = axum_app::start::<B>(db.config.clone()).await.unwrap();
+    let (first, second) = (
+        TestTenant::create(&tenora).await.unwrap(),
+        TestTenant::create(&tenora).await.unwrap(),
+    );
+    let mut conn = first.conn().await.unwrap();
+    assert!(B::list_projects(&mut conn).await.unwrap().is_empty());
+    let added = B::add_project(&mut conn, "Rocket skates".into())
+        .await
+        .unwrap();
+    let listed = B::list_projects(&mut conn).await.unwrap();
+    assert_eq!(listed.iter().map(|p| p.id).collect::<Vec<_>>(), [added.id]);
+    drop(conn);
+    let mut other = second.conn().await.unwrap();
+    assert!(
+        B::list_projects(&mut other).await.unwrap().is_empty(),
+        "isolated"
+    );
+    drop(other);
+
+    let ids = [first.id().clone(), second.id().clone()];
+    drop((first, second));
+    for id in &ids {
+        assert!(
+            tenora.tenant(id).await.unwrap().is_none(),
+            "{id} unregistered"
+        );
+        assert!(
+            !tenora.backend().database_exists(id).await.unwrap(),
+            "{id}'s database dropped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queries_on_test_tenants() {
+    queries_on_test_tenants::<Sqlite>(sqlite_db()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_queries_on_test_tenants() {
+    let Some(db) = pg::db() else { return };
+    queries_on_test_tenants::<Postgres>(db).await;
+}
+
 /// Holds a tenant connection for a while.
 async fn hold(conn: TenantConn<Sqlite>) -> &'static str {
     tokio::time::sleep(Duration::from_millis(2500)).await;
