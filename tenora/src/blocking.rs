@@ -21,11 +21,16 @@
 //! # Ok(()) }
 //! ```
 //!
-//! How it works: the connections are diesel-async's, driven by the runtime's one I/O thread;
-//! each query waits for its future on the calling thread with
+//! How it works: the connections are diesel-async's, driven by the runtime's one I/O thread
+//! (SQLite's run their queries on the runtime's blocking-thread pool); each query waits for
+//! its future on the calling thread with
 //! [`diesel_async::async_connection_wrapper::AsyncConnectionWrapper`] (diesel-async's
 //! sync-over-async adapter, here bound to this facade's runtime). The README's "Synchronous
 //! Diesel" section has the measured cost per query.
+//!
+//! When the last handle and the last connection are gone, the runtime shuts down without
+//! waiting: pooled connections still open then are cut rather than closed politely (servers
+//! may log them as ended without a goodbye).
 //!
 //! # Panics
 //!
@@ -56,7 +61,8 @@ pub type Conn<B> = AsyncConnectionWrapper<Pooled<B>>;
 /// The blocking Tenora handle: cheap to clone, share it across threads. See the
 /// [module documentation](self).
 pub struct Tenora<B: Backend> {
-    inner: crate::Tenora<B>,
+    /// `None` only while dropped (it is dropped inside the runtime's context).
+    inner: Option<crate::Tenora<B>>,
     runtime: Arc<Runtime>,
 }
 
@@ -69,10 +75,18 @@ impl<B: Backend> Clone for Tenora<B> {
     }
 }
 
+impl<B: Backend> Drop for Tenora<B> {
+    fn drop(&mut self) {
+        // Pools, and the drivers' goodbyes, may spawn on the runtime when they go.
+        let _context = self.runtime.enter();
+        self.inner.take();
+    }
+}
+
 impl<B: Backend> std::fmt::Debug for Tenora<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("blocking::Tenora")
-            .field(&self.inner)
+            .field(self.inner())
             .finish()
     }
 }
@@ -94,37 +108,46 @@ impl<B: Backend> Tenora<B> {
         let runtime = Runtime(Some(runtime));
         let inner = runtime.block_on(builder.connect())?;
         Ok(Tenora {
-            inner,
+            inner: Some(inner),
             runtime: Arc::new(runtime),
         })
     }
 
+    fn inner(&self) -> &crate::Tenora<B> {
+        self.inner
+            .as_ref()
+            .expect("the async handle is only taken while dropped")
+    }
+
     /// The async handle underneath, for anything this facade does not wrap (run it with
-    /// [`Tenora::block_on`]).
+    /// [`Tenora::block_on`]). It works only on this facade's runtime: do not keep a clone of it
+    /// past this facade, and take connections with [`Tenora::tenant_conn`] /
+    /// [`Tenora::base_conn`] (which bind them to the runtime), not out of `block_on`.
     pub fn as_async(&self) -> &crate::Tenora<B> {
-        &self.inner
+        self.inner()
     }
 
     /// Runs `future` to completion on this facade's runtime and returns its output, e.g.
-    /// `tenora.block_on(tenora.as_async().repair_all())`.
+    /// `tenora.block_on(tenora.as_async().repair_all())`. Return results, not connections (see
+    /// [`Tenora::as_async`]).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.runtime.block_on(future)
     }
 
     /// Validates an untrusted tenant id ([`crate::Tenora::tenant_id`]).
     pub fn tenant_id(&self, id: &str) -> Result<TenantId> {
-        self.inner.tenant_id(id)
+        self.inner().tenant_id(id)
     }
 
     /// A pooled connection to tenant `id`'s database ([`crate::Tenora::tenant_conn`]).
     pub fn tenant_conn(&self, id: &TenantId) -> Result<Conn<B>> {
-        let conn = self.block_on(self.inner.tenant_conn(id))?;
+        let conn = self.block_on(self.inner().tenant_conn(id))?;
         Ok(self.wrap(conn))
     }
 
     /// A pooled connection to the base database ([`crate::Tenora::base_conn`]).
     pub fn base_conn(&self) -> Result<Conn<B>> {
-        let conn = self.block_on(self.inner.base_conn())?;
+        let conn = self.block_on(self.inner().base_conn())?;
         Ok(self.wrap(conn))
     }
 
@@ -134,32 +157,32 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<TenantRecord> {
-        self.block_on(self.inner.create_tenant(id, password))
+        self.block_on(self.inner().create_tenant(id, password))
     }
 
     /// Drops tenant `id` ([`crate::Tenora::drop_tenant`]).
     pub fn drop_tenant(&self, id: &TenantId) -> Result<Removal> {
-        self.block_on(self.inner.drop_tenant(id))
+        self.block_on(self.inner().drop_tenant(id))
     }
 
     /// The tenants in the registry ([`crate::Tenora::list_tenants`]).
     pub fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
-        self.block_on(self.inner.list_tenants())
+        self.block_on(self.inner().list_tenants())
     }
 
     /// Runs pending base migrations ([`crate::Tenora::migrate_base`]).
     pub fn migrate_base(&self) -> Result<Vec<String>> {
-        self.block_on(self.inner.migrate_base())
+        self.block_on(self.inner().migrate_base())
     }
 
     /// Runs pending migrations on one tenant ([`crate::Tenora::migrate_tenant`]).
     pub fn migrate_tenant(&self, id: &TenantId) -> Result<Vec<String>> {
-        self.block_on(self.inner.migrate_tenant(id))
+        self.block_on(self.inner().migrate_tenant(id))
     }
 
     /// Runs pending migrations on every tenant ([`crate::Tenora::migrate_all_tenants`]).
     pub fn migrate_all_tenants(&self) -> Result<Vec<TenantOutcome>> {
-        self.block_on(self.inner.migrate_all_tenants())
+        self.block_on(self.inner().migrate_all_tenants())
     }
 
     /// Binds a pooled connection to this runtime: its queries wait on the runtime's handle,

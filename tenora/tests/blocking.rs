@@ -15,7 +15,13 @@ use crate::support::backends::TestBackend;
 macro_rules! sync_diesel_app {
     ($B:ty) => {{
         let Some(env) = <$B>::env() else { return };
-        let builder = tenora::Tenora::<$B>::builder(env.config.clone())
+        // min_idle: a connection dropped broken makes bb8 start a replacement task, which
+        // must find the facade's runtime (checked by the panicking transaction below).
+        let config = env.config.clone().tenant_pool(tenora::PoolConfig {
+            min_idle: Some(1),
+            ..tenora::PoolConfig::default()
+        });
+        let builder = tenora::Tenora::<$B>::builder(config)
             .base_migrations(base_schema::MIGRATIONS)
             .tenant_migrations(<$B>::tenant_migrations())
             .tenant_seeds(tenant_schema::SEEDS);
@@ -51,6 +57,17 @@ macro_rules! sync_diesel_app {
             Err(diesel::result::Error::RollbackTransaction)
         });
         assert!(rolled_back.is_err());
+        // A panic inside a transaction: the connection is dropped broken while unwinding, and
+        // the tenant keeps working.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = conn.transaction(|c| -> QueryResult<()> {
+                diesel::insert_into(projects::table)
+                    .values((projects::owner_id.eq(admin), projects::name.eq("panicked")))
+                    .execute(c)?;
+                panic!("a bug in the closure");
+            });
+        }));
+        assert!(panicked.is_err());
         drop(conn);
 
         // Threads share the handle; each tenant sees only its own rows.
