@@ -127,7 +127,10 @@ impl MariaDbServer {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // The server listens on TCP before it makes its Unix socket: wait for both.
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.dir.join("sock").exists()
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(50));
