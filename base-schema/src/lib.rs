@@ -11,7 +11,7 @@ pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations
 /// Diesel schema of the base database.
 pub mod schema {
     diesel::table! {
-        /// The tenant registry. `password` holds a sealed envelope (`tenora:v1:...`), never
+        /// The tenant registry. `password` holds a sealed envelope (`tenora:v2:...`), never
         /// a plain password unless no key was configured (`plain:...`).
         tenora_tenants (id) {
             /// The tenant id.

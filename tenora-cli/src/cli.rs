@@ -149,6 +149,10 @@ pub enum Command {
     #[command(name = "tenants", subcommand)]
     Tenants(TenantsCommand),
 
+    /// Which key seals each stored tenant password; re-seal them all with the current key
+    #[command(name = "keys", subcommand)]
+    Keys(KeysCommand),
+
     /// Print a new random encryption key (base64) for TENORA_KEY
     #[command(name = "generate-key")]
     GenerateKey,
@@ -191,4 +195,13 @@ pub enum TenantsCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// `tenora keys ...`
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Count stored passwords per key, plain-text and unreadable ones (exit 1 unless all current)
+    Status,
+    /// Re-seal every stored password with TENORA_KEY, opening old ones with TENORA_OLD_KEYS
+    Rotate,
 }

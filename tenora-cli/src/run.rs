@@ -11,7 +11,7 @@ use tenora::{
 };
 
 use crate::Embedded;
-use crate::cli::{Cli, Command, Fleet, TenantsCommand};
+use crate::cli::{Cli, Command, Fleet, KeysCommand, TenantsCommand};
 use crate::error::CliError;
 use crate::make;
 use crate::output::{Out, TenantRun, summary};
@@ -75,13 +75,14 @@ pub fn command_lines() -> Vec<(String, String)> {
         if sub.get_name() == "help" {
             continue; // clap's own; listed last below
         }
-        if sub.get_name() == "tenants" {
+        // Command groups are listed by their subcommands.
+        if sub.has_subcommands() {
             for nested in sub.get_subcommands() {
                 let about = nested
                     .get_about()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
-                lines.push((format!("tenants {}", nested.get_name()), about));
+                lines.push((format!("{} {}", sub.get_name(), nested.get_name()), about));
             }
             continue;
         }
@@ -283,6 +284,8 @@ async fn execute<B: Backend>(
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
         Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
         Command::Doctor => doctor(&tenora, out).await,
+        Command::Keys(KeysCommand::Status) => key_status(&tenora, out).await,
+        Command::Keys(KeysCommand::Rotate) => rotate_key(&tenora, out).await,
         Command::List
         | Command::GenerateKey
         | Command::Completions { .. }
@@ -687,5 +690,87 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
     Ok(Outcome {
         json: json!(health),
         failed: (!health.is_healthy()).then_some(summary),
+    })
+}
+
+async fn key_status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+    let status = tenora.key_status().await?;
+    for key in &status.keys {
+        let role = match key.role {
+            tenora::KeyRole::Current => "current",
+            tenora::KeyRole::Old => "old",
+            _ => "NOT CONFIGURED",
+        };
+        let v1 = if key.v1_rows > 0 {
+            format!(" ({} in the v1 format)", key.v1_rows)
+        } else {
+            String::new()
+        };
+        out.line(format!(
+            "key {} ({role}): {} row(s){v1}",
+            key.key_id, key.rows
+        ));
+    }
+    if status.plaintext > 0 {
+        out.line(format!("plain text: {} row(s)", status.plaintext));
+    }
+    if status.without_password > 0 {
+        out.line(format!("no password: {} row(s)", status.without_password));
+    }
+    for (id, why) in &status.unreadable {
+        out.line(format!("unreadable: {id}: {why}"));
+    }
+    let summary = if status.all_current() {
+        format!(
+            "keys: {} registry row(s), every password sealed with the current key",
+            status.rows
+        )
+    } else {
+        format!(
+            "keys: {} registry row(s), not all sealed with the current key: run `tenora keys \
+             rotate`{}",
+            status.rows,
+            if status.unreadable_count > 0 {
+                format!(
+                    " after configuring the keys of {} unreadable row(s)",
+                    status.unreadable_count
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    out.line(&summary);
+    Ok(Outcome {
+        json: json!(status),
+        failed: (!status.all_current()).then_some(summary),
+    })
+}
+
+async fn rotate_key<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+    let report = tenora.rotate_key().await?;
+    for bad in &report.malformed {
+        out.line(format!("skipped {bad}"));
+    }
+    let summary = format!(
+        "keys rotate: {} row(s) now sealed with key {}: {} re-sealed, {} plain text sealed, {} \
+         already current, {} changed meanwhile by another process, {} without password",
+        report.resealed + report.sealed_plaintext + report.already_current,
+        report.key_id,
+        report.resealed,
+        report.sealed_plaintext,
+        report.already_current,
+        report.changed_meanwhile,
+        report.without_password
+    );
+    out.line(&summary);
+    Ok(Outcome {
+        json: json!(report),
+        failed: (!report.malformed.is_empty()).then(|| {
+            format!(
+                "{} malformed registry row(s) skipped",
+                report.malformed.len()
+            )
+        }),
     })
 }

@@ -5,6 +5,7 @@
 //! `TENORA_UPDATE_SNAPSHOTS=1` to rewrite them after an intended change.
 
 mod crash;
+mod keys;
 mod project;
 mod scenario;
 mod snapshots;

@@ -298,6 +298,17 @@ impl Project {
         }
     }
 
+    /// Every registry row's (id, stored password), read with a plain query on the base
+    /// database.
+    pub async fn registry_passwords(&self) -> Vec<(String, Option<String>)> {
+        let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
+        match self.kind {
+            Kind::Sqlite => sqlite_passwords(config).await,
+            Kind::Postgres => pg_passwords(config).await,
+            Kind::Mysql => mysql_passwords(config).await,
+        }
+    }
+
     /// Runs `sql` in tenant `id`'s database, as the tenant, through the library.
     pub async fn tenant_sql(&self, id: &str, sql: &str) {
         let config = tenora::Config::from_path(self.path().join("tenora.toml")).unwrap();
@@ -317,6 +328,31 @@ async fn sql_on_base<B: tenora::backend::Backend>(config: tenora::Config, sql: &
     let mut conn = t.base_conn().await.unwrap();
     conn.batch_execute(sql).await.unwrap();
 }
+
+/// `passwords::<Backend>(config)`: every registry row's (id, password), by a plain query.
+macro_rules! passwords_fn {
+    ($($name:ident: $backend:ty),*) => {$(
+        async fn $name(config: tenora::Config) -> Vec<(String, Option<String>)> {
+            use diesel_async::RunQueryDsl as _;
+            #[derive(diesel::QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                id: String,
+                #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+                password: Option<String>,
+            }
+            let t = tenora::Tenora::<$backend>::builder(config).connect().await.unwrap();
+            let mut conn = t.base_conn().await.unwrap();
+            let rows: Vec<Row> =
+                diesel::sql_query("SELECT id, password FROM tenora_tenants ORDER BY id")
+                    .load(&mut conn)
+                    .await
+                    .unwrap();
+            rows.into_iter().map(|r| (r.id, r.password)).collect()
+        }
+    )*};
+}
+passwords_fn!(sqlite_passwords: tenora::backend::Sqlite, pg_passwords: tenora::backend::Postgres, mysql_passwords: tenora::backend::Mysql);
 
 async fn sql_as_tenant<B: tenora::backend::Backend>(config: tenora::Config, id: &str, sql: &str) {
     let t = tenora::Tenora::<B>::builder(config)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::secret::{EncryptionKey, SecretString};
+use crate::secret::{EncryptionKey, KeyRing, SecretString};
 use crate::tls::{self, TlsMode, TlsSettings};
 
 /// Environment variable naming the config file (default `tenora.toml`).
@@ -16,6 +16,9 @@ pub const ENV_CONFIG: &str = "TENORA_CONFIG";
 pub const ENV_BASE_URL: &str = "TENORA_BASE_URL";
 /// Environment variable overriding `secrets.key` (see [`EncryptionKey`] for the format).
 pub const ENV_KEY: &str = "TENORA_KEY";
+/// Environment variable overriding `secrets.old_keys`: old keys, separated by commas or
+/// whitespace, accepted for reading values they sealed (see [`KeyRing`]).
+pub const ENV_OLD_KEYS: &str = "TENORA_OLD_KEYS";
 
 /// Which database server (or engine) holds the base and tenant databases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -313,6 +316,10 @@ pub struct SecretsConfig {
     /// key, creating a tenant with a password fails.
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Old keys (same format as `key`), accepted only for reading the values they sealed, while
+    /// `tenora keys rotate` re-seals them with `key`. Overridden by `TENORA_OLD_KEYS`.
+    #[serde(default)]
+    pub old_keys: Vec<SecretString>,
 }
 
 impl fmt::Debug for SecretsConfig {
@@ -320,6 +327,10 @@ impl fmt::Debug for SecretsConfig {
         f.debug_struct("SecretsConfig")
             .field("key", &self.key.as_ref().map(|_| "<redacted>"))
             .field("allow_plaintext", &self.allow_plaintext)
+            .field(
+                "old_keys",
+                &format_args!("<{} redacted>", self.old_keys.len()),
+            )
             .finish()
     }
 }
@@ -591,6 +602,14 @@ impl Config {
         self
     }
 
+    /// Adds old keys accepted for reading (see [`SecretsConfig::old_keys`]).
+    pub fn old_keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
+        self.secrets
+            .old_keys
+            .extend(keys.into_iter().map(|k| SecretString::new(k.into())));
+        self
+    }
+
     /// Allows storing tenant passwords unencrypted when no key is set (see
     /// [`SecretsConfig::allow_plaintext`]).
     pub fn allow_plaintext(mut self, allow: bool) -> Self {
@@ -702,16 +721,21 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `TENORA_BASE_URL` and `TENORA_KEY` when they are set (and not empty).
-    /// `TENORA_BASE_URL` replaces all of `[base]`'s connection settings (`url`, `host`, `port`,
-    /// `user`, `password`, `database`).
+    /// Applies `TENORA_BASE_URL`, `TENORA_KEY` and `TENORA_OLD_KEYS` when they are set (and
+    /// not empty). `TENORA_BASE_URL` replaces all of `[base]`'s connection settings (`url`,
+    /// `host`, `port`, `user`, `password`, `database`); `TENORA_OLD_KEYS` replaces
+    /// `secrets.old_keys`.
     pub fn apply_env(&mut self) -> Result<()> {
         let base_url = env_var(ENV_BASE_URL)?;
         let key = env_var(ENV_KEY)?;
-        if key.is_some() {
+        let old_keys = env_var(ENV_OLD_KEYS)?;
+        if key.is_some() || old_keys.is_some() {
             self.check_file_key()?;
         }
         self.apply_overrides(base_url, key);
+        if let Some(old_keys) = old_keys {
+            self.secrets.old_keys = split_keys(&old_keys);
+        }
         Ok(())
     }
 
@@ -739,6 +763,14 @@ impl Config {
                 Error::config(
                     "secrets.key",
                     format!("{e} (in the config file; TENORA_KEY does not excuse it)"),
+                )
+            })?;
+        }
+        for (i, key) in self.secrets.old_keys.iter().enumerate() {
+            EncryptionKey::parse(key.expose()).map_err(|e| {
+                Error::config(
+                    format!("secrets.old_keys[{i}]"),
+                    format!("{e} (in the config file; TENORA_OLD_KEYS does not excuse it)"),
                 )
             })?;
         }
@@ -811,7 +843,7 @@ impl Config {
                 }
             }
         }
-        self.encryption_key()?;
+        self.key_ring()?;
         self.tls()?;
         Ok(())
     }
@@ -897,6 +929,29 @@ impl Config {
             .transpose()
     }
 
+    /// The current key and the old keys ([`KeyRing`]); errors name the setting at fault
+    /// (`secrets.old_keys[2] / TENORA_OLD_KEYS`). Old keys need a current key.
+    pub fn key_ring(&self) -> Result<KeyRing> {
+        let current = self.encryption_key()?;
+        let mut old = Vec::with_capacity(self.secrets.old_keys.len());
+        for (i, key) in self.secrets.old_keys.iter().enumerate() {
+            old.push(EncryptionKey::parse(key.expose()).map_err(|e| {
+                Error::config(
+                    format!("secrets.old_keys[{i}] / TENORA_OLD_KEYS"),
+                    e.to_string(),
+                )
+            })?);
+        }
+        if current.is_none() && !old.is_empty() {
+            return Err(Error::config(
+                "secrets.old_keys / TENORA_OLD_KEYS",
+                "old keys only open what they sealed; set secrets.key (or TENORA_KEY) to the \
+                 key new passwords are sealed with",
+            ));
+        }
+        Ok(KeyRing::new(current, old))
+    }
+
     /// `path` resolved against [`Config::root`].
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -928,6 +983,14 @@ fn env_var(name: &str) -> Result<Option<String>> {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(Error::config(name, "is not valid UTF-8")),
     }
+}
+
+/// The keys of a `TENORA_OLD_KEYS` value: separated by commas and/or whitespace.
+fn split_keys(text: &str) -> Vec<SecretString> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|k| !k.is_empty())
+        .map(SecretString::new)
+        .collect()
 }
 
 fn check_name_part(key: &str, value: &str) -> Result<()> {
@@ -1100,6 +1163,49 @@ mod tests {
         assert!(e.contains("cannot read the config file"), "{e}");
         assert!(e.contains("missing.toml"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn old_keys_form_a_key_ring_and_bad_ones_name_their_place() {
+        use crate::secret::EncryptionKey;
+        let (current, old1, old2) = (
+            EncryptionKey::generate(),
+            EncryptionKey::generate(),
+            EncryptionKey::generate(),
+        );
+        let toml = format!(
+            "[base]\nclient = \"sqlite\"\ndatabase = \"b.sqlite\"\n[secrets]\nkey = \"{}\"\n\
+             old_keys = [\"{}\"]\n",
+            current.to_base64().expose(),
+            old1.to_base64().expose()
+        );
+        let mut c = Config::from_toml(&toml).unwrap();
+        let ring = c.key_ring().unwrap();
+        assert_eq!(ring.current().unwrap().id(), current.id());
+        assert_eq!(ring.old().len(), 1);
+        assert!(
+            !format!("{c:?}").contains(old1.to_base64().expose()),
+            "never printed"
+        );
+        // TENORA_OLD_KEYS: commas and/or whitespace.
+        let env = format!(
+            " {}, {}\n",
+            old1.to_base64().expose(),
+            old2.to_base64().expose()
+        );
+        c.secrets.old_keys = split_keys(&env);
+        assert_eq!(c.key_ring().unwrap().old().len(), 2);
+        c.secrets.old_keys.push(SecretString::new("not-a-key"));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("secrets.old_keys[2]"), "{e}");
+        assert!(!e.contains("not-a-key"), "{e}");
+        // Old keys without a current key.
+        let e = Config::sqlite("b.sqlite")
+            .old_keys([old1.to_base64().expose()])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("set secrets.key (or TENORA_KEY)"), "{e}");
     }
 
     #[test]

@@ -227,6 +227,20 @@ pub enum Error {
     #[error("{0}")]
     Secret(#[from] crate::secret::SecretError),
 
+    /// A key rotation found stored passwords that no configured key opens; it changed nothing.
+    #[error(
+        "cannot open the stored passwords of {count} tenant(s) with the configured keys \
+         ({tenants}); nothing was changed. First: {first}"
+    )]
+    UnreadablePasswords {
+        /// How many rows cannot be opened.
+        count: usize,
+        /// Their ids (the first few).
+        tenants: String,
+        /// Why the first one cannot be opened, and what to do.
+        first: crate::secret::SecretError,
+    },
+
     /// A file or folder operation failed.
     #[error("{context} ({}): {source}", path.display())]
     Io {

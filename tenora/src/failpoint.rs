@@ -1,6 +1,7 @@
 //! Crash points for tests: with the `failpoints` cargo feature, `TENORA_FAILPOINT` names a
 //! point where the process stops:
 //! - `<point>`: abort (not unwind) there, the way `kill -9` or a power cut would stop it;
+//! - `<point>#<n>`: abort the `n`-th time the process reaches it (e.g. after 100 rows);
 //! - `<point>:pause=<path>`: print that the point is reached, then wait there until the file
 //!   `<path>` exists (a barrier for tests of work that is in progress).
 //!
@@ -20,7 +21,15 @@ pub(crate) fn reached(point: &str) {
         Some((name, path)) => (name, Some(path)),
         None => (chosen.as_str(), None),
     };
+    let (name, nth) = match name.split_once('#') {
+        Some((name, n)) => (name, n.parse::<usize>().unwrap_or(1)),
+        None => (name, 1),
+    };
     if name != point {
+        return;
+    }
+    static HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 < nth {
         return;
     }
     match pause {

@@ -69,6 +69,7 @@ mod doctor;
 mod error;
 mod failpoint;
 mod fleet;
+mod key_rotation;
 mod lease;
 mod migrate;
 mod migrations;
@@ -93,12 +94,13 @@ pub use crate::backend_alias::*;
 pub use crate::budget::plan::{BudgetPlan, BudgetSource, ServerLimits};
 pub use crate::budget::{BudgetManager, Budgeted, ConnectError};
 pub use crate::config::{
-    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, MetricsConfig, PoolCacheConfig,
-    PoolConfig, RegistryConfig, SecretsConfig, TenantConfig, redact_url,
+    BaseConfig, Client, Config, ENV_BASE_URL, ENV_CONFIG, ENV_KEY, ENV_OLD_KEYS, MetricsConfig,
+    PoolCacheConfig, PoolConfig, RegistryConfig, SecretsConfig, TenantConfig, redact_url,
 };
 pub use crate::doctor::{Health, Problem};
 pub use crate::error::{BoxError, Error, Result, Wait};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
+pub use crate::key_rotation::{KeyRole, KeyRotation, KeyStatus, KeyUse};
 pub use crate::migrate::MigrationOp;
 pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};
 pub use crate::naming::Naming;
@@ -107,7 +109,7 @@ pub use crate::pool_cache::CacheStats;
 pub use crate::provision::Step;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
-pub use crate::secret::{EncryptionKey, SecretString};
+pub use crate::secret::{EncryptionKey, KeyRing, SecretString};
 pub use crate::tenant_id::TenantId;
 pub use crate::tenora::{PooledConn, Tenora, TenoraBuilder};
 pub use crate::tls::{InvalidTlsMode, TlsMode, TlsSettings};

@@ -190,7 +190,7 @@ impl<B: Backend> Tenora<B> {
         let allow_plaintext = self.config().secrets.allow_plaintext;
         let sealed = password
             .as_ref()
-            .map(|p| secret::seal(self.key(), allow_plaintext, id, p.expose()))
+            .map(|p| secret::seal(self.keys(), allow_plaintext, id, p.expose()))
             .transpose()?;
         Ok((password, sealed))
     }
@@ -452,7 +452,7 @@ impl<B: Backend> Tenora<B> {
         // user cannot be proven and is left alone.
         let password = match (self.backend().uses_passwords(), &row.password) {
             (true, Some(sealed)) => secret::open(
-                self.key(),
+                self.keys(),
                 self.config().secrets.allow_plaintext,
                 &row.record.id,
                 sealed,

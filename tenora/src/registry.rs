@@ -247,6 +247,17 @@ pub trait RegistryConnection: Send {
         from: Option<TenantState>,
         to: TenantState,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    /// Replaces a row's stored password, only if it still holds `expected` (a compare and
+    /// swap: a value changed by another process since it was read is never overwritten);
+    /// returns the number of rows changed.
+    #[doc(hidden)]
+    fn registry_swap_password(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+        expected: &str,
+        new: &str,
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Deletes a row (by its id as stored, valid or not); with `token`, only the row carrying
     /// it (so a process never deletes a row another one inserted since).
     #[doc(hidden)]
@@ -413,6 +424,34 @@ macro_rules! impl_registry {
                     }
                     None => query.execute(self).await,
                 };
+                registry_result(self, table, result).await
+            }
+
+            async fn registry_swap_password(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+                expected: &str,
+                new: &str,
+            ) -> $crate::registry::RegistryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                let sql = format!(
+                    "UPDATE {} SET password = {}, updated_at = {} WHERE id = {} AND password = {}",
+                    $crate::registry::quote_table(table, $quote),
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4)
+                );
+                let result = diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(new)
+                    .bind::<diesel::sql_types::Timestamp, _>(now)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
+                    .bind::<diesel::sql_types::Text, _>(expected)
+                    .execute(self)
+                    .await;
                 registry_result(self, table, result).await
             }
 

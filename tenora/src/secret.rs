@@ -3,13 +3,17 @@
 //! Tenant passwords are stored in the registry as a versioned text envelope
 //!
 //! ```text
-//! tenora:v1:<nonce>:<ciphertext>          (both base64url, no padding)
+//! tenora:v2:<key id>:<nonce>:<ciphertext>   (nonce and ciphertext base64url, no padding)
 //! ```
 //!
 //! sealed with ChaCha20-Poly1305 under a 32-byte [`EncryptionKey`], with a fresh random nonce per
-//! encryption and the tenant id as associated data: a ciphertext copied into another tenant's row
-//! does not decrypt, and a wrong key is an error, never garbage. Without a key, passwords are
-//! stored as `plain:<password>` and Tenora warns.
+//! encryption and the envelope's header and the tenant id as associated data: a ciphertext
+//! copied into another tenant's row does not decrypt, and a wrong key is an error, never
+//! garbage. The key id ([`EncryptionKey::id`]) names the key that sealed the value, so a
+//! [`KeyRing`] of the current key and old ones opens every row while keys are rotated.
+//! Envelopes of the first version, `tenora:v1:<nonce>:<ciphertext>` (no key id), stay readable:
+//! each configured key is tried. Without a key, passwords are stored as `plain:<password>` and
+//! Tenora warns.
 //!
 //! Secret values are zeroized on drop and never shown by `Debug` or in error messages.
 
@@ -24,7 +28,14 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::tenant_id::TenantId;
 
+mod key_ring;
+
+pub use key_ring::KeyRing;
+
 const ENVELOPE_V1: &str = "tenora:v1:";
+const ENVELOPE_V2: &str = "tenora:v2:";
+/// Characters of a key id: 6 bytes of a SHA-256 of the key, as base64url.
+const KEY_ID_LEN: usize = 8;
 const PLAIN_PREFIX: &str = "plain:";
 const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 /// Length of generated passwords: 32 characters of 62 kinds, about 190 bits of entropy.
@@ -43,9 +54,21 @@ pub enum SecretError {
     /// Decryption failed: wrong key, or a value taken from another tenant's row.
     #[error(
         "cannot decrypt the stored password of tenant `{0}`: the encryption key is wrong \
-         (check TENORA_KEY) or the value was copied from another tenant's row"
+         (check TENORA_KEY and TENORA_OLD_KEYS) or the value was copied from another tenant's row"
     )]
     Decrypt(TenantId),
+    /// The stored password is sealed with a key that is not configured.
+    #[error(
+        "the stored password of tenant `{tenant}` is sealed with key `{key_id}`, which is not \
+         configured: add that key to TENORA_OLD_KEYS (or secrets.old_keys), or make it the \
+         current key (TENORA_KEY)"
+    )]
+    UnknownKey {
+        /// The tenant.
+        tenant: TenantId,
+        /// The id of the key named in the envelope ([`EncryptionKey::id`]).
+        key_id: String,
+    },
     /// The stored value is not a Tenora envelope.
     #[error("the stored password of tenant `{tenant}` is malformed: {reason}")]
     Malformed {
@@ -180,6 +203,27 @@ impl EncryptionKey {
         SecretString::new(STANDARD.encode(*self.0))
     }
 
+    /// The key's id: 8 characters (base64url of 6 bytes of a SHA-256 of the key), written into
+    /// every envelope the key seals so readers know which key opens it. Not secret, safe to
+    /// show; it reveals nothing usable about the key.
+    ///
+    /// ```
+    /// let key = tenora::EncryptionKey::generate();
+    /// assert_eq!(key.id().len(), 8);
+    /// assert_eq!(key.id(), tenora::EncryptionKey::parse(key.to_base64().expose())?.id());
+    /// # Ok::<(), tenora::secret::SecretError>(())
+    /// ```
+    pub fn id(&self) -> String {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::new()
+            .chain_update(b"tenora key id\0")
+            .chain_update(*self.0)
+            .finalize();
+        let id = URL_SAFE_NO_PAD.encode(&digest[..6]);
+        debug_assert_eq!(id.len(), KEY_ID_LEN);
+        id
+    }
+
     fn cipher(&self) -> ChaCha20Poly1305 {
         ChaCha20Poly1305::new(Key::from_slice(&*self.0))
     }
@@ -240,14 +284,48 @@ pub fn check_password(password: &str) -> Result<(), SecretError> {
     Ok(())
 }
 
-fn associated_data(tenant: &TenantId) -> Vec<u8> {
-    [ENVELOPE_V1.as_bytes(), tenant.as_str().as_bytes()].concat()
+/// How a stored registry value is sealed, read from its header alone (nothing is decrypted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sealing {
+    /// `plain:`: stored unencrypted.
+    Plain,
+    /// A `tenora:v1:` envelope: sealed by an unnamed key.
+    V1,
+    /// A `tenora:v2:` envelope sealed by the key with this id.
+    Key(String),
+    /// Not a Tenora value.
+    Malformed,
 }
 
-/// Seals `password` for `tenant` under `key` into a `tenora:v1:` envelope.
+impl Sealing {
+    /// Reads the header of a stored value.
+    pub fn of(stored: &str) -> Sealing {
+        if stored.starts_with(PLAIN_PREFIX) {
+            Sealing::Plain
+        } else if stored.starts_with(ENVELOPE_V1) {
+            Sealing::V1
+        } else if let Some((key_id, _)) = stored
+            .strip_prefix(ENVELOPE_V2)
+            .and_then(|rest| rest.split_once(':'))
+        {
+            Sealing::Key(key_id.to_owned())
+        } else {
+            Sealing::Malformed
+        }
+    }
+}
+
+/// The associated data of an envelope: its header (version and key id) and the tenant.
+fn associated_data(header: &str, tenant: &TenantId) -> Vec<u8> {
+    [header.as_bytes(), tenant.as_str().as_bytes()].concat()
+}
+
+/// Seals `password` for `tenant` under `key` into a `tenora:v2:` envelope naming the key.
 pub fn encrypt_password(key: &EncryptionKey, tenant: &TenantId, password: &str) -> String {
     let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let aad = associated_data(tenant);
+    let header = format!("{ENVELOPE_V2}{}:", key.id());
+    let aad = associated_data(&header, tenant);
     let ciphertext = key
         .cipher()
         .encrypt(
@@ -259,64 +337,114 @@ pub fn encrypt_password(key: &EncryptionKey, tenant: &TenantId, password: &str) 
         )
         .expect("ChaCha20-Poly1305 encryption of a short message cannot fail");
     format!(
-        "{ENVELOPE_V1}{}:{}",
+        "{header}{}:{}",
         URL_SAFE_NO_PAD.encode(nonce),
         URL_SAFE_NO_PAD.encode(ciphertext)
     )
 }
 
-/// Opens an envelope made by [`encrypt_password`] for the same tenant and key.
+/// Opens an envelope made by [`encrypt_password`] (or a `tenora:v1:` one) for the same tenant
+/// and key. A `tenora:v2:` envelope of another key fails with [`SecretError::UnknownKey`]; use
+/// a [`KeyRing`] to open values of several keys.
 pub fn decrypt_password(
     key: &EncryptionKey,
     tenant: &TenantId,
     envelope: &str,
 ) -> Result<SecretString, SecretError> {
-    let malformed = |reason: &str| SecretError::Malformed {
-        tenant: tenant.clone(),
-        reason: reason.to_owned(),
-    };
-    let Some(body) = envelope.strip_prefix(ENVELOPE_V1) else {
-        return Err(if envelope.starts_with("tenora:") {
-            malformed("unsupported envelope version; upgrade Tenora")
-        } else {
-            malformed("it does not start with `tenora:v1:`")
+    let parsed = Envelope::parse(tenant, envelope)?;
+    if let Some(key_id) = parsed.key_id
+        && key_id != key.id()
+    {
+        return Err(SecretError::UnknownKey {
+            tenant: tenant.clone(),
+            key_id: key_id.to_owned(),
         });
-    };
-    let (nonce, ciphertext) = body
-        .split_once(':')
-        .ok_or_else(|| malformed("missing `:` between nonce and ciphertext"))?;
-    let nonce = URL_SAFE_NO_PAD
-        .decode(nonce)
-        .ok()
-        .filter(|n| n.len() == 12)
-        .ok_or_else(|| malformed("the nonce is not 12 bytes of base64url"))?;
-    let ciphertext = URL_SAFE_NO_PAD
-        .decode(ciphertext)
-        .map_err(|_| malformed("the ciphertext is not base64url"))?;
-    let aad = associated_data(tenant);
-    let plain = key
-        .cipher()
-        .decrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &ciphertext,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| SecretError::Decrypt(tenant.clone()))?;
-    let plain = Zeroizing::new(plain);
-    let text = std::str::from_utf8(&plain).map_err(|_| malformed("not UTF-8 after decryption"))?;
-    Ok(SecretString::new(text))
+    }
+    parsed.open(key, tenant)
+}
+
+/// A parsed envelope (either version).
+struct Envelope<'a> {
+    /// Version and key id, as authenticated with the ciphertext.
+    header: &'a str,
+    /// `None` for `tenora:v1:`.
+    key_id: Option<&'a str>,
+    nonce: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+impl<'a> Envelope<'a> {
+    fn parse(tenant: &TenantId, envelope: &'a str) -> Result<Self, SecretError> {
+        let malformed = |reason: &str| SecretError::Malformed {
+            tenant: tenant.clone(),
+            reason: reason.to_owned(),
+        };
+        let (header_len, key_id) = if let Some(rest) = envelope.strip_prefix(ENVELOPE_V2) {
+            let (key_id, _) = rest
+                .split_once(':')
+                .ok_or_else(|| malformed("missing `:` after the key id"))?;
+            if key_id.len() != KEY_ID_LEN {
+                return Err(malformed("the key id is not 8 characters"));
+            }
+            (ENVELOPE_V2.len() + key_id.len() + 1, Some(key_id))
+        } else if envelope.starts_with(ENVELOPE_V1) {
+            (ENVELOPE_V1.len(), None)
+        } else if envelope.starts_with("tenora:") {
+            return Err(malformed("unsupported envelope version; upgrade Tenora"));
+        } else {
+            return Err(malformed(
+                "it does not start with `tenora:v2:` or `tenora:v1:`",
+            ));
+        };
+        let (header, body) = envelope.split_at(header_len);
+        let (nonce, ciphertext) = body
+            .split_once(':')
+            .ok_or_else(|| malformed("missing `:` between nonce and ciphertext"))?;
+        let nonce = URL_SAFE_NO_PAD
+            .decode(nonce)
+            .ok()
+            .filter(|n| n.len() == 12)
+            .ok_or_else(|| malformed("the nonce is not 12 bytes of base64url"))?;
+        let ciphertext = URL_SAFE_NO_PAD
+            .decode(ciphertext)
+            .map_err(|_| malformed("the ciphertext is not base64url"))?;
+        Ok(Envelope {
+            header,
+            key_id,
+            nonce,
+            ciphertext,
+        })
+    }
+
+    fn open(&self, key: &EncryptionKey, tenant: &TenantId) -> Result<SecretString, SecretError> {
+        let aad = associated_data(self.header, tenant);
+        let plain = key
+            .cipher()
+            .decrypt(
+                Nonce::from_slice(&self.nonce),
+                Payload {
+                    msg: &self.ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SecretError::Decrypt(tenant.clone()))?;
+        let plain = Zeroizing::new(plain);
+        let text = std::str::from_utf8(&plain).map_err(|_| SecretError::Malformed {
+            tenant: tenant.clone(),
+            reason: "not UTF-8 after decryption".to_owned(),
+        })?;
+        Ok(SecretString::new(text))
+    }
 }
 
 /// Turns a password into what the registry stores: an envelope with a key, `plain:` without.
 pub(crate) fn seal(
-    key: Option<&EncryptionKey>,
+    keys: &KeyRing,
     allow_plaintext: bool,
     tenant: &TenantId,
     password: &str,
 ) -> Result<String, SecretError> {
-    match key {
+    match keys.current() {
         Some(key) => Ok(encrypt_password(key, tenant, password)),
         None if allow_plaintext => {
             tracing::warn!(
@@ -333,20 +461,33 @@ pub(crate) fn seal(
 /// Reads what the registry stored back into a password.
 /// An unencrypted value is read when no key is configured, or when `allow_plaintext` is on.
 pub(crate) fn open(
-    key: Option<&EncryptionKey>,
+    keys: &KeyRing,
     allow_plaintext: bool,
     tenant: &TenantId,
     stored: &str,
 ) -> Result<SecretString, SecretError> {
     if let Some(plain) = stored.strip_prefix(PLAIN_PREFIX) {
-        if key.is_some() && !allow_plaintext {
+        if keys.current().is_some() && !allow_plaintext {
             return Err(SecretError::PlaintextWithKey(tenant.clone()));
         }
         return Ok(SecretString::new(plain));
     }
-    match key {
-        Some(key) => decrypt_password(key, tenant, stored),
-        None => Err(SecretError::MissingKey(tenant.clone())),
+    if keys.is_empty() {
+        return Err(SecretError::MissingKey(tenant.clone()));
+    }
+    keys.open(tenant, stored)
+}
+
+/// Opens a stored value for re-sealing it: unencrypted values are read whatever
+/// `allow_plaintext` says (the point is to seal them), envelopes with any key of the ring.
+pub(crate) fn open_any(
+    keys: &KeyRing,
+    tenant: &TenantId,
+    stored: &str,
+) -> Result<SecretString, SecretError> {
+    match stored.strip_prefix(PLAIN_PREFIX) {
+        Some(plain) => Ok(SecretString::new(plain)),
+        None => keys.open(tenant, stored),
     }
 }
 
@@ -375,7 +516,7 @@ mod tests {
         let t = id("acme");
         let e1 = encrypt_password(&key, &t, "hunter2hunter2");
         let e2 = encrypt_password(&key, &t, "hunter2hunter2");
-        assert!(e1.starts_with("tenora:v1:"));
+        assert!(e1.starts_with(&format!("tenora:v2:{}:", key.id())));
         assert_ne!(e1, e2, "each encryption uses a new nonce");
         assert!(!e1.contains("hunter2"));
         assert_eq!(
@@ -389,9 +530,13 @@ mod tests {
         let key = EncryptionKey::generate();
         let other = EncryptionKey::generate();
         let e = encrypt_password(&key, &id("acme"), "hunter2hunter2");
+        // The envelope names its key: another key is told apart before decrypting.
         assert_eq!(
             decrypt_password(&other, &id("acme"), &e).unwrap_err(),
-            SecretError::Decrypt(id("acme"))
+            SecretError::UnknownKey {
+                tenant: id("acme"),
+                key_id: key.id()
+            }
         );
         // A ciphertext copied into another tenant's row does not open there.
         assert_eq!(
@@ -431,31 +576,144 @@ mod tests {
     #[test]
     fn seal_and_open() {
         let key = EncryptionKey::generate();
+        let ring = KeyRing::new(Some(key.clone()), []);
+        let none = KeyRing::default();
         let t = id("acme");
-        let sealed = seal(Some(&key), false, &t, "password1").unwrap();
+        let sealed = seal(&ring, false, &t, "password1").unwrap();
         assert_eq!(
-            open(Some(&key), false, &t, &sealed).unwrap().expose(),
+            open(&ring, false, &t, &sealed).unwrap().expose(),
             "password1"
         );
         assert_eq!(
-            open(None, false, &t, &sealed).unwrap_err(),
+            open(&none, false, &t, &sealed).unwrap_err(),
             SecretError::MissingKey(t.clone())
         );
         // Plain text only on purpose.
         assert_eq!(
-            seal(None, false, &t, "password1").unwrap_err(),
+            seal(&none, false, &t, "password1").unwrap_err(),
             SecretError::PlaintextRefused(t.clone())
         );
-        let plain = seal(None, true, &t, "password1").unwrap();
+        let plain = seal(&none, true, &t, "password1").unwrap();
         assert_eq!(plain, "plain:password1");
-        assert_eq!(open(None, false, &t, &plain).unwrap().expose(), "password1");
         assert_eq!(
-            open(Some(&key), false, &t, &plain).unwrap_err(),
-            SecretError::PlaintextWithKey(t.clone())
+            open(&none, false, &t, &plain).unwrap().expose(),
+            "password1"
         );
         assert_eq!(
-            open(Some(&key), true, &t, &plain).unwrap().expose(),
-            "password1"
+            open(&ring, false, &t, &plain).unwrap_err(),
+            SecretError::PlaintextWithKey(t.clone())
+        );
+        assert_eq!(open(&ring, true, &t, &plain).unwrap().expose(), "password1");
+        // Re-sealing reads plain text whatever allow_plaintext says.
+        assert_eq!(open_any(&ring, &t, &plain).unwrap().expose(), "password1");
+    }
+
+    /// A `tenora:v1:` envelope as Tenora 0.1 wrote it (no key id; header and tenant as
+    /// associated data).
+    fn v1_envelope(key: &EncryptionKey, tenant: &TenantId, password: &str) -> String {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = associated_data(ENVELOPE_V1, tenant);
+        let ciphertext = key
+            .cipher()
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: password.as_bytes(),
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        format!(
+            "{ENVELOPE_V1}{}:{}",
+            URL_SAFE_NO_PAD.encode(nonce),
+            URL_SAFE_NO_PAD.encode(ciphertext)
+        )
+    }
+
+    #[test]
+    fn key_ids_are_stable_short_and_distinct() {
+        let (a, b) = (EncryptionKey::generate(), EncryptionKey::generate());
+        assert_eq!(a.id().len(), KEY_ID_LEN);
+        assert_eq!(a.id(), a.clone().id());
+        assert_ne!(a.id(), b.id());
+        assert!(!a.id().contains(':'));
+        // A known key has a known id (the envelope format is stable across versions).
+        let zero = EncryptionKey::parse(&"00".repeat(32)).unwrap();
+        assert_eq!(zero.id(), "Fr3LqMOv");
+        assert_eq!(
+            Sealing::of(&encrypt_password(&zero, &id("a"), "password1")),
+            Sealing::Key(zero.id())
+        );
+    }
+
+    #[test]
+    fn a_key_ring_opens_what_each_of_its_keys_sealed() {
+        let (old, new, stranger) = (
+            EncryptionKey::generate(),
+            EncryptionKey::generate(),
+            EncryptionKey::generate(),
+        );
+        let t = id("acme");
+        let by_old = encrypt_password(&old, &t, "password-old");
+        let by_new = encrypt_password(&new, &t, "password-new");
+        let v1_old = v1_envelope(&old, &t, "password-v1");
+        let ring = KeyRing::new(Some(new.clone()), [old.clone(), new.clone(), old.clone()]);
+        assert_eq!(
+            ring.old().len(),
+            1,
+            "duplicates and the current key are kept once"
+        );
+        assert_eq!(ring.open(&t, &by_old).unwrap().expose(), "password-old");
+        assert_eq!(ring.open(&t, &by_new).unwrap().expose(), "password-new");
+        let (pw, key) = ring.open_with(&t, &v1_old).unwrap();
+        assert_eq!((pw.expose(), key.id()), ("password-v1", old.id()));
+        assert_eq!(Sealing::of(&v1_old), Sealing::V1);
+        // The single-key API reads v1 too, and names the key of a v2 value it cannot open.
+        assert_eq!(
+            decrypt_password(&old, &t, &v1_old).unwrap().expose(),
+            "password-v1"
+        );
+        assert_eq!(
+            decrypt_password(&new, &t, &by_old).unwrap_err(),
+            SecretError::UnknownKey {
+                tenant: t.clone(),
+                key_id: old.id()
+            }
+        );
+        // Without the old key: its v2 values name the missing key, its v1 values fail.
+        let only_new = KeyRing::new(Some(new.clone()), []);
+        let err = only_new.open(&t, &by_old).unwrap_err();
+        assert_eq!(
+            err,
+            SecretError::UnknownKey {
+                tenant: t.clone(),
+                key_id: old.id()
+            }
+        );
+        assert!(err.to_string().contains("TENORA_OLD_KEYS"), "{err}");
+        assert_eq!(
+            only_new.open(&t, &v1_old).unwrap_err(),
+            SecretError::Decrypt(t.clone())
+        );
+        // A forged key id: the id is authenticated with the ciphertext.
+        let forged = by_old.replacen(&old.id(), &stranger.id(), 1);
+        let with_stranger = KeyRing::new(Some(stranger), [old.clone()]);
+        assert_eq!(
+            with_stranger.open(&t, &forged).unwrap_err(),
+            SecretError::Decrypt(t.clone())
+        );
+        // Moved to another tenant's row.
+        assert_eq!(
+            ring.open(&id("globex"), &by_old).unwrap_err(),
+            SecretError::Decrypt(id("globex"))
+        );
+        assert_eq!(
+            format!("{ring:?}"),
+            format!(
+                "KeyRing {{ current: Some({:?}), old: [{:?}] }}",
+                new.id(),
+                old.id()
+            )
         );
     }
 

@@ -16,7 +16,7 @@ use crate::migrations::{Migrations, Seeds};
 use crate::pool::ManagedPool;
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
-use crate::secret::{self, EncryptionKey, SecretString};
+use crate::secret::{self, KeyRing, SecretString};
 use crate::tenant_id::TenantId;
 
 /// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`] and
@@ -66,7 +66,7 @@ impl<B: Backend> std::fmt::Debug for Tenora<B> {
 struct Inner<B: Backend> {
     backend: B,
     config: Config,
-    key: Option<EncryptionKey>,
+    keys: KeyRing,
     base_pool: ManagedPool<B>,
     budget: Arc<Budget>,
     // Pools are shared as one Arc: a cache hit costs a single reference-count increment.
@@ -123,9 +123,9 @@ impl<B: Backend> TenoraBuilder<B> {
         let config = self.config;
         config.validate()?;
         check_client::<B>(&config)?;
-        let key = config.encryption_key()?;
+        let keys = config.key_ring()?;
         let backend = B::from_config(&config)?;
-        if key.is_none() && backend.uses_passwords() {
+        if keys.current().is_none() && backend.uses_passwords() {
             if config.secrets.allow_plaintext {
                 tracing::warn!(
                     "no encryption key configured: tenant passwords are stored in plain text \
@@ -174,7 +174,7 @@ impl<B: Backend> TenoraBuilder<B> {
             inner: Arc::new(Inner {
                 backend,
                 config,
-                key,
+                keys,
                 base_pool,
                 budget,
                 tenants,
@@ -294,8 +294,9 @@ impl<B: Backend> Tenora<B> {
         &self.inner.config
     }
 
-    pub(crate) fn key(&self) -> Option<&EncryptionKey> {
-        self.inner.key.as_ref()
+    /// The encryption keys: the current one and the old ones accepted for reading.
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.inner.keys
     }
 
     pub(crate) fn unknown_tenants(&self) -> &crate::unknown::UnknownTenants {
@@ -689,7 +690,12 @@ impl<B: Backend> Tenora<B> {
             ))
         })?;
         let allow_plaintext = self.inner.config.secrets.allow_plaintext;
-        Ok(Some(secret::open(self.key(), allow_plaintext, id, sealed)?))
+        Ok(Some(secret::open(
+            self.keys(),
+            allow_plaintext,
+            id,
+            sealed,
+        )?))
     }
 
     pub(crate) fn registry_error(&self, e: crate::registry::RegistryError, id: &TenantId) -> Error {

@@ -142,7 +142,11 @@ async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
     t.create_tenant(&b, None).await.unwrap();
 
     let sealed_a = stored_password(&env, "acme").await;
-    assert!(sealed_a.starts_with("tenora:v1:"), "{sealed_a}");
+    let key_id = key_of(&env).id();
+    assert!(
+        sealed_a.starts_with(&format!("tenora:v2:{key_id}:")),
+        "{sealed_a}"
+    );
     assert!(!sealed_a.contains("Chosen-Passw0rd!"));
     let opened = tenora::secret::decrypt_password(&key_of(&env), &a, &sealed_a).unwrap();
     assert_eq!(opened.expose(), "Chosen-Passw0rd!");
@@ -156,8 +160,8 @@ async fn stored_passwords_are_sealed_and_bound_to_their_tenant() {
     assert_err_contains(
         t_wrong.tenant_conn(&a).await,
         &[
-            "cannot decrypt the stored password of tenant `acme`",
-            "TENORA_KEY",
+            &format!("the stored password of tenant `acme` is sealed with key `{key_id}`"),
+            "TENORA_OLD_KEYS",
         ],
     );
     // No key at all, for an encrypted row.
