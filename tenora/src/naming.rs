@@ -1,18 +1,22 @@
 //! [`Naming`]: how a tenant id becomes database, user and file names, and which names are off
 //! limits.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::error::{Error, Result};
 use crate::tenant_id::TenantId;
 
 /// Turns tenant ids into database and user names for one backend and configuration, and
 /// refuses ids whose names would be too long (never truncated) or reserved.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Naming {
     database_prefix: String,
     user_prefix: String,
     database_suffix: String,
     max_database_len: usize,
-    max_user_len: usize,
+    /// The server's limit once read from it (MySQL 32, MariaDB 80 or 128); until then the
+    /// backend's safe default.
+    max_user_len: AtomicUsize,
     reserved_databases: Vec<String>,
     reserved_users: Vec<String>,
     reserved_user_prefixes: Vec<String>,
@@ -31,7 +35,7 @@ impl Naming {
             user_prefix: user_prefix.to_owned(),
             database_suffix: database_suffix.to_owned(),
             max_database_len,
-            max_user_len,
+            max_user_len: AtomicUsize::new(max_user_len),
             reserved_databases: Vec::new(),
             reserved_users: Vec::new(),
             reserved_user_prefixes: Vec::new(),
@@ -65,12 +69,23 @@ impl Naming {
         self
     }
 
+    /// Sets the longest user name, as the server reports it.
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
+    pub(crate) fn set_max_user_len(&self, max: usize) {
+        self.max_user_len.store(max, Ordering::Relaxed);
+    }
+
+    /// The longest user name the server accepts.
+    pub fn max_user_len(&self) -> usize {
+        self.max_user_len.load(Ordering::Relaxed)
+    }
+
     /// The longest tenant id this configuration accepts.
     pub fn max_id_len(&self) -> usize {
         let by_db = self
             .max_database_len
             .saturating_sub(self.database_prefix.len() + self.database_suffix.len());
-        let by_user = self.max_user_len.saturating_sub(self.user_prefix.len());
+        let by_user = self.max_user_len().saturating_sub(self.user_prefix.len());
         by_db.min(by_user).min(TenantId::MAX_LEN)
     }
 
@@ -120,11 +135,13 @@ impl Naming {
         if id.as_str().len() > max {
             return Err(invalid(format!(
                 "it is {} characters long, but with the configured prefixes \
-                 (database {:?}, user {:?}) tenant ids may have at most {max} characters so \
-                 that names are never truncated",
+                 (database {:?}, user {:?}) and the server's name limits (database {}, user {}) \
+                 tenant ids may have at most {max} characters so that names are never truncated",
                 id.as_str().len(),
                 self.database_prefix,
-                self.user_prefix
+                self.user_prefix,
+                self.max_database_len,
+                self.max_user_len(),
             )));
         }
         let database = self.database_name(id);
@@ -146,6 +163,21 @@ impl Naming {
             )));
         }
         Ok(())
+    }
+}
+
+impl Clone for Naming {
+    fn clone(&self) -> Self {
+        Naming {
+            database_prefix: self.database_prefix.clone(),
+            user_prefix: self.user_prefix.clone(),
+            database_suffix: self.database_suffix.clone(),
+            max_database_len: self.max_database_len,
+            max_user_len: AtomicUsize::new(self.max_user_len()),
+            reserved_databases: self.reserved_databases.clone(),
+            reserved_users: self.reserved_users.clone(),
+            reserved_user_prefixes: self.reserved_user_prefixes.clone(),
+        }
     }
 }
 

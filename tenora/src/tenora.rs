@@ -141,6 +141,7 @@ impl<B: Backend> TenoraBuilder<B> {
         // Connecting directly first fails fast with the real cause (bad host, password, ...);
         // on that connection, read the server's limit unless the budget is configured.
         let mut first = backend.connect_base().await?;
+        backend.learn_server(&mut first).await?;
         let limits = &config.pool_cache;
         let server = match limits.max_connections {
             Some(_) => None,

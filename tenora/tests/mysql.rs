@@ -135,8 +135,11 @@ async fn failed_provisioning_leaves_no_user() {
 async fn user_name_limit_is_enforced_not_truncated() {
     let Some(env) = Mysql::env() else { return };
     let t = tenora::<Mysql>(&env).await;
-    let max = t.backend().naming().max_id_len();
-    assert!(max < 32, "user names are limited to 32 characters");
+    let naming = t.backend().naming();
+    let max = naming.max_id_len();
+    // Database names have 64 characters, user names the server's limit (MySQL 32).
+    assert!(max <= 64 - env.config.tenant.database_prefix.len());
+    assert!(max <= naming.max_user_len() - env.config.tenant.user_prefix.len());
     assert_err_contains(t.tenant_id(&"z".repeat(max + 1)), &["at most"]);
     t.tenant_id(&"z".repeat(max)).unwrap();
 }
@@ -253,4 +256,45 @@ async fn a_user_with_the_same_password_is_not_taken_for_ours() {
         .unwrap();
     assert_eq!(users, [user]);
     assert!(t.tenant(&acme).await.unwrap().is_none());
+}
+
+/// The user-name limit is the server's (MySQL 32; MariaDB 80, or 128 since 10.6), read from
+/// the definition of `mysql.user`: a tenant whose user name is longer than MySQL's 32
+/// characters is made on MariaDB, and logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_use_the_servers_limit() {
+    let Some(env) = Mysql::env() else { return };
+    let mut admin = mysql_admin(&admin_url(&env)).await;
+    let server_limit: i64 = admin
+        .query_first(
+            "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'User'",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    // A longer user prefix (still under the cleanup's `u<token>_` prefix), 32 characters.
+    let prefix = env.config.tenant.user_prefix.clone();
+    let long_prefix = format!("{prefix}{}", "x".repeat(32 - prefix.len()));
+    let config = env.config.clone().tenant_user_prefix(long_prefix.clone());
+    let t =
+        crate::support::backends::tenora_with::<Mysql>(config, Mysql::tenant_migrations()).await;
+    assert_eq!(t.backend().naming().max_user_len() as i64, server_limit);
+    let tenant = id("acme_with_a_longer_id");
+    let user = format!("{long_prefix}{tenant}");
+    assert!(user.len() > 32);
+    if server_limit < user.len() as i64 {
+        // MySQL: refused before anything is made, naming the limit.
+        assert_err_contains(t.tenant_id(tenant.as_str()), &["user 32"]);
+        return;
+    }
+    t.create_tenant(&tenant, None).await.unwrap();
+    let users: Vec<String> = admin
+        .exec("SELECT user FROM mysql.user WHERE user = ?", (&user,))
+        .await
+        .unwrap();
+    assert_eq!(users, std::slice::from_ref(&user), "made on the server");
+    login(&env, &t, &tenant, &tenant).await.unwrap();
+    t.drop_tenant(&tenant).await.unwrap();
+    assert_no_user(&mut admin, &user).await;
 }

@@ -129,6 +129,16 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// Reads, through `base`, server facts that shape names (MySQL vs MariaDB user-name
+    /// limits); the default learns nothing.
+    #[doc(hidden)]
+    fn learn_server(
+        &self,
+        _base: &mut Self::Connection,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Creates the tenant's user, carrying the proof of `token` (see `ownership`) from the
     /// statement that creates it. Fails with `TenantExists` when the user exists already.
     #[doc(hidden)]

@@ -32,8 +32,13 @@ impl_registry!(
 
 /// MySQL's limit on database names.
 const MAX_DATABASE: usize = 64;
-/// MySQL's limit on user names (MariaDB allows 80; the stricter limit keeps configs portable).
+/// MySQL's user-name limit, used until the server says otherwise (MariaDB allows 80, or 128 on
+/// recent versions: see `learn_server`).
 const MAX_USER: usize = 32;
+/// The user-name limit as the server defines it: the length of `mysql.user.User`.
+const USER_NAME_LIMIT_SQL: &str = "SELECT CAST(CHARACTER_MAXIMUM_LENGTH AS SIGNED) AS len \
+     FROM information_schema.COLUMNS \
+     WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'user' AND COLUMN_NAME = 'User'";
 
 /// How long a migration run waits for another run on the same database.
 const MIGRATION_LOCK_WAIT_SECS: u32 = 3600;
@@ -417,6 +422,27 @@ impl Backend for Mysql {
                 target: self.describe_base(),
                 source: Box::new(e),
             })
+    }
+
+    async fn learn_server(&self, base: &mut Self::Connection) -> Result<()> {
+        #[derive(diesel::QueryableByName)]
+        struct Limit {
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+            len: Option<i64>,
+        }
+        // Not visible to an account without privileges on `mysql`: keep MySQL's 32 then.
+        let limits: Vec<Limit> = diesel::sql_query(USER_NAME_LIMIT_SQL)
+            .load(base)
+            .await
+            .map_err(|source| Error::Database {
+                context: format!("cannot read the user-name limit of {}", self.server),
+                source,
+            })?;
+        if let Some(len) = limits.into_iter().next().and_then(|l| l.len) {
+            let len = usize::try_from(len).unwrap_or(MAX_USER).clamp(16, 255);
+            self.naming.set_max_user_len(len);
+        }
+        Ok(())
     }
 
     async fn server_limits(
