@@ -4,6 +4,8 @@
 
 mod support;
 
+mod properties;
+
 mod scenarios;
 
 mod sqlite;
