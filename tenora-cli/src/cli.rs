@@ -186,12 +186,25 @@ pub enum TenantsCommand {
     },
     /// List tenants (id, state, created_at)
     List,
+    /// Give tenants new database passwords, on the server and in the registry, with no failed request
+    #[command(name = "rotate-password")]
+    RotatePassword {
+        /// The tenant ids
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every active tenant
+        #[arg(long)]
+        all: bool,
+        /// Read the new password from standard input (one tenant only; default: generate one)
+        #[arg(long, conflicts_with = "all")]
+        password_stdin: bool,
+    },
     /// Finish or undo tenant creations and drops that a crash left half-done
     Repair {
         /// The tenant ids to repair
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<String>,
-        /// Repair every tenant that is not `active`
+        /// Repair every tenant that is not `active` or whose password rotation was interrupted
         #[arg(long)]
         all: bool,
     },

@@ -203,6 +203,25 @@ async fn execute<B: Backend>(
                 TenantId::new(id)?;
             }
         }
+        Command::Tenants(TenantsCommand::RotatePassword {
+            ids,
+            password_stdin,
+            ..
+        }) => {
+            for id in ids {
+                TenantId::new(id)?;
+            }
+            if *password_stdin && ids.len() != 1 {
+                return Err(CliError::usage(
+                    "--password-stdin sets one tenant's password: name exactly one tenant",
+                ));
+            }
+            if *password_stdin && std::io::stdin().is_terminal() {
+                return Err(CliError::usage(
+                    "--password-stdin reads a password piped in (it would echo on a terminal)",
+                ));
+            }
+        }
         _ => {}
     }
     if cli.create_base && Tenora::<B>::create_base_database(&config).await? {
@@ -532,17 +551,7 @@ async fn tenants<B: Backend>(
     match cmd {
         TenantsCommand::Create { id, password_stdin } => {
             let id = tenora.tenant_id(id)?;
-            let password = if *password_stdin {
-                let mut text = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut text)
-                    .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?;
-                let password = text.trim_end_matches(['\r', '\n']).to_owned();
-                text.clear();
-                Some(tenora::SecretString::new(password))
-            } else {
-                None
-            };
+            let password = stdin_password(*password_stdin)?;
             let record = tenora.create_tenant(&id, password).await?;
             out.line(format!("created tenant `{}` ({})", record.id, record.state));
             Ok(Outcome::ok(json!(record)))
@@ -568,6 +577,11 @@ async fn tenants<B: Backend>(
             ))
         }
         TenantsCommand::Repair { ids, all } => repair(tenora, ids, *all, out).await,
+        TenantsCommand::RotatePassword {
+            ids,
+            all,
+            password_stdin,
+        } => rotate_passwords(tenora, ids, *all, *password_stdin, out).await,
         TenantsCommand::List => {
             let (records, malformed) = tenora.list_registry().await?;
             let width = records
@@ -607,6 +621,67 @@ async fn tenants<B: Backend>(
             Ok(Outcome::ok(json!(rows)))
         }
     }
+}
+
+/// The password piped in with `--password-stdin`, or `None` (generate one).
+fn stdin_password(from_stdin: bool) -> Result<Option<tenora::SecretString>, CliError> {
+    if !from_stdin {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| CliError::usage(format!("cannot read the password: {e}")))?;
+    let password = text.trim_end_matches(['\r', '\n']).to_owned();
+    text.clear();
+    Ok(Some(tenora::SecretString::new(password)))
+}
+
+async fn rotate_passwords<B: Backend>(
+    tenora: &Tenora<B>,
+    ids: &[String],
+    all: bool,
+    password_stdin: bool,
+    out: &Out,
+) -> Result<Outcome, CliError> {
+    let ids: Vec<TenantId> = if all {
+        tenora
+            .list_tenants()
+            .await?
+            .into_iter()
+            .filter(|t| t.state == tenora::TenantState::Active)
+            .map(|t| t.id)
+            .collect()
+    } else {
+        ids.iter()
+            .map(|id| tenora.tenant_id(id))
+            .collect::<Result<_, _>>()?
+    };
+    let password = stdin_password(password_stdin)?;
+    let (mut report, mut failed) = (Vec::with_capacity(ids.len()), 0);
+    for id in &ids {
+        match tenora.rotate_tenant_password(id, password.clone()).await {
+            Ok(()) => {
+                out.line(format!("{id}: password rotated"));
+                report.push(json!({ "tenant": id, "rotated": true }));
+            }
+            Err(e) => {
+                failed += 1;
+                let message = tenora::redact_url(&e.to_string());
+                eprintln!("{id}: password rotation failed: {message}");
+                report.push(json!({ "tenant": id, "error": message }));
+            }
+        }
+    }
+    let summary = format!(
+        "tenants rotate-password: {} rotated, {failed} failed",
+        ids.len() - failed
+    );
+    out.line(&summary);
+    Ok(Outcome {
+        json: json!({ "tenants": report }),
+        failed: (failed > 0).then_some(summary),
+    })
 }
 
 /// Warns (on standard error, whatever the format) about objects a drop or repair left alone.

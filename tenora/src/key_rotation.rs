@@ -88,11 +88,12 @@ pub struct KeyRotation {
     pub malformed: Vec<MalformedRow>,
 }
 
-/// A row the rotation re-seals: its id, the stored value it read, and that value opened.
+/// A row the rotation re-seals: its id, the stored value it read, and that value opened (two
+/// passwords while a password rotation is in progress).
 struct Work {
     id: TenantId,
     stored: String,
-    password: SecretString,
+    passwords: Vec<SecretString>,
     plaintext: bool,
 }
 
@@ -148,6 +149,19 @@ impl<B: Backend> Tenora<B> {
                     continue;
                 }
             };
+            // A password rotation in progress counts under its new value's key (both must open).
+            let (stored, other) = match secret::split_rotating(stored) {
+                Some((new, old)) => (new, Some(old)),
+                None => (stored, None),
+            };
+            if let Some(Err(e)) = other.map(|old| secret::open_any(keys, &id, old)) {
+                unreadable(e.to_string());
+                continue;
+            }
+            if Sealing::of(stored) == Sealing::Plain {
+                status.plaintext += 1;
+                continue;
+            }
             match keys.open_with(&id, stored) {
                 Ok((_, key)) => {
                     let key_id = key.id();
@@ -157,7 +171,7 @@ impl<B: Backend> Tenora<B> {
                         .find(|k| k.key_id == key_id)
                         .expect("the key that opened it is configured");
                     used.rows += 1;
-                    used.v1_rows += usize::from(sealing == Sealing::V1);
+                    used.v1_rows += usize::from(Sealing::of(stored) == Sealing::V1);
                 }
                 Err(secret::SecretError::UnknownKey { key_id, .. }) => {
                     *unknown.entry(key_id).or_default() += 1;
@@ -246,7 +260,7 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<()> {
         let current = keys.current().expect("checked by rotate_key");
         for _ in 0..3 {
-            let sealed = secret::encrypt_password(current, &row.id, row.password.expose());
+            let sealed = secret::seal_all(current, &row.id, &row.passwords);
             let swapped = conn
                 .registry_swap_password(self.table(), &row.id, &row.stored, &sealed)
                 .await
@@ -267,11 +281,11 @@ impl<B: Backend> Tenora<B> {
             let Some(stored) = again.and_then(|r| r.password) else {
                 break;
             };
-            if Sealing::of(&stored) == Sealing::Key(current.id()) {
+            if secret::sealed_with(&stored, &current.id()) {
                 break;
             }
             row.plaintext = Sealing::of(&stored) == Sealing::Plain;
-            row.password = secret::open_any(keys, &row.id, &stored)?;
+            row.passwords = secret::open_any(keys, &row.id, &stored)?;
             row.stored = stored;
         }
         report.changed_meanwhile += 1;
@@ -279,7 +293,7 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Every registry row as stored.
-    async fn registry_rows(&self) -> Result<Vec<RawRow>> {
+    pub(crate) async fn registry_rows(&self) -> Result<Vec<RawRow>> {
         let mut conn = self.base_conn().await?;
         conn.registry_list(self.table())
             .await
@@ -302,7 +316,7 @@ fn plan(
             continue;
         };
         let sealing = Sealing::of(&stored);
-        if sealing == Sealing::Key(current_id.to_owned()) {
+        if secret::sealed_with(&stored, current_id) {
             report.already_current += 1;
             continue;
         }
@@ -314,10 +328,10 @@ fn plan(
             }
         };
         match secret::open_any(keys, &id, &stored) {
-            Ok(password) => work.push(Work {
+            Ok(passwords) => work.push(Work {
                 id,
                 stored,
-                password,
+                passwords,
                 plaintext: sealing == Sealing::Plain,
             }),
             Err(e) => unreadable.push((id.to_string(), e)),

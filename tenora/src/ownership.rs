@@ -36,9 +36,10 @@ pub(crate) fn mark(token: &str) -> String {
 pub struct Proof {
     /// The row's token (`None` for rows made before Tenora wrote proofs).
     pub(crate) token: Option<String>,
-    /// The row's password, opened (MariaDB proves its users by their password hash).
+    /// The row's password, opened (MariaDB proves its users by their password hash): none
+    /// when it cannot be opened, two while a password rotation is in progress (either proves).
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
-    pub(crate) password: Option<SecretString>,
+    pub(crate) passwords: Vec<SecretString>,
     /// A row made before proofs existed that got past provisioning (`active` or `deleting`):
     /// its objects were made by that Tenora, so they are trusted by name.
     pub(crate) legacy: bool,
@@ -155,7 +156,7 @@ mod tests {
         };
         let mut proof = Proof {
             token: None,
-            password: None,
+            passwords: Vec::new(),
             legacy: false,
         };
         assert_eq!(found.trusting(&proof), found);

@@ -206,7 +206,7 @@ impl<B: Backend> Tenora<B> {
         failpoint::reached(Step::Register.key());
         let proof = Proof {
             token: Some(token.clone()),
-            password: password.clone(),
+            passwords: password.iter().cloned().collect(),
             legacy: false,
         };
         match self.provision(id, password.as_ref(), &token).await {
@@ -450,19 +450,19 @@ impl<B: Backend> Tenora<B> {
     pub(crate) fn proof_of(&self, row: &StoredTenant) -> Proof {
         // MariaDB proves users by their password: open it when the key allows; without it the
         // user cannot be proven and is left alone.
-        let password = match (self.backend().uses_passwords(), &row.password) {
-            (true, Some(sealed)) => secret::open(
+        let passwords = match (self.backend().uses_passwords(), &row.password) {
+            (true, Some(sealed)) => secret::open_candidates(
                 self.keys(),
                 self.config().secrets.allow_plaintext,
                 &row.record.id,
                 sealed,
             )
-            .ok(),
-            _ => None,
+            .unwrap_or_default(),
+            _ => Vec::new(),
         };
         Proof {
             token: row.token.clone(),
-            password,
+            passwords,
             legacy: row.token.is_none() && row.record.state != TenantState::Provisioning,
         }
     }

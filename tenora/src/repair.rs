@@ -37,6 +37,9 @@ pub enum Repair {
         /// What was removed and what was left alone.
         removal: Removal,
     },
+    /// A password rotation interrupted by a crash was finished: the server and the registry
+    /// hold the new password.
+    RotationFinished,
 }
 
 impl std::fmt::Display for Repair {
@@ -45,6 +48,9 @@ impl std::fmt::Display for Repair {
             Repair::Healthy => return f.write_str("nothing to repair"),
             Repair::InProgress => {
                 return f.write_str("being created or dropped by a live process; left alone");
+            }
+            Repair::RotationFinished => {
+                return f.write_str("interrupted password rotation finished");
             }
             Repair::Undone { removal } => {
                 f.write_str("abandoned creation undone")?;
@@ -117,7 +123,14 @@ impl<B: Backend> Tenora<B> {
                 self.registry_get_on(&mut conn, id).await?
             };
             match row.map(|r| (r.record.state, r)) {
-                None | Some((TenantState::Active, _)) => Ok(Repair::Healthy),
+                None => Ok(Repair::Healthy),
+                Some((TenantState::Active, row)) => {
+                    let mut conn = self.base_conn().await?;
+                    Ok(match self.finish_rotation(&mut conn, id, &row).await? {
+                        Some(_) => Repair::RotationFinished,
+                        None => Repair::Healthy,
+                    })
+                }
                 Some((TenantState::Provisioning, row)) => {
                     let removal = self.remove_abandoned(id, &row).await?;
                     tracing::info!(tenant = %id, "abandoned creation undone");
@@ -134,16 +147,22 @@ impl<B: Backend> Tenora<B> {
         result
     }
 
-    /// Repairs every registered tenant that is not `active` (see [`Tenora::repair_tenant`]),
-    /// one at a time; returns each one's outcome. A failure on one tenant does not stop the
+    /// Repairs every registered tenant that is not `active`, and every active one whose
+    /// password rotation was interrupted (see [`Tenora::repair_tenant`]), one at a time; returns each one's outcome. A failure on one tenant does not stop the
     /// others.
     pub async fn repair_all(&self) -> Result<Vec<(TenantId, Result<Repair>)>> {
+        // Rows not `active`, and active ones whose password rotation was interrupted.
         let ids: Vec<TenantId> = self
-            .list_tenants()
+            .registry_rows()
             .await?
             .into_iter()
-            .filter(|t| t.state != TenantState::Active)
-            .map(|t| t.id)
+            .filter_map(|row| {
+                let rotating = row.password.as_deref().is_some_and(|p| {
+                    crate::secret::Sealing::of(p) == crate::secret::Sealing::Rotating
+                });
+                let stored = row.parse().ok()?;
+                (stored.record.state != TenantState::Active || rotating).then_some(stored.record.id)
+            })
             .collect();
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {

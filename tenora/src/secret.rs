@@ -34,6 +34,10 @@ pub use key_ring::KeyRing;
 
 const ENVELOPE_V1: &str = "tenora:v1:";
 const ENVELOPE_V2: &str = "tenora:v2:";
+/// A password rotation in progress: `tenora:rotating:<new value> <old value>`, each value as it
+/// is stored otherwise. Written before the server's password changes, so the tenant stays
+/// reachable (with one or the other) whatever happens next.
+const ROTATING: &str = "tenora:rotating:";
 /// Characters of a key id: 6 bytes of a SHA-256 of the key, as base64url.
 const KEY_ID_LEN: usize = 8;
 const PLAIN_PREFIX: &str = "plain:";
@@ -294,6 +298,8 @@ pub enum Sealing {
     V1,
     /// A `tenora:v2:` envelope sealed by the key with this id.
     Key(String),
+    /// A password rotation in progress (two values, the new and the old).
+    Rotating,
     /// Not a Tenora value.
     Malformed,
 }
@@ -301,7 +307,9 @@ pub enum Sealing {
 impl Sealing {
     /// Reads the header of a stored value.
     pub fn of(stored: &str) -> Sealing {
-        if stored.starts_with(PLAIN_PREFIX) {
+        if stored.starts_with(ROTATING) {
+            Sealing::Rotating
+        } else if stored.starts_with(PLAIN_PREFIX) {
             Sealing::Plain
         } else if stored.starts_with(ENVELOPE_V1) {
             Sealing::V1
@@ -478,16 +486,76 @@ pub(crate) fn open(
     keys.open(tenant, stored)
 }
 
+/// The stored value of a password rotation in progress, from the new and the old stored values.
+pub(crate) fn rotating_value(new: &str, old: &str) -> String {
+    format!("{ROTATING}{new} {old}")
+}
+
+/// The new and the old stored values of a rotation in progress; `None` for any other value.
+pub(crate) fn split_rotating(stored: &str) -> Option<(&str, &str)> {
+    stored.strip_prefix(ROTATING)?.split_once(' ')
+}
+
+/// The passwords a stored value allows, the one to try first first: one, or the new and the
+/// old of a rotation in progress.
+pub(crate) fn open_candidates(
+    keys: &KeyRing,
+    allow_plaintext: bool,
+    tenant: &TenantId,
+    stored: &str,
+) -> Result<Vec<SecretString>, SecretError> {
+    match split_rotating(stored) {
+        Some((new, old)) => Ok(vec![
+            open(keys, allow_plaintext, tenant, new)?,
+            open(keys, allow_plaintext, tenant, old)?,
+        ]),
+        None if stored.starts_with(ROTATING) => Err(SecretError::Malformed {
+            tenant: tenant.clone(),
+            reason: "a password rotation value without its two parts".to_owned(),
+        }),
+        None => Ok(vec![open(keys, allow_plaintext, tenant, stored)?]),
+    }
+}
+
 /// Opens a stored value for re-sealing it: unencrypted values are read whatever
 /// `allow_plaintext` says (the point is to seal them), envelopes with any key of the ring.
 pub(crate) fn open_any(
     keys: &KeyRing,
     tenant: &TenantId,
     stored: &str,
-) -> Result<SecretString, SecretError> {
-    match stored.strip_prefix(PLAIN_PREFIX) {
+) -> Result<Vec<SecretString>, SecretError> {
+    let one = |value: &str| match value.strip_prefix(PLAIN_PREFIX) {
         Some(plain) => Ok(SecretString::new(plain)),
-        None => keys.open(tenant, stored),
+        None => keys.open(tenant, value),
+    };
+    match split_rotating(stored) {
+        Some((new, old)) => Ok(vec![one(new)?, one(old)?]),
+        None => Ok(vec![one(stored)?]),
+    }
+}
+
+/// Seals `passwords` (one, or the new and old of a rotation) with `key`, as stored.
+pub(crate) fn seal_all(
+    key: &EncryptionKey,
+    tenant: &TenantId,
+    passwords: &[SecretString],
+) -> String {
+    let sealed: Vec<String> = passwords
+        .iter()
+        .map(|p| encrypt_password(key, tenant, p.expose()))
+        .collect();
+    match sealed.as_slice() {
+        [new, old] => rotating_value(new, old),
+        _ => sealed.concat(),
+    }
+}
+
+/// Whether `stored` is sealed with the key `key_id` throughout (both values of a rotation).
+pub(crate) fn sealed_with(stored: &str, key_id: &str) -> bool {
+    let with = |value: &str| Sealing::of(value) == Sealing::Key(key_id.to_owned());
+    match split_rotating(stored) {
+        Some((new, old)) => with(new) && with(old),
+        None => with(stored),
     }
 }
 
@@ -605,7 +673,26 @@ mod tests {
         );
         assert_eq!(open(&ring, true, &t, &plain).unwrap().expose(), "password1");
         // Re-sealing reads plain text whatever allow_plaintext says.
-        assert_eq!(open_any(&ring, &t, &plain).unwrap().expose(), "password1");
+        assert_eq!(
+            open_any(&ring, &t, &plain).unwrap()[0].expose(),
+            "password1"
+        );
+        // A rotation in progress: both values, the new first.
+        let rotating = rotating_value(&sealed, &plain);
+        assert_eq!(Sealing::of(&rotating), Sealing::Rotating);
+        let both = open_candidates(&ring, true, &t, &rotating).unwrap();
+        assert_eq!(
+            (both[0].expose(), both[1].expose()),
+            ("password1", "password1")
+        );
+        assert!(
+            !sealed_with(&rotating, &key.id()),
+            "the old value is plain text"
+        );
+        let resealed = seal_all(&key, &t, &both);
+        assert!(sealed_with(&resealed, &key.id()));
+        assert_eq!(open_any(&ring, &t, &resealed).unwrap().len(), 2);
+        assert!(open_candidates(&ring, true, &t, "tenora:rotating:nospace").is_err());
     }
 
     /// A `tenora:v1:` envelope as Tenora 0.1 wrote it (no key id; header and tenant as

@@ -19,6 +19,14 @@ use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, Tenan
 use crate::secret::{self, KeyRing, SecretString};
 use crate::tenant_id::TenantId;
 
+/// Whether `error` says the server refused a tenant's password.
+pub(crate) fn is_auth_failure(error: &Error) -> bool {
+    match error {
+        Error::Connect { source, .. } => crate::budget::is_auth_failure(source),
+        _ => false,
+    }
+}
+
 /// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`] and
 /// [`Tenora::base_conn`]. Derefs to the backend's diesel-async connection and can be passed as
 /// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
@@ -352,7 +360,16 @@ impl<B: Backend> Tenora<B> {
     /// ```
     pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
         let pool = self.tenant_pool(id, None).await?;
-        self.conn_from(id, &pool).await
+        match self.conn_from(id, &pool).await {
+            // The server refused the pool's password: it was rotated (maybe by another
+            // process). The pool left the cache; look the password up again, once.
+            Err(e) if is_auth_failure(&e) => {
+                tracing::debug!(tenant = %id, "password refused; reading it again");
+                let pool = self.tenant_pool(id, None).await?;
+                self.conn_from(id, &pool).await
+            }
+            result => result,
+        }
     }
 
     /// A connection from tenant `id`'s `pool`. When connecting failed (the database may have
@@ -405,14 +422,14 @@ impl<B: Backend> Tenora<B> {
             }
             None => None,
         };
-        let password = match provided {
-            Some(password) => Some(password),
-            None => self.password_of(&stored)?,
+        let candidates = match provided {
+            Some(password) => vec![password],
+            None => self.passwords_of(&stored)?,
         };
         let backend = &self.inner.backend;
         tracing::debug!("creating tenant pool");
-        let first = self
-            .connect_tenant_budgeted(id, password.as_ref(), Slice::Pools)
+        let (first, password) = self
+            .connect_tenant_any(id, candidates, Slice::Pools)
             .await?;
         Ok(Arc::new(ManagedPool::new(
             &self.inner.config.tenant.pool,
@@ -422,6 +439,29 @@ impl<B: Backend> Tenora<B> {
             Slice::Pools,
             first,
         )))
+    }
+
+    /// One direct connection to tenant `id` with the first of `candidates` the server accepts
+    /// (two while a password rotation is in progress; none without passwords); returns it and
+    /// the password used.
+    pub(crate) async fn connect_tenant_any(
+        &self,
+        id: &TenantId,
+        candidates: Vec<SecretString>,
+        slice: Slice,
+    ) -> Result<(Budgeted<B::Connection>, Option<SecretString>)> {
+        let mut candidates = candidates.into_iter().peekable();
+        loop {
+            let password = candidates.next();
+            match self
+                .connect_tenant_budgeted(id, password.as_ref(), slice)
+                .await
+            {
+                Ok(conn) => return Ok((conn, password)),
+                Err(e) if candidates.peek().is_some() && is_auth_failure(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// One direct connection to tenant `id`, counted against `slice` of the connection budget
@@ -679,9 +719,12 @@ impl<B: Backend> Tenora<B> {
         })
     }
 
-    fn password_of(&self, stored: &StoredTenant) -> Result<Option<SecretString>> {
+    /// The passwords tenant `stored` may connect with, the one to try first first: none
+    /// (backends without tenant users), one, or the new and the old while a password rotation
+    /// is in progress.
+    pub(crate) fn passwords_of(&self, stored: &StoredTenant) -> Result<Vec<SecretString>> {
         if !self.inner.backend.uses_passwords() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let id = &stored.record.id;
         let sealed = stored.password.as_deref().ok_or_else(|| {
@@ -691,12 +734,12 @@ impl<B: Backend> Tenora<B> {
             ))
         })?;
         let allow_plaintext = self.inner.config.secrets.allow_plaintext;
-        Ok(Some(secret::open(
+        Ok(secret::open_candidates(
             self.keys(),
             allow_plaintext,
             id,
             sealed,
-        )?))
+        )?)
     }
 
     pub(crate) fn registry_error(&self, e: crate::registry::RegistryError, id: &TenantId) -> Error {
@@ -782,10 +825,11 @@ impl<B: Backend> Tenora<B> {
         op: MigrationOp,
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
-        let password = self.password_of(&stored)?;
+        let candidates = self.passwords_of(&stored)?;
         let (conn, _permit) = self
-            .connect_tenant_budgeted(id, password.as_ref(), Slice::Work)
+            .connect_tenant_any(id, candidates, Slice::Work)
             .await?
+            .0
             .into_parts();
         self.run_migrations_observed(
             Target::Tenant(id),

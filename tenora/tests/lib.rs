@@ -6,6 +6,9 @@ mod support;
 
 mod properties;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod rotation;
+
 mod scenarios;
 
 mod sqlite;

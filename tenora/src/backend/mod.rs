@@ -149,6 +149,23 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         token: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Sets the tenant user's password (PostgreSQL: as a SCRAM verifier; MariaDB: as its hash;
+    /// MySQL: in the statement, over the admin connection). Sessions already open stay.
+    #[doc(hidden)]
+    fn set_password(
+        &self,
+        id: &TenantId,
+        password: &SecretString,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = password;
+        async move {
+            Err(crate::error::Error::Unsupported(format!(
+                "tenant `{id}` has no database user of its own on this backend, so it has no \
+                 password to rotate"
+            )))
+        }
+    }
+
     /// Drops the tenant's user if it exists (only called once `inspect` proved it ours): its
     /// sessions end, and what it holds in other databases is released first.
     #[doc(hidden)]

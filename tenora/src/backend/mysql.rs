@@ -149,6 +149,7 @@ async fn connect(opts: &Opts, tls: &MysqlTls) -> diesel::ConnectionResult<AsyncM
         let message = match server_code(&e) {
             Some(1040) => format!("{}: {e}", crate::budget::SERVER_FULL),
             Some(1203 | 1226) => format!("{}: {e}", crate::budget::ACCOUNT_FULL),
+            Some(1045) => format!("{}: {e}", crate::budget::AUTH_FAILED),
             _ => e.to_string(),
         };
         diesel::ConnectionError::BadConnection(message)
@@ -480,6 +481,28 @@ impl Backend for Mysql {
         }))
     }
 
+    async fn set_password(&self, id: &TenantId, password: &SecretString) -> Result<()> {
+        let account = self.account(id);
+        // MariaDB takes the hash (the plain password never reaches the server); MySQL 8 has no
+        // portable hashed form for its default plugin, so the password goes in the statement
+        // over the admin connection (TLS when configured).
+        let sql = if self.is_mariadb().await? {
+            format!(
+                "ALTER USER {account} IDENTIFIED BY PASSWORD {}",
+                quote_literal(&native_password_hash(password))
+            )
+        } else {
+            format!(
+                "ALTER USER {account} IDENTIFIED BY {}",
+                quote_literal(password.expose())
+            )
+        };
+        self.admin_execute(&sql).await.map_err(server_error(format!(
+            "cannot set the password of the user {account} on {}",
+            self.server
+        )))
+    }
+
     async fn create_user(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
         let account = self.account(id);
         // The proof travels in the statement that creates the user. MariaDB has no comments on
@@ -614,9 +637,12 @@ impl Backend for Mysql {
                 let user_ours = match &user_row {
                     None => None,
                     // No password to compare (none stored, or it cannot be opened): unproven.
-                    Some(value) if mariadb => Some(match (&proof.password, value) {
-                        (Some(password), Some(stored)) => native_password_hash(password) == *stored,
-                        _ => false,
+                    Some(value) if mariadb => Some(match value {
+                        Some(stored) => proof
+                            .passwords
+                            .iter()
+                            .any(|password| native_password_hash(password) == *stored),
+                        None => false,
                     }),
                     Some(value) => Some(mark.is_some() && value.as_deref() == mark.as_deref()),
                 };
@@ -726,7 +752,11 @@ impl Backend for Mysql {
         let mark = proof.token.as_deref().map(ownership::mark);
         // Known once `inventory` or `inspect` ran (it reads the server version first).
         match self.mariadb.get() {
-            Some(true) => (proof.password.as_ref().map(native_password_hash), mark),
+            // Only one password can be expected in bulk (not while a rotation is in progress).
+            Some(true) => match proof.passwords.as_slice() {
+                [password] => (Some(native_password_hash(password)), mark),
+                _ => (None, mark),
+            },
             _ => (mark, None),
         }
     }

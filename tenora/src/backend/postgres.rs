@@ -180,6 +180,11 @@ async fn connect(
 /// clients", "remaining connection slots are reserved") or a role's or database's connection
 /// limit is marked so the budget can react.
 fn connect_message(e: tokio_postgres::Error) -> String {
+    if e.code() == Some(&SqlState::INVALID_PASSWORD)
+        || e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+    {
+        return format!("{}: {}", crate::budget::AUTH_FAILED, ServerError(e));
+    }
     if e.code() != Some(&SqlState::TOO_MANY_CONNECTIONS) {
         return ServerError(e).to_string();
     }
@@ -845,6 +850,29 @@ impl Backend for Postgres {
 
     async fn create_user(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
         self.create_role(id, password, token).await
+    }
+
+    async fn set_password(&self, id: &TenantId, password: &SecretString) -> Result<()> {
+        let role = self.naming.user_name(id);
+        // A SCRAM verifier: the plain password never reaches the server or its logs.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        let sql = format!(
+            "ALTER ROLE {} PASSWORD {}",
+            quote_ident(&role),
+            quote_literal(&verifier)
+        );
+        let session = self.admin_session().await.map_err(admin_error(format!(
+            "cannot set the password of the role `{role}`"
+        )))?;
+        let client = session
+            .as_ref()
+            .expect("admin_session always leaves a client");
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(admin_error(format!(
+                "cannot set the password of the role `{role}`"
+            )))
     }
 
     async fn drop_user(&self, id: &TenantId) -> Result<()> {

@@ -217,6 +217,7 @@ impl<B: Backend, R: 'static> Resolver<B, R> {
             tenora: inner.tenora.clone(),
             id,
             pool,
+            from_registry: inner.passwords.is_none(),
         })
     }
 }
@@ -276,6 +277,8 @@ pub struct Resolved<B: Backend> {
     tenora: Tenora<B>,
     id: TenantId,
     pool: Arc<ManagedPool<B>>,
+    /// The password came from the registry (not a provider): a refused one is looked up again.
+    from_registry: bool,
 }
 
 impl<B: Backend> Clone for Resolved<B> {
@@ -284,6 +287,7 @@ impl<B: Backend> Clone for Resolved<B> {
             tenora: self.tenora.clone(),
             id: self.id.clone(),
             pool: Arc::clone(&self.pool),
+            from_registry: self.from_registry,
         }
     }
 }
@@ -304,8 +308,16 @@ impl<B: Backend> Resolved<B> {
 
     /// A pooled connection to the tenant's database, as the tenant's own user. Each call takes
     /// one from the tenant's pool (no cache lookup: the pool was found when resolving).
+    ///
+    /// A password the server refuses (rotated by another process) is read from the registry
+    /// again, once, when it came from there.
     pub async fn conn(&self) -> Result<PooledConn<B>> {
-        self.tenora.conn_from(&self.id, &self.pool).await
+        match self.tenora.conn_from(&self.id, &self.pool).await {
+            Err(e) if self.from_registry && crate::tenora::is_auth_failure(&e) => {
+                self.tenora.tenant_conn(&self.id).await
+            }
+            result => result,
+        }
     }
 
     /// The [`Tenora`] the tenant belongs to.
