@@ -292,3 +292,58 @@ async fn a_password_changed_during_rotation_is_kept() {
         ]
     );
 }
+
+/// `[secrets] password_command`: the CLI's fleet migrations connect as each tenant with the
+/// password the command prints, while the registry's copy is stale (MariaDB checks it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_command_serves_the_cli() {
+    let Some(p) = Project::new(Kind::Mysql) else {
+        return;
+    };
+    p.ok(&["--create-base", "migrate"]);
+    p.ok(&["migrate"]);
+    p.ok(&["make:migration:tenants", "create_notes"]);
+    p.ok(&["make:seed:tenants", "01_none"]);
+    let out = p
+        .cmd()
+        .args(["tenants", "create", "acme", "--password-stdin"])
+        .write_stdin("Vault-Pa55word-1\n")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = tenora::Config::from_path(p.path().join("tenora.toml")).unwrap();
+    let key = config.encryption_key().unwrap().unwrap();
+    let stale = encrypt_password(&key, &TenantId::new("acme").unwrap(), "Stale-Pa55word-0");
+    p.base_sql(&format!(
+        "UPDATE tenora_tenants SET password = '{stale}' WHERE id = 'acme'"
+    ))
+    .await;
+    p.ok(&["make:migration:tenants", "create_tags"]);
+    let (code, _, err) = p.run(&["migrate:tenants"]);
+    assert_eq!(code, 1, "the stale password is refused: {err}");
+
+    let script = p.path().join("vault-get");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = acme ] && printf '%s\\n' 'Vault-Pa55word-1'\nexit 0\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = p.path().join("tenora.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[secrets]\n",
+        &format!(
+            "[secrets]\npassword_command = \"{} {{id}}\"\n",
+            script.display()
+        ),
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = p.ok(&["migrate:tenants"]);
+    assert!(out.contains("acme: applied 1"), "{out}");
+    assert!(!out.contains("Vault-Pa55word-1"));
+}

@@ -305,7 +305,7 @@ impl Default for RegistryConfig {
 }
 
 /// `[secrets]`: the key that encrypts tenant passwords at rest.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsConfig {
     /// 32-byte key, base64 or hex (see [`EncryptionKey`]). Overridden by `TENORA_KEY`.
@@ -320,6 +320,32 @@ pub struct SecretsConfig {
     /// `tenora keys rotate` re-seals them with `key`. Overridden by `TENORA_OLD_KEYS`.
     #[serde(default)]
     pub old_keys: Vec<SecretString>,
+    /// A command whose standard output is a tenant's database password, for passwords kept in
+    /// a vault: every `{id}` in it becomes the tenant id, it is split at whitespace and run
+    /// without a shell, and its output is never logged. Empty output means "use the
+    /// registry's". Serves every connection Tenora opens as a tenant (see
+    /// [`TenoraBuilder::passwords`](crate::TenoraBuilder::passwords)).
+    #[serde(default)]
+    pub password_command: Option<String>,
+    /// Seconds `password_command` may take (default 10).
+    #[serde(default = "default_password_command_timeout")]
+    pub password_command_timeout: u64,
+}
+
+fn default_password_command_timeout() -> u64 {
+    10
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            key: None,
+            allow_plaintext: false,
+            old_keys: Vec::new(),
+            password_command: None,
+            password_command_timeout: default_password_command_timeout(),
+        }
+    }
 }
 
 impl fmt::Debug for SecretsConfig {
@@ -331,6 +357,9 @@ impl fmt::Debug for SecretsConfig {
                 "old_keys",
                 &format_args!("<{} redacted>", self.old_keys.len()),
             )
+            // Its arguments may carry a token: only whether it is set.
+            .field("password_command", &self.password_command.is_some())
+            .field("password_command_timeout", &self.password_command_timeout)
             .finish()
     }
 }
@@ -602,6 +631,13 @@ impl Config {
         self
     }
 
+    /// Sets the command that gives tenants' passwords (see
+    /// [`SecretsConfig::password_command`]).
+    pub fn password_command(mut self, command: impl Into<String>) -> Self {
+        self.secrets.password_command = Some(command.into());
+        self
+    }
+
     /// Adds old keys accepted for reading (see [`SecretsConfig::old_keys`]).
     pub fn old_keys<K: Into<String>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
         self.secrets
@@ -844,6 +880,20 @@ impl Config {
             }
         }
         self.key_ring()?;
+        if let Some(command) = &self.secrets.password_command {
+            if command.split_whitespace().next().is_none() {
+                return Err(Error::config(
+                    "secrets.password_command",
+                    "is empty; name a program (e.g. \"vault-get tenants/{id}\") or remove it",
+                ));
+            }
+            if self.secrets.password_command_timeout == 0 {
+                return Err(Error::config(
+                    "secrets.password_command_timeout",
+                    "must be at least 1 second",
+                ));
+            }
+        }
         self.tls()?;
         Ok(())
     }

@@ -75,6 +75,7 @@ mod migrate;
 mod migrations;
 mod naming;
 pub mod ownership;
+mod password_provider;
 mod password_rotation;
 mod pool;
 mod pool_cache;

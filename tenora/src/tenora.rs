@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Result, Wait};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::{Migrations, Seeds};
+use crate::password_provider::PasswordProvider;
 use crate::pool::ManagedPool;
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
@@ -83,6 +84,9 @@ struct Inner<B: Backend> {
     base_seeds: Seeds,
     tenant_migrations: Migrations,
     tenant_seeds: Seeds,
+    /// Passwords from outside the registry (the builder's provider or
+    /// `secrets.password_command`).
+    passwords: Option<Arc<PasswordProvider>>,
     /// Tenants this process is creating, dropping or repairing (see `lease`).
     leases: crate::lease::Held,
     /// Tenants recently found unknown (see `unknown`).
@@ -97,6 +101,7 @@ pub struct TenoraBuilder<B: Backend> {
     base_seeds: Seeds,
     tenant_migrations: Migrations,
     tenant_seeds: Seeds,
+    passwords: Option<Arc<PasswordProvider>>,
     backend: PhantomData<B>,
 }
 
@@ -123,6 +128,36 @@ impl<B: Backend> TenoraBuilder<B> {
     /// Seeds run on every new tenant database.
     pub fn tenant_seeds(mut self, seeds: Seeds) -> Self {
         self.tenant_seeds = seeds;
+        self
+    }
+
+    /// A password provider for apps that keep tenant database passwords outside the registry
+    /// (a vault, a secrets manager): every connection Tenora opens as a tenant — pools of
+    /// `tenant_conn` and the resolver, migrations, seeds — asks it first; `Ok(None)` falls back
+    /// to the password sealed in the registry. Asked when a pool is built or a migration
+    /// connects, not per query. Replaces `secrets.password_command`; a resolver's own provider
+    /// overrides it per request.
+    ///
+    /// ```no_run
+    /// # async fn demo(config: tenora::Config) -> tenora::Result<()> {
+    /// use tenora::{PgTenora, SecretString, TenantId};
+    ///
+    /// async fn from_vault(id: TenantId) -> Result<Option<SecretString>, std::io::Error> {
+    ///     // e.g. read `tenants/<id>` from your secrets manager
+    ///     Ok(std::env::var(format!("PW_{id}")).ok().map(SecretString::new))
+    /// }
+    /// let tenora = PgTenora::builder(config).passwords(from_vault).connect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn passwords<F, Fut, E>(mut self, provider: F) -> Self
+    where
+        F: Fn(TenantId) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = std::result::Result<Option<SecretString>, E>>
+            + Send
+            + 'static,
+        E: Into<crate::error::BoxError>,
+    {
+        self.passwords = Some(crate::password_provider::boxed(provider));
         self
     }
 
@@ -177,6 +212,11 @@ impl<B: Backend> TenoraBuilder<B> {
             Slice::Base,
             Budgeted::new(first, permit),
         );
+        let passwords = self.passwords.or_else(|| {
+            let command = config.secrets.password_command.as_deref()?;
+            let timeout = Duration::from_secs(config.secrets.password_command_timeout);
+            Some(crate::password_provider::command(command, timeout))
+        });
         let idle = Duration::from_secs(limits.pool_idle_timeout);
         let unknown_ttl = Duration::from_secs(limits.unknown_tenant_ttl);
         let tenora = Tenora {
@@ -191,6 +231,7 @@ impl<B: Backend> TenoraBuilder<B> {
                 base_seeds: self.base_seeds,
                 tenant_migrations: self.tenant_migrations,
                 tenant_seeds: self.tenant_seeds,
+                passwords,
                 leases: crate::lease::Held::default(),
                 unknown: crate::unknown::UnknownTenants::new(unknown_ttl),
             }),
@@ -246,6 +287,7 @@ impl<B: Backend> Tenora<B> {
             base_seeds: Seeds::empty(),
             tenant_migrations: Migrations::empty(),
             tenant_seeds: Seeds::empty(),
+            passwords: None,
             backend: PhantomData,
         }
     }
@@ -394,7 +436,7 @@ impl<B: Backend> Tenora<B> {
     pub(crate) async fn tenant_pool(
         &self,
         id: &TenantId,
-        passwords: Option<&crate::resolver::PasswordProvider>,
+        passwords: Option<&PasswordProvider>,
     ) -> Result<Arc<ManagedPool<B>>> {
         self.inner
             .tenants
@@ -408,24 +450,10 @@ impl<B: Backend> Tenora<B> {
     async fn build_tenant_pool(
         &self,
         id: &TenantId,
-        passwords: Option<&crate::resolver::PasswordProvider>,
+        passwords: Option<&PasswordProvider>,
     ) -> Result<Arc<ManagedPool<B>>> {
         let stored = self.active_tenant(id).await?;
-        let provided = match passwords {
-            Some(provider) => {
-                provider(id.clone())
-                    .await
-                    .map_err(|source| Error::PasswordProvider {
-                        id: id.clone(),
-                        source,
-                    })?
-            }
-            None => None,
-        };
-        let candidates = match provided {
-            Some(password) => vec![password],
-            None => self.passwords_of(&stored)?,
-        };
+        let candidates = self.tenant_passwords(&stored, passwords).await?;
         let backend = &self.inner.backend;
         tracing::debug!("creating tenant pool");
         let (first, password) = self
@@ -719,6 +747,25 @@ impl<B: Backend> Tenora<B> {
         })
     }
 
+    /// The passwords tenant `stored` connects with: from the request's provider (`first`),
+    /// else from this Tenora's provider, else from the registry ([`Tenora::passwords_of`]).
+    pub(crate) async fn tenant_passwords(
+        &self,
+        stored: &StoredTenant,
+        first: Option<&PasswordProvider>,
+    ) -> Result<Vec<SecretString>> {
+        if !self.inner.backend.uses_passwords() {
+            return Ok(Vec::new());
+        }
+        let id = &stored.record.id;
+        for provider in first.into_iter().chain(self.inner.passwords.as_deref()) {
+            if let Some(password) = crate::password_provider::ask(provider, id).await? {
+                return Ok(vec![password]);
+            }
+        }
+        self.passwords_of(stored)
+    }
+
     /// The passwords tenant `stored` may connect with, the one to try first first: none
     /// (backends without tenant users), one, or the new and the old while a password rotation
     /// is in progress.
@@ -825,7 +872,7 @@ impl<B: Backend> Tenora<B> {
         op: MigrationOp,
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
-        let candidates = self.passwords_of(&stored)?;
+        let candidates = self.tenant_passwords(&stored, None).await?;
         let (conn, _permit) = self
             .connect_tenant_any(id, candidates, Slice::Work)
             .await?

@@ -173,3 +173,106 @@ async fn sqlite_has_no_password_to_rotate() {
     );
     t.tenant_conn(&acme).await.unwrap();
 }
+
+/// Passwords kept outside the registry: the builder's provider and `secrets.password_command`
+/// serve `tenant_conn`, migrations and seeds (MariaDB checks each password: the registry's is
+/// made wrong first); `None` falls back to the registry; failures and timeouts are clear errors.
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_passwords_serve_every_connection() {
+    use tenora::backend::Mysql;
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = TenantId::new("acme").unwrap();
+    let real = "Vault-Pa55word-1";
+    t.create_tenant(&acme, Some(SecretString::new(real)))
+        .await
+        .unwrap();
+    // The registry's copy goes stale (as if only the vault were kept up to date).
+    let key = env.config.encryption_key().unwrap().unwrap();
+    let stale = tenora::secret::encrypt_password(&key, &acme, "Stale-Pa55word-0");
+    t.base_conn()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "UPDATE tenora_tenants SET password = '{stale}' WHERE id = 'acme'"
+        ))
+        .await
+        .unwrap();
+    let fresh = || {
+        tenora::Tenora::<Mysql>::builder(env.config.clone())
+            .tenant_migrations(Mysql::tenant_migrations())
+            .tenant_seeds(tenant_schema::SEEDS)
+    };
+    let registry_only = fresh().connect().await.unwrap();
+    crate::support::assert_err_contains(
+        registry_only.tenant_conn(&acme).await,
+        &["refused the tenant's password"],
+    );
+
+    // The builder's provider: every connection as the tenant.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&asked);
+    let vault = fresh()
+        .passwords(move |id: TenantId| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                Ok::<_, std::io::Error>((id.as_str() == "acme").then(|| SecretString::new(real)))
+            }
+        })
+        .connect()
+        .await
+        .unwrap();
+    vault.tenant_conn(&acme).await.unwrap();
+    vault.migrate_tenant(&acme).await.unwrap();
+    // The seed ran as the tenant (and found its row from the creation).
+    crate::support::assert_err_contains(
+        vault.run_tenant_seeds(&acme).await,
+        &["seed `01_admin_user.sql` on tenant `acme` failed: Duplicate entry"],
+    );
+    let outcomes = vault.migrate_all_tenants().await.unwrap();
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+    // Asked when the pool was built and when migrations and seeds connected (not per query).
+    assert!(asked.load(Ordering::SeqCst) >= 3, "{asked:?}");
+
+    // A provider that fails names itself.
+    let broken = fresh()
+        .passwords(|_id: TenantId| async { Err::<Option<SecretString>, _>("vault sealed") })
+        .connect()
+        .await
+        .unwrap();
+    crate::support::assert_err_contains(
+        broken.tenant_conn(&acme).await,
+        &["password provider failed for tenant `acme`", "vault sealed"],
+    );
+
+    // secrets.password_command: a program, run without a shell, `{id}` filled in.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("vault-get");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nif [ \"$1\" = tenants/acme ]; then printf '%s\\n' '{real}'; fi\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let with_command = |command: String, timeout: u64| {
+        let mut config = env.config.clone().password_command(command);
+        config.secrets.password_command_timeout = timeout;
+        tenora::Tenora::<Mysql>::builder(config)
+            .tenant_migrations(Mysql::tenant_migrations())
+            .connect()
+    };
+    let by_command = with_command(format!("{} tenants/{{id}}", script.display()), 10)
+        .await
+        .unwrap();
+    by_command.tenant_conn(&acme).await.unwrap();
+    by_command.migrate_tenant(&acme).await.unwrap();
+    let slow = with_command("sleep 30".to_owned(), 1).await.unwrap();
+    crate::support::assert_err_contains(
+        slow.tenant_conn(&acme).await,
+        &["did not finish within 1 s"],
+    );
+    let failing = with_command("false {id}".to_owned(), 10).await.unwrap();
+    crate::support::assert_err_contains(failing.tenant_conn(&acme).await, &["`false` exited with"]);
+}

@@ -72,11 +72,7 @@ pub use source::{RequestParts, TenantSource};
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Gives a tenant's database password from outside the registry; `None` means "use the
-/// registry's". Called only when the tenant's pool is built (a cache miss).
-pub(crate) type PasswordProvider = dyn Fn(TenantId) -> BoxFuture<std::result::Result<Option<SecretString>, BoxError>>
-    + Send
-    + Sync;
+use crate::password_provider::PasswordProvider;
 
 type Authorizer<R> =
     dyn Fn(&TenantId, &R) -> BoxFuture<std::result::Result<(), Denied>> + Send + Sync;
@@ -120,7 +116,7 @@ struct Inner<B: Backend, R> {
     tenora: Tenora<B>,
     source: TenantSource<R>,
     authorizer: Option<Box<Authorizer<R>>>,
-    passwords: Option<Box<PasswordProvider>>,
+    passwords: Option<Arc<PasswordProvider>>,
     attach: Option<Box<Attach<R>>>,
 }
 
@@ -237,20 +233,18 @@ impl<B: Backend, R: 'static> ResolverBuilder<B, R> {
         self
     }
 
-    /// Adds a password provider, for apps that keep tenant database passwords outside the
-    /// registry (a vault, a secrets manager). It is asked only when a tenant's pool is built;
-    /// returning `Ok(None)` falls back to the password sealed in the registry.
+    /// Adds a per-request password provider, for apps that keep tenant database passwords
+    /// outside the registry (a vault, a secrets manager). It is asked only when a tenant's pool
+    /// is built; returning `Ok(None)` falls back to the Tenora's own provider
+    /// ([`TenoraBuilder::passwords`](crate::TenoraBuilder::passwords)), then to the password
+    /// sealed in the registry.
     pub fn passwords<F, Fut, E>(mut self, provider: F) -> Self
     where
         F: Fn(TenantId) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<Option<SecretString>, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        let provider = Arc::new(provider);
-        self.inner.passwords = Some(Box::new(move |id| {
-            let provider = Arc::clone(&provider);
-            Box::pin(async move { provider(id).await.map_err(Into::into) })
-        }));
+        self.inner.passwords = Some(crate::password_provider::boxed(provider));
         self
     }
 
