@@ -537,6 +537,12 @@ async fn rotation_crash_and_repair(kind: Kind) {
             "{point}: the registry holds both passwords"
         );
         p.tenant_sql("acme", "SELECT 1").await;
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains("acme: a password rotation was interrupted"),
+            "{point}: {out}"
+        );
         let out = p.ok(&["tenants", "repair", "--all"]);
         assert!(
             out.contains("acme: interrupted password rotation finished"),
@@ -544,6 +550,7 @@ async fn rotation_crash_and_repair(kind: Kind) {
         );
         assert!(p.stored_password("acme").await.starts_with("tenora:v2:"));
         p.tenant_sql("acme", "SELECT 1").await;
+        p.ok(&["doctor"]);
     }
     let before = p.stored_password("acme").await;
     p.ok(&["tenants", "rotate-password", "acme"]);

@@ -75,6 +75,14 @@ pub enum Problem {
         /// What is wrong with it.
         problem: String,
     },
+    /// An `active` tenant's password rotation did not finish: the registry holds both
+    /// passwords (the tenant stays reachable).
+    RotationUnfinished {
+        /// The tenant.
+        id: TenantId,
+        /// Whether a live process holds its lease (a rotation running now).
+        in_progress: bool,
+    },
     /// `tenant.template` is on but the template database is missing or built for other
     /// migrations.
     Template {
@@ -120,6 +128,15 @@ impl fmt::Display for Problem {
             Problem::Malformed { id, problem } => write!(
                 f,
                 "registry row {id:?}: {problem}; remove it with `tenora tenants drop <id> --yes`"
+            ),
+            Problem::RotationUnfinished {
+                id,
+                in_progress: true,
+            } => write!(f, "{id}: its password is being rotated by a live process"),
+            Problem::RotationUnfinished { id, .. } => write!(
+                f,
+                "{id}: a password rotation was interrupted (the registry holds both passwords; \
+                 the tenant is reachable); finish it with `tenora tenants repair {id}`"
             ),
             Problem::Template { problem } => write!(f, "template: {problem}"),
         }
@@ -198,6 +215,14 @@ impl<B: Backend> Tenora<B> {
                     since: stored.record.updated_at,
                 });
                 continue;
+            }
+            if stored.password.as_deref().map(crate::secret::Sealing::of)
+                == Some(crate::secret::Sealing::Rotating)
+            {
+                problems.push(Problem::RotationUnfinished {
+                    in_progress: self.is_leased(&id).await?,
+                    id: id.clone(),
+                });
             }
             let proof = self.proof_of(&stored);
             let (user_mark, database_mark) = backend.expected_marks(&proof);

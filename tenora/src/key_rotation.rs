@@ -149,15 +149,20 @@ impl<B: Backend> Tenora<B> {
                     continue;
                 }
             };
-            // A password rotation in progress counts under its new value's key (both must open).
-            let (stored, other) = match secret::split_rotating(stored) {
-                Some((new, old)) => (new, Some(old)),
-                None => (stored, None),
+            // A password rotation in progress counts under the key of its value that is not
+            // sealed with the current key, if one is (removing that key would lose it).
+            let stored = match secret::split_rotating(stored) {
+                Some((new, old)) => {
+                    let current = keys.current().map(|k| k.id());
+                    let on_current = |v: &str| {
+                        current
+                            .as_deref()
+                            .is_some_and(|c| secret::sealed_with(v, c))
+                    };
+                    if on_current(new) { old } else { new }
+                }
+                None => stored,
             };
-            if let Some(Err(e)) = other.map(|old| secret::open_any(keys, &id, old)) {
-                unreadable(e.to_string());
-                continue;
-            }
             if Sealing::of(stored) == Sealing::Plain {
                 status.plaintext += 1;
                 continue;

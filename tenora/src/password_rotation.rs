@@ -71,8 +71,14 @@ impl<B: Backend> Tenora<B> {
             self.swap(&mut conn, id, &stored, &rotating).await?;
             failpoint::reached("rotate_registered");
             if let Err(e) = backend.set_password(id, &password).await {
-                // The server kept the old password: so does the registry.
-                let _ = self.swap(&mut conn, id, &rotating, &stored).await;
+                // The server may have taken the new password all the same (a connection lost
+                // after the statement committed): the registry keeps both, which works either
+                // way, and repair finishes the rotation.
+                tracing::warn!(
+                    tenant = %id,
+                    "password rotation interrupted; the registry keeps both passwords until \
+                     `tenora tenants repair` finishes it"
+                );
                 return Err(e);
             }
             failpoint::reached("rotate_server");

@@ -505,10 +505,13 @@ pub(crate) fn open_candidates(
     stored: &str,
 ) -> Result<Vec<SecretString>, SecretError> {
     match split_rotating(stored) {
-        Some((new, old)) => Ok(vec![
-            open(keys, allow_plaintext, tenant, new)?,
-            open(keys, allow_plaintext, tenant, old)?,
-        ]),
+        // The old value is only a fallback: one that no longer opens (its key was removed)
+        // does not stop the new one.
+        Some((new, old)) => {
+            let mut candidates = vec![open(keys, allow_plaintext, tenant, new)?];
+            candidates.extend(open(keys, allow_plaintext, tenant, old).ok());
+            Ok(candidates)
+        }
         None if stored.starts_with(ROTATING) => Err(SecretError::Malformed {
             tenant: tenant.clone(),
             reason: "a password rotation value without its two parts".to_owned(),

@@ -760,7 +760,11 @@ impl<B: Backend> Tenora<B> {
         let id = &stored.record.id;
         for provider in first.into_iter().chain(self.inner.passwords.as_deref()) {
             if let Some(password) = crate::password_provider::ask(provider, id).await? {
-                return Ok(vec![password]);
+                // The registry's passwords follow as fallbacks (a rotation may have changed
+                // the server's before the provider's source was updated).
+                let mut candidates = vec![password];
+                candidates.extend(self.passwords_of(stored).unwrap_or_default());
+                return Ok(candidates);
             }
         }
         self.passwords_of(stored)

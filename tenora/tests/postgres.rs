@@ -362,15 +362,15 @@ async fn passwords_are_checked_by_a_scram_server() {
         2,
         "a cached pool asks no more"
     );
-    let wrong = resolver
+    // A password the server refuses falls back to the registry's (a rotation may have
+    // changed the server's before the vault learned it).
+    resolver
         .resolve(&mut "initech".to_owned())
         .await
-        .unwrap_err();
-    assert_eq!(Rejection::of(&wrong).status(), 503, "{wrong}");
-    assert!(
-        wrong.to_string().contains("password authentication failed"),
-        "{wrong}"
-    );
+        .unwrap()
+        .conn()
+        .await
+        .unwrap();
     let vault = resolver.resolve(&mut "hooli".to_owned()).await.unwrap_err();
     assert_eq!(Rejection::of(&vault).status(), 503, "{vault}");
     assert!(vault.to_string().contains("the vault is sealed"), "{vault}");

@@ -180,9 +180,8 @@ async fn connect(
 /// clients", "remaining connection slots are reserved") or a role's or database's connection
 /// limit is marked so the budget can react.
 fn connect_message(e: tokio_postgres::Error) -> String {
-    if e.code() == Some(&SqlState::INVALID_PASSWORD)
-        || e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
-    {
+    // Only a refused password (not pg_hba rejections, certificate or role problems: 28000).
+    if e.code() == Some(&SqlState::INVALID_PASSWORD) {
         return format!("{}: {}", crate::budget::AUTH_FAILED, ServerError(e));
     }
     if e.code() != Some(&SqlState::TOO_MANY_CONNECTIONS) {

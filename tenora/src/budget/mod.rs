@@ -42,10 +42,10 @@ pub(crate) const SERVER_FULL: &str = "the server has no free connection slots";
 /// but only for that account: the budget stays.
 pub(crate) const ACCOUNT_FULL: &str = "the account has no free connection slots";
 
-/// Marks a connection error as the server refusing the password (PostgreSQL SQLSTATE 28P01 /
-/// 28000, MySQL error 1045): the caller may look the password up again (it may have been
-/// rotated by another process).
-pub(crate) const AUTH_FAILED: &str = "the server refused the tenant's password";
+/// Marks a connection error as the server refusing the password (PostgreSQL SQLSTATE 28P01,
+/// MySQL error 1045): the caller may look the password up again (it may have been rotated by
+/// another process).
+pub(crate) const AUTH_FAILED: &str = "the server refused the password";
 
 /// Whether a connection error's message carries [`AUTH_FAILED`].
 pub(crate) fn is_auth_failure(error: &dyn fmt::Display) -> bool {
