@@ -277,11 +277,12 @@ pub fn quote_table(table: &str, quote: char) -> String {
 }
 
 /// Implements [`RegistryConnection`] for a concrete diesel-async connection type, given the
-/// backend's bind placeholder for parameter `n` (1-based), its identifier quote character, and
-/// a catalog query listing a table's columns (`column_name`) with the table name bound as its
-/// one parameter.
+/// backend's bind placeholder for parameter `n` (1-based), its identifier quote character, a
+/// catalog query listing a table's columns (`column_name`) with the table name bound as its
+/// one parameter, and the SQL of an exact (case- and accent-sensitive) text comparison of a
+/// column with a placeholder.
 macro_rules! impl_registry {
-    ($conn:ty, $ph:expr, $quote:expr, $columns:expr) => {
+    ($conn:ty, $ph:expr, $quote:expr, $columns:expr, $exact:expr) => {
         /// A registry query's result, a failure sorted: a missing table or column is read
         /// from the catalog, not guessed from the message (which the server may translate).
         async fn registry_result<T>(
@@ -436,14 +437,15 @@ macro_rules! impl_registry {
             ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
+                let exact: fn(&str, String) -> String = $exact;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "UPDATE {} SET password = {}, updated_at = {} WHERE id = {} AND password = {}",
+                    "UPDATE {} SET password = {}, updated_at = {} WHERE id = {} AND {}",
                     $crate::registry::quote_table(table, $quote),
                     ph(1),
                     ph(2),
                     ph(3),
-                    ph(4)
+                    exact("password", ph(4))
                 );
                 let result = diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(new)

@@ -298,3 +298,32 @@ async fn user_names_use_the_servers_limit() {
     t.drop_tenant(&tenant).await.unwrap();
     assert_no_user(&mut admin, &user).await;
 }
+
+/// The registry's compare-and-swap of a stored password compares exactly: MySQL's default
+/// collation would take values differing only in case as equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_swaps_compare_exactly() {
+    use tenora::registry::RegistryConnection as _;
+    let Some(env) = Mysql::env() else { return };
+    let t = tenora::<Mysql>(&env).await;
+    let acme = id("acme");
+    let mut conn = t.base_conn().await.unwrap();
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut *conn,
+        "INSERT INTO tenora_tenants (id, password, state, created_at, updated_at) \
+         VALUES ('acme', 'plain:Secret-Case-1', 'active', NOW(), NOW())",
+    )
+    .await
+    .unwrap();
+    let table = &env.config.registry.table;
+    let other_case = conn
+        .registry_swap_password(table, &acme, "plain:SECRET-CASE-1", "plain:New-Value-2")
+        .await
+        .unwrap();
+    assert_eq!(other_case, 0, "a value differing in case is another value");
+    let same = conn
+        .registry_swap_password(table, &acme, "plain:Secret-Case-1", "plain:New-Value-2")
+        .await
+        .unwrap();
+    assert_eq!(same, 1);
+}

@@ -27,7 +27,8 @@ impl_registry!(
     |_| "?".to_owned(),
     '`',
     "SELECT CAST(COLUMN_NAME AS CHAR) AS column_name FROM information_schema.COLUMNS \
-     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?"
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+    |column, value| format!("BINARY {column} = {value}")
 );
 
 /// MySQL's limit on database names.

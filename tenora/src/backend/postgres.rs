@@ -30,7 +30,8 @@ impl_registry!(
     |n| format!("${n}"),
     '"',
     "SELECT attname::text AS column_name FROM pg_attribute \
-     WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped"
+     WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
+    |column, value| format!("{column} = {value}")
 );
 
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").

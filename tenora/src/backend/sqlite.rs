@@ -29,7 +29,8 @@ impl_registry!(
     SqliteConn,
     |_| "?".to_owned(),
     '"',
-    "SELECT name AS column_name FROM pragma_table_info(?)"
+    "SELECT name AS column_name FROM pragma_table_info(?)",
+    |column, value| format!("{column} = {value}")
 );
 
 /// Settings applied to every SQLite connection: a busy timeout first (so the rest, and pooled
