@@ -49,10 +49,11 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::fleet::TenantOutcome;
 use crate::ownership::Removal;
+use crate::pool::PooledConn;
 use crate::registry::TenantRecord;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
-use crate::tenora::{PooledConn, TenoraBuilder};
+use crate::tenora::TenoraBuilder;
 
 /// A pooled tenant (or base) connection for synchronous Diesel: pass it as `&mut conn` to
 /// `diesel::RunQueryDsl` methods. Dropping it returns it to its pool.

@@ -47,7 +47,7 @@ pub enum Error {
         /// The tenant asked for.
         id: TenantId,
         /// Its registry state when it exists but is not active.
-        state: Option<crate::registry::TenantState>,
+        state: Option<crate::lifecycle::TenantState>,
     },
 
     /// `create_tenant` for an id that is already registered or whose database already exists.
@@ -68,7 +68,7 @@ pub enum Error {
         /// The tenant.
         id: TenantId,
         /// The step that failed.
-        step: crate::provision::Step,
+        step: crate::lifecycle::Step,
         /// Why it failed.
         #[source]
         source: Box<Error>,
@@ -85,7 +85,7 @@ pub enum Error {
         /// The tenant.
         id: TenantId,
         /// The step that failed.
-        step: crate::provision::Step,
+        step: crate::lifecycle::Step,
         /// Why it failed.
         #[source]
         source: Box<Error>,

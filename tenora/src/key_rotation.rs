@@ -258,7 +258,7 @@ impl<B: Backend> Tenora<B> {
     /// changed meanwhile, reads it again and retries a few times.
     async fn reseal(
         &self,
-        conn: &mut crate::tenora::PooledConn<B>,
+        conn: &mut crate::pool::PooledConn<B>,
         keys: &KeyRing,
         mut row: Work,
         report: &mut KeyRotation,

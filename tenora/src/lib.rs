@@ -71,6 +71,7 @@ mod failpoint;
 mod fleet;
 mod key_rotation;
 mod lease;
+mod lifecycle;
 mod migrate;
 mod migrations;
 mod naming;
@@ -103,17 +104,18 @@ pub use crate::doctor::{Health, Problem};
 pub use crate::error::{BoxError, Error, Result, Wait};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
 pub use crate::key_rotation::{KeyRole, KeyRotation, KeyStatus, KeyUse};
+pub use crate::lifecycle::Step;
 pub use crate::migrate::MigrationOp;
 pub use crate::migrations::{Migrations, SeedScript, Seeds, SqlMigration};
 pub use crate::naming::Naming;
 pub use crate::ownership::{Presence, Removal};
+pub use crate::pool::PooledConn;
 pub use crate::pool_cache::CacheStats;
-pub use crate::provision::Step;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, KeyRing, SecretString};
 pub use crate::tenant_id::TenantId;
-pub use crate::tenora::{PooledConn, Tenora, TenoraBuilder};
+pub use crate::tenora::{Tenora, TenoraBuilder};
 pub use crate::tls::{InvalidTlsMode, TlsMode, TlsSettings};
 
 /// Embeds a Diesel-layout migrations folder (relative to the crate's `Cargo.toml`) as a

@@ -10,10 +10,11 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::pool::PooledConn;
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantState};
 use crate::secret::{self, SecretString};
 use crate::tenant_id::TenantId;
-use crate::tenora::{PooledConn, Tenora};
+use crate::tenora::Tenora;
 
 impl<B: Backend> Tenora<B> {
     /// Gives tenant `id`'s database user a new password — `password`, or a generated one —

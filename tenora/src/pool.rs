@@ -22,7 +22,12 @@ use crate::backend::Backend;
 use crate::budget::{Budget, BudgetManager, Budgeted, ConnectError, Slice, connect_with};
 use crate::config::PoolConfig;
 use crate::error::{Error as TenoraError, Result, Wait};
-use crate::tenora::PooledConn;
+
+/// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`](crate::Tenora::tenant_conn) and
+/// [`Tenora::base_conn`](crate::Tenora::base_conn). Derefs to the backend's diesel-async connection and can be passed as
+/// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
+pub type PooledConn<B> =
+    bb8::PooledConnection<'static, crate::budget::BudgetManager<<B as Backend>::Manager>>;
 
 type Error = ConnectError<PoolError>;
 

@@ -9,84 +9,18 @@
 //! tenant and the step. A crash leaves the row `provisioning` without a lease: `repair_tenant`
 //! or simply a new `create_tenant` of the same id removes what it made.
 
-use std::fmt;
-
 use tracing::Instrument as _;
 
 use crate::backend::{self, Backend, Target};
 use crate::error::{Error, Result};
 use crate::failpoint;
+use crate::lifecycle::Step;
 use crate::migrate::{self, MigrationOp};
 use crate::ownership::{self, Presence, Proof, Removal};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, SecretString};
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
-
-/// A step of creating or dropping a tenant, as named in errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Step {
-    /// Insert the `provisioning` registry row.
-    Register,
-    /// Create the tenant's database user.
-    CreateUser,
-    /// Create the tenant's database.
-    CreateDatabase,
-    /// Revoke other users' access to the database.
-    LockDown,
-    /// Run the tenant migrations.
-    Migrate,
-    /// Run the tenant seeds.
-    Seed,
-    /// Mark the registry row `active`.
-    Activate,
-    /// Mark the registry row `deleting`.
-    MarkDeleting,
-    /// Drop the tenant's database.
-    DropDatabase,
-    /// Drop the tenant's database user.
-    DropUser,
-    /// Delete the registry row.
-    Unregister,
-}
-
-impl Step {
-    /// The step's name in snake case, e.g. `create_database` (also the name of its failpoint).
-    pub fn key(self) -> &'static str {
-        match self {
-            Step::Register => "register",
-            Step::CreateUser => "create_user",
-            Step::CreateDatabase => "create_database",
-            Step::LockDown => "lock_down",
-            Step::Migrate => "migrate",
-            Step::Seed => "seed",
-            Step::Activate => "activate",
-            Step::MarkDeleting => "mark_deleting",
-            Step::DropDatabase => "drop_database",
-            Step::DropUser => "drop_user",
-            Step::Unregister => "unregister",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Step::Register => "register",
-            Step::CreateUser => "create user",
-            Step::CreateDatabase => "create database",
-            Step::LockDown => "lock down",
-            Step::Migrate => "migrate",
-            Step::Seed => "seed",
-            Step::Activate => "activate",
-            Step::MarkDeleting => "mark deleting",
-            Step::DropDatabase => "drop database",
-            Step::DropUser => "drop user",
-            Step::Unregister => "unregister",
-        })
-    }
-}
 
 impl<B: Backend> Tenora<B> {
     /// Creates tenant `id`: its database (and, where the backend has users, a dedicated user

@@ -11,43 +11,7 @@ use chrono::NaiveDateTime;
 
 use crate::tenant_id::TenantId;
 
-/// Where a tenant is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TenantState {
-    /// Being created: the database may be half-made. Not served by `tenant_conn`.
-    Provisioning,
-    /// Ready to serve.
-    Active,
-    /// Being dropped. Not served by `tenant_conn`.
-    Deleting,
-}
-
-impl TenantState {
-    /// The text stored in the `state` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TenantState::Provisioning => "provisioning",
-            TenantState::Active => "active",
-            TenantState::Deleting => "deleting",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "provisioning" => Some(TenantState::Provisioning),
-            "active" => Some(TenantState::Active),
-            "deleting" => Some(TenantState::Deleting),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for TenantState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::lifecycle::TenantState;
 
 /// A registry row, without its password.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, Wait};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::{Migrations, Seeds};
 use crate::password_provider::PasswordProvider;
-use crate::pool::ManagedPool;
+use crate::pool::{ManagedPool, PooledConn};
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, KeyRing, SecretString};
@@ -27,12 +27,6 @@ pub(crate) fn is_auth_failure(error: &Error) -> bool {
         _ => false,
     }
 }
-
-/// A pooled connection of backend `B`, as returned by [`Tenora::tenant_conn`] and
-/// [`Tenora::base_conn`]. Derefs to the backend's diesel-async connection and can be passed as
-/// `&mut conn` to diesel-async queries; dropping it returns it to its pool.
-pub type PooledConn<B> =
-    bb8::PooledConnection<'static, crate::budget::BudgetManager<<B as Backend>::Manager>>;
 
 /// Tenora's handle: cheap to clone, share it across your app.
 ///

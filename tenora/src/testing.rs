@@ -22,8 +22,9 @@
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::ownership::Removal;
+use crate::pool::PooledConn;
 use crate::tenant_id::TenantId;
-use crate::tenora::{PooledConn, Tenora};
+use crate::tenora::Tenora;
 
 /// A tenant made for one test; dropped (database, user, registry row) with this value.
 pub struct TestTenant<B: Backend> {

@@ -10,11 +10,11 @@ use diesel_async::pooled_connection::PoolError;
 
 use crate::config::{Client, Config};
 use crate::error::Result;
+use crate::lifecycle::Step;
 use crate::migrate::MigrationOp;
 use crate::migrations::Migrations;
 use crate::naming::Naming;
 use crate::ownership::{Found, Inventory, Proof};
-use crate::provision::Step;
 use crate::registry::RegistryConnection;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;

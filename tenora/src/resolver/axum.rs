@@ -43,8 +43,8 @@ use axum::response::{IntoResponse, Response};
 use super::{Rejection, RequestParts, Resolved, Resolver};
 use crate::backend::Backend;
 use crate::error::Error;
+use crate::pool::PooledConn;
 use crate::tenant_id::TenantId;
-use crate::tenora::PooledConn;
 
 impl RequestParts for Parts {
     fn header(&self, name: &str) -> Option<&str> {

@@ -57,9 +57,10 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::error::{BoxError, Error, Result};
 use crate::pool::ManagedPool;
+use crate::pool::PooledConn;
 use crate::secret::SecretString;
 use crate::tenant_id::TenantId;
-use crate::tenora::{PooledConn, Tenora};
+use crate::tenora::Tenora;
 
 #[cfg(feature = "axum")]
 pub mod axum;
