@@ -19,21 +19,6 @@ const CREATE_POINTS: &[&str] = &[
 /// Steps after which `tenants drop` is crashed.
 const DROP_POINTS: &[&str] = &["mark_deleting", "drop_database", "drop_user"];
 
-/// A project with the base and tenant schema migrated, ready to create tenants.
-fn ready(kind: Kind, template: bool) -> Option<Project> {
-    let p = Project::new(kind)?;
-    if template {
-        p.set_tenant("template = true");
-    }
-    p.ok(&["--create-base", "migrate"]);
-    p.ok(&["migrate"]);
-    p.ok(&["make:migration:tenants", "create_users"]);
-    p.ok(&["make:seed:tenants", "01_admin"]);
-    // Builds the template, when on.
-    p.ok(&["migrate:tenants"]);
-    Some(p)
-}
-
 /// Runs `args` with `TENORA_FAILPOINT=point` and asserts that the process aborted there.
 fn crash(p: &Project, point: &str, args: &[&str]) {
     let out = p
@@ -85,7 +70,7 @@ fn reaches(kind: Kind, template: bool, point: &str) -> bool {
 /// Every crash point of create and drop leaves what repair (or a retried create) clears:
 /// 0 orphans, 0 rows that are not `active`, and the id can be created again.
 async fn crash_and_repair(kind: Kind, template: bool) {
-    let Some(p) = ready(kind, template) else {
+    let Some(p) = Project::ready(kind, template) else {
         return;
     };
     if template {
@@ -225,7 +210,9 @@ async fn foreign_objects(p: &Project) -> Vec<String> {
 /// Another application's database and user are never touched: not by a create that meets
 /// them, nor by drop, repair or a retried create after a crash.
 async fn foreign_names_are_never_touched(kind: Kind) {
-    let Some(p) = ready(kind, false) else { return };
+    let Some(p) = Project::ready(kind, false) else {
+        return;
+    };
     let foreign = foreign_objects(&p).await;
     let (code, _, err) = p.run(&["tenants", "create", "acme"]);
     assert_eq!(code, 1, "{err}");
@@ -286,7 +273,9 @@ async fn foreign_names_are_never_touched_mysql() {
 /// progress. Then the paused create finishes.
 async fn live_work_is_left_alone(kind: Kind) {
     use std::io::{BufRead as _, BufReader};
-    let Some(p) = ready(kind, false) else { return };
+    let Some(p) = Project::ready(kind, false) else {
+        return;
+    };
     let release = p.path().join("release");
     let mut child = p
         .process()
@@ -369,7 +358,7 @@ async fn live_work_is_left_alone_mysql() {
 /// listing and fleet runs report them and carry on, and `tenants drop` removes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_rows_fail_alone_and_can_be_dropped() {
-    let Some(p) = ready(Kind::Sqlite, false) else {
+    let Some(p) = Project::ready(Kind::Sqlite, false) else {
         return;
     };
     p.ok(&["tenants", "create", "acme"]);
@@ -412,7 +401,9 @@ async fn malformed_rows_fail_alone_and_can_be_dropped() {
 /// database is gone, an orphan carrying a Tenora proof, a malformed row — with exit code 1,
 /// in text and JSON, and nothing once it is cleared.
 async fn doctor_reports_what_is_wrong(kind: Kind) {
-    let Some(p) = ready(kind, false) else { return };
+    let Some(p) = Project::ready(kind, false) else {
+        return;
+    };
     assert!(p.ok(&["doctor"]).contains("nothing wrong"));
     p.ok(&["tenants", "create", "acme"]);
     p.ok(&["tenants", "create", "globex"]);
@@ -524,7 +515,7 @@ async fn doctor_reports_what_is_wrong_mysql() {
 /// password it is sent) and `tenants repair --all` finishes it; then rotations run to the end,
 /// with a generated or a piped-in password, for one tenant or all.
 async fn rotation_crash_and_repair(kind: Kind) {
-    let Some(p) = ready(kind, false) else {
+    let Some(p) = Project::ready(kind, false) else {
         return;
     };
     p.ok(&["tenants", "create", "acme"]);
@@ -554,12 +545,10 @@ async fn rotation_crash_and_repair(kind: Kind) {
     }
     let before = p.stored_password("acme").await;
     p.ok(&["tenants", "rotate-password", "acme"]);
-    let out = p
-        .cmd()
-        .args(["tenants", "rotate-password", "acme", "--password-stdin"])
-        .write_stdin("Chosen-Pa55word\n")
-        .output()
-        .unwrap();
+    let out = p.piped(
+        &["tenants", "rotate-password", "acme", "--password-stdin"],
+        "Chosen-Pa55word\n",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -581,12 +570,10 @@ async fn rotation_crash_and_repair(kind: Kind) {
         "--password-stdin",
     ]);
     assert_eq!(code, 2, "{err}");
-    let out = p
-        .cmd()
-        .args(["tenants", "rotate-password", "acme", "--password-stdin"])
-        .write_stdin("short\n")
-        .output()
-        .unwrap();
+    let out = p.piped(
+        &["tenants", "rotate-password", "acme", "--password-stdin"],
+        "short\n",
+    );
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("unusable password"),
@@ -608,7 +595,7 @@ async fn rotation_crash_and_repair_mysql() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_tenants_have_no_password_to_rotate() {
-    let Some(p) = ready(Kind::Sqlite, false) else {
+    let Some(p) = Project::ready(Kind::Sqlite, false) else {
         return;
     };
     p.ok(&["tenants", "create", "acme"]);

@@ -297,19 +297,13 @@ async fn a_password_changed_during_rotation_is_kept() {
 /// password the command prints, while the registry's copy is stale (MariaDB checks it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_command_serves_the_cli() {
-    let Some(p) = Project::new(Kind::Mysql) else {
+    let Some(p) = Project::ready(Kind::Mysql, false) else {
         return;
     };
-    p.ok(&["--create-base", "migrate"]);
-    p.ok(&["migrate"]);
-    p.ok(&["make:migration:tenants", "create_notes"]);
-    p.ok(&["make:seed:tenants", "01_none"]);
-    let out = p
-        .cmd()
-        .args(["tenants", "create", "acme", "--password-stdin"])
-        .write_stdin("Vault-Pa55word-1\n")
-        .output()
-        .unwrap();
+    let out = p.piped(
+        &["tenants", "create", "acme", "--password-stdin"],
+        "Vault-Pa55word-1\n",
+    );
     assert!(
         out.status.success(),
         "{}",

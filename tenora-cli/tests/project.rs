@@ -93,6 +93,27 @@ impl Project {
         })
     }
 
+    /// A new project with the base and tenant schema migrated, ready to create tenants (one
+    /// tenant migration, one seed; the template built when `template`).
+    pub fn ready(kind: Kind, template: bool) -> Option<Project> {
+        let p = Project::new(kind)?;
+        if template {
+            p.set_tenant("template = true");
+        }
+        p.ok(&["--create-base", "migrate"]);
+        p.ok(&["migrate"]);
+        p.ok(&["make:migration:tenants", "create_users"]);
+        p.ok(&["make:seed:tenants", "01_admin"]);
+        // Builds the template, when on.
+        p.ok(&["migrate:tenants"]);
+        Some(p)
+    }
+
+    /// Runs `args` with `input` piped to its standard input.
+    pub fn piped(&self, args: &[&str], input: &str) -> std::process::Output {
+        self.cmd().args(args).write_stdin(input).output().unwrap()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -149,12 +149,10 @@ async fn operator_flow(kind: Kind) {
 
     // A chosen password through stdin: stored sealed (PostgreSQL); refused where tenants have no
     // users (SQLite).
-    let out = p
-        .cmd()
-        .args(["tenants", "create", "hooli", "--password-stdin"])
-        .write_stdin("Hooli-Pass-123\n")
-        .output()
-        .unwrap();
+    let out = p.piped(
+        &["tenants", "create", "hooli", "--password-stdin"],
+        "Hooli-Pass-123\n",
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     match kind {
         Kind::Postgres | Kind::Mysql => {

@@ -11,7 +11,7 @@ use chrono::NaiveDateTime;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::ownership;
-use crate::registry::{RegistryConnection as _, TenantState};
+use crate::registry::TenantState;
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
 
@@ -173,12 +173,7 @@ impl<B: Backend> Tenora<B> {
     /// ```
     pub async fn check(&self) -> Result<Health> {
         let backend = self.backend();
-        let rows = {
-            let mut conn = self.base_conn().await?;
-            conn.registry_list(self.table())
-                .await
-                .map_err(|e| self.registry_error_any(e, "cannot list tenants"))?
-        };
+        let rows = self.registry_rows().await?;
         let count = rows.len();
         let inventory = backend.inventory().await?;
         let naming = backend.naming();

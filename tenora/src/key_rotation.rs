@@ -296,14 +296,6 @@ impl<B: Backend> Tenora<B> {
         report.changed_meanwhile += 1;
         Ok(())
     }
-
-    /// Every registry row as stored.
-    pub(crate) async fn registry_rows(&self) -> Result<Vec<RawRow>> {
-        let mut conn = self.base_conn().await?;
-        conn.registry_list(self.table())
-            .await
-            .map_err(|e| self.registry_error_any(e, "cannot list tenants"))
-    }
 }
 
 /// Sorts the rows: what needs re-sealing (opened), what cannot be opened, and the rest counted

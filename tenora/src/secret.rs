@@ -331,9 +331,18 @@ fn associated_data(header: &str, tenant: &TenantId) -> Vec<u8> {
 
 /// Seals `password` for `tenant` under `key` into a `tenora:v2:` envelope naming the key.
 pub fn encrypt_password(key: &EncryptionKey, tenant: &TenantId, password: &str) -> String {
+    seal_under(
+        key,
+        &format!("{ENVELOPE_V2}{}:", key.id()),
+        tenant,
+        password,
+    )
+}
+
+/// An envelope `<header><nonce>:<ciphertext>`, the header and tenant authenticated with it.
+fn seal_under(key: &EncryptionKey, header: &str, tenant: &TenantId, password: &str) -> String {
     let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-    let header = format!("{ENVELOPE_V2}{}:", key.id());
-    let aad = associated_data(&header, tenant);
+    let aad = associated_data(header, tenant);
     let ciphertext = key
         .cipher()
         .encrypt(
@@ -701,23 +710,7 @@ mod tests {
     /// A `tenora:v1:` envelope as Tenora 0.1 wrote it (no key id; header and tenant as
     /// associated data).
     fn v1_envelope(key: &EncryptionKey, tenant: &TenantId, password: &str) -> String {
-        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = associated_data(ENVELOPE_V1, tenant);
-        let ciphertext = key
-            .cipher()
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: password.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .unwrap();
-        format!(
-            "{ENVELOPE_V1}{}:{}",
-            URL_SAFE_NO_PAD.encode(nonce),
-            URL_SAFE_NO_PAD.encode(ciphertext)
-        )
+        seal_under(key, ENVELOPE_V1, tenant, password)
     }
 
     #[test]

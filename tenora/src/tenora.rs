@@ -635,11 +635,7 @@ impl<B: Backend> Tenora<B> {
     pub async fn list_registry(
         &self,
     ) -> Result<(Vec<TenantRecord>, Vec<crate::registry::MalformedRow>)> {
-        let mut conn = self.base_conn().await?;
-        let rows = conn
-            .registry_list(self.table())
-            .await
-            .map_err(|e| self.registry_error_any(e, "cannot list tenants"))?;
+        let rows = self.registry_rows().await?;
         let mut tenants = Vec::with_capacity(rows.len());
         let mut malformed = Vec::new();
         for row in rows {
@@ -649,6 +645,14 @@ impl<B: Backend> Tenora<B> {
             }
         }
         Ok((tenants, malformed))
+    }
+
+    /// Every registry row as stored (passwords sealed), ordered by id.
+    pub(crate) async fn registry_rows(&self) -> Result<Vec<crate::registry::RawRow>> {
+        let mut conn = self.base_conn().await?;
+        conn.registry_list(self.table())
+            .await
+            .map_err(|e| self.registry_error_any(e, "cannot list tenants"))
     }
 
     /// Deletes the registry row `id` when its id is not a valid tenant id — a row no other call

@@ -117,6 +117,20 @@ fn server_error(context: String) -> impl FnOnce(mysql_async::Error) -> Error {
     }
 }
 
+/// How a statement gives a user `password`: MariaDB as its hash (the plain password never
+/// reaches the server, and the hash proves the user ours); MySQL 8 in the statement (no
+/// portable hashed form for its default plugin).
+fn identified_by(mariadb: bool, password: &SecretString) -> String {
+    if mariadb {
+        format!(
+            "IDENTIFIED BY PASSWORD {}",
+            quote_literal(&native_password_hash(password))
+        )
+    } else {
+        format!("IDENTIFIED BY {}", quote_literal(password.expose()))
+    }
+}
+
 /// The `mysql_native_password` hash of `password`: `*` and the upper-case hex SHA-1 of its
 /// SHA-1, as the server stores it.
 fn native_password_hash(password: &SecretString) -> String {
@@ -487,17 +501,10 @@ impl Backend for Mysql {
         // MariaDB takes the hash (the plain password never reaches the server); MySQL 8 has no
         // portable hashed form for its default plugin, so the password goes in the statement
         // over the admin connection (TLS when configured).
-        let sql = if self.is_mariadb().await? {
-            format!(
-                "ALTER USER {account} IDENTIFIED BY PASSWORD {}",
-                quote_literal(&native_password_hash(password))
-            )
-        } else {
-            format!(
-                "ALTER USER {account} IDENTIFIED BY {}",
-                quote_literal(password.expose())
-            )
-        };
+        let sql = format!(
+            "ALTER USER {account} {}",
+            identified_by(self.is_mariadb().await?, password)
+        );
         self.admin_execute(&sql).await.map_err(server_error(format!(
             "cannot set the password of the user {account} on {}",
             self.server
@@ -509,18 +516,14 @@ impl Backend for Mysql {
         // The proof travels in the statement that creates the user. MariaDB has no comments on
         // users: its users are created with the hash of the password (which only the registry
         // holds) and proven by it; MySQL 8.0.21+ keeps a comment.
-        let sql = if self.is_mariadb().await? {
-            format!(
-                "CREATE USER {account} IDENTIFIED BY PASSWORD {}",
-                quote_literal(&native_password_hash(password))
-            )
-        } else {
-            format!(
-                "CREATE USER {account} IDENTIFIED BY {} COMMENT {}",
-                quote_literal(password.expose()),
+        let mariadb = self.is_mariadb().await?;
+        let mut sql = format!("CREATE USER {account} {}", identified_by(mariadb, password));
+        if !mariadb {
+            sql.push_str(&format!(
+                " COMMENT {}",
                 quote_literal(&ownership::mark(token))
-            )
-        };
+            ));
+        }
         match self.admin_execute(&sql).await {
             Ok(()) => Ok(()),
             Err(e) if server_code(&e) == Some(ER_CANNOT_USER) => Err(Error::TenantExists {
