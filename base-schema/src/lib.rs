@@ -3,7 +3,7 @@
 //! [`MIGRATIONS`] creates the registry table (`tenora_tenants`) on PostgreSQL, MySQL and SQLite;
 //! pass it to [`tenora::TenoraBuilder::base_migrations`], or copy the folder into your own base
 //! migrations and edit it (keep the columns Tenora reads: `id`, `password`, `state`,
-//! `created_at`, `updated_at`, `token`).
+//! `created_at`, `updated_at`, `token`, `server`).
 
 /// The base migrations, embedded at compile time.
 pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
@@ -26,6 +26,9 @@ pub mod schema {
             updated_at -> Timestamp,
             /// The token that proves which database objects Tenora made for this row.
             token -> Nullable<Text>,
+            /// The database server holding the tenant's database (`default`: the base
+            /// database's server).
+            server -> Text,
         }
     }
 }
@@ -36,14 +39,21 @@ mod tests {
     fn shipped_migrations_match_the_library_templates() {
         let migrations = super::MIGRATIONS;
         let all: Vec<_> = migrations.iter().collect();
-        assert_eq!(all.len(), 2);
-        // The first migration is the table as 0.1 made it: the full template less `token`.
+        assert_eq!(all.len(), 3);
+        // The first migration is the table as 0.1 made it: the full template less `token` and
+        // `server`.
         let (up, down) = tenora::registry::registry_migration_sql("tenora_tenants");
-        let legacy = up.replace(",\n    token VARCHAR(64)", "");
+        let legacy = up.replace(
+            ",\n    token VARCHAR(64),\n    server VARCHAR(63) NOT NULL DEFAULT 'default'",
+            "",
+        );
         assert_eq!(all[0].up_sql(), legacy);
         assert_eq!(all[0].down_sql(), Some(down.as_str()));
         let (up, down) = tenora::registry::registry_token_migration_sql("tenora_tenants");
         assert_eq!(all[1].up_sql(), up);
         assert_eq!(all[1].down_sql(), Some(down.as_str()));
+        let (up, down) = tenora::registry::registry_server_migration_sql("tenora_tenants");
+        assert_eq!(all[2].up_sql(), up);
+        assert_eq!(all[2].down_sql(), Some(down.as_str()));
     }
 }

@@ -271,15 +271,15 @@ pub fn has_registry_migration(migrations: &tenora::Migrations, table: &str) -> b
     })
 }
 
-/// Whether a migration gives registry table `table` its `token` column (Tenora 0.2): the
-/// `CREATE TABLE` of a new project, or an `ALTER TABLE` added later.
-pub fn has_registry_token(migrations: &tenora::Migrations, table: &str) -> bool {
+/// Whether a migration gives registry table `table` its column `column` (`token`: Tenora 0.2,
+/// `server`: 0.3): the `CREATE TABLE` of a new project, or an `ALTER TABLE` added later.
+pub fn has_registry_column(migrations: &tenora::Migrations, table: &str, column: &str) -> bool {
     migrations.iter().any(|m| {
         let sql = m.up_sql().to_ascii_lowercase().replace(['"', '`'], "");
         sql.contains(table)
             && sql
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .any(|word| word == "token")
+                .any(|word| word == column)
     })
 }
 

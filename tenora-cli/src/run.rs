@@ -369,11 +369,17 @@ fn registry_migration_first(
             format!("create_{table}"),
             tenora::registry::registry_migration_sql(table),
         )
-    } else if !make::has_registry_token(&migrations, table) {
+    } else if !make::has_registry_column(&migrations, table, "token") {
         // A registry made before Tenora 0.2 lacks the column of the ownership tokens.
         (
             format!("add_token_to_{table}"),
             tenora::registry::registry_token_migration_sql(table),
+        )
+    } else if !make::has_registry_column(&migrations, table, "server") {
+        // A registry made before Tenora 0.3 lacks the column of the tenants' servers.
+        (
+            format!("add_server_to_{table}"),
+            tenora::registry::registry_server_migration_sql(table),
         )
     } else {
         return Ok(Ok(migrations));

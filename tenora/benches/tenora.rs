@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use diesel_async::AsyncPgConnection;
 use diesel_async::SimpleAsyncConnection as _;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use tenora::backend::Backend as _;
 use tenora::{Config, EncryptionKey, FleetOp, FleetOptions, PgTenora, PoolCacheConfig, TenantId};
 use tenora_test_support::{pg_connect as admin_client, write_migration};
 
@@ -436,7 +435,7 @@ async fn main() {
     let url_of = |tenant: &TenantId| {
         let mut url = admin_url.rsplit_once('/').unwrap().0.to_owned();
         url.push('/');
-        url.push_str(&t.backend().naming().database_name(tenant));
+        url.push_str(&t.naming().database_name(tenant));
         url
     };
     let tenora_get = |t: PgTenora, ids: Arc<Vec<TenantId>>, ops: usize, select: bool| {

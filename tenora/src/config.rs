@@ -397,6 +397,11 @@ pub struct Config {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[servers.<name>]`: more database servers for tenant databases (see
+    /// [`ServerConfig`](crate::ServerConfig)); empty: the base database's server holds every
+    /// tenant.
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, crate::server_config::ServerConfig>,
     /// Folder that relative paths are resolved against.
     #[serde(skip)]
     pub root: PathBuf,
@@ -450,6 +455,7 @@ impl fmt::Debug for Config {
             .field("secrets", &self.secrets)
             .field("pool_cache", &self.pool_cache)
             .field("metrics", &self.metrics)
+            .field("servers", &self.servers)
             .field("root", &self.root)
             .finish()
     }
@@ -556,6 +562,7 @@ impl Config {
             secrets: SecretsConfig::default(),
             pool_cache: PoolCacheConfig::default(),
             metrics: MetricsConfig::default(),
+            servers: Default::default(),
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         }
     }
@@ -895,6 +902,7 @@ impl Config {
             }
         }
         self.tls()?;
+        self.validate_servers()?;
         Ok(())
     }
 

@@ -1,14 +1,15 @@
 //! `check()`: what is wrong with the fleet, read from the registry and the server's catalog.
 //!
-//! One registry read and one bulk read of the server's catalog (`Backend::inventory`), however
+//! One registry read and one bulk read of each server's catalog (`Server::inventory`), however
 //! many tenants there are, plus a lease probe per tenant that is not `active`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use chrono::NaiveDateTime;
 
 use crate::backend::Backend;
+use crate::backend::Server as _;
 use crate::error::Result;
 use crate::ownership;
 use crate::registry::TenantState;
@@ -89,6 +90,20 @@ pub enum Problem {
         /// What is wrong.
         problem: String,
     },
+    /// A configured server did not answer: its tenants were not checked.
+    Unreachable {
+        /// The server's name.
+        server: String,
+        /// The error.
+        error: String,
+    },
+    /// A registry row names a server that is not configured.
+    UnknownServer {
+        /// The tenant.
+        id: TenantId,
+        /// The server its row names.
+        server: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -139,6 +154,16 @@ impl fmt::Display for Problem {
                  the tenant is reachable); finish it with `tenora tenants repair {id}`"
             ),
             Problem::Template { problem } => write!(f, "template: {problem}"),
+            Problem::Unreachable { server, error } => write!(
+                f,
+                "server `{server}` did not answer ({error}); its tenants were not checked"
+            ),
+            Problem::UnknownServer { id, server } => write!(
+                f,
+                "{id}: its registry row places it on server `{server}`, which is not \
+                 configured; add [servers.{server}] to the config (Tenora never guesses where \
+                 a tenant's database is)"
+            ),
         }
     }
 }
@@ -172,15 +197,29 @@ impl<B: Backend> Tenora<B> {
     /// # fn main() {}
     /// ```
     pub async fn check(&self) -> Result<Health> {
-        let backend = self.backend();
         let rows = self.registry_rows().await?;
         let count = rows.len();
-        let inventory = backend.inventory().await?;
-        let naming = backend.naming();
+        let many = self.servers().all().len() > 1;
         let mut problems = Vec::new();
+        // One bulk catalog read per server; with several servers, one that does not answer
+        // is a problem, not a failure of the whole check.
+        let mut inventories = HashMap::new();
+        for slot in self.servers().all() {
+            match slot.server.inventory().await {
+                Ok(inventory) => {
+                    inventories.insert(slot.name.clone(), inventory);
+                }
+                Err(e) if many => problems.push(Problem::Unreachable {
+                    server: slot.name.clone(),
+                    error: e.to_string(),
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        let naming = self.naming();
         let mut tokens = HashSet::new();
-        // Database and user names of every row, so no row's objects are orphans.
-        let mut claimed = HashSet::new();
+        // Database and user names of every row, per server, so no row's objects are orphans.
+        let mut claimed: HashMap<String, HashSet<String>> = HashMap::new();
         for row in rows {
             let stored = match row.parse() {
                 Ok(stored) => stored,
@@ -199,9 +238,11 @@ impl<B: Backend> Tenora<B> {
             if naming.check(&id).is_err() {
                 continue;
             }
+            let server = stored.record.server.clone();
             let (database, user) = (naming.database_name(&id), naming.user_name(&id));
-            claimed.insert(database.clone());
-            claimed.insert(user.clone());
+            let on_server = claimed.entry(server.clone()).or_default();
+            on_server.insert(database.clone());
+            on_server.insert(user.clone());
             if stored.record.state != TenantState::Active {
                 problems.push(Problem::NotActive {
                     in_progress: self.is_leased(&id).await?,
@@ -219,20 +260,29 @@ impl<B: Backend> Tenora<B> {
                     id: id.clone(),
                 });
             }
+            let Ok(slot) = self.server_of(&stored) else {
+                problems.push(Problem::UnknownServer { id, server });
+                continue;
+            };
+            // Unreachable: reported once above.
+            let Some(inventory) = inventories.get(&server) else {
+                continue;
+            };
+            let label = self.server_label(slot);
             let proof = self.proof_of(&stored);
-            let (user_mark, database_mark) = backend.expected_marks(&proof);
+            let (user_mark, database_mark) = slot.server.expected_marks(&proof);
             let objects = [
                 (
-                    format!("database `{database}`"),
+                    format!("database `{database}`{label}"),
                     inventory.databases.get(&database),
                     database_mark,
                     true,
                 ),
                 (
-                    format!("user `{user}`"),
+                    format!("user `{user}`{label}"),
                     inventory.users.get(&user),
                     user_mark,
-                    backend.uses_passwords(),
+                    self.uses_passwords(),
                 ),
             ];
             for (object, found, expected, applies) in objects {
@@ -256,42 +306,63 @@ impl<B: Backend> Tenora<B> {
                 }
             }
         }
-        let mut orphans: Vec<String> = inventory
-            .databases
-            .iter()
-            .map(|(name, mark)| (format!("database `{name}`"), name, mark))
-            .chain(
+        let mut orphans = Vec::new();
+        for slot in self.servers().all() {
+            let Some(inventory) = inventories.get(&slot.name) else {
+                continue;
+            };
+            let label = self.server_label(slot);
+            let claimed = claimed.remove(&slot.name).unwrap_or_default();
+            orphans.extend(
                 inventory
-                    .users
+                    .databases
                     .iter()
-                    .map(|(name, mark)| (format!("user `{name}`"), name, mark)),
-            )
-            .filter(|(_, name, _)| !claimed.contains(*name))
-            .filter_map(|(object, _, mark)| {
-                let token = mark.as_deref().and_then(ownership::token_of)?;
-                (!tokens.contains(token)).then_some(object)
-            })
-            .collect();
+                    .map(|(name, mark)| (format!("database `{name}`{label}"), name, mark))
+                    .chain(
+                        inventory
+                            .users
+                            .iter()
+                            .map(|(name, mark)| (format!("user `{name}`{label}"), name, mark)),
+                    )
+                    .filter(|(_, name, _)| !claimed.contains(*name))
+                    .filter_map(|(object, _, mark)| {
+                        let token = mark.as_deref().and_then(ownership::token_of)?;
+                        (!tokens.contains(token)).then_some(object)
+                    }),
+            );
+        }
         orphans.sort();
         problems.extend(orphans.into_iter().map(|object| Problem::Orphan { object }));
         if self.config().tenant.template {
             let wanted = self.tenant_migrations().fingerprint();
-            match backend.template_fingerprint().await? {
-                Some(built) if built == wanted => {}
-                Some(_) => problems.push(Problem::Template {
-                    problem: "built for other tenant migrations than this binary's; new tenants \
-                              are migrated instead of cloned until `tenora migrate:tenants` \
-                              rebuilds it"
-                        .to_owned(),
-                }),
-                None if B::CLIENT == crate::config::Client::Postgres => {
-                    problems.push(Problem::Template {
-                        problem: "tenant.template is on but the template database does not \
-                                  exist; `tenora migrate:tenants` builds it"
-                            .to_owned(),
-                    })
+            for slot in self.servers().all() {
+                if !inventories.contains_key(&slot.name) {
+                    continue;
                 }
-                None => {}
+                let on = if many {
+                    format!(" (server `{}`)", slot.name)
+                } else {
+                    String::new()
+                };
+                match slot.server.template_fingerprint().await? {
+                    Some(built) if built == wanted => {}
+                    Some(_) => problems.push(Problem::Template {
+                        problem: format!(
+                            "built for other tenant migrations than this binary's{on}; new \
+                             tenants are migrated instead of cloned until `tenora \
+                             migrate:tenants` rebuilds it"
+                        ),
+                    }),
+                    None if B::CLIENT == crate::config::Client::Postgres => {
+                        problems.push(Problem::Template {
+                            problem: format!(
+                                "tenant.template is on but the template database does not \
+                                 exist{on}; `tenora migrate:tenants` builds it"
+                            ),
+                        })
+                    }
+                    None => {}
+                }
             }
         }
         Ok(Health {

@@ -38,6 +38,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A server name that no `[servers.<name>]` table (nor `default`) defines: given to
+    /// placement, or stored in a registry row.
+    #[error(
+        "unknown server `{name}`: the configured servers are {known}; add a [servers.{name}] \
+         table (and restart) or pick one of them"
+    )]
+    UnknownServer {
+        /// The name asked for.
+        name: String,
+        /// The configured servers, comma-separated.
+        known: String,
+    },
+
     /// The tenant is not in the registry, or is not `active` (being provisioned or dropped).
     #[error("unknown tenant `{id}`{}", match state {
         Some(s) => format!(": it is `{s}`, not `active`"),
@@ -338,6 +351,33 @@ impl Error {
         Error::Config {
             key: key.into(),
             message: message.into(),
+        }
+    }
+
+    /// A connection error naming its server: `label` (` on server `<name>``) is appended to
+    /// the target.
+    pub(crate) fn on_server(self, label: &str) -> Self {
+        match self {
+            Error::Connect { target, source } if !label.is_empty() => Error::Connect {
+                target: target + label,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// A config error about a `[base]` or `[pool_cache]` key of server `name`'s derived config,
+    /// re-keyed to its `[servers.<name>]` table.
+    pub(crate) fn under_server(self, name: &str) -> Self {
+        match self {
+            Error::Config { key, message } => {
+                let key = match key.rsplit_once('.') {
+                    Some((_, last)) => format!("servers.{name}.{last}"),
+                    None => format!("servers.{name}"),
+                };
+                Error::Config { key, message }
+            }
+            other => other,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::backend::Backend;
+use crate::backend::Server as _;
 use crate::error::Result;
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
@@ -46,7 +47,7 @@ impl<B: Backend> Tenora<B> {
         if !self.leases().insert(id) {
             return Ok(None);
         }
-        match self.backend().try_lease(id, self.table()).await {
+        match self.default_server().try_lease(id, self.table()).await {
             Ok(true) => Ok(Some(Lease {
                 tenora: self.clone(),
                 id: id.clone(),
@@ -82,7 +83,7 @@ impl<B: Backend> Lease<B> {
         self.released = true;
         let tenora = &self.tenora;
         tenora
-            .backend()
+            .default_server()
             .release_lease(&self.id, tenora.table())
             .await;
         tenora.leases().remove(&self.id);
@@ -98,7 +99,10 @@ impl<B: Backend> Drop for Lease<B> {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    tenora.backend().release_lease(&id, tenora.table()).await;
+                    tenora
+                        .default_server()
+                        .release_lease(&id, tenora.table())
+                        .await;
                     tenora.leases().remove(&id);
                 });
             }

@@ -85,8 +85,11 @@ pub mod registry;
 mod repair;
 pub mod resolver;
 pub mod secret;
+mod server_config;
+mod servers;
 mod telemetry;
 mod tenant_id;
+mod tenant_options;
 mod tenora;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -114,7 +117,10 @@ pub use crate::pool_cache::CacheStats;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, KeyRing, SecretString};
+pub use crate::server_config::{DEFAULT_SERVER, ServerConfig};
+pub use crate::servers::ServerStatus;
 pub use crate::tenant_id::TenantId;
+pub use crate::tenant_options::TenantOptions;
 pub use crate::tenora::{Tenora, TenoraBuilder};
 pub use crate::tls::{InvalidTlsMode, TlsMode, TlsSettings};
 

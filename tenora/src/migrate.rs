@@ -114,6 +114,31 @@ where
     .map_err(|e| -> BoxError { format!("the migration task failed: {e}").into() })?
 }
 
+/// Runs `op` on `conn` (connected to `target` on `server`) under the database's migration
+/// lock: the one runner every backend shares, over the server's lock/unlock hooks. Returns the
+/// connection with the names of the migrations touched.
+pub(crate) async fn run_locked<B: crate::backend::Backend>(
+    server: &B::Server,
+    target: crate::backend::Target<'_>,
+    mut conn: B::Connection,
+    migrations: Migrations,
+    op: MigrationOp,
+) -> std::result::Result<(B::Connection, Vec<String>), BoxError> {
+    use crate::backend::{MigrationLock, Server as _};
+    let lock = server.lock_migrations(target, &mut conn).await?;
+    let (file_lock, session) = match lock {
+        MigrationLock::Session => (None, true),
+        MigrationLock::File(path) => (Some(path), false),
+    };
+    let (mut conn, names) = B::run_harness(conn, migrations, op, file_lock).await?;
+    // The migrations are applied: a failed unlock does not undo that (a session lock ends with
+    // the session at the latest).
+    if session && let Err(e) = server.unlock_migrations(&mut conn).await {
+        tracing::warn!(error = %e, "could not release the migration lock; it ends with the session");
+    }
+    Ok((conn, names))
+}
+
 /// Runs every seed in order, each in its own transaction; returns the seed names.
 pub(crate) async fn run_seeds<C>(conn: &mut C, seeds: &Seeds, database: &str) -> Result<Vec<String>>
 where

@@ -8,6 +8,7 @@
 //! password the server refuses is rebuilt from the registry on the spot.
 
 use crate::backend::Backend;
+use crate::backend::Server as _;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::pool::PooledConn;
@@ -40,8 +41,7 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<()> {
-        let backend = self.backend();
-        if !backend.uses_passwords() {
+        if !self.uses_passwords() {
             return Err(Error::Unsupported(format!(
                 "tenant `{id}` has no database user of its own on this backend, so it has no \
                  password to rotate"
@@ -61,17 +61,18 @@ impl<B: Backend> Tenora<B> {
         };
         let result = async {
             let mut conn = self.base_conn().await?;
-            let stored = self.active_row(&mut conn, id).await?;
+            let stored_row = self.active_row(&mut conn, id).await?;
             // An earlier rotation that did not finish: finish it first, so the value kept as
             // "old" below is the one the server has.
-            let stored = match self.finish_rotation(&mut conn, id, &stored).await? {
+            let stored = match self.finish_rotation(&mut conn, id, &stored_row).await? {
                 Some(finished) => finished,
-                None => stored.password.clone().unwrap_or_default(),
+                None => stored_row.password.clone().unwrap_or_default(),
             };
             let rotating = secret::rotating_value(&sealed, &stored);
             self.swap(&mut conn, id, &stored, &rotating).await?;
             failpoint::reached("rotate_registered");
-            if let Err(e) = backend.set_password(id, &password).await {
+            let slot = self.server_of(&stored_row)?;
+            if let Err(e) = slot.server.set_password(id, &password).await {
                 // The server may have taken the new password all the same (a connection lost
                 // after the statement committed): the registry keeps both, which works either
                 // way, and repair finishes the rotation.
@@ -112,7 +113,10 @@ impl<B: Backend> Tenora<B> {
         };
         let allow_plaintext = self.config().secrets.allow_plaintext;
         let password = secret::open(self.keys(), allow_plaintext, id, new)?;
-        self.backend().set_password(id, &password).await?;
+        self.server_of(row)?
+            .server
+            .set_password(id, &password)
+            .await?;
         self.evict(id);
         self.swap(conn, id, stored, new).await?;
         tracing::info!(tenant = %id, "interrupted password rotation finished");

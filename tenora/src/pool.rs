@@ -106,6 +106,9 @@ pub(crate) struct ManagedPool<B: Backend> {
     max_size: u32,
     connection_timeout: u64,
     section: &'static str,
+    /// The pool's database as messages name it (tenant pools; empty for the base pool, whose
+    /// callers describe it).
+    target: String,
 }
 
 impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
@@ -123,6 +126,10 @@ impl<B: Backend> crate::pool_cache::CachedPool for Arc<ManagedPool<B>> {
 
     fn is_failing(&self) -> bool {
         self.last_error.1.load(Ordering::Relaxed) && self.pool.state().connections == 0
+    }
+
+    fn budget_key(&self) -> usize {
+        Arc::as_ptr(&self.budget) as usize
     }
 }
 
@@ -172,7 +179,19 @@ impl<B: Backend> ManagedPool<B> {
             max_size: config.max_size,
             connection_timeout: config.connection_timeout,
             section,
+            target: String::new(),
         }
+    }
+
+    /// Sets how messages name the pool's database.
+    pub(crate) fn describing(mut self, target: String) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// The pool's database as messages name it.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
     }
 
     /// Whether a caller was refused a connection because connecting failed.

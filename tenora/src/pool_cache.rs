@@ -31,6 +31,11 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
     fn is_failing(&self) -> bool {
         false
     }
+    /// Which connection budget the pool's connections count against (its address), so a
+    /// server short of connections reclaims only its own pools.
+    fn budget_key(&self) -> usize {
+        0
+    }
 }
 
 /// A cache slot: the pool (once built) and when it was last handed out.
@@ -127,12 +132,33 @@ impl<P: CachedPool> Reclaim for PoolCache<P> {
     /// least recently used pool that has one. Pools without idle connections are left alone
     /// (closing them frees nothing).
     fn reclaim_one(&self) -> bool {
+        self.reclaim_matching(|_| true)
+    }
+}
+
+/// Reclaims, for one server's connection budget, only the pools that count against it.
+pub(crate) struct BudgetReclaimer<P> {
+    pub(crate) cache: std::sync::Weak<PoolCache<P>>,
+    pub(crate) budget_key: usize,
+}
+
+impl<P: CachedPool> Reclaim for BudgetReclaimer<P> {
+    fn reclaim_one(&self) -> bool {
+        self.cache.upgrade().is_some_and(|cache| {
+            cache.reclaim_matching(|pool| pool.budget_key() == self.budget_key)
+        })
+    }
+}
+
+impl<P: CachedPool> PoolCache<P> {
+    /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts.
+    fn reclaim_matching(&self, wanted: impl Fn(&P) -> bool) -> bool {
         let mut map = self.write();
         let with_idle = |require_unused: bool| {
             map.iter()
                 .filter(|(_, c)| {
                     c.get().is_some_and(|p| {
-                        p.idle_connections() > 0 && (!require_unused || p.is_unused())
+                        wanted(p) && p.idle_connections() > 0 && (!require_unused || p.is_unused())
                     })
                 })
                 .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))

@@ -11,6 +11,7 @@
 
 use tracing::Instrument as _;
 
+use crate::backend::Server as _;
 use crate::backend::{self, Backend, Target};
 use crate::error::{Error, Result};
 use crate::failpoint;
@@ -19,8 +20,10 @@ use crate::migrate::{self, MigrationOp};
 use crate::ownership::{self, Presence, Proof, Removal};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, SecretString};
+use crate::servers::ServerSlot;
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
+use std::sync::Arc;
 
 impl<B: Backend> Tenora<B> {
     /// Creates tenant `id`: its database (and, where the backend has users, a dedicated user
@@ -55,6 +58,34 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<TenantRecord> {
+        let options = crate::TenantOptions {
+            password,
+            server: None,
+        };
+        self.create_tenant_with(id, options).await
+    }
+
+    /// [`Tenora::create_tenant`] with options: the password, and the server to place the
+    /// tenant on (default: the server, among those that accept new tenants, with the fewest
+    /// tenants per unit of `weight`). The placement is recorded in the registry row before
+    /// anything is made on the server.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::PgTenora) -> tenora::Result<()> {
+    /// use tenora::TenantOptions;
+    /// let acme = tenora.tenant_id("acme")?;
+    /// let record = tenora
+    ///     .create_tenant_with(&acme, TenantOptions::default().server("eu-2"))
+    ///     .await?;
+    /// assert_eq!(record.server, "eu-2");
+    /// # Ok(()) }
+    /// ```
+    pub async fn create_tenant_with(
+        &self,
+        id: &TenantId,
+        options: crate::TenantOptions,
+    ) -> Result<TenantRecord> {
+        let crate::TenantOptions { password, server } = options;
         let started = std::time::Instant::now();
         // Bad input is counted here; the work, by its task (it may outlive this call).
         let (password, sealed) = match self.creation_input(id, password) {
@@ -75,7 +106,9 @@ impl<B: Backend> Tenora<B> {
                     .lease(&id)
                     .await?
                     .ok_or_else(|| Error::InProgress { id: id.clone() })?;
-                let result = this.create_leased(&id, password, sealed).await;
+                let result = this
+                    .create_leased(&id, password, sealed, server.as_deref())
+                    .await;
                 lease.release().await;
                 result
             }
@@ -104,9 +137,10 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<(Option<SecretString>, Option<String>)> {
-        let backend = self.backend();
-        backend.naming().check(id)?;
-        let password = match (backend.uses_passwords(), password) {
+        for slot in self.servers().all() {
+            slot.server.naming().check(id)?;
+        }
+        let password = match (self.uses_passwords(), password) {
             (true, Some(p)) => {
                 secret::check_password(p.expose())?;
                 Some(p)
@@ -134,22 +168,24 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
         sealed: Option<String>,
+        server: Option<&str>,
     ) -> Result<TenantRecord> {
         let token = ownership::new_token();
-        self.claim(id, sealed, &token).await?;
+        let slot = Arc::clone(self.claim(id, sealed, &token, server).await?);
+        let slot = &*slot;
         failpoint::reached(Step::Register.key());
         let proof = Proof {
             token: Some(token.clone()),
             passwords: password.iter().cloned().collect(),
             legacy: false,
         };
-        match self.provision(id, password.as_ref(), &token).await {
+        match self.provision(slot, id, password.as_ref(), &token).await {
             Ok(record) => Ok(record),
             Err((step, source)) => {
                 // An object whose creation failed because it existed is someone else's, whatever
                 // it carries.
                 let existed = matches!(source, Error::TenantExists { .. }).then_some(step);
-                let cleanup = self.undo(id, &proof, existed).await;
+                let cleanup = self.undo(slot, id, &proof, existed).await;
                 if matches!(source, Error::TenantExists { .. }) && cleanup.is_empty() {
                     return Err(source);
                 }
@@ -163,10 +199,35 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
-    /// Inserts the `provisioning` row (the caller holds the lease). A `provisioning` row left
-    /// by a creation that a crash abandoned (nobody else can hold the lease) is repaired first.
-    async fn claim(&self, id: &TenantId, sealed: Option<String>, token: &str) -> Result<()> {
+    /// Places the tenant (on `server`, or the least loaded server that takes new tenants)
+    /// and inserts its `provisioning` row naming that server (the caller holds the lease);
+    /// returns the server. A `provisioning` row left by a creation that a crash abandoned
+    /// (nobody else can hold the lease) is repaired first.
+    async fn claim(
+        &self,
+        id: &TenantId,
+        sealed: Option<String>,
+        token: &str,
+        server: Option<&str>,
+    ) -> Result<&Arc<ServerSlot<B>>> {
         let mut conn = self.base_conn().await?;
+        let slot = match (server, self.servers().all().len()) {
+            // One server: nothing to count.
+            (None, 1) => self.servers().default_slot(),
+            _ => {
+                let counts = match server {
+                    Some(_) => Default::default(),
+                    None => conn
+                        .registry_server_counts(self.table())
+                        .await
+                        .map_err(|e| self.registry_error_any(e, "cannot count tenants per server"))?
+                        .into_iter()
+                        .map(|c| (c.server, u64::try_from(c.tenants).unwrap_or(0)))
+                        .collect(),
+                };
+                self.servers().place(server, &counts)?
+            }
+        };
         let mut repaired = false;
         loop {
             let inserted = conn
@@ -176,11 +237,12 @@ impl<B: Backend> Tenora<B> {
                     sealed.clone(),
                     TenantState::Provisioning,
                     Some(token),
+                    &slot.name,
                 )
                 .await
                 .map_err(|e| self.registry_error(e, id));
             match inserted {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(slot),
                 // Taken (the key is the id): say by what, reading the row only in this case.
                 Err(Error::TenantExists { .. }) => {}
                 Err(e) => return Err(e),
@@ -220,11 +282,12 @@ impl<B: Backend> Tenora<B> {
 
     async fn provision(
         &self,
+        slot: &ServerSlot<B>,
         id: &TenantId,
         password: Option<&SecretString>,
         token: &str,
     ) -> std::result::Result<TenantRecord, (Step, Error)> {
-        let backend = self.backend();
+        let backend = &slot.server;
         let mut made = backend::Made::default();
         // With an up-to-date template, the user and the database (cloned, already migrated and
         // locked down) are made together; otherwise (no template, or a stale one) the database
@@ -253,12 +316,12 @@ impl<B: Backend> Tenora<B> {
                 .map_err(|e| (Step::CreateDatabase, e))?;
             failpoint::reached(Step::CreateDatabase.key());
         }
-        let database = format!("tenant `{id}`");
+        let database = format!("tenant `{id}`{}", self.server_label(slot));
         if cloned {
             // Already migrated and locked down; connect only to run seeds.
             if !self.tenant_seeds().is_empty() {
                 let (mut conn, _permit) = self
-                    .connect_tenant_budgeted(id, password, crate::budget::Slice::Work)
+                    .connect_tenant_budgeted(slot, id, password, crate::budget::Slice::Work)
                     .await
                     .map_err(|e| (Step::Seed, e))?
                     .into_parts();
@@ -274,12 +337,13 @@ impl<B: Backend> Tenora<B> {
                 .map_err(|e| (Step::LockDown, e))?;
             failpoint::reached(Step::LockDown.key());
             let (conn, _permit) = self
-                .connect_tenant_budgeted(id, password, crate::budget::Slice::Work)
+                .connect_tenant_budgeted(slot, id, password, crate::budget::Slice::Work)
                 .await
                 .map_err(|e| (Step::Migrate, e))?
                 .into_parts();
             let (mut conn, _) = self
                 .run_migrations_observed(
+                    backend,
                     Target::Tenant(id),
                     conn,
                     self.tenant_migrations().clone(),
@@ -336,6 +400,7 @@ impl<B: Backend> Tenora<B> {
                     state: TenantState::Active,
                     created_at: now,
                     updated_at: now,
+                    server: slot.name.clone(),
                 })
             }
         }
@@ -345,9 +410,15 @@ impl<B: Backend> Tenora<B> {
     /// creation failed because it existed (`existed`: that step) — then releases the id;
     /// returns what could not be undone (the row then stays, as `deleting`, for
     /// `repair_tenant`).
-    async fn undo(&self, id: &TenantId, proof: &Proof, existed: Option<Step>) -> Vec<String> {
+    async fn undo(
+        &self,
+        slot: &ServerSlot<B>,
+        id: &TenantId,
+        proof: &Proof,
+        existed: Option<Step>,
+    ) -> Vec<String> {
         let mut failures = Vec::new();
-        match self.remove_proven_except(id, proof, existed).await {
+        match self.remove_proven_except(slot, id, proof, existed).await {
             Ok(removal) if !removal.left_alone.is_empty() => {
                 tracing::info!(
                     tenant = %id,
@@ -384,7 +455,7 @@ impl<B: Backend> Tenora<B> {
     pub(crate) fn proof_of(&self, row: &StoredTenant) -> Proof {
         // MariaDB proves users by their password: open it when the key allows; without it the
         // user cannot be proven and is left alone.
-        let passwords = match (self.backend().uses_passwords(), &row.password) {
+        let passwords = match (self.uses_passwords(), &row.password) {
             (true, Some(sealed)) => secret::open_candidates(
                 self.keys(),
                 self.config().secrets.allow_plaintext,
@@ -405,21 +476,23 @@ impl<B: Backend> Tenora<B> {
     /// PostgreSQL it belongs to the user); reports what was left alone.
     pub(crate) async fn remove_proven(
         &self,
+        slot: &ServerSlot<B>,
         id: &TenantId,
         proof: &Proof,
     ) -> std::result::Result<Removal, (Step, Error)> {
-        self.remove_proven_except(id, proof, None).await
+        self.remove_proven_except(slot, id, proof, None).await
     }
 
     /// [`Tenora::remove_proven`], leaving alone the object a failed `existed` step met.
     async fn remove_proven_except(
         &self,
+        slot: &ServerSlot<B>,
         id: &TenantId,
         proof: &Proof,
         existed: Option<Step>,
     ) -> std::result::Result<Removal, (Step, Error)> {
         use crate::ownership::Presence as P;
-        let backend = self.backend();
+        let backend = &slot.server;
         let mut found = backend
             .inspect(id, proof)
             .await
@@ -477,8 +550,9 @@ impl<B: Backend> Tenora<B> {
         row: &StoredTenant,
     ) -> Result<Removal> {
         let proof = self.proof_of(row);
+        let slot = self.server_of(row)?;
         let removal = self
-            .remove_proven(id, &proof)
+            .remove_proven(slot, id, &proof)
             .await
             .map_err(|(step, source)| Error::Drop {
                 id: id.clone(),
@@ -528,7 +602,9 @@ impl<B: Backend> Tenora<B> {
     async fn drop_tenant_steps(&self, id: &TenantId) -> Result<Removal> {
         // Names are derived from the id and today's prefixes: never act on names that do not
         // fit (they could be truncated by the server onto someone else's database).
-        self.backend().naming().check(id)?;
+        for slot in self.servers().all() {
+            slot.server.naming().check(id)?;
+        }
         let lease = self
             .lease(id)
             .await?
@@ -564,8 +640,9 @@ impl<B: Backend> Tenora<B> {
         let mut proof = self.proof_of(&row);
         // A tampered row trusts nothing by name.
         proof.legacy &= !malformed;
+        let slot = self.server_of(&row).map_err(fail(Step::DropDatabase))?;
         let removal = self
-            .remove_proven(id, &proof)
+            .remove_proven(slot, id, &proof)
             .await
             .map_err(|(step, e)| fail(step)(e))?;
         let mut conn = self.base_conn().await?;

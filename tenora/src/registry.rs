@@ -24,6 +24,9 @@ pub struct TenantRecord {
     pub created_at: NaiveDateTime,
     /// When the row last changed (UTC).
     pub updated_at: NaiveDateTime,
+    /// The database server holding the tenant's database (`default`: the base database's
+    /// server; others are `[servers.<name>]`).
+    pub server: String,
 }
 
 /// A registry row as read from the database, with the stored (sealed) password and the
@@ -51,6 +54,18 @@ pub struct RawRow {
     pub(crate) updated_at: NaiveDateTime,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub(crate) token: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) server: String,
+}
+
+/// Tenants per server, as counted in the registry.
+#[doc(hidden)]
+#[derive(diesel::QueryableByName)]
+pub struct ServerCount {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) server: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) tenants: i64,
 }
 
 /// A registry row Tenora cannot read as a tenant: its id breaks the naming rule, or its state
@@ -98,6 +113,7 @@ impl RawRow {
                 state,
                 created_at: self.created_at,
                 updated_at: self.updated_at,
+                server: self.server,
             },
             password: self.password,
             token: self.token,
@@ -112,7 +128,7 @@ impl RawRow {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at, token";
+pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at, token, server";
 
 /// The SQL of the registry migration for `table` (portable across PostgreSQL, MySQL and
 /// SQLite), for a new project: the table with every column Tenora reads.
@@ -125,7 +141,8 @@ pub fn registry_migration_sql(table: &str) -> (String, String) {
              state VARCHAR(16) NOT NULL,\n    \
              created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
              updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
-             token VARCHAR(64)\n\
+             token VARCHAR(64),\n    \
+             server VARCHAR(63) NOT NULL DEFAULT 'default'\n\
          );\n"
     );
     let down = format!("DROP TABLE {table};\n");
@@ -142,6 +159,19 @@ pub fn registry_token_migration_sql(table: &str) -> (String, String) {
          ALTER TABLE {table} ADD COLUMN token VARCHAR(64);\n"
     );
     let down = format!("ALTER TABLE {table} DROP COLUMN token;\n");
+    (up, down)
+}
+
+/// The SQL of the migration that adds the `server` column (Tenora 0.3) to a registry table
+/// made by an earlier release: the server holding each tenant's database. Existing rows get
+/// `default`, the server of the base database, which is where they are; `base-schema` ships it
+/// for the default table name.
+pub fn registry_server_migration_sql(table: &str) -> (String, String) {
+    let up = format!(
+        "-- Placement: the database server that holds each tenant's database.\n\
+         ALTER TABLE {table} ADD COLUMN server VARCHAR(63) NOT NULL DEFAULT 'default';\n"
+    );
+    let down = format!("ALTER TABLE {table} DROP COLUMN server;\n");
     (up, down)
 }
 
@@ -200,7 +230,14 @@ pub trait RegistryConnection: Send {
         password: Option<String>,
         state: TenantState,
         token: Option<&str>,
+        server: &str,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    /// Counts the rows per server.
+    #[doc(hidden)]
+    fn registry_server_counts(
+        &mut self,
+        table: &str,
+    ) -> impl Future<Output = RegistryResult<Vec<ServerCount>>> + Send;
     /// Changes a row's state, only if it is in state `from` (any state when `None`); returns
     /// the number of rows changed.
     #[doc(hidden)]
@@ -328,12 +365,13 @@ macro_rules! impl_registry {
                 password: Option<String>,
                 state: $crate::registry::TenantState,
                 token: Option<&str>,
+                server: &str,
             ) -> $crate::registry::RegistryResult<usize> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {}, {})",
+                    "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {}, {}, {})",
                     $crate::registry::quote_table(table, $quote),
                     $crate::registry::COLUMNS,
                     ph(1),
@@ -341,7 +379,8 @@ macro_rules! impl_registry {
                     ph(3),
                     ph(4),
                     ph(5),
-                    ph(6)
+                    ph(6),
+                    ph(7)
                 );
                 let result = diesel::sql_query(sql)
                     .bind::<diesel::sql_types::Text, _>(id.as_str())
@@ -350,8 +389,22 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
+                    .bind::<diesel::sql_types::Text, _>(server)
                     .execute(self)
                     .await;
+                registry_result(self, table, result).await
+            }
+
+            async fn registry_server_counts(
+                &mut self,
+                table: &str,
+            ) -> $crate::registry::RegistryResult<Vec<$crate::registry::ServerCount>> {
+                use diesel_async::RunQueryDsl as _;
+                let sql = format!(
+                    "SELECT server, COUNT(*) AS tenants FROM {} GROUP BY server",
+                    $crate::registry::quote_table(table, $quote)
+                );
+                let result = diesel::sql_query(sql).load(self).await;
                 registry_result(self, table, result).await
             }
 
@@ -470,6 +523,18 @@ mod tests {
             classify(err(), &old),
             RegistryError::MissingColumn("token")
         ));
+        let without_server = cols(&[
+            "id",
+            "password",
+            "state",
+            "created_at",
+            "updated_at",
+            "token",
+        ]);
+        assert!(matches!(
+            classify(err(), &without_server),
+            RegistryError::MissingColumn("server")
+        ));
         let full = cols(&[
             "ID",
             "password",
@@ -477,6 +542,7 @@ mod tests {
             "created_at",
             "updated_at",
             "token",
+            "server",
         ]);
         assert!(matches!(classify(err(), &full), RegistryError::Query(_)));
     }

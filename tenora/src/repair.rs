@@ -12,6 +12,7 @@
 use tracing::Instrument as _;
 
 use crate::backend::Backend;
+use crate::backend::Server as _;
 use crate::error::Result;
 use crate::ownership::Removal;
 use crate::registry::TenantState;
@@ -113,7 +114,9 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn repair_steps(&self, id: &TenantId) -> Result<Repair> {
-        self.backend().naming().check(id)?;
+        for slot in self.servers().all() {
+            slot.server.naming().check(id)?;
+        }
         let Some(lease) = self.lease(id).await? else {
             return Ok(Repair::InProgress);
         };

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tracing::Instrument as _;
 
-use crate::backend::{Backend, Target};
+use crate::backend::{Backend, Server as _, Target};
 use crate::budget::plan::BudgetPlan;
-use crate::budget::{Budget, Budgeted, Reclaim, Slice};
+use crate::budget::{Budget, Budgeted, Slice};
 use crate::config::Config;
 use crate::error::{Error, Result, Wait};
 use crate::migrate::{self, MigrationOp};
@@ -18,6 +18,7 @@ use crate::pool::{ManagedPool, PooledConn};
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, KeyRing, SecretString};
+use crate::servers::{ServerSlot, Servers};
 use crate::tenant_id::TenantId;
 
 /// Whether `error` says the server refused a tenant's password.
@@ -60,18 +61,18 @@ impl<B: Backend> std::fmt::Debug for Tenora<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the config's secrets: only what identifies this handle.
         f.debug_struct("Tenora")
-            .field("base", &self.inner.backend.describe_base())
+            .field("base", &self.default_server().describe_base())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
 
 struct Inner<B: Backend> {
-    backend: B,
+    /// The database servers, the base database's first; each with its own budget.
+    servers: Servers<B>,
     config: Config,
     keys: KeyRing,
     base_pool: ManagedPool<B>,
-    budget: Arc<Budget>,
     // Pools are shared as one Arc: a cache hit costs a single reference-count increment.
     tenants: Arc<PoolCache<Arc<ManagedPool<B>>>>,
     base_migrations: Migrations,
@@ -161,7 +162,7 @@ impl<B: Backend> TenoraBuilder<B> {
         config.validate()?;
         check_client::<B>(&config)?;
         let keys = config.key_ring()?;
-        let backend = B::from_config(&config)?;
+        let backend = B::Server::from_config(&config)?;
         if keys.current().is_none() && backend.uses_passwords() {
             if config.secrets.allow_plaintext {
                 tracing::warn!(
@@ -190,19 +191,20 @@ impl<B: Backend> TenoraBuilder<B> {
         } else {
             tracing::info!("{plan}");
         }
-        let budget = Budget::new(plan, Duration::from_secs(limits.acquire_timeout));
         let tenants = Arc::new(PoolCache::new(limits.max_cached_tenants));
-        let reclaim: Arc<dyn Reclaim> = tenants.clone();
-        budget.set_reclaimer(Arc::downgrade(&reclaim));
-        let permit = budget
+        let base_manager = backend.base_manager();
+        let servers = Servers::build(&config, (backend, plan), &tenants).await?;
+        let default = servers.default_slot();
+        let permit = default
+            .budget
             .acquire(Slice::Base)
             .await
-            .map_err(|e| e.busy(backend.describe_base()))?;
+            .map_err(|e| e.busy(crate::backend::Server::<B>::describe_base(&default.server)))?;
         let base_pool = ManagedPool::new(
             &config.base.pool,
             "base.pool",
-            backend.base_manager(),
-            Arc::clone(&budget),
+            base_manager,
+            Arc::clone(&default.budget),
             Slice::Base,
             Budgeted::new(first, permit),
         );
@@ -215,11 +217,10 @@ impl<B: Backend> TenoraBuilder<B> {
         let unknown_ttl = Duration::from_secs(limits.unknown_tenant_ttl);
         let tenora = Tenora {
             inner: Arc::new(Inner {
-                backend,
+                servers,
                 config,
                 keys,
                 base_pool,
-                budget,
                 tenants,
                 base_migrations: self.base_migrations,
                 base_seeds: self.base_seeds,
@@ -286,12 +287,34 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
+    /// Checks `config` as [`connect`](TenoraBuilder::connect) would, for this backend and
+    /// every configured server — keys, TLS files, URLs — without connecting to anything.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use tenora::{Config, SqliteTenora};
+    /// let err = SqliteTenora::check_config(&Config::postgres("postgres://u@h/db")).unwrap_err();
+    /// assert!(err.to_string().contains("base.client"));
+    /// # }
+    /// ```
+    pub fn check_config(config: &Config) -> Result<()> {
+        config.validate()?;
+        check_client::<B>(config)?;
+        for name in config.server_names() {
+            B::Server::from_config(&config.for_server(name)?).map_err(|e| match name {
+                crate::server_config::DEFAULT_SERVER => e,
+                name => e.under_server(name),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Creates the base database of `config` if it does not exist yet (PostgreSQL: `CREATE
     /// DATABASE` from the admin database; SQLite: the file). Returns whether it was created.
     pub async fn create_base_database(config: &Config) -> Result<bool> {
         config.validate()?;
         check_client::<B>(config)?;
-        B::from_config(config)?.create_base().await
+        B::Server::from_config(config)?.create_base().await
     }
 
     /// Builds or refreshes the template database that `create_tenant` clones when
@@ -301,21 +324,40 @@ impl<B: Backend> Tenora<B> {
         if !self.inner.config.tenant.template {
             return Ok(false);
         }
+        // Each server keeps its own template; one that does not answer is skipped (its
+        // tenants are created from scratch until it has one).
+        let mut any = false;
+        let mut last_error = None;
+        for slot in self.inner.servers.all() {
+            match self.prepare_template_on(slot).await {
+                Ok(used) => any |= used,
+                Err(e) if self.inner.servers.all().len() > 1 => {
+                    tracing::warn!(server = %slot.name, error = %e, "could not prepare the template on this server");
+                    last_error = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match last_error {
+            Some(e) if !any => Err(e),
+            _ => Ok(any),
+        }
+    }
+
+    async fn prepare_template_on(&self, slot: &Arc<ServerSlot<B>>) -> Result<bool> {
         // Rebuilding a template opens one connection to it: count it against the budget.
-        let permit = self
-            .inner
+        let permit = slot
             .budget
             .acquire(Slice::Work)
             .await
-            .map_err(|e| e.busy("the template database".to_owned()))?;
+            .map_err(|e| e.busy(format!("the template database on server `{}`", slot.name)))?;
         // On a task of its own: a caller that gives up (a start-up timeout) must not leave the
         // template's lock held half-way through a rebuild.
-        let this = self.clone();
+        let (this, slot) = (self.clone(), Arc::clone(slot));
         let work = async move {
             let _permit = permit;
             let migrations = &this.inner.tenant_migrations;
-            this.inner
-                .backend
+            slot.server
                 .prepare_template(migrations, &migrations.fingerprint())
                 .await
         };
@@ -329,9 +371,121 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
-    /// The backend (naming rules, database checks).
-    pub fn backend(&self) -> &B {
-        &self.inner.backend
+    /// How tenant ids map to database and user names (prefixes, length limits, reserved
+    /// names), as on the server of the base database.
+    pub fn naming(&self) -> &crate::naming::Naming {
+        self.default_server().naming()
+    }
+
+    /// Whether a database with tenant `id`'s name exists on any configured server (registered
+    /// or not): for checks and tests; changes go through `create_tenant` / `drop_tenant`.
+    pub async fn tenant_database_exists(&self, id: &TenantId) -> Result<bool> {
+        for slot in self.inner.servers.all() {
+            if slot.server.database_exists(id).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Every server tenants can be on — the configured ones (the base database's server,
+    /// `default`, first) and any that only registry rows name — with its tenant count, weight,
+    /// whether it takes new tenants, its connection budget, and whether it answers now (one
+    /// connection each, counted against its budget).
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::PgTenora) -> tenora::Result<()> {
+    /// for server in tenora.server_status().await? {
+    ///     println!("{}: {} tenants, reachable: {}", server.name, server.tenants, server.reachable);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn server_status(&self) -> Result<Vec<crate::servers::ServerStatus>> {
+        let mut counts: std::collections::BTreeMap<String, u64> = {
+            let mut conn = self.base_conn().await?;
+            conn.registry_server_counts(self.table())
+                .await
+                .map_err(|e| self.registry_error_any(e, "cannot count tenants per server"))?
+                .into_iter()
+                .map(|c| (c.server, u64::try_from(c.tenants).unwrap_or(0)))
+                .collect()
+        };
+        // In parallel: a server that does not answer costs one connect timeout, not one each.
+        let probes: Vec<_> = self
+            .inner
+            .servers
+            .all()
+            .iter()
+            .map(|slot| {
+                let (this, slot) = (self.clone(), Arc::clone(slot));
+                tokio::spawn(async move {
+                    let probe = this
+                        .connect_budgeted(
+                            &slot.budget,
+                            Slice::Work,
+                            || slot.server.describe_base(),
+                            async { slot.server.connect_base().await },
+                        )
+                        .await;
+                    probe.err().map(|e| e.to_string())
+                })
+            })
+            .collect();
+        let mut status = Vec::new();
+        for (slot, probe) in self.inner.servers.all().iter().zip(probes) {
+            let error = match probe.await {
+                Ok(error) => error,
+                Err(e) => Some(format!("the probe failed: {e}")),
+            };
+            status.push(crate::servers::ServerStatus {
+                name: slot.name.clone(),
+                configured: true,
+                weight: slot.weight,
+                accepts_new_tenants: slot.accepts_new,
+                tenants: counts.remove(&slot.name).unwrap_or(0),
+                max_connections: slot.budget.max(),
+                open_connections: slot.budget.open(),
+                reachable: error.is_none(),
+                error,
+            });
+        }
+        for (name, tenants) in counts {
+            status.push(crate::servers::ServerStatus {
+                error: Some(format!(
+                    "not configured: registry rows place {tenants} tenant(s) here; add \
+                     [servers.{name}]"
+                )),
+                name,
+                configured: false,
+                weight: 0,
+                accepts_new_tenants: false,
+                tenants,
+                max_connections: None,
+                open_connections: 0,
+                reachable: false,
+            });
+        }
+        Ok(status)
+    }
+
+    /// The server of the base database (which also takes the tenant leases).
+    pub(crate) fn default_server(&self) -> &B::Server {
+        &self.inner.servers.default_slot().server
+    }
+
+    /// The servers, the default one first.
+    pub(crate) fn servers(&self) -> &Servers<B> {
+        &self.inner.servers
+    }
+
+    /// The server that holds tenant `stored`'s database, as its registry row says.
+    pub(crate) fn server_of(&self, stored: &StoredTenant) -> Result<&Arc<ServerSlot<B>>> {
+        self.inner.servers.named(&stored.record.server)
+    }
+
+    /// Whether tenants get their own database user with a password on this backend.
+    pub(crate) fn uses_passwords(&self) -> bool {
+        self.default_server().uses_passwords()
     }
 
     /// The configuration in use.
@@ -368,7 +522,9 @@ impl<B: Backend> Tenora<B> {
     /// backend and configuration (length after prefixes, reserved names).
     pub fn tenant_id(&self, id: &str) -> Result<TenantId> {
         let id = TenantId::new(id)?;
-        self.inner.backend.naming().check(&id)?;
+        for slot in self.inner.servers.all() {
+            slot.server.naming().check(&id)?;
+        }
         Ok(id)
     }
 
@@ -376,7 +532,7 @@ impl<B: Backend> Tenora<B> {
     pub async fn base_conn(&self) -> Result<PooledConn<B>> {
         self.inner
             .base_pool
-            .get(|| self.inner.backend.describe_base())
+            .get(|| self.default_server().describe_base())
             .await
     }
 
@@ -416,7 +572,7 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         pool: &Arc<ManagedPool<B>>,
     ) -> Result<PooledConn<B>> {
-        let result = pool.get(|| self.inner.backend.describe_tenant(id)).await;
+        let result = pool.get(|| pool.target().to_owned()).await;
         if result.is_err() && pool.connect_failed() {
             self.inner
                 .tenants
@@ -447,20 +603,23 @@ impl<B: Backend> Tenora<B> {
         passwords: Option<&PasswordProvider>,
     ) -> Result<Arc<ManagedPool<B>>> {
         let stored = self.active_tenant(id).await?;
+        let slot = self.server_of(&stored)?;
         let candidates = self.tenant_passwords(&stored, passwords).await?;
-        let backend = &self.inner.backend;
-        tracing::debug!("creating tenant pool");
+        tracing::debug!(server = %slot.name, "creating tenant pool");
         let (first, password) = self
-            .connect_tenant_any(id, candidates, Slice::Pools)
+            .connect_tenant_any(slot, id, candidates, Slice::Pools)
             .await?;
-        Ok(Arc::new(ManagedPool::new(
-            &self.inner.config.tenant.pool,
-            "tenant.pool",
-            backend.tenant_manager(id, password.as_ref()),
-            Arc::clone(&self.inner.budget),
-            Slice::Pools,
-            first,
-        )))
+        Ok(Arc::new(
+            ManagedPool::new(
+                &self.inner.config.tenant.pool,
+                "tenant.pool",
+                slot.server.tenant_manager(id, password.as_ref()),
+                Arc::clone(&slot.budget),
+                Slice::Pools,
+                first,
+            )
+            .describing(self.describe_tenant_on(slot, id)),
+        ))
     }
 
     /// One direct connection to tenant `id` with the first of `candidates` the server accepts
@@ -468,6 +627,7 @@ impl<B: Backend> Tenora<B> {
     /// the password used.
     pub(crate) async fn connect_tenant_any(
         &self,
+        slot: &ServerSlot<B>,
         id: &TenantId,
         candidates: Vec<SecretString>,
         slice: Slice,
@@ -476,7 +636,7 @@ impl<B: Backend> Tenora<B> {
         loop {
             let password = candidates.next();
             match self
-                .connect_tenant_budgeted(id, password.as_ref(), slice)
+                .connect_tenant_budgeted(slot, id, password.as_ref(), slice)
                 .await
             {
                 Ok(conn) => return Ok((conn, password)),
@@ -490,26 +650,46 @@ impl<B: Backend> Tenora<B> {
     /// (a pool's first connection: [`Slice::Pools`]; migrations and seeds: [`Slice::Work`]).
     pub(crate) async fn connect_tenant_budgeted(
         &self,
+        slot: &ServerSlot<B>,
         id: &TenantId,
         password: Option<&SecretString>,
         slice: Slice,
     ) -> Result<Budgeted<B::Connection>> {
-        let backend = &self.inner.backend;
-        self.connect_budgeted(slice, || backend.describe_tenant(id), async {
-            backend.connect_tenant(id, password).await
+        let label = self.server_label(slot);
+        let describe = || self.describe_tenant_on(slot, id);
+        self.connect_budgeted(&slot.budget, slice, describe, async {
+            slot.server
+                .connect_tenant(id, password)
+                .await
+                .map_err(|e| e.on_server(&label))
         })
         .await
+    }
+
+    /// Tenant `id`'s database on `slot`, for messages (no credentials).
+    pub(crate) fn describe_tenant_on(&self, slot: &ServerSlot<B>, id: &TenantId) -> String {
+        slot.server.describe_tenant(id) + &self.server_label(slot)
+    }
+
+    /// ` on server `<name>``, for messages about a tenant's database, once more than one
+    /// server is configured (empty otherwise).
+    pub(crate) fn server_label(&self, slot: &ServerSlot<B>) -> String {
+        if self.inner.servers.all().len() > 1 {
+            format!(" on server `{}`", slot.name)
+        } else {
+            String::new()
+        }
     }
 
     /// Opens a connection with `connect` under a permit of `slice`. A server out of connection
     /// slots makes the budget shrink and the caller get [`Error::Busy`].
     async fn connect_budgeted(
         &self,
+        budget: &Arc<Budget>,
         slice: Slice,
         target: impl Fn() -> String,
         connect: impl std::future::Future<Output = Result<B::Connection>>,
     ) -> Result<Budgeted<B::Connection>> {
-        let budget = &self.inner.budget;
         let permit = budget.acquire(slice).await.map_err(|e| e.busy(target()))?;
         match connect.await {
             Ok(conn) => Ok(Budgeted::new(conn, permit)),
@@ -538,14 +718,21 @@ impl<B: Backend> Tenora<B> {
 
     /// Pool cache and connection budget counters.
     pub fn stats(&self) -> CacheStats {
-        let budget = &self.inner.budget;
         let mut stats = self.inner.tenants.stats();
-        stats.open_connections = budget.open();
-        stats.max_connections = budget.max();
-        stats.budget_source = budget.plan().source;
-        (stats.waits, stats.wait_time) = budget.waits();
-        stats.busy = budget.busy();
-        stats.refused_by_server = budget.refused();
+        let default = &self.inner.servers.default_slot().budget;
+        stats.budget_source = default.plan().source;
+        stats.max_connections = Some(0);
+        for slot in self.inner.servers.all() {
+            let budget = &slot.budget;
+            stats.open_connections += budget.open();
+            // The sum of the servers' budgets; none when any server has none.
+            stats.max_connections = stats.max_connections.zip(budget.max()).map(|(a, b)| a + b);
+            let (waits, wait_time) = budget.waits();
+            stats.waits += waits;
+            stats.wait_time += wait_time;
+            stats.busy += budget.busy();
+            stats.refused_by_server += budget.refused();
+        }
         stats
     }
 
@@ -578,6 +765,7 @@ impl<B: Backend> Tenora<B> {
     /// Runs `op` on `target` with the backend and records it (see `telemetry`).
     pub(crate) async fn run_migrations_observed(
         &self,
+        server: &B::Server,
         target: Target<'_>,
         conn: B::Connection,
         migrations: crate::migrations::Migrations,
@@ -588,11 +776,7 @@ impl<B: Backend> Tenora<B> {
             Target::Base => (true, None),
             Target::Tenant(id) => (false, self.metrics_tenant(id)),
         };
-        let result = self
-            .inner
-            .backend
-            .run_migrations(target, conn, migrations, op)
-            .await;
+        let result = crate::migrate::run_locked::<B>(server, target, conn, migrations, op).await;
         crate::telemetry::migration_run(
             base,
             tenant,
@@ -608,7 +792,7 @@ impl<B: Backend> Tenora<B> {
     /// Tenora logs at start. [`stats`](Self::stats) has the size now (it shrinks for a while
     /// when the server refuses connections).
     pub fn budget(&self) -> &BudgetPlan {
-        self.inner.budget.plan()
+        self.inner.servers.default_slot().budget.plan()
     }
 
     /// The registry row of tenant `id`, if registered (in any state).
@@ -689,6 +873,7 @@ impl<B: Backend> Tenora<B> {
         };
         let (created_at, updated_at) = (row.created_at, row.updated_at);
         let (password, token) = (row.password.clone(), row.token.clone());
+        let server = row.server.clone();
         match row.parse() {
             Ok(stored) => Ok(Some((stored, false))),
             Err(bad) => {
@@ -700,6 +885,7 @@ impl<B: Backend> Tenora<B> {
                             state: TenantState::Deleting,
                             created_at,
                             updated_at,
+                            server,
                         },
                         password,
                         token,
@@ -752,7 +938,7 @@ impl<B: Backend> Tenora<B> {
         stored: &StoredTenant,
         first: Option<&PasswordProvider>,
     ) -> Result<Vec<SecretString>> {
-        if !self.inner.backend.uses_passwords() {
+        if !self.uses_passwords() {
             return Ok(Vec::new());
         }
         let id = &stored.record.id;
@@ -772,7 +958,7 @@ impl<B: Backend> Tenora<B> {
     /// (backends without tenant users), one, or the new and the old while a password rotation
     /// is in progress.
     pub(crate) fn passwords_of(&self, stored: &StoredTenant) -> Result<Vec<SecretString>> {
-        if !self.inner.backend.uses_passwords() {
+        if !self.uses_passwords() {
             return Ok(Vec::new());
         }
         let id = &stored.record.id;
@@ -836,20 +1022,30 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
-        let backend = &self.inner.backend;
+        let default = self.inner.servers.default_slot();
+        let backend = &default.server;
         let (conn, _permit) = self
-            .connect_budgeted(Slice::Work, || backend.describe_base(), async {
-                backend.connect_base().await
-            })
+            .connect_budgeted(
+                &default.budget,
+                Slice::Work,
+                || backend.describe_base(),
+                async { backend.connect_base().await },
+            )
             .await?
             .into_parts();
-        self.run_migrations_observed(Target::Base, conn, self.inner.base_migrations.clone(), op)
-            .await
-            .map(|(_, names)| names)
-            .map_err(|source| Error::Migration {
-                database: "the base database".to_owned(),
-                source,
-            })
+        self.run_migrations_observed(
+            backend,
+            Target::Base,
+            conn,
+            self.inner.base_migrations.clone(),
+            op,
+        )
+        .await
+        .map(|(_, names)| names)
+        .map_err(|source| Error::Migration {
+            database: "the base database".to_owned(),
+            source,
+        })
     }
 
     /// Runs the base seeds; returns the seed names.
@@ -874,13 +1070,15 @@ impl<B: Backend> Tenora<B> {
         op: MigrationOp,
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
+        let slot = self.server_of(&stored)?;
         let candidates = self.tenant_passwords(&stored, None).await?;
         let (conn, _permit) = self
-            .connect_tenant_any(id, candidates, Slice::Work)
+            .connect_tenant_any(slot, id, candidates, Slice::Work)
             .await?
             .0
             .into_parts();
         self.run_migrations_observed(
+            &slot.server,
             Target::Tenant(id),
             conn,
             self.inner.tenant_migrations.clone(),
@@ -889,7 +1087,7 @@ impl<B: Backend> Tenora<B> {
         .await
         .map(|(_, names)| names)
         .map_err(|source| Error::Migration {
-            database: format!("tenant `{id}`"),
+            database: format!("tenant `{id}`{}", self.server_label(slot)),
             source,
         })
     }

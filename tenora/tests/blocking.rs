@@ -7,8 +7,6 @@ use diesel::prelude::*;
 use tenant_schema::schema::{projects, users};
 use tenora::blocking;
 
-use tenora::backend::Backend as _;
-
 use crate::support::backends::TestBackend;
 
 /// The test, once per backend (Diesel's sync query traits need the concrete connection type).
@@ -30,10 +28,8 @@ macro_rules! sync_diesel_app {
         let (acme, globex) = (t.tenant_id("acme").unwrap(), t.tenant_id("globex").unwrap());
         t.create_tenant(&acme, None).unwrap();
         t.create_tenant(&globex, None).unwrap();
-        let exists = |id: &tenora::TenantId| {
-            t.block_on(t.as_async().backend().database_exists(id))
-                .unwrap()
-        };
+        let exists =
+            |id: &tenora::TenantId| t.block_on(t.as_async().tenant_database_exists(id)).unwrap();
         assert!(exists(&acme) && exists(&globex), "made on the server");
 
         // Diesel's synchronous API on a pooled tenant connection: the seed's user, an insert in a
@@ -108,7 +104,7 @@ macro_rules! sync_diesel_app {
         for id in [&acme, &globex] {
             t2.drop_tenant(id).unwrap();
             assert!(
-                !t2.block_on(t2.as_async().backend().database_exists(id))
+                !t2.block_on(t2.as_async().tenant_database_exists(id))
                     .unwrap(),
                 "{id} dropped on the server"
             );

@@ -1,7 +1,7 @@
 //! MySQL/MariaDB-only behaviour: users, grants (including `_` wildcards), server errors.
 
 use mysql_async::prelude::Queryable as _;
-use tenora::backend::{Backend as _, Mysql};
+use tenora::backend::Mysql;
 use tenora::{Config, Error, MysqlTenora, TenantId};
 
 use crate::support::assert_err_contains;
@@ -48,9 +48,9 @@ async fn login(
     let opts =
         mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(&admin_url(env)).unwrap())
             .prefer_socket(false)
-            .user(Some(t.backend().naming().user_name(role_of)))
+            .user(Some(t.naming().user_name(role_of)))
             .pass(Some(password.expose().to_owned()))
-            .db_name(Some(t.backend().naming().database_name(db_of)));
+            .db_name(Some(t.naming().database_name(db_of)));
     mysql_async::Conn::new(opts).await
 }
 
@@ -69,7 +69,7 @@ async fn tenant_users_cannot_reach_other_tenants() {
     let tables: Vec<String> = own.query("SHOW TABLES").await.unwrap();
     assert!(tables.contains(&"projects".to_owned()), "{tables:?}");
     let databases: Vec<String> = own.query("SHOW DATABASES").await.unwrap();
-    let naming = t.backend().naming();
+    let naming = t.naming();
     assert!(databases.contains(&naming.database_name(&a)));
     assert!(
         !databases.contains(&naming.database_name(&b)),
@@ -103,7 +103,7 @@ async fn existing_database_is_never_taken_over_or_dropped() {
     let Some(env) = Mysql::env() else { return };
     let t = tenora::<Mysql>(&env).await;
     let acme = id("acme");
-    let db = t.backend().naming().database_name(&acme);
+    let db = t.naming().database_name(&acme);
     let mut admin = mysql_admin(&admin_url(&env)).await;
     admin
         .query_drop(format!("CREATE DATABASE `{db}`"))
@@ -111,8 +111,8 @@ async fn existing_database_is_never_taken_over_or_dropped() {
         .unwrap();
     let err = t.create_tenant(&acme, None).await.unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
-    assert!(t.backend().database_exists(&acme).await.unwrap());
-    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
+    assert!(t.tenant_database_exists(&acme).await.unwrap());
+    assert_no_user(&mut admin, &t.naming().user_name(&acme)).await;
     assert!(t.tenant(&acme).await.unwrap().is_none());
 }
 
@@ -127,15 +127,15 @@ async fn failed_provisioning_leaves_no_user() {
         &["step `migrate`", "no_such_table"],
     );
     let mut admin = mysql_admin(&admin_url(&env)).await;
-    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
-    assert!(!t.backend().database_exists(&acme).await.unwrap());
+    assert_no_user(&mut admin, &t.naming().user_name(&acme)).await;
+    assert!(!t.tenant_database_exists(&acme).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_name_limit_is_enforced_not_truncated() {
     let Some(env) = Mysql::env() else { return };
     let t = tenora::<Mysql>(&env).await;
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let max = naming.max_id_len();
     // Database names have 64 characters, user names the server's limit (MySQL 32).
     assert!(max <= 64 - env.config.tenant.database_prefix.len());
@@ -179,11 +179,11 @@ async fn drop_completes_while_a_tenant_transaction_is_open() {
         .expect("the drop hung on the open transaction");
     dropped.unwrap();
     let mut admin = mysql_admin(&admin_url(&env)).await;
-    assert_no_user(&mut admin, &t.backend().naming().user_name(&acme)).await;
+    assert_no_user(&mut admin, &t.naming().user_name(&acme)).await;
     let db: Option<String> = admin
         .exec_first(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
-            (t.backend().naming().database_name(&acme),),
+            (t.naming().database_name(&acme),),
         )
         .await
         .unwrap();
@@ -206,7 +206,7 @@ async fn killed_connections_are_replaced() {
         t.tenant_conn(&acme).await.unwrap(),
     ];
     drop(held);
-    let user = t.backend().naming().user_name(&acme);
+    let user = t.naming().user_name(&acme);
     let mut admin = mysql_admin(&admin_url(&env)).await;
     let ids: Vec<u64> = admin
         .exec(
@@ -237,7 +237,7 @@ async fn a_user_with_the_same_password_is_not_taken_for_ours() {
     let Some(env) = Mysql::env() else { return };
     let t = tenora::<Mysql>(&env).await;
     let acme = id("acme");
-    let user = t.backend().naming().user_name(&acme);
+    let user = t.naming().user_name(&acme);
     let mut admin = mysql_admin(&admin_url(&env)).await;
     admin
         .query_drop(format!(
@@ -279,7 +279,7 @@ async fn user_names_use_the_servers_limit() {
     let config = env.config.clone().tenant_user_prefix(long_prefix.clone());
     let t =
         crate::support::backends::tenora_with::<Mysql>(config, Mysql::tenant_migrations()).await;
-    assert_eq!(t.backend().naming().max_user_len() as i64, server_limit);
+    assert_eq!(t.naming().max_user_len() as i64, server_limit);
     let tenant = id("acme_with_a_longer_id");
     let user = format!("{long_prefix}{tenant}");
     assert!(user.len() > 32);

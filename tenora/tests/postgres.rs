@@ -1,7 +1,7 @@
 //! PostgreSQL-only behaviour: roles, grants, passwords, stored secrets, server errors.
 
 use diesel_async::SimpleAsyncConnection as _;
-use tenora::backend::{Backend as _, Postgres};
+use tenora::backend::Postgres;
 use tenora::{Config, EncryptionKey, Error, PgTenora, SecretString, TenantId};
 
 use crate::support::assert_err_contains;
@@ -90,7 +90,7 @@ async fn tenant_roles_cannot_reach_other_tenants() {
     let (a, b) = (id("acme"), id("globex"));
     t.create_tenant(&a, None).await.unwrap();
     t.create_tenant(&b, None).await.unwrap();
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let a_password =
         tenora::secret::decrypt_password(&key_of(&env), &a, &stored_password(&env, "acme").await)
             .unwrap();
@@ -231,7 +231,7 @@ async fn existing_database_is_never_taken_over_or_dropped() {
     let Some(env) = Postgres::env() else { return };
     let t = tenora::<Postgres>(&env).await;
     let acme = id("acme");
-    let db = t.backend().naming().database_name(&acme);
+    let db = t.naming().database_name(&acme);
     let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
     admin
         .batch_execute(&format!("CREATE DATABASE \"{db}\""))
@@ -246,8 +246,8 @@ async fn existing_database_is_never_taken_over_or_dropped() {
         "{err}"
     );
     // The foreign database survives; our role and row are gone.
-    assert!(t.backend().database_exists(&acme).await.unwrap());
-    assert_no_role(&admin, &t.backend().naming().user_name(&acme)).await;
+    assert!(t.tenant_database_exists(&acme).await.unwrap());
+    assert_no_role(&admin, &t.naming().user_name(&acme)).await;
     assert!(t.tenant(&acme).await.unwrap().is_none());
 }
 
@@ -262,7 +262,7 @@ async fn failed_provisioning_leaves_no_role() {
         &["step `migrate`", "no_such_table"],
     );
     let admin = admin_client(env.config.base.url.as_ref().unwrap().expose()).await;
-    assert_no_role(&admin, &t.backend().naming().user_name(&acme)).await;
+    assert_no_role(&admin, &t.naming().user_name(&acme)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +303,7 @@ async fn passwords_are_checked_by_a_scram_server() {
     drop(conn);
 
     // A wrong password is refused by the server.
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let err = login(&env, naming, &acme, "WrongPassword123", &acme)
         .await
         .expect_err("a wrong password must be refused");
@@ -465,7 +465,7 @@ async fn template_clones_match_migrated_tenants() {
     let (cloned, migrated) = (id("acme"), id("globex"));
     templated.create_tenant(&cloned, None).await.unwrap();
     plain.create_tenant(&migrated, None).await.unwrap();
-    let naming = plain.backend().naming();
+    let naming = plain.naming();
     let a = catalog(
         &env,
         &naming.database_name(&cloned),
@@ -576,7 +576,7 @@ async fn template_clones_match_migrated_tenants() {
         .unwrap();
     let err = templated.create_tenant(&taken, None).await.unwrap_err();
     assert!(matches!(err, Error::TenantExists { .. }), "{err}");
-    assert!(!templated.backend().database_exists(&taken).await.unwrap());
+    assert!(!templated.tenant_database_exists(&taken).await.unwrap());
     assert!(templated.tenant(&taken).await.unwrap().is_none());
 
     // A stale template is not used: creation falls back to migrations, and migrating the
@@ -651,7 +651,7 @@ async fn template_migrations_may_create_schemas() {
     .await
     .unwrap();
     // It was cloned (objects of the template belong to the database owner's role).
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let owner: String = admin_client(&url_for(&env, &naming.database_name(&acme)))
         .await
         .query_one(
@@ -703,7 +703,7 @@ async fn a_grant_from_another_tenant_does_not_block_a_drop() {
         .await
         .unwrap();
     t.create_tenant(&b, None).await.unwrap();
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let client = login(&env, naming, &a, "Pass-word-A-123", &a)
         .await
         .unwrap();
@@ -770,8 +770,8 @@ async fn dead_connections_are_replaced_and_refusals_fail_fast() {
     let t = tenora::<Postgres>(&env).await;
     let acme = id("acme");
     t.create_tenant(&acme, None).await.unwrap();
-    let db = t.backend().naming().database_name(&acme);
-    let role = t.backend().naming().user_name(&acme);
+    let db = t.naming().database_name(&acme);
+    let role = t.naming().user_name(&acme);
     // Four idle connections in the tenant's pool.
     let held = futures_join(&t, &acme, 4).await;
     drop(held);

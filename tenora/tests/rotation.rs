@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use diesel_async::SimpleAsyncConnection as _;
-use tenora::backend::Backend;
 use tenora::{SecretString, TenantId};
 
 use crate::support::backends::{Env, TestBackend, tenora, tenora_with};
@@ -116,7 +115,7 @@ async fn postgres_password_rotation_under_load() {
     };
     let env = crate::support::backends::pg_env_at(&cluster.admin_url());
     let (t, acme, passwords) = rotate_under_load::<Postgres>(&env).await;
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let base = env.config.base.url.as_ref().unwrap().expose();
     for (i, password) in passwords.iter().enumerate() {
         let mut config: tokio_postgres::Config = base.parse().unwrap();
@@ -135,7 +134,7 @@ async fn mariadb_password_rotation_under_load() {
     use tenora::backend::Mysql;
     let Some(env) = Mysql::env() else { return };
     let (t, acme, passwords) = rotate_under_load::<Mysql>(&env).await;
-    let naming = t.backend().naming();
+    let naming = t.naming();
     let admin: mysql_async::Opts = env
         .config
         .base

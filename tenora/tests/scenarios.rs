@@ -49,7 +49,7 @@ pub async fn provision_and_isolation<B: TestBackend>() {
             ("globex".to_owned(), TenantState::Active)
         ]
     );
-    assert!(t.backend().database_exists(&acme).await.unwrap());
+    assert!(t.tenant_database_exists(&acme).await.unwrap());
 }
 
 pub async fn invalid_ids_create_nothing<B: TestBackend>() {
@@ -70,13 +70,13 @@ pub async fn invalid_ids_create_nothing<B: TestBackend>() {
     }
     // Valid by itself, but too long once the configured prefixes are added: refused, never
     // truncated.
-    let max = t.backend().naming().max_id_len();
+    let max = t.naming().max_id_len();
     if max < TenantId::MAX_LEN {
         let too_long = id(&"b".repeat(max + 1));
         assert_err_contains(t.tenant_id(too_long.as_str()), &["at most"]);
         assert_err_contains(t.create_tenant(&too_long, None).await, &["at most"]);
         assert_err_contains(t.drop_tenant(&too_long).await, &["at most"]);
-        assert!(!t.backend().database_exists(&too_long).await.unwrap());
+        assert!(!t.tenant_database_exists(&too_long).await.unwrap());
     }
     assert!(t.list_tenants().await.unwrap().is_empty());
 }
@@ -105,7 +105,7 @@ pub async fn failing_migration_leaves_nothing<B: TestBackend>() {
         assert!(msg.contains(needle), "{msg}");
     }
     assert!(t.list_tenants().await.unwrap().is_empty());
-    assert!(!t.backend().database_exists(&acme).await.unwrap());
+    assert!(!t.tenant_database_exists(&acme).await.unwrap());
     assert_err_contains(t.tenant_conn(&acme).await, &["unknown tenant `acme`"]);
 
     // Nothing half-made blocks a later, good attempt.
@@ -146,7 +146,7 @@ pub async fn drop_removes_everything<B: TestBackend>() {
     let conn = t.tenant_conn(&acme).await.unwrap();
     drop(conn);
     t.drop_tenant(&acme).await.unwrap();
-    assert!(!t.backend().database_exists(&acme).await.unwrap());
+    assert!(!t.tenant_database_exists(&acme).await.unwrap());
     assert_eq!(t.tenant(&acme).await.unwrap(), None);
     assert_err_contains(t.tenant_conn(&acme).await, &["unknown tenant `acme`"]);
     assert_err_contains(t.drop_tenant(&acme).await, &["not in the registry"]);
@@ -248,14 +248,15 @@ pub async fn migrate_and_rollback<B: TestBackend>() {
 
     // Base rollback removes the registry; migrating again restores it.
     assert_eq!(
-        t.rollback_base(2).await.unwrap(),
+        t.rollback_base(3).await.unwrap(),
         [
+            "2026-12-03-000000_add_server_to_tenora_tenants",
             "2026-12-02-000000_add_token_to_tenora_tenants",
             "2024-01-01-000000_create_tenora_tenants"
         ]
     );
     assert_err_contains(t.list_tenants().await, &["is missing"]);
-    assert_eq!(t.migrate_base().await.unwrap().len(), 2);
+    assert_eq!(t.migrate_base().await.unwrap().len(), 3);
     assert!(t.list_tenants().await.unwrap().is_empty());
 }
 
@@ -685,7 +686,7 @@ pub async fn resolver_validates_authorizes_and_looks_up<B: TestBackend>() {
     // Warm now: resolving again is a cache hit that opens nothing, and no connection is taken
     // until `conn()` is called.
     let (open, created) = (t.stats().open_connections, t.stats().pools_created);
-    let acme_db = t.backend().naming().database_name(&acme);
+    let acme_db = t.naming().database_name(&acme);
     let on_server = env.connection_ids(&acme_db).await;
     let again = resolver
         .resolve(&mut request(Some("acme"), "acme-key"))

@@ -12,7 +12,7 @@ async fn made_used_and_dropped_even_on_panic<B: TestBackend>() {
     let t = tenora::<B>(&env).await;
     let exists = |id| {
         let t = t.clone();
-        async move { t.backend().database_exists(&id).await.unwrap() }
+        async move { t.tenant_database_exists(&id).await.unwrap() }
     };
 
     let tenant = TestTenant::create(&t).await.unwrap();

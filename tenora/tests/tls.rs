@@ -43,7 +43,6 @@ fn q(path: &std::path::Path) -> String {
 #[cfg(feature = "postgres")]
 mod postgres {
     use super::*;
-    use tenora::backend::Postgres;
     use tenora::{PgTenora, TlsMode};
     use tenora_test_support::{PgCluster, PgOptions, pg_connect};
 
@@ -211,14 +210,13 @@ mod postgres {
             connect(config(url("require"))).await,
             &["server does not support TLS", "sslmode=require"],
         );
-        let _: &Postgres = t.backend();
+        let _: &tenora::PgTenora = &t;
     }
 
     #[test]
     fn broken_tls_settings_are_config_errors() {
         let base = "postgres://u@localhost/db";
-        let build = |url: String| tenora::backend::Postgres::from_config(&Config::postgres(url));
-        use tenora::backend::Backend as _;
+        let build = |url: String| tenora::PgTenora::check_config(&Config::postgres(url));
         let missing = format!("{base}?sslmode=verify-full&sslrootcert=%2Fnonexistent%2Fca.pem");
         assert_fails(
             build(missing),
@@ -406,15 +404,12 @@ mod mysql {
             q(&client.cert),
             q(&client.key)
         );
-        use tenora::backend::Backend as _;
         assert_fails(
-            tenora::backend::Mysql::from_config(&Config::mysql(url)),
+            tenora::MysqlTenora::check_config(&Config::mysql(url)),
             &["base.ssl-key", "RSA key in PKCS#1"],
         );
         assert_fails(
-            tenora::backend::Mysql::from_config(&Config::mysql(
-                "mysql://u@h/db?ssl-mode=VERIFY_CA",
-            )),
+            tenora::MysqlTenora::check_config(&Config::mysql("mysql://u@h/db?ssl-mode=VERIFY_CA")),
             &["base.ssl-ca", "needs the CA", "VERIFY_IDENTITY"],
         );
     }

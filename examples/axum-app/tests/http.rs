@@ -372,7 +372,7 @@ async fn queries_on_test_tenants<B: AppBackend>(db: TestDb) {
             "{id} unregistered"
         );
         assert!(
-            !tenora.backend().database_exists(id).await.unwrap(),
+            !tenora.tenant_database_exists(id).await.unwrap(),
             "{id}'s database dropped"
         );
     }

@@ -10,7 +10,7 @@ use mysql_async::{Opts, OptsBuilder};
 
 use diesel_async::{RunQueryDsl as _, SimpleAsyncConnection as _};
 
-use super::{Backend, Target, sealed};
+use super::{Backend, MigrationLock, Server, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -63,7 +63,11 @@ const ER_CANNOT_USER: u16 = 1396;
 /// Tenant `acme` gets the database `<database_prefix>acme` and the user
 /// `'<user_prefix>acme'@'<user_host>'` with `GRANT ALL` on that database only. MySQL DDL is not
 /// transactional; provisioning still removes everything it made when a step fails.
-pub struct Mysql {
+#[derive(Debug, Clone, Copy)]
+pub enum Mysql {}
+
+/// One MySQL or MariaDB server: its connection settings, TLS and admin connection.
+pub struct MysqlServer {
     base: Opts,
     /// TLS to this server (its driver options are in `base`).
     tls: Arc<MysqlTls>,
@@ -79,9 +83,9 @@ pub struct Mysql {
     mariadb: tokio::sync::OnceCell<bool>,
 }
 
-impl std::fmt::Debug for Mysql {
+impl std::fmt::Debug for MysqlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mysql")
+        f.debug_struct("MysqlServer")
             .field("base_database", &self.base_database)
             .field("server", &self.server)
             .finish_non_exhaustive()
@@ -186,7 +190,7 @@ fn manager(
     AsyncDieselConnectionManager::new_with_config(label, config)
 }
 
-impl Mysql {
+impl MysqlServer {
     fn tenant_opts(&self, id: &TenantId, password: Option<&SecretString>) -> Opts {
         OptsBuilder::from_opts(self.base.clone())
             .user(Some(self.naming.user_name(id)))
@@ -292,7 +296,19 @@ impl Backend for Mysql {
     const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
     type Connection = AsyncMysqlConnection;
     type Manager = AsyncDieselConnectionManager<AsyncMysqlConnection>;
+    type Server = MysqlServer;
 
+    async fn run_harness(
+        conn: AsyncMysqlConnection,
+        migrations: Migrations,
+        op: MigrationOp,
+        file_lock: Option<std::path::PathBuf>,
+    ) -> std::result::Result<(AsyncMysqlConnection, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op, file_lock).await
+    }
+}
+
+impl Server<Mysql> for MysqlServer {
     fn from_config(config: &Config) -> Result<Self> {
         let b = &config.base;
         let (url, tls) = config.base_url_and_tls()?;
@@ -366,7 +382,7 @@ impl Backend for Mysql {
             base_database.as_str(),
         ])
         .reserve_users([user.as_str(), "root", "mysql", "mariadb.sys"]);
-        Ok(Mysql {
+        Ok(MysqlServer {
             base: opts,
             tls: Arc::new(tls),
             base_database,
@@ -402,7 +418,7 @@ impl Backend for Mysql {
         )
     }
 
-    fn base_manager(&self) -> Self::Manager {
+    fn base_manager(&self) -> AsyncDieselConnectionManager<AsyncMysqlConnection> {
         manager(
             self.describe_base(),
             Arc::new(self.base.clone()),
@@ -410,7 +426,11 @@ impl Backend for Mysql {
         )
     }
 
-    fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
+    fn tenant_manager(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> AsyncDieselConnectionManager<AsyncMysqlConnection> {
         manager(
             self.describe_tenant(id),
             Arc::new(self.tenant_opts(id, password)),
@@ -422,7 +442,7 @@ impl Backend for Mysql {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
-    ) -> Result<Self::Connection> {
+    ) -> Result<AsyncMysqlConnection> {
         connect(&self.tenant_opts(id, password), &self.tls)
             .await
             .map_err(|e| Error::Connect {
@@ -431,7 +451,7 @@ impl Backend for Mysql {
             })
     }
 
-    async fn connect_base(&self) -> Result<Self::Connection> {
+    async fn connect_base(&self) -> Result<AsyncMysqlConnection> {
         connect(&self.base, &self.tls)
             .await
             .map_err(|e| Error::Connect {
@@ -440,7 +460,7 @@ impl Backend for Mysql {
             })
     }
 
-    async fn learn_server(&self, base: &mut Self::Connection) -> Result<()> {
+    async fn learn_server(&self, base: &mut AsyncMysqlConnection) -> Result<()> {
         #[derive(diesel::QueryableByName)]
         struct Limit {
             #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
@@ -463,7 +483,7 @@ impl Backend for Mysql {
 
     async fn server_limits(
         &self,
-        _base: &mut Self::Connection,
+        _base: &mut AsyncMysqlConnection,
     ) -> Result<Option<crate::budget::plan::ServerLimits>> {
         // On an admin connection: `SHOW` needs the text protocol, which diesel does not offer.
         let read = async {
@@ -542,7 +562,7 @@ impl Backend for Mysql {
             let _turn = self.admin_turn.lock().await;
             let mut conn = self.admin().await?;
             let result = async {
-                Self::end_sessions(&mut conn, "USER", &user).await?;
+                MysqlServer::end_sessions(&mut conn, "USER", &user).await?;
                 conn.query_drop(format!("DROP USER IF EXISTS {account}"))
                     .await
             }
@@ -608,7 +628,7 @@ impl Backend for Mysql {
                 .await?;
                 // Only the sessions on this (proven) database: the user of the same name may
                 // not be the tenant's; its own sessions end in `drop_user` once proven.
-                Self::end_sessions(&mut conn, "DB", &db).await?;
+                MysqlServer::end_sessions(&mut conn, "DB", &db).await?;
                 conn.query_drop(format!("DROP DATABASE IF EXISTS {}", quote_ident(&db)))
                     .await
             }
@@ -828,20 +848,18 @@ impl Backend for Mysql {
         self.schema_exists(&db).await
     }
 
-    async fn run_migrations(
+    async fn lock_migrations(
         &self,
         _target: Target<'_>,
-        mut conn: Self::Connection,
-        migrations: Migrations,
-        op: MigrationOp,
-    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        conn: &mut AsyncMysqlConnection,
+    ) -> std::result::Result<MigrationLock, BoxError> {
         // A named server-wide lock per database (names are limited to 64 characters, hence
-        // the hash); released below or when the session ends.
+        // the hash); released by unlock_migrations or when the session ends.
         let locked = diesel::sql_query(format!(
             "SELECT GET_LOCK(CONCAT('tenora_', SHA1(DATABASE())), {MIGRATION_LOCK_WAIT_SECS}) \
              AS locked"
         ))
-        .get_result::<LockResult>(&mut conn)
+        .get_result::<LockResult>(conn)
         .await?;
         if locked.locked != Some(1) {
             return Err(format!(
@@ -850,16 +868,16 @@ impl Backend for Mysql {
             )
             .into());
         }
-        let (mut conn, names) = migrate::run_blocking(conn, migrations, op, None).await?;
-        // The migrations are applied: a failed unlock does not undo that (the lock ends with
-        // the session at the latest).
-        if let Err(e) = conn
-            .batch_execute("DO RELEASE_LOCK(CONCAT('tenora_', SHA1(DATABASE())))")
-            .await
-        {
-            tracing::warn!(error = %e, "could not release the migration lock; it ends with the session");
-        }
-        Ok((conn, names))
+        Ok(MigrationLock::Session)
+    }
+
+    async fn unlock_migrations(
+        &self,
+        conn: &mut AsyncMysqlConnection,
+    ) -> std::result::Result<(), BoxError> {
+        conn.batch_execute("DO RELEASE_LOCK(CONCAT('tenora_', SHA1(DATABASE())))")
+            .await?;
+        Ok(())
     }
 }
 

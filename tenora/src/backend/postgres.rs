@@ -12,7 +12,7 @@ use tokio_postgres::error::SqlState;
 
 use diesel_async::SimpleAsyncConnection as _;
 
-use super::{Backend, Made, Target, sealed};
+use super::{Backend, Made, MigrationLock, Server, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::lifecycle::Step;
@@ -68,7 +68,11 @@ const MAX_IDENTIFIER: usize = 63;
 /// `<user_prefix>acme`; `CONNECT` is revoked from `PUBLIC`, so other tenants' roles cannot
 /// connect to it. Its password is sent to the server as a SCRAM-SHA-256 verifier, never in
 /// plain text. Connections are built from a parsed config, not from URLs with passwords in them.
-pub struct Postgres {
+#[derive(Debug, Clone, Copy)]
+pub enum Postgres {}
+
+/// One PostgreSQL server: its connection settings, TLS and admin sessions.
+pub struct PgServer {
     base: Arc<tokio_postgres::Config>,
     /// TLS to this server, for every connection Tenora opens to it.
     tls: PgTls,
@@ -85,10 +89,10 @@ pub struct Postgres {
     naming: Naming,
 }
 
-impl std::fmt::Debug for Postgres {
+impl std::fmt::Debug for PgServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // tokio_postgres::Config redacts its password in Debug; we print less still.
-        f.debug_struct("Postgres")
+        f.debug_struct("PgServer")
             .field("base_database", &self.base_database)
             .field("server", &self.server)
             .finish_non_exhaustive()
@@ -234,7 +238,7 @@ fn manager(
     AsyncDieselConnectionManager::new_with_config(label, manager_config)
 }
 
-impl Postgres {
+impl PgServer {
     /// The template database and its owner role.
     fn template_names(&self) -> (String, String) {
         let id = TenantId::new(TEMPLATE_ID).expect("a valid id");
@@ -655,7 +659,19 @@ impl Backend for Postgres {
     const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
     type Connection = AsyncPgConnection;
     type Manager = AsyncDieselConnectionManager<AsyncPgConnection>;
+    type Server = PgServer;
 
+    async fn run_harness(
+        conn: AsyncPgConnection,
+        migrations: Migrations,
+        op: MigrationOp,
+        file_lock: Option<std::path::PathBuf>,
+    ) -> std::result::Result<(AsyncPgConnection, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op, file_lock).await
+    }
+}
+
+impl Server<Postgres> for PgServer {
     fn from_config(config: &Config) -> Result<Self> {
         let b = &config.base;
         let (url, tls) = config.base_url_and_tls()?;
@@ -747,7 +763,7 @@ impl Backend for Postgres {
             .clone()
             .reserve_databases([naming.database_name(&template)])
             .reserve_users([naming.user_name(&template)]);
-        Ok(Postgres {
+        Ok(PgServer {
             server: format!("{}{}", describe_server(&pg), tls.describe()),
             base: Arc::new(pg),
             tls,
@@ -783,7 +799,7 @@ impl Backend for Postgres {
         )
     }
 
-    fn base_manager(&self) -> Self::Manager {
+    fn base_manager(&self) -> AsyncDieselConnectionManager<AsyncPgConnection> {
         manager(
             self.describe_base(),
             Arc::clone(&self.base),
@@ -791,7 +807,11 @@ impl Backend for Postgres {
         )
     }
 
-    fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> Self::Manager {
+    fn tenant_manager(
+        &self,
+        id: &TenantId,
+        password: Option<&SecretString>,
+    ) -> AsyncDieselConnectionManager<AsyncPgConnection> {
         manager(
             self.describe_tenant(id),
             Arc::new(self.tenant_config(id, password)),
@@ -803,7 +823,7 @@ impl Backend for Postgres {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
-    ) -> Result<Self::Connection> {
+    ) -> Result<AsyncPgConnection> {
         connect(&self.tenant_config(id, password), &self.tls)
             .await
             .map_err(|e| Error::Connect {
@@ -812,7 +832,7 @@ impl Backend for Postgres {
             })
     }
 
-    async fn connect_base(&self) -> Result<Self::Connection> {
+    async fn connect_base(&self) -> Result<AsyncPgConnection> {
         connect(&self.base, &self.tls)
             .await
             .map_err(|e| Error::Connect {
@@ -823,7 +843,7 @@ impl Backend for Postgres {
 
     async fn server_limits(
         &self,
-        base: &mut Self::Connection,
+        base: &mut AsyncPgConnection,
     ) -> Result<Option<crate::budget::plan::ServerLimits>> {
         use diesel_async::RunQueryDsl as _;
         let limits: PgLimits = diesel::sql_query(LIMITS_SQL)
@@ -1230,15 +1250,13 @@ impl Backend for Postgres {
             .await
     }
 
-    async fn run_migrations(
+    async fn lock_migrations(
         &self,
         _target: Target<'_>,
-        mut conn: Self::Connection,
-        migrations: Migrations,
-        op: MigrationOp,
-    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        conn: &mut AsyncPgConnection,
+    ) -> std::result::Result<MigrationLock, BoxError> {
         // A session-level advisory lock, scoped to this database by the server; released by
-        // the unlock below or, if anything fails, when the session ends.
+        // unlock_migrations or, if anything fails, when the session ends.
         // Waiting is bounded (lock_timeout covers advisory locks too), then the session's own
         // setting comes back.
         let locked = conn
@@ -1247,33 +1265,33 @@ impl Backend for Postgres {
                  SELECT pg_advisory_lock({MIGRATION_LOCK_KEY}); RESET lock_timeout"
             ))
             .await;
-        if let Err(e) = locked {
-            let timed_out = matches!(
-                &e,
-                diesel::result::Error::DatabaseError(_, info)
-                    if info.message().contains("lock timeout")
-            );
-            let _ = conn.batch_execute("RESET lock_timeout").await;
-            return Err(if timed_out {
-                format!(
-                    "could not take the migration lock of this database within \
-                     {MIGRATION_LOCK_WAIT_SECS} s; another migration run may be stuck"
-                )
-                .into()
-            } else {
-                e.into()
-            });
-        }
-        let (mut conn, names) = migrate::run_blocking(conn, migrations, op, None).await?;
-        // The migrations are applied: a failed unlock does not undo that (the lock ends with
-        // the session at the latest).
-        if let Err(e) = conn
-            .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
-            .await
-        {
-            tracing::warn!(error = %e, "could not release the migration lock; it ends with the session");
-        }
-        Ok((conn, names))
+        let Err(e) = locked else {
+            return Ok(MigrationLock::Session);
+        };
+        let timed_out = matches!(
+            &e,
+            diesel::result::Error::DatabaseError(_, info)
+                if info.message().contains("lock timeout")
+        );
+        let _ = conn.batch_execute("RESET lock_timeout").await;
+        Err(if timed_out {
+            format!(
+                "could not take the migration lock of this database within \
+                 {MIGRATION_LOCK_WAIT_SECS} s; another migration run may be stuck"
+            )
+            .into()
+        } else {
+            e.into()
+        })
+    }
+
+    async fn unlock_migrations(
+        &self,
+        conn: &mut AsyncPgConnection,
+    ) -> std::result::Result<(), BoxError> {
+        conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+            .await?;
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection as _};
 
-use super::{Backend, Target, sealed};
+use super::{Backend, MigrationLock, Server, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
 use crate::migrate::{self, MigrationOp};
@@ -48,8 +48,12 @@ const PRAGMAS: &str =
 /// The tenant's file is created as a hard link of `<file>.tenora-<token>`, whose name carries
 /// the registry row's token: that second name, on the same file, is the proof that Tenora made
 /// it for this tenant (a copy of the folder that does not keep hard links loses it).
+#[derive(Debug, Clone, Copy)]
+pub enum Sqlite {}
+
+/// One folder of tenant files (and, on the default server, the base database file).
 #[derive(Debug)]
-pub struct Sqlite {
+pub struct SqliteServer {
     base_path: PathBuf,
     tenant_dir: PathBuf,
     naming: Naming,
@@ -59,7 +63,7 @@ pub struct Sqlite {
 
 impl sealed::Sealed for Sqlite {}
 
-impl Sqlite {
+impl SqliteServer {
     fn tenant_path(&self, id: &TenantId) -> PathBuf {
         self.tenant_dir.join(self.naming.database_name(id))
     }
@@ -192,7 +196,19 @@ impl Backend for Sqlite {
     const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::MAX;
     type Connection = SqliteConn;
     type Manager = AsyncDieselConnectionManager<SqliteConn>;
+    type Server = SqliteServer;
 
+    async fn run_harness(
+        conn: SqliteConn,
+        migrations: Migrations,
+        op: MigrationOp,
+        file_lock: Option<PathBuf>,
+    ) -> std::result::Result<(SqliteConn, Vec<String>), BoxError> {
+        migrate::run_blocking(conn, migrations, op, file_lock).await
+    }
+}
+
+impl Server<Sqlite> for SqliteServer {
     fn from_config(config: &Config) -> Result<Self> {
         let base = config
             .base
@@ -239,7 +255,7 @@ impl Backend for Sqlite {
                 )
             })?;
         }
-        Ok(Sqlite {
+        Ok(SqliteServer {
             base_path,
             tenant_dir,
             naming,
@@ -266,19 +282,23 @@ impl Backend for Sqlite {
         )
     }
 
-    fn base_manager(&self) -> Self::Manager {
-        Sqlite::manager(self.base_path.to_string_lossy().into_owned())
+    fn base_manager(&self) -> AsyncDieselConnectionManager<SqliteConn> {
+        SqliteServer::manager(self.base_path.to_string_lossy().into_owned())
     }
 
-    fn tenant_manager(&self, id: &TenantId, _password: Option<&SecretString>) -> Self::Manager {
-        Sqlite::manager(self.tenant_url(id))
+    fn tenant_manager(
+        &self,
+        id: &TenantId,
+        _password: Option<&SecretString>,
+    ) -> AsyncDieselConnectionManager<SqliteConn> {
+        SqliteServer::manager(self.tenant_url(id))
     }
 
     async fn connect_tenant(
         &self,
         id: &TenantId,
         _password: Option<&SecretString>,
-    ) -> Result<Self::Connection> {
+    ) -> Result<SqliteConn> {
         establish(&self.tenant_url(id))
             .await
             .map_err(|e| Error::Connect {
@@ -287,7 +307,7 @@ impl Backend for Sqlite {
             })
     }
 
-    async fn connect_base(&self) -> Result<Self::Connection> {
+    async fn connect_base(&self) -> Result<SqliteConn> {
         establish(&self.base_path.to_string_lossy())
             .await
             .map_err(|e| Error::Connect {
@@ -496,21 +516,21 @@ impl Backend for Sqlite {
         Ok(self.tenant_path(id).exists())
     }
 
-    async fn run_migrations(
+    async fn lock_migrations(
         &self,
         target: Target<'_>,
-        conn: Self::Connection,
-        migrations: Migrations,
-        op: MigrationOp,
-    ) -> std::result::Result<(Self::Connection, Vec<String>), BoxError> {
+        _conn: &mut SqliteConn,
+    ) -> std::result::Result<MigrationLock, BoxError> {
         // SQLite's own locks cover one transaction, not a whole run: an OS file lock beside
         // the database serializes runs across processes.
         let database = match target {
             Target::Base => self.base_path.clone(),
             Target::Tenant(id) => self.tenant_path(id),
         };
-        let lock = side_file(&database, MIGRATION_LOCK_SUFFIX);
-        migrate::run_blocking(conn, migrations, op, Some(lock)).await
+        Ok(MigrationLock::File(side_file(
+            &database,
+            MIGRATION_LOCK_SUFFIX,
+        )))
     }
 }
 
@@ -523,7 +543,7 @@ mod tests {
         let mut config = Config::sqlite("unused.sqlite");
         config.base.database = None;
         config.base.url = Some(SecretString::new("postgres://u:hunter2@h/db"));
-        let err = Sqlite::from_config(&config).unwrap_err().to_string();
+        let err = SqliteServer::from_config(&config).unwrap_err().to_string();
         assert!(err.contains("takes a file path"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }

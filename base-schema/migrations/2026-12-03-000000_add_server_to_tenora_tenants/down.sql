@@ -1,0 +1,1 @@
+ALTER TABLE tenora_tenants DROP COLUMN server;
