@@ -227,7 +227,7 @@ pub enum Error {
         "the registry table `{table}` has no `{column}` column (it was made by an earlier \
          Tenora): run the base migrations — base_schema::MIGRATIONS adds it, `tenora migrate` \
          writes the migration into a run-time folder, and \
-         registry::registry_token_migration_sql renders it for your own"
+         registry::registry_{column}_migration_sql renders it for your own"
     )]
     RegistryOutdated {
         /// The configured table name.

@@ -11,6 +11,8 @@ mod rotation;
 
 mod scenarios;
 
+mod servers;
+
 mod sqlite;
 
 mod metrics;

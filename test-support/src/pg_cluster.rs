@@ -171,7 +171,21 @@ impl PgCluster {
         self.dir.join("data")
     }
 
-    /// Everything the server has logged so far.
+    /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash or a lost host would;
+    /// its files stay until the cluster is dropped.
+    pub fn stop(&self) {
+        let data = self.data_dir();
+        let out = self.run(
+            "pg_ctl",
+            &["-D", path(&data), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
