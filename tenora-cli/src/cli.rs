@@ -67,7 +67,8 @@ pub struct Fleet {
     #[arg(long)]
     pub fail_fast: bool,
 
-    /// Tenants worked on at once (default: twice the CPU cores, at most 16)
+    /// Tenants worked on at once per server (default: a quarter of each server's connection
+    /// budget, at least 1, at most twice the CPU cores or 16)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
 }
@@ -153,6 +154,10 @@ pub enum Command {
     #[command(name = "keys", subcommand)]
     Keys(KeysCommand),
 
+    /// The database servers tenants are placed on
+    #[command(name = "servers", subcommand)]
+    Servers(ServersCommand),
+
     /// Print a new random encryption key (base64) for TENORA_KEY
     #[command(name = "generate-key")]
     GenerateKey,
@@ -175,6 +180,9 @@ pub enum TenantsCommand {
         /// Read the tenant's database password from standard input (default: generate one)
         #[arg(long)]
         password_stdin: bool,
+        /// Place it on this server (default: the least loaded one that takes new tenants)
+        #[arg(long, value_name = "NAME")]
+        server: Option<String>,
     },
     /// Drop a tenant: its database, user and registry row
     Drop {
@@ -184,7 +192,7 @@ pub enum TenantsCommand {
         #[arg(long)]
         yes: bool,
     },
-    /// List tenants (id, state, created_at)
+    /// List tenants (id, state, server, created_at)
     List,
     /// Give tenants new database passwords, on the server and in the registry, with no failed request
     #[command(name = "rotate-password")]
@@ -208,6 +216,13 @@ pub enum TenantsCommand {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// `tenora servers ...`
+#[derive(Debug, Subcommand)]
+pub enum ServersCommand {
+    /// Each server: tenants, weight, whether it takes new tenants, budget, reachable now
+    List,
 }
 
 /// `tenora keys ...`

@@ -69,6 +69,9 @@ impl Out {
 pub struct TenantRun {
     /// The tenant id.
     pub tenant: String,
+    /// The server its registry row places it on.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub server: String,
     /// `applied`, `reverted`, `seeded`, `up_to_date`, `failed` or `skipped`.
     pub status: &'static str,
     /// Migrations applied or reverted, or seeds run.
@@ -143,6 +146,21 @@ pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
         parts.push("no tenants".to_owned());
     }
     out.line(format!("{command}: {}", parts.join(", ")));
+    // With tenants on several servers, a line per server: an unreachable one stands out.
+    let mut servers: Vec<&str> = runs.iter().map(|r| r.server.as_str()).collect();
+    servers.sort_unstable();
+    servers.dedup();
+    if servers.len() > 1 {
+        for server in servers.iter().filter(|s| !s.is_empty()) {
+            let on: Vec<&TenantRun> = runs.iter().filter(|r| r.server == *server).collect();
+            let failed = on.iter().filter(|r| r.status == "failed").count();
+            out.line(format!(
+                "  server {server}: {} tenant(s), {} ok, {failed} failed",
+                on.len(),
+                on.len() - failed - on.iter().filter(|r| r.status == "skipped").count()
+            ));
+        }
+    }
     if out.format == Format::Text {
         for run in runs.iter().filter(|r| r.status == "failed") {
             eprintln!(

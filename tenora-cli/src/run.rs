@@ -11,7 +11,7 @@ use tenora::{
 };
 
 use crate::Embedded;
-use crate::cli::{Cli, Command, Fleet, KeysCommand, TenantsCommand};
+use crate::cli::{Cli, Command, Fleet, KeysCommand, ServersCommand, TenantsCommand};
 use crate::error::CliError;
 use crate::make;
 use crate::output::{Out, TenantRun, summary};
@@ -174,8 +174,21 @@ async fn execute<B: Backend>(
 ) -> Result<Outcome, CliError> {
     // Bad input is reported before anything is loaded or connected.
     match &cli.command {
-        Command::Tenants(TenantsCommand::Create { id, password_stdin }) => {
+        Command::Tenants(TenantsCommand::Create {
+            id,
+            password_stdin,
+            server,
+        }) => {
             TenantId::new(id)?;
+            if let Some(server) = server
+                && !config.server_names().contains(&server.as_str())
+            {
+                return Err(CliError::usage(format!(
+                    "--server {server}: no such server; the config has {} (add a \
+                     [servers.{server}] table to place tenants there)",
+                    config.server_names().join(", ")
+                )));
+            }
             if *password_stdin && std::io::stdin().is_terminal() {
                 return Err(CliError::usage(
                     "--password-stdin reads a password piped in (it would echo on a terminal), \
@@ -305,6 +318,7 @@ async fn execute<B: Backend>(
         Command::Doctor => doctor(&tenora, out).await,
         Command::Keys(KeysCommand::Status) => key_status(&tenora, out).await,
         Command::Keys(KeysCommand::Rotate) => rotate_key(&tenora, out).await,
+        Command::Servers(ServersCommand::List) => servers_list(&tenora, out).await,
         Command::List
         | Command::GenerateKey
         | Command::Completions { .. }
@@ -483,6 +497,7 @@ async fn run_fleet<B: Backend>(
                 .into_iter()
                 .map(|m| TenantRun {
                     tenant: format!("{:?}", m.id),
+                    server: String::new(),
                     status: "failed",
                     items: Vec::new(),
                     error: Some(format!(
@@ -510,6 +525,7 @@ async fn run_fleet<B: Backend>(
     let to_run = |outcome: &TenantOutcome| match &outcome.result {
         Ok(items) => TenantRun {
             tenant: outcome.id.to_string(),
+            server: outcome.server.clone(),
             status: if items.is_empty() && !matches!(op, Op::Seed) {
                 "up_to_date"
             } else {
@@ -520,12 +536,14 @@ async fn run_fleet<B: Backend>(
         },
         Err(tenora::Error::Skipped { .. }) => TenantRun {
             tenant: outcome.id.to_string(),
+            server: outcome.server.clone(),
             status: "skipped",
             items: Vec::new(),
             error: None,
         },
         Err(e) => TenantRun {
             tenant: outcome.id.to_string(),
+            server: outcome.server.clone(),
             status: "failed",
             items: Vec::new(),
             error: Some(tenora::redact_url(&e.to_string())),
@@ -555,11 +573,24 @@ async fn tenants<B: Backend>(
     out: &Out,
 ) -> Result<Outcome, CliError> {
     match cmd {
-        TenantsCommand::Create { id, password_stdin } => {
+        TenantsCommand::Create {
+            id,
+            password_stdin,
+            server,
+        } => {
             let id = tenora.tenant_id(id)?;
-            let password = stdin_password(*password_stdin)?;
-            let record = tenora.create_tenant(&id, password).await?;
-            out.line(format!("created tenant `{}` ({})", record.id, record.state));
+            let mut options = tenora::TenantOptions::default();
+            if let Some(password) = stdin_password(*password_stdin)? {
+                options = options.password(password);
+            }
+            if let Some(server) = server {
+                options = options.server(server);
+            }
+            let record = tenora.create_tenant_with(&id, options).await?;
+            out.line(format!(
+                "created tenant `{}` ({}) on server `{}`",
+                record.id, record.state, record.server
+            ));
             Ok(Outcome::ok(json!(record)))
         }
         TenantsCommand::Drop { id, .. } => {
@@ -597,12 +628,22 @@ async fn tenants<B: Backend>(
                 .max()
                 .unwrap_or(0)
                 .max(2);
-            out.line(format!("{:<width$}  {:<12}  CREATED_AT", "ID", "STATE"));
+            let servers = records
+                .iter()
+                .map(|r| r.server.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            out.line(format!(
+                "{:<width$}  {:<12}  {:<servers$}  CREATED_AT",
+                "ID", "STATE", "SERVER"
+            ));
             for r in &records {
                 out.line(format!(
-                    "{:<width$}  {:<12}  {}",
+                    "{:<width$}  {:<12}  {:<servers$}  {}",
                     r.id.as_str(),
                     r.state.as_str(),
+                    r.server,
                     r.created_at.format("%Y-%m-%d %H:%M:%S")
                 ));
             }
@@ -771,6 +812,57 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
     Ok(Outcome {
         json: json!(health),
         failed: (!health.is_healthy()).then_some(summary),
+    })
+}
+
+async fn servers_list<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+    let status = tenora.server_status().await?;
+    let width = status
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    out.line(format!(
+        "{:<width$}  {:>7}  {:>6}  {:<11}  {:>10}  REACHABLE",
+        "SERVER", "TENANTS", "WEIGHT", "NEW_TENANTS", "BUDGET"
+    ));
+    for s in &status {
+        let budget = s
+            .max_connections
+            .map_or_else(|| "none".to_owned(), |max| max.to_string());
+        let taking = if !s.configured {
+            "-"
+        } else if s.accepts_new_tenants {
+            "yes"
+        } else {
+            "no (drain)"
+        };
+        let reachable = match &s.error {
+            None => "yes".to_owned(),
+            Some(e) => format!("NO: {}", tenora::redact_url(e)),
+        };
+        out.line(format!(
+            "{:<width$}  {:>7}  {:>6}  {:<11}  {:>10}  {reachable}",
+            s.name, s.tenants, s.weight, taking, budget
+        ));
+    }
+    let down: Vec<&str> = status
+        .iter()
+        .filter(|s| !s.reachable)
+        .map(|s| s.name.as_str())
+        .collect();
+    let json_status: Vec<Value> = status
+        .iter()
+        .map(|s| {
+            let mut v = json!(s);
+            v["error"] = json!(s.error.as_deref().map(tenora::redact_url));
+            v
+        })
+        .collect();
+    Ok(Outcome {
+        json: json!({ "servers": json_status }),
+        failed: (!down.is_empty()).then(|| format!("servers: not reachable: {}", down.join(", "))),
     })
 }
 

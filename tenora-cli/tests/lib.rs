@@ -8,4 +8,5 @@ mod crash;
 mod keys;
 mod project;
 mod scenario;
+mod servers;
 mod snapshots;

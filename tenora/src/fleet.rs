@@ -1,6 +1,7 @@
 //! Fleet runs: one operation over many tenants, with bounded concurrency and a per-tenant
 //! report.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Instrument as _;
@@ -30,7 +31,9 @@ pub enum FleetOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetOptions {
-    /// Tenants worked on at once; each holds one connection to its database while it runs.
+    /// Tenants worked on at once **per server**; each holds one connection to its database
+    /// while it runs. 0 (the default) derives it from each server's connection budget (a
+    /// quarter of it, at least 1, at most [`FleetOptions::default_concurrency`]).
     pub concurrency: usize,
     /// Stop starting tenants after the first failure (the rest are reported as skipped).
     pub fail_fast: bool,
@@ -46,7 +49,7 @@ impl FleetOptions {
             .clamp(1, 16)
     }
 
-    /// Sets the concurrency (at least 1).
+    /// Sets the concurrency per server (at least 1).
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
@@ -62,7 +65,7 @@ impl FleetOptions {
 impl Default for FleetOptions {
     fn default() -> Self {
         FleetOptions {
-            concurrency: FleetOptions::default_concurrency(),
+            concurrency: 0,
             fail_fast: false,
         }
     }
@@ -73,6 +76,8 @@ impl Default for FleetOptions {
 pub struct TenantOutcome {
     /// The tenant.
     pub id: TenantId,
+    /// The server its registry row places it on (empty when it has no row).
+    pub server: String,
     /// The migrations applied or reverted, or seeds run (empty: already up to date), or why it
     /// failed ([`Error::Skipped`] after an earlier failure with `fail_fast`).
     pub result: Result<Vec<String>>,
@@ -134,78 +139,124 @@ impl<B: Backend> Tenora<B> {
         options: FleetOptions,
         mut on_done: impl FnMut(&TenantOutcome),
     ) -> Result<Vec<TenantOutcome>> {
+        let records = self.list_tenants().await?;
         let targets: Vec<TenantId> = match tenants {
             Some(ids) => ids.to_vec(),
-            None => self
-                .list_tenants()
-                .await?
-                .into_iter()
+            None => records
+                .iter()
                 .filter(|t| t.state == TenantState::Active)
-                .map(|t| t.id)
+                .map(|t| t.id.clone())
                 .collect(),
         };
-        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        let server_of: HashMap<&TenantId, &str> =
+            records.iter().map(|r| (&r.id, r.server.as_str())).collect();
+        // One queue and one concurrency limit per server, so a slow or unreachable server
+        // holds up only its own tenants.
+        let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
+        for (index, id) in targets.into_iter().enumerate() {
+            let server = server_of.get(&id).copied().unwrap_or_default().to_owned();
+            queues.entry(server).or_default().push_back((index, id));
+        }
+        let limits: HashMap<String, Arc<Semaphore>> = queues
+            .keys()
+            .map(|server| {
+                let n = match options.concurrency {
+                    0 => self.derived_concurrency(server),
+                    n => n,
+                };
+                (server.clone(), Arc::new(Semaphore::new(n)))
+            })
+            .collect();
+        let total = queues.values().map(VecDeque::len).sum();
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let mut outcomes: Vec<Option<TenantOutcome>> = Vec::new();
-        outcomes.resize_with(targets.len(), || None);
+        outcomes.resize_with(total, || None);
         let mut finish = |index: usize, outcome: TenantOutcome| {
             on_done(&outcome);
             outcomes[index] = Some(outcome);
         };
-        for (index, id) in targets.into_iter().enumerate() {
-            // Wait for a free slot, reporting tenants that finish meanwhile.
-            let permit = loop {
-                if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
-                    break permit;
+        while queues.values().any(|q| !q.is_empty()) {
+            // Start what the servers' limits allow, a tenant of each server in turn.
+            let mut started = false;
+            for (server, queue) in &mut queues {
+                let Some(&(index, _)) = queue.front() else {
+                    continue;
+                };
+                if options.fail_fast && failed.load(Ordering::SeqCst) {
+                    let (_, id) = queue.pop_front().expect("front exists");
+                    finish(
+                        index,
+                        TenantOutcome {
+                            result: Err(Error::Skipped { id: id.clone() }),
+                            server: server.clone(),
+                            id,
+                        },
+                    );
+                    started = true;
+                    continue;
                 }
+                let Ok(permit) = Arc::clone(&limits[server]).try_acquire_owned() else {
+                    continue;
+                };
+                let (_, id) = queue.pop_front().expect("front exists");
+                started = true;
+                let this = self.clone();
+                let failed = Arc::clone(&failed);
+                let server = server.clone();
+                let span =
+                    tracing::info_span!("tenora.fleet", tenant = %id, server = %server, op = ?op);
+                tasks.spawn(
+                    async move {
+                        let result = match op {
+                            FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up).await,
+                            FleetOp::Rollback(steps) => {
+                                this.run_on_tenant(&id, MigrationOp::Down { steps }).await
+                            }
+                            FleetOp::Seed => this.run_tenant_seeds(&id).await,
+                        };
+                        if result.is_err() {
+                            failed.store(true, Ordering::SeqCst);
+                        }
+                        drop(permit);
+                        (index, TenantOutcome { id, server, result })
+                    }
+                    .instrument(span),
+                );
+            }
+            if !started {
+                // Every server with work is at its limit: a finishing tenant frees a slot.
                 if let Some(done) = tasks.join_next().await {
                     let (i, outcome) = done.map_err(join_error)?;
                     finish(i, outcome);
-                } else {
-                    break Arc::clone(&permits).acquire_owned().await.map_err(|e| {
-                        Error::Cancelled {
-                            what: "a fleet run".to_owned(),
-                            reason: e.to_string(),
-                        }
-                    })?;
                 }
-            };
-            if options.fail_fast && failed.load(Ordering::SeqCst) {
-                drop(permit);
-                let outcome = TenantOutcome {
-                    result: Err(Error::Skipped { id: id.clone() }),
-                    id,
-                };
-                finish(index, outcome);
-                continue;
             }
-            let this = self.clone();
-            let failed = Arc::clone(&failed);
-            let span = tracing::info_span!("tenora.fleet", tenant = %id, op = ?op);
-            tasks.spawn(
-                async move {
-                    let result = match op {
-                        FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up).await,
-                        FleetOp::Rollback(steps) => {
-                            this.run_on_tenant(&id, MigrationOp::Down { steps }).await
-                        }
-                        FleetOp::Seed => this.run_tenant_seeds(&id).await,
-                    };
-                    if result.is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                    }
-                    drop(permit);
-                    (index, TenantOutcome { id, result })
-                }
-                .instrument(span),
-            );
+            // Report what finished meanwhile.
+            while let Some(done) = tasks.try_join_next() {
+                let (i, outcome) = done.map_err(join_error)?;
+                finish(i, outcome);
+            }
         }
         while let Some(done) = tasks.join_next().await {
             let (i, outcome) = done.map_err(join_error)?;
             finish(i, outcome);
         }
         Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// The default fleet concurrency on `server`: a quarter of its connection budget, at
+    /// least 1, at most [`FleetOptions::default_concurrency`].
+    fn derived_concurrency(&self, server: &str) -> usize {
+        let most = FleetOptions::default_concurrency();
+        match self
+            .servers()
+            .named(server)
+            .ok()
+            .and_then(|s| s.budget.max())
+        {
+            Some(max) => usize::try_from(max / 4).unwrap_or(most).clamp(1, most),
+            None => most,
+        }
     }
 }
 
