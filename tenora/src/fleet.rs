@@ -28,7 +28,7 @@ pub enum FleetOp {
 }
 
 /// How a fleet run proceeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct FleetOptions {
     /// Tenants worked on at once **per server**; each holds one connection to its database
@@ -62,14 +62,6 @@ impl FleetOptions {
     }
 }
 
-impl Default for FleetOptions {
-    fn default() -> Self {
-        FleetOptions {
-            concurrency: 0,
-            fail_fast: false,
-        }
-    }
-}
 
 /// The outcome of a fleet operation on one tenant.
 #[derive(Debug)]
