@@ -62,7 +62,6 @@ impl FleetOptions {
     }
 }
 
-
 /// The outcome of a fleet operation on one tenant.
 #[derive(Debug)]
 pub struct TenantOutcome {

@@ -355,3 +355,84 @@ mod pg {
         // The private clusters go with their tenants; the env drops the base database.
     }
 }
+
+#[cfg(feature = "mysql")]
+mod my {
+    use mysql_async::prelude::Queryable as _;
+
+    use super::*;
+    use crate::support::backends::{mysql_admin, mysql_url};
+    use tenora::backend::Mysql;
+    use tenora_test_support::MariaDbServer;
+
+    /// Databases with `prefix` on the server at `admin_url`, from its catalog.
+    async fn databases(admin_url: &str, prefix: &str) -> Vec<String> {
+        let mut conn = mysql_admin(admin_url).await;
+        let names: Vec<String> = conn
+            .exec(
+                "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA \
+                 WHERE LEFT(SCHEMA_NAME, CHAR_LENGTH(?)) = ? ORDER BY 1",
+                (prefix, prefix),
+            )
+            .await
+            .unwrap();
+        let _ = conn.disconnect().await;
+        names
+    }
+
+    #[derive(QueryableByName)]
+    struct Port {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        port: i64,
+    }
+
+    /// The shared MariaDB and a private one started by the test: 6 tenants over weights 1:2
+    /// land 2:4 (read from each server's catalog), explicit placement holds, and each
+    /// tenant's connections reach its own server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tenants_spread_over_two_mariadb_servers() {
+        let Some(url) = mysql_url() else { return };
+        let env = crate::support::backends::mysql_env_at(&url);
+        let Some(b) = MariaDbServer::start(100) else {
+            return;
+        };
+        let prefix = env.config.tenant.database_prefix.clone();
+        let config = env
+            .config
+            .clone()
+            .server(tenora::DEFAULT_SERVER, ServerConfig::placement_only())
+            .server("b", ServerConfig::url(b.admin_url()).weight(2));
+        let t = tenora_with::<Mysql>(config, tenant_schema::MYSQL_MIGRATIONS).await;
+        let ids = create_many(&t, "m", 6).await;
+        assert_eq!(
+            (
+                databases(&url, &prefix).await.len(),
+                databases(&b.admin_url(), &prefix).await.len()
+            ),
+            (2, 4),
+            "tenants per server, from each catalog"
+        );
+        let pinned = t.tenant_id("pinned").unwrap();
+        t.create_tenant_with(&pinned, TenantOptions::default().server("b"))
+            .await
+            .unwrap();
+        assert_eq!(databases(&b.admin_url(), &prefix).await.len(), 5);
+        let mut conn = t.tenant_conn(&pinned).await.unwrap();
+        let here: Port = diesel::sql_query("SELECT CAST(@@port AS SIGNED) AS port")
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(here.port, i64::from(b.port));
+        drop(conn);
+        let report = t.rollback_all_tenants(1).await.unwrap();
+        assert!(report.iter().all(|o| o.result.is_ok()), "{report:?}");
+        let report = t.migrate_all_tenants().await.unwrap();
+        assert!(report.iter().all(|o| o.result.is_ok()), "{report:?}");
+        assert!(t.check().await.unwrap().is_healthy());
+        for id in ids.iter().chain([&pinned]) {
+            t.drop_tenant(id).await.unwrap();
+        }
+        assert!(databases(&b.admin_url(), &prefix).await.is_empty());
+        assert!(databases(&url, &prefix).await.is_empty());
+    }
+}
