@@ -9,7 +9,12 @@
 //! cargo bench -p tenora --features postgres --bench tenora -- --hit-only        # sections 1, 2
 //! cargo bench -p tenora --features postgres --bench tenora -- --scale-only      # section 5
 //! cargo bench -p tenora --features postgres,blocking --bench tenora -- --blocking-only  # 6
+//! cargo bench -p tenora --features postgres --bench tenora -- --servers-only   # section 7
 //! ```
+//!
+//! Section 7 starts three private PostgreSQL clusters (as the test helper does) and compares
+//! `BENCH_SERVERS_TENANTS` (default 300) tenants on one of them with the same number spread
+//! over all three: provisioning rate and a fleet migration.
 //!
 //! The server is `TENORA_BENCH_PG_URL`, else `TENORA_TEST_PG_URL`, else
 //! `postgres://postgres@127.0.0.1:5432/postgres` (an admin URL). Sizes can be set with
@@ -361,6 +366,11 @@ async fn main() {
     let hit_only = std::env::args().any(|a| a == "--hit-only");
     let scale_only = std::env::args().any(|a| a == "--scale-only");
     let blocking_only = std::env::args().any(|a| a == "--blocking-only");
+    if std::env::args().any(|a| a == "--servers-only") {
+        let n = env_size("BENCH_SERVERS_TENANTS", if quick { 60 } else { 300 });
+        servers_section(n).await;
+        return;
+    }
     let sizes = sizes(quick);
     let admin_url = std::env::var("TENORA_BENCH_PG_URL")
         .or_else(|_| std::env::var("TENORA_TEST_PG_URL"))
@@ -846,4 +856,93 @@ async fn blocking_section(bench: &Bench, t: &PgTenora, ops: usize) {
 #[cfg(not(feature = "blocking"))]
 async fn blocking_section(_: &Bench, _: &PgTenora, _: usize) {
     println!("\n6. blocking facade: build with --features postgres,blocking");
+}
+
+/// Section 7: `n` tenants on one server vs spread over three (private clusters, trust auth,
+/// no TLS on either side): provisioning rate (4 tasks creating) and a fleet migration of one
+/// new migration with the default per-server concurrency.
+async fn servers_section(n: usize) {
+    use tenora::ServerConfig;
+    use tenora_test_support::{PgCluster, PgOptions};
+    let trust = PgOptions {
+        trust: true,
+        ..PgOptions::default()
+    };
+    let clusters: Vec<PgCluster> = (0..3)
+        .map(|_| PgCluster::start_with(&trust).expect("PostgreSQL server binaries"))
+        .collect();
+    println!("7. {n} tenants on 1 vs 3 PostgreSQL servers (private clusters on this machine)");
+    let (_dir, plus_one) = tenant_migrations_plus_one();
+    let mut rows = Vec::new();
+    for servers in [1usize, 3] {
+        // The base database lives on the first cluster; only [servers.*] take tenants.
+        let admin_url = clusters[0].admin_url();
+        let base_url = format!(
+            "{}/bench_base_{servers}",
+            admin_url.strip_suffix("/postgres").expect("an admin URL")
+        );
+        admin_client(&clusters[0].admin_url())
+            .await
+            .batch_execute(&format!("CREATE DATABASE bench_base_{servers}"))
+            .await
+            .unwrap();
+        let mut config = Config::postgres(base_url)
+            .tenant_database_prefix(format!("s{servers}_"))
+            .tenant_user_prefix(format!("s{servers}u_"))
+            .key(EncryptionKey::generate().to_base64().expose());
+        config.base.sslmode = Some(tenora::TlsMode::Disable);
+        for (i, cluster) in clusters.iter().take(servers).enumerate() {
+            let mut server = ServerConfig::url(cluster.admin_url());
+            server.sslmode = Some(tenora::TlsMode::Disable);
+            config = config.server(format!("s{i}"), server);
+        }
+        let t = PgTenora::builder(config.clone())
+            .base_migrations(base_schema::MIGRATIONS)
+            .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
+            .connect()
+            .await
+            .expect("connect");
+        t.migrate_base().await.unwrap();
+        let started = Instant::now();
+        create_tenants(&t, 0..n).await;
+        let provision = started.elapsed().as_secs_f64();
+        drop(t);
+        let t = PgTenora::builder(config)
+            .base_migrations(base_schema::MIGRATIONS)
+            .tenant_migrations(plus_one.clone())
+            .connect()
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let outcomes = t.migrate_all_tenants().await.unwrap();
+        let migrate = started.elapsed().as_secs_f64();
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| o.result.as_ref().is_ok_and(|m| m.len() == 1))
+        );
+        let per_server: Vec<String> = t
+            .server_status()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| s.tenants > 0)
+            .map(|s| format!("{}={}", s.name, s.tenants))
+            .collect();
+        println!(
+            "   {servers} server(s) [{}]: provisioning {:.1} tenants/s ({provision:.1} s), fleet \
+             migration {migrate:.2} s ({:.1} ms per tenant)",
+            per_server.join(" "),
+            n as f64 / provision,
+            migrate * 1e3 / n as f64
+        );
+        rows.push((provision, migrate));
+    }
+    let (one, three) = (rows[0], rows[1]);
+    println!(
+        "   3 servers vs 1: provisioning {:.2}x the rate, fleet migration {:.2}x as fast \
+         (all clusters share this machine's cores)",
+        one.0 / three.0,
+        one.1 / three.1
+    );
 }
