@@ -62,6 +62,24 @@ fn tenants_on_two_servers() {
     // The admin password of server a is never printed.
     assert!(!format!("{servers:?}").contains(&a.password));
 
+    // TENORA_SERVER_A_URL replaces the table's connection settings.
+    let out = p
+        .cmd()
+        .args(["servers", "list"])
+        .env(
+            "TENORA_SERVER_A_URL",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("a ") && l.contains(":1")),
+        "{text}"
+    );
+
     a.stop();
     let (code, out, err) = p.run(&["migrate:tenants"]);
     assert_eq!(code, 1, "{out}\n{err}");

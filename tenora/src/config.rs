@@ -779,6 +779,19 @@ impl Config {
         if let Some(old_keys) = old_keys {
             self.secrets.old_keys = split_keys(&old_keys);
         }
+        for (name, server) in &mut self.servers {
+            if name == crate::server_config::DEFAULT_SERVER {
+                continue;
+            }
+            if let Some(url) = env_var(&crate::server_config::server_url_var(name))? {
+                // As TENORA_BASE_URL: the whole connection, nothing mixed in from the file.
+                server.url = Some(SecretString::new(url));
+                server.host = None;
+                server.port = None;
+                server.user = None;
+                server.password = None;
+            }
+        }
         Ok(())
     }
 

@@ -117,7 +117,7 @@ pub use crate::pool_cache::CacheStats;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, KeyRing, SecretString};
-pub use crate::server_config::{DEFAULT_SERVER, ServerConfig};
+pub use crate::server_config::{DEFAULT_SERVER, ServerConfig, server_url_var};
 pub use crate::servers::ServerStatus;
 pub use crate::tenant_id::TenantId;
 pub use crate::tenant_options::TenantOptions;

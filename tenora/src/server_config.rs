@@ -177,6 +177,21 @@ impl ServerConfig {
     }
 }
 
+/// The environment variable that replaces server `name`'s connection URL:
+/// `TENORA_SERVER_<NAME>_URL`, the name in upper case with `-` as `_`. It keeps passwords out
+/// of the config file, as `TENORA_BASE_URL` does for `[base]`; the `[servers.<name>]` table
+/// must still exist.
+///
+/// ```
+/// assert_eq!(tenora::server_url_var("eu-2"), "TENORA_SERVER_EU_2_URL");
+/// ```
+pub fn server_url_var(name: &str) -> String {
+    format!(
+        "TENORA_SERVER_{}_URL",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
+}
+
 /// Whether `name` can name a server: 1 to 63 of `a-z 0-9 _ -`, starting with a letter or digit.
 pub(crate) fn check_server_name(name: &str) -> Result<()> {
     let ok = (1..=63).contains(&name.len())
@@ -285,7 +300,9 @@ impl Config {
                     }
                 }
             }
-            self.for_server(name)?.tls()?;
+            self.for_server(name)?
+                .tls()
+                .map_err(|e| e.under_server(name))?;
         }
         if !self.servers.is_empty()
             && !self

@@ -89,7 +89,8 @@ impl<B: Backend> Servers<B> {
         ))];
         for name in config.server_names().into_iter().skip(1) {
             let server_config = config.for_server(name)?;
-            let server = B::Server::from_config(&server_config)?;
+            let server =
+                B::Server::from_config(&server_config).map_err(|e| e.under_server(name))?;
             let limits = match server.connect_base().await {
                 Ok(mut first) => {
                     server.learn_server(&mut first).await?;
