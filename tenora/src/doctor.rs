@@ -211,7 +211,7 @@ impl<B: Backend> Tenora<B> {
                 }
                 Err(e) if many => problems.push(Problem::Unreachable {
                     server: slot.name.clone(),
-                    error: e.to_string(),
+                    error: crate::config::redact_url(&e.to_string()),
                 }),
                 Err(e) => return Err(e),
             }

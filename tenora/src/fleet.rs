@@ -155,6 +155,7 @@ impl<B: Backend> Tenora<B> {
                     0 => self.derived_concurrency(server),
                     n => n,
                 };
+                let n = n.min(Semaphore::MAX_PERMITS);
                 (server.clone(), Arc::new(Semaphore::new(n)))
             })
             .collect();

@@ -62,6 +62,8 @@ impl<B: Backend> Tenora<B> {
         let result = async {
             let mut conn = self.base_conn().await?;
             let stored_row = self.active_row(&mut conn, id).await?;
+            // A row on a server the config does not list changes nothing.
+            let slot = self.server_of(&stored_row)?;
             // An earlier rotation that did not finish: finish it first, so the value kept as
             // "old" below is the one the server has.
             let stored = match self.finish_rotation(&mut conn, id, &stored_row).await? {
@@ -71,7 +73,6 @@ impl<B: Backend> Tenora<B> {
             let rotating = secret::rotating_value(&sealed, &stored);
             self.swap(&mut conn, id, &stored, &rotating).await?;
             failpoint::reached("rotate_registered");
-            let slot = self.server_of(&stored_row)?;
             if let Err(e) = slot.server.set_password(id, &password).await {
                 // The server may have taken the new password all the same (a connection lost
                 // after the statement committed): the registry keeps both, which works either

@@ -212,8 +212,8 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<&Arc<ServerSlot<B>>> {
         let mut conn = self.base_conn().await?;
         let slot = match (server, self.servers().all().len()) {
-            // One server: nothing to count.
-            (None, 1) => self.servers().default_slot(),
+            // One server: nothing to count (it may still refuse new tenants).
+            (None, 1) => self.servers().place(None, &Default::default())?,
             _ => {
                 let counts = match server {
                     Some(_) => Default::default(),
@@ -630,6 +630,9 @@ impl<B: Backend> Tenora<B> {
                     state: None,
                 });
             };
+            // A row on a server the config does not list changes nothing (not even its
+            // state): the config is what is wrong.
+            self.server_of(&found.0)?;
             conn.registry_set_state(self.table(), id, None, TenantState::Deleting)
                 .await
                 .map_err(|e| fail(Step::MarkDeleting)(self.registry_error(e, id)))?;
@@ -640,7 +643,7 @@ impl<B: Backend> Tenora<B> {
         let mut proof = self.proof_of(&row);
         // A tampered row trusts nothing by name.
         proof.legacy &= !malformed;
-        let slot = self.server_of(&row).map_err(fail(Step::DropDatabase))?;
+        let slot = self.server_of(&row)?;
         let removal = self
             .remove_proven(slot, id, &proof)
             .await

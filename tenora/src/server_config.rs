@@ -46,8 +46,8 @@ pub struct ServerConfig {
     /// Admin password, when `url` is not given.
     #[serde(default)]
     pub password: Option<SecretString>,
-    /// The database Tenora's administrative sessions use on this server (PostgreSQL default
-    /// `postgres`; MySQL default `mysql`).
+    /// The database Tenora's administrative sessions use on this server: default the one the
+    /// URL names, else `postgres` (PostgreSQL) or `mysql` (MySQL).
     #[serde(default)]
     pub admin_database: Option<String>,
     /// SQLite: the folder of this server's tenant files.
@@ -63,7 +63,8 @@ pub struct ServerConfig {
     /// Whether new tenants may be placed here (default true); `false` drains the server.
     #[serde(default = "yes")]
     pub accept_new_tenants: bool,
-    /// PostgreSQL TLS, as in `[base]`.
+    /// PostgreSQL TLS, as in `[base]`. A server that sets no TLS key (here or in its URL)
+    /// uses `[base]`'s `sslmode` and `sslrootcert` (MySQL: `ssl-mode`, `ssl-ca`).
     #[serde(default)]
     pub sslmode: Option<TlsMode>,
     /// PostgreSQL TLS, as in `[base]`.
@@ -158,6 +159,34 @@ impl ServerConfig {
         self
     }
 
+    fn has_tls_settings(&self) -> bool {
+        self.sslmode.is_some()
+            || self.sslrootcert.is_some()
+            || self.sslcert.is_some()
+            || self.sslkey.is_some()
+            || self.ssl_mode.is_some()
+            || self.ssl_ca.is_some()
+            || self.ssl_cert.is_some()
+            || self.ssl_key.is_some()
+            || self.url.as_ref().is_some_and(|url| {
+                let url = url.expose().to_ascii_lowercase();
+                [
+                    "sslmode",
+                    "ssl-mode",
+                    "ssl_mode",
+                    "sslrootcert",
+                    "ssl-ca",
+                    "ssl_ca",
+                    "sslcert",
+                    "sslkey",
+                    "ssl-cert",
+                    "ssl-key",
+                ]
+                .iter()
+                .any(|key| url.contains(key))
+            })
+    }
+
     fn has_connection_settings(&self) -> bool {
         self.url.is_some()
             || self.host.is_some()
@@ -249,8 +278,18 @@ impl Config {
     }
 
     pub(crate) fn validate_servers(&self) -> Result<()> {
+        let mut vars = std::collections::HashMap::new();
         for (name, server) in &self.servers {
             check_server_name(name)?;
+            if let Some(other) = vars.insert(server_url_var(name), name) {
+                return Err(Error::config(
+                    format!("servers.{name}"),
+                    format!(
+                        "and servers.{other} share the environment variable {}; rename one",
+                        server_url_var(name)
+                    ),
+                ));
+            }
             let key = |k: &str| format!("servers.{name}.{k}");
             if server.weight == 0 {
                 return Err(Error::config(
@@ -341,10 +380,16 @@ impl Config {
                 let admin = server
                     .admin_database
                     .clone()
+                    .or_else(|| server.url.as_ref().and_then(|u| url_database(u.expose())))
                     .unwrap_or_else(|| match base.client {
                         Client::Mysql => "mysql".to_owned(),
                         _ => "postgres".to_owned(),
                     });
+                // Without TLS settings of its own, the server gets [base]'s mode and CA: a
+                // fleet configured for verified TLS never falls back to `prefer` by omission.
+                let inherit = !server.has_tls_settings();
+                let (base_mode, base_ca) = (base.sslmode, base.sslrootcert.clone());
+                let (base_my_mode, base_my_ca) = (base.ssl_mode, base.ssl_ca.clone());
                 base.url = server.url.clone();
                 base.host = server.host.clone();
                 base.port = server.port;
@@ -360,6 +405,10 @@ impl Config {
                 base.ssl_ca = server.ssl_ca.clone();
                 base.ssl_cert = server.ssl_cert.clone();
                 base.ssl_key = server.ssl_key.clone();
+                if inherit {
+                    (base.sslmode, base.sslrootcert) = (base_mode, base_ca);
+                    (base.ssl_mode, base.ssl_ca) = (base_my_mode, base_my_ca);
+                }
             }
         }
         config.pool_cache.max_connections = server.max_connections;
@@ -367,5 +416,111 @@ impl Config {
         config.base.pool.max_size = 0;
         config.base.pool.min_idle = None;
         Ok(config)
+    }
+}
+
+/// The database a connection URL names: the path of `scheme://…/db`, or `dbname=` of a
+/// key=value string; `None` when it names none.
+fn url_database(url: &str) -> Option<String> {
+    let db = match url.split_once("://") {
+        Some((_, rest)) => {
+            // The host part ends at the first `/` after the credentials (which end at the
+            // last `@`, as the drivers read them).
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let path = host.split_once('/')?.1;
+            path.split(['?', '#']).next()?.to_owned()
+        }
+        None => url
+            .split_whitespace()
+            .find_map(|pair| pair.strip_prefix("dbname="))?
+            .trim_matches('\'')
+            .to_owned(),
+    };
+    let db = percent_decode(&db);
+    (!db.is_empty()).then_some(db)
+}
+
+/// `%XX` escapes decoded (invalid ones kept as written).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_database_comes_from_the_url() {
+        assert_eq!(
+            url_database("postgres://u:p@ss@h:5432/defaultdb?sslmode=require").as_deref(),
+            Some("defaultdb")
+        );
+        assert_eq!(url_database("mysql://root@h:3306/").as_deref(), None);
+        assert_eq!(url_database("postgres://u@h").as_deref(), None);
+        assert_eq!(
+            url_database("host=h dbname=admin user=u").as_deref(),
+            Some("admin")
+        );
+        assert_eq!(
+            url_database("postgres://u@h/my%20db").as_deref(),
+            Some("my db")
+        );
+        let config = Config::postgres("postgres://u@h/base")
+            .server("b", ServerConfig::url("postgres://adm@eu-2/defaultdb"))
+            .server("c", ServerConfig::url("postgres://adm@eu-3"));
+        assert_eq!(
+            config.for_server("b").unwrap().base.admin_database,
+            "defaultdb"
+        );
+        assert_eq!(
+            config.for_server("c").unwrap().base.admin_database,
+            "postgres"
+        );
+    }
+
+    #[test]
+    fn servers_without_tls_keys_take_the_base_mode_and_ca() {
+        let mut config = Config::postgres("postgres://u@h/base")
+            .server("b", ServerConfig::url("postgres://adm@eu-2/postgres"))
+            .server(
+                "c",
+                ServerConfig::url("postgres://adm@eu-3/postgres?sslmode=require"),
+            );
+        config.base.sslmode = Some(TlsMode::VerifyFull);
+        config.base.sslrootcert = Some("ca.pem".into());
+        let b = config.for_server("b").unwrap();
+        assert_eq!(b.base.sslmode, Some(TlsMode::VerifyFull));
+        assert_eq!(b.base.sslrootcert, Some(PathBuf::from("ca.pem")));
+        // Its own settings win, whole: nothing of [base]'s mixes in.
+        let c = config.for_server("c").unwrap();
+        assert_eq!((c.base.sslmode, c.base.sslrootcert), (None, None));
+    }
+
+    #[test]
+    fn server_names_sharing_an_environment_variable_are_refused() {
+        let config = Config::sqlite("base.sqlite")
+            .server("eu-2", ServerConfig::sqlite_folder("a"))
+            .server("eu_2", ServerConfig::sqlite_folder("b"));
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("TENORA_SERVER_EU_2_URL"), "{e}");
     }
 }

@@ -91,6 +91,7 @@ impl<B: Backend> Servers<B> {
             let server_config = config.for_server(name)?;
             let server =
                 B::Server::from_config(&server_config).map_err(|e| e.under_server(name))?;
+            let mut server_config = server_config;
             let limits = match server.connect_base().await {
                 Ok(mut first) => {
                     server.learn_server(&mut first).await?;
@@ -100,13 +101,18 @@ impl<B: Backend> Servers<B> {
                     }
                 }
                 Err(e) => {
+                    let least = BudgetPlan::minimum(B::ADMIN_CONNECTIONS, 0);
                     tracing::warn!(
                         server = name,
-                        error = %e,
+                        error = %crate::config::redact_url(&e.to_string()),
                         "a tenant server does not answer: its tenants fail until it does; \
-                         without servers.{name}.max_connections it has no connection budget \
-                         until Tenora restarts"
+                         without servers.{name}.max_connections its budget is the smallest \
+                         workable one ({least}) until Tenora restarts"
                     );
+                    server_config
+                        .pool_cache
+                        .max_connections
+                        .get_or_insert(least);
                     None
                 }
             };

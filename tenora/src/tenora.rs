@@ -181,11 +181,23 @@ impl<B: Backend> TenoraBuilder<B> {
         let mut first = backend.connect_base().await?;
         backend.learn_server(&mut first).await?;
         let limits = &config.pool_cache;
-        let server = match limits.max_connections {
+        // `[servers.default] max_connections`, else `[pool_cache] max_connections`.
+        let mut budget_config = config.clone();
+        budget_config.pool_cache.max_connections =
+            config.placement_of(crate::server_config::DEFAULT_SERVER).2;
+        let server = match budget_config.pool_cache.max_connections {
             Some(_) => None,
             None => backend.server_limits(&mut first).await?,
         };
-        let plan = BudgetPlan::new(&config, B::ADMIN_CONNECTIONS, server)?;
+        let plan =
+            BudgetPlan::new(&budget_config, B::ADMIN_CONNECTIONS, server).map_err(
+                |e| match config.servers.get(crate::server_config::DEFAULT_SERVER) {
+                    Some(s) if s.max_connections.is_some() => {
+                        e.under_server(crate::server_config::DEFAULT_SERVER)
+                    }
+                    _ => e,
+                },
+            )?;
         if plan.raised_to_minimum {
             tracing::warn!("{plan}");
         } else {
@@ -427,7 +439,9 @@ impl<B: Backend> Tenora<B> {
                             async { slot.server.connect_base().await },
                         )
                         .await;
-                    probe.err().map(|e| e.to_string())
+                    probe
+                        .err()
+                        .map(|e| crate::config::redact_url(&e.to_string()))
                 })
             })
             .collect();

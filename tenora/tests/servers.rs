@@ -174,6 +174,91 @@ async fn sqlite_servers_are_folders() {
     assert_eq!((files(&a), files(&b)), (0, 0));
 }
 
+/// `[servers.default]` alone: its budget and its drain apply to the base database's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_server_takes_its_own_settings() {
+    let env = tenora::backend::Sqlite::env().unwrap();
+    let config = env.config.clone().server(
+        tenora::DEFAULT_SERVER,
+        ServerConfig::placement_only()
+            .max_connections(40)
+            .accept_new_tenants(false),
+    );
+    let t = tenora_with::<tenora::backend::Sqlite>(config, tenant_schema::SQLITE_MIGRATIONS).await;
+    assert_eq!(t.budget().max_connections, Some(40));
+    let id = t.tenant_id("refused").unwrap();
+    assert_err_contains(
+        t.create_tenant(&id, None).await,
+        &["no server accepts new tenants"],
+    );
+    assert!(t.tenant(&id).await.unwrap().is_none());
+    assert!(!t.tenant_database_exists(&id).await.unwrap());
+}
+
+/// A row on a server the config no longer lists: every use names the server, nothing is
+/// guessed or dropped elsewhere; listing the server again brings the tenant back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_on_an_unlisted_server_is_named_not_guessed() {
+    let env = tenora::backend::Sqlite::env().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let with_c = env
+        .config
+        .clone()
+        .server(tenora::DEFAULT_SERVER, ServerConfig::placement_only())
+        .server("c", ServerConfig::sqlite_folder(&c));
+    let t =
+        tenora_with::<tenora::backend::Sqlite>(with_c.clone(), tenant_schema::SQLITE_MIGRATIONS)
+            .await;
+    let gone = t.tenant_id("gone").unwrap();
+    t.create_tenant_with(&gone, TenantOptions::default().server("c"))
+        .await
+        .unwrap();
+    drop(t);
+    // The same registry, without [servers.c].
+    let t = tenora_with::<tenora::backend::Sqlite>(
+        env.config.clone(),
+        tenant_schema::SQLITE_MIGRATIONS,
+    )
+    .await;
+    assert_err_contains(
+        t.tenant_conn(&gone).await,
+        &["unknown server `c`", "[servers.c]"],
+    );
+    assert_err_contains(t.drop_tenant(&gone).await, &["unknown server `c`"]);
+    assert!(t.tenant_database_exists(&gone).await.is_ok());
+    let health = t.check().await.unwrap();
+    assert!(
+        health
+            .problems
+            .iter()
+            .any(|p| matches!(p, tenora::Problem::UnknownServer { server, .. } if server == "c")),
+        "{health:?}"
+    );
+    let status = t.server_status().await.unwrap();
+    let c_status = status.iter().find(|s| s.name == "c").unwrap();
+    assert!(
+        !c_status.configured && c_status.tenants == 1,
+        "{c_status:?}"
+    );
+    // Its file is untouched; with [servers.c] back, the tenant works and drops.
+    assert!(std::fs::read_dir(&c).unwrap().count() > 0);
+    drop(t);
+    let t = tenora_with::<tenora::backend::Sqlite>(with_c, tenant_schema::SQLITE_MIGRATIONS).await;
+    // The refused drop changed nothing: the tenant is still active.
+    let mut conn = t.tenant_conn(&gone).await.unwrap();
+    assert!(
+        tenora::backend::Sqlite::project_names(&mut conn)
+            .await
+            .len()
+            <= 10
+    );
+    drop(conn);
+    t.drop_tenant(&gone).await.unwrap();
+    assert!(!t.tenant_database_exists(&gone).await.unwrap());
+}
+
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;

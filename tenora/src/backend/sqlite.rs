@@ -146,6 +146,24 @@ fn same_file(a: &Path, b: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Whether `path` still names the open `file` (it was not removed or replaced since it was
+/// opened).
+fn still_named(file: &File, path: &Path) -> bool {
+    let (Ok(open), Ok(named)) = (file.metadata(), std::fs::metadata(path)) else {
+        return false;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        open.dev() == named.dev() && open.ino() == named.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (open, named);
+        true
+    }
+}
+
 /// Suffix of the file locked during migration runs.
 const MIGRATION_LOCK_SUFFIX: &str = "-migrate.lock";
 
@@ -450,27 +468,38 @@ impl Server<Sqlite> for SqliteServer {
                 e,
             )
         })?;
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_error(format!("cannot open the lease of tenant `{id}`"), &path, e))?;
-        match file.try_lock() {
-            Ok(()) => {
-                self.leases
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(path, file);
-                Ok(true)
+        // The holder removes the lock file when it releases a dropped tenant's lease: a file
+        // locked after that removal is no longer the one others open, so try again.
+        for _ in 0..8 {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| {
+                    io_error(format!("cannot open the lease of tenant `{id}`"), &path, e)
+                })?;
+            match file.try_lock() {
+                Ok(()) if still_named(&file, &path) => {
+                    self.leases
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(path, file);
+                    return Ok(true);
+                }
+                Ok(()) => continue,
+                Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_error(
+                        format!("cannot lock the lease of tenant `{id}`"),
+                        &path,
+                        e,
+                    ));
+                }
             }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_error(
-                format!("cannot lock the lease of tenant `{id}`"),
-                &path,
-                e,
-            )),
         }
+        // Removed under us every time: another process is busy with this tenant.
+        Ok(false)
     }
 
     async fn release_lease(&self, id: &TenantId, _scope: &str) {
