@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::project::{Kind, Project};
 
 /// Steps after which `tenants create` is crashed, with whether the backend reaches them.
-const CREATE_POINTS: &[&str] = &[
+pub(crate) const CREATE_POINTS: &[&str] = &[
     "register",
     "create_user",
     "create_database",
@@ -17,10 +17,10 @@ const CREATE_POINTS: &[&str] = &[
 ];
 
 /// Steps after which `tenants drop` is crashed.
-const DROP_POINTS: &[&str] = &["mark_deleting", "drop_database", "drop_user"];
+pub(crate) const DROP_POINTS: &[&str] = &["mark_deleting", "drop_database", "drop_user"];
 
 /// Runs `args` with `TENORA_FAILPOINT=point` and asserts that the process aborted there.
-fn crash(p: &Project, point: &str, args: &[&str]) {
+pub(crate) fn crash(p: &Project, point: &str, args: &[&str]) {
     let out = p
         .cmd()
         .env("TENORA_FAILPOINT", point)

@@ -101,3 +101,68 @@ fn tenants_on_two_servers() {
     );
     p.ok(&["tenants", "drop", "x2", "--yes"]);
 }
+
+/// Tenant objects with the project's prefix on the cluster at `admin_url`, from its catalog.
+async fn objects_on(admin_url: &str, prefix: &str) -> Vec<String> {
+    let client = tenora_test_support::pg_connect(admin_url).await;
+    let mut found: Vec<String> = client
+        .query(
+            "SELECT 'database ' || datname FROM pg_database WHERE starts_with(datname, $1) \
+             UNION ALL SELECT 'user ' || rolname FROM pg_roles WHERE starts_with(rolname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Crashes at every step of creating and dropping tenants placed on a second server, then
+/// `tenants repair --all`: the second server's catalog holds exactly the tenants that were
+/// created in full, and the default server holds none (placement was recorded first, so
+/// repair works where the tenant was).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_on_a_second_server_are_repaired_there() {
+    let Some(p) = Project::ready(Kind::Postgres, false) else {
+        return;
+    };
+    let Some(a) = PgCluster::start() else { return };
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(p.path().join("tenora.toml"))
+        .and_then(|mut f| write!(f, "\n[servers.a]\nurl = \"{}\"\n", a.admin_url()))
+        .unwrap();
+    for point in crate::crash::CREATE_POINTS {
+        crate::crash::crash(&p, point, &["tenants", "create", &format!("c_{point}")]);
+    }
+    p.ok(&["tenants", "create", "kept"]);
+    for point in crate::crash::DROP_POINTS {
+        let id = format!("d_{point}");
+        p.ok(&["tenants", "create", &id]);
+        crate::crash::crash(&p, point, &["tenants", "drop", &id, "--yes"]);
+    }
+    assert!(
+        objects_on(&a.admin_url(), p.prefix()).await.len() > 2,
+        "the crashes left objects on server a"
+    );
+    p.ok(&["tenants", "repair", "--all"]);
+    let prefix = p.prefix();
+    assert_eq!(
+        objects_on(&a.admin_url(), prefix).await,
+        [
+            format!("database {prefix}kept"),
+            format!("user {prefix}u_kept")
+        ]
+    );
+    assert!(
+        p.objects().await.is_empty(),
+        "nothing on the default server"
+    );
+    let list = p.ok(&["tenants", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+    // Exit 0: nothing wrong on either server.
+    p.ok(&["doctor"]);
+}
