@@ -22,7 +22,9 @@
 //! `tenora_pool_misses_total`, `tenora_pools_created_total`, `tenora_pool_evictions_total`,
 //! `tenora_budget_waits_total`, `tenora_pool_exhausted_total` (requests answered
 //! [`Error::Busy`](crate::Error::Busy)) and `tenora_connections_refused_total` (refused by the
-//! server for lack of slots).
+//! server for lack of slots); per database server (label `server`):
+//! `tenora_server_open_connections`, `tenora_server_connection_budget`,
+//! `tenora_server_connections_refused_total`, `tenora_server_pool_exhausted_total`.
 //!
 //! Labels never carry tenant ids unless `[metrics] tenant_labels = true` (then creations, drops
 //! and migrations get a `tenant` label): with thousands of tenants, one series per tenant is
@@ -247,6 +249,22 @@ fn describe() {
             "tenora_connections_refused_total",
             "connections the server refused for lack of slots"
         );
+        describe_gauge!(
+            "tenora_server_open_connections",
+            "server connections Tenora holds, per database server"
+        );
+        describe_gauge!(
+            "tenora_server_connection_budget",
+            "most connections Tenora holds at once, per database server"
+        );
+        describe_counter!(
+            "tenora_server_connections_refused_total",
+            "connections a database server refused for lack of slots"
+        );
+        describe_counter!(
+            "tenora_server_pool_exhausted_total",
+            "requests answered Busy, per database server"
+        );
     });
 }
 
@@ -265,4 +283,26 @@ pub(crate) fn publish(stats: &CacheStats) {
     counter!("tenora_budget_waits_total").absolute(stats.waits);
     counter!("tenora_pool_exhausted_total").absolute(stats.busy);
     counter!("tenora_connections_refused_total").absolute(stats.refused_by_server);
+}
+
+/// One server's figures for [`publish_server`].
+pub(crate) struct ServerFigures<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) open: u64,
+    pub(crate) max: Option<u32>,
+    pub(crate) refused: u64,
+    pub(crate) busy: u64,
+}
+
+/// Publishes one server's connection figures, labelled with its name (servers are few: one
+/// series each).
+pub(crate) fn publish_server(server: &ServerFigures<'_>) {
+    let name = server.name.to_owned();
+    gauge!("tenora_server_open_connections", "server" => name.clone()).set(server.open as f64);
+    if let Some(max) = server.max {
+        gauge!("tenora_server_connection_budget", "server" => name.clone()).set(f64::from(max));
+    }
+    counter!("tenora_server_connections_refused_total", "server" => name.clone())
+        .absolute(server.refused);
+    counter!("tenora_server_pool_exhausted_total", "server" => name).absolute(server.busy);
 }

@@ -769,6 +769,16 @@ impl<B: Backend> Tenora<B> {
     /// ```
     pub fn record_metrics(&self) {
         crate::telemetry::publish(&self.stats());
+        for slot in self.inner.servers.all() {
+            let budget = &slot.budget;
+            crate::telemetry::publish_server(&crate::telemetry::ServerFigures {
+                name: &slot.name,
+                open: budget.open(),
+                max: budget.max(),
+                refused: budget.refused(),
+                busy: budget.busy(),
+            });
+        }
     }
 
     /// `id`, when metrics carry tenant labels (`[metrics] tenant_labels`).

@@ -123,4 +123,14 @@ async fn events_are_counted_with_tenant_labels_only_when_asked() {
         .sum();
     assert!(unlabelled >= 1);
     assert_eq!(counters(&snap, "tenora_pools_created_total", &[]).len(), 1);
+    // Per server, labelled with its name.
+    assert_eq!(
+        counters(
+            &snap,
+            "tenora_server_connections_refused_total",
+            &[("server", "default")]
+        )
+        .len(),
+        1
+    );
 }
