@@ -66,6 +66,45 @@ impl<B: Backend> ServerSlot<B> {
     }
 }
 
+/// Connects to `server`'s home database, learns what shapes names, and reads its limits
+/// unless the budget is configured (`max`).
+async fn probe<B: Backend>(
+    server: &B::Server,
+    max: Option<u32>,
+) -> Result<Option<crate::budget::plan::ServerLimits>> {
+    let mut first = server.connect_base().await?;
+    server.learn_server(&mut first).await?;
+    match max {
+        Some(_) => Ok(None),
+        None => server.server_limits(&mut first).await,
+    }
+}
+
+/// Runs `futures` concurrently on the current task; their outputs in order.
+async fn join_all<T>(
+    mut futures: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + '_>>>,
+) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 /// The servers, the default one (holding the base database) first.
 pub(crate) struct Servers<B: Backend> {
     slots: Vec<Arc<ServerSlot<B>>>,
@@ -87,19 +126,28 @@ impl<B: Backend> Servers<B> {
             config,
             pools,
         ))];
+        // Every server is asked at once: one that does not answer costs one connect
+        // timeout at start, however many there are.
+        let mut built = Vec::new();
         for name in config.server_names().into_iter().skip(1) {
             let server_config = config.for_server(name)?;
             let server =
                 B::Server::from_config(&server_config).map_err(|e| e.under_server(name))?;
-            let mut server_config = server_config;
-            let limits = match server.connect_base().await {
-                Ok(mut first) => {
-                    server.learn_server(&mut first).await?;
-                    match server_config.pool_cache.max_connections {
-                        Some(_) => None,
-                        None => server.server_limits(&mut first).await?,
-                    }
-                }
+            built.push((name, server_config, server));
+        }
+        let probes = built
+            .iter()
+            .map(|(_, server_config, server)| {
+                Box::pin(probe::<B>(server, server_config.pool_cache.max_connections))
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>>
+            })
+            .collect();
+        let answers = join_all(probes).await;
+        let mut built_slots = Vec::new();
+        for ((name, mut server_config, server), answer) in built.into_iter().zip(answers) {
+            let limits = match answer {
+                Ok(limits) => limits,
+                Err(e) if !matches!(e, Error::Connect { .. }) => return Err(e),
                 Err(e) => {
                     let least = BudgetPlan::minimum(B::ADMIN_CONNECTIONS, 0);
                     tracing::warn!(
@@ -119,8 +167,9 @@ impl<B: Backend> Servers<B> {
             let plan = BudgetPlan::new(&server_config, B::ADMIN_CONNECTIONS, limits)
                 .map_err(|e| e.under_server(name))?;
             tracing::info!(server = name, "{plan}");
-            slots.push(Arc::new(ServerSlot::new(name, server, plan, config, pools)));
+            built_slots.push(Arc::new(ServerSlot::new(name, server, plan, config, pools)));
         }
+        slots.extend(built_slots);
         Ok(Servers { slots })
     }
 
