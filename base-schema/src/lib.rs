@@ -3,7 +3,8 @@
 //! [`MIGRATIONS`] creates the registry table (`tenora_tenants`) on PostgreSQL, MySQL and SQLite;
 //! pass it to [`tenora::TenoraBuilder::base_migrations`], or copy the folder into your own base
 //! migrations and edit it (keep the columns Tenora reads: `id`, `password`, `state`,
-//! `created_at`, `updated_at`, `token`, `server`).
+//! `created_at`, `updated_at`, `token`, `server`, `migration_version`,
+//! `migration_fingerprint`).
 
 /// The base migrations, embedded at compile time.
 pub const MIGRATIONS: tenora::Migrations = tenora::embed_migrations!("migrations");
@@ -29,6 +30,10 @@ pub mod schema {
             /// The database server holding the tenant's database (`default`: the base
             /// database's server).
             server -> Text,
+            /// The latest migration version Tenora's last run on the tenant left applied.
+            migration_version -> Nullable<Text>,
+            /// The fingerprint of the migrations applied then.
+            migration_fingerprint -> Nullable<Text>,
         }
     }
 }
@@ -39,12 +44,13 @@ mod tests {
     fn shipped_migrations_match_the_library_templates() {
         let migrations = super::MIGRATIONS;
         let all: Vec<_> = migrations.iter().collect();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 4);
         // The first migration is the table as 0.1 made it: the full template less `token` and
         // `server`.
         let (up, down) = tenora::registry::registry_migration_sql("tenora_tenants");
         let legacy = up.replace(
-            ",\n    token VARCHAR(64),\n    server VARCHAR(63) NOT NULL DEFAULT 'default'",
+            ",\n    token VARCHAR(64),\n    server VARCHAR(63) NOT NULL DEFAULT 'default',\n    \
+             migration_version VARCHAR(64),\n    migration_fingerprint VARCHAR(64)",
             "",
         );
         assert_eq!(all[0].up_sql(), legacy);
@@ -55,5 +61,8 @@ mod tests {
         let (up, down) = tenora::registry::registry_server_migration_sql("tenora_tenants");
         assert_eq!(all[2].up_sql(), up);
         assert_eq!(all[2].down_sql(), Some(down.as_str()));
+        let (up, down) = tenora::registry::registry_migration_state_sql("tenora_tenants");
+        assert_eq!(all[3].up_sql(), up);
+        assert_eq!(all[3].down_sql(), Some(down.as_str()));
     }
 }

@@ -67,6 +67,10 @@ pub struct Fleet {
     #[arg(long)]
     pub fail_fast: bool,
 
+    /// migrate:tenants: connect to every tenant, also those the registry records as up to date
+    #[arg(long)]
+    pub verify: bool,
+
     /// Tenants worked on at once per server (default: a quarter of each server's connection
     /// budget, at least 1, at most twice the CPU cores or 16)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
@@ -145,6 +149,8 @@ pub enum Command {
 
     /// Check the registry and the server: half-done, missing, unproven and orphaned tenants
     Doctor,
+    /// Which tenants are at which migration, from the registry: behind, ahead, differing
+    Status,
 
     /// Create, drop and list tenants
     #[command(name = "tenants", subcommand)]

@@ -253,7 +253,7 @@ async fn execute<B: Backend>(
             sources.base = Some(base);
         }
         Command::Rollback { .. } => sources.base = Some(base_migrations(&config, embedded)?),
-        Command::MigrateTenants(_) | Command::RollbackTenants { .. } => {
+        Command::MigrateTenants(_) | Command::RollbackTenants { .. } | Command::Status => {
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         // The template check compares with the tenant migrations.
@@ -316,6 +316,7 @@ async fn execute<B: Backend>(
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
         Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
         Command::Doctor => doctor(&tenora, out).await,
+        Command::Status => status(&tenora, out).await,
         Command::Keys(KeysCommand::Status) => key_status(&tenora, out).await,
         Command::Keys(KeysCommand::Rotate) => rotate_key(&tenora, out).await,
         Command::Servers(ServersCommand::List) => servers_list(&tenora, out).await,
@@ -394,6 +395,12 @@ fn registry_migration_first(
         (
             format!("add_server_to_{table}"),
             tenora::registry::registry_server_migration_sql(table),
+        )
+    } else if !make::has_registry_column(&migrations, table, "migration_fingerprint") {
+        // ... and the columns of each tenant's migration state.
+        (
+            format!("add_migration_state_to_{table}"),
+            tenora::registry::registry_migration_state_sql(table),
         )
     } else {
         return Ok(Ok(migrations));
@@ -512,7 +519,9 @@ async fn run_fleet<B: Backend>(
                 .count()
         }
     };
-    let mut options = FleetOptions::default().fail_fast(fleet.fail_fast);
+    let mut options = FleetOptions::default()
+        .fail_fast(fleet.fail_fast)
+        .verify(fleet.verify);
     if let Some(n) = fleet.concurrency {
         options = options.concurrency(usize::from(n));
     }
@@ -812,6 +821,69 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
     Ok(Outcome {
         json: json!(health),
         failed: (!health.is_healthy()).then_some(summary),
+    })
+}
+
+async fn status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+    use tenora::MigrationStatus as S;
+    let status = tenora.fleet_status().await?;
+    let width = status
+        .tenants
+        .iter()
+        .map(|t| t.id.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
+    out.line(format!(
+        "{:<width$}  {:<12}  {:<10}  {:<16}  {:>7}  STATUS",
+        "ID", "STATE", "SERVER", "VERSION", "PENDING"
+    ));
+    for t in &status.tenants {
+        out.line(format!(
+            "{:<width$}  {:<12}  {:<10}  {:<16}  {:>7}  {}",
+            t.id.as_str(),
+            t.state.as_str(),
+            t.server,
+            t.version.as_deref().unwrap_or("-"),
+            t.pending.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+            t.status.as_str()
+        ));
+    }
+    for (version, count) in &status.versions {
+        out.line(format!("{count} tenant(s) at {version}"));
+    }
+    let counts: Vec<String> = [S::UpToDate, S::Behind, S::Ahead, S::Differs, S::Unrecorded]
+        .into_iter()
+        .filter_map(|s| {
+            let n = status.count(s);
+            (n > 0).then(|| format!("{n} {}", s.as_str().replace('_', " ")))
+        })
+        .collect();
+    let summary = format!(
+        "status: {} (this binary's newest migration: {})",
+        if counts.is_empty() {
+            "no tenants".to_owned()
+        } else {
+            counts.join(", ")
+        },
+        status.latest.as_deref().unwrap_or("none")
+    );
+    out.line(&summary);
+    if status.count(S::Unrecorded) > 0 {
+        eprintln!(
+            "note: tenants made before Tenora recorded migration state show as unrecorded; \
+             `tenora migrate:tenants --verify` records them"
+        );
+    }
+    Ok(Outcome {
+        json: json!(status),
+        failed: status.has_drift().then(|| {
+            format!(
+                "status: {} tenant(s) differ from this binary's migrations (a changed \
+                 migration, a gap, or a failed last run); run `tenora migrate:tenants --verify`",
+                status.count(S::Differs)
+            )
+        }),
     })
 }
 

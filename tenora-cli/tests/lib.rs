@@ -10,3 +10,4 @@ mod project;
 mod scenario;
 mod servers;
 mod snapshots;
+mod status;

@@ -226,8 +226,9 @@ pub enum Error {
     #[error(
         "the registry table `{table}` has no `{column}` column (it was made by an earlier \
          Tenora): run the base migrations — base_schema::MIGRATIONS adds it, `tenora migrate` \
-         writes the migration into a run-time folder, and \
-         registry::registry_{column}_migration_sql renders it for your own"
+         writes the migration into a run-time folder, and registry::{} renders it for \
+         your own",
+        migration_sql_of(column)
     )]
     RegistryOutdated {
         /// The configured table name.
@@ -395,6 +396,16 @@ impl fmt::Debug for Error {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+/// The `registry::*_sql` function that renders the migration adding `column`.
+fn migration_sql_of(column: &str) -> &'static str {
+    match column {
+        "token" => "registry_token_migration_sql",
+        "server" => "registry_server_migration_sql",
+        "migration_version" | "migration_fingerprint" => "registry_migration_state_sql",
+        _ => "registry_migration_sql",
     }
 }
 

@@ -37,6 +37,10 @@ pub struct FleetOptions {
     pub concurrency: usize,
     /// Stop starting tenants after the first failure (the rest are reported as skipped).
     pub fail_fast: bool,
+    /// [`FleetOp::Migrate`]: connect to every tenant, also those whose registry row records
+    /// this binary's migration fingerprint (which are otherwise reported up to date without
+    /// a connection).
+    pub verify: bool,
 }
 
 impl FleetOptions {
@@ -58,6 +62,12 @@ impl FleetOptions {
     /// Sets fail-fast.
     pub fn fail_fast(mut self, yes: bool) -> Self {
         self.fail_fast = yes;
+        self
+    }
+
+    /// Sets verify (see [`FleetOptions::verify`]).
+    pub fn verify(mut self, yes: bool) -> Self {
+        self.verify = yes;
         self
     }
 }
@@ -141,11 +151,30 @@ impl<B: Backend> Tenora<B> {
         };
         let server_of: HashMap<&TenantId, &str> =
             records.iter().map(|r| (&r.id, r.server.as_str())).collect();
+        // Tenants whose row records this binary's migrations need no connection to be found
+        // up to date (unless asked to verify).
+        let wanted = self.tenant_migrations().fingerprint();
+        let up_to_date: std::collections::HashSet<&TenantId> = match op {
+            FleetOp::Migrate if !options.verify => records
+                .iter()
+                .filter(|r| {
+                    r.state == TenantState::Active
+                        && r.migration_fingerprint.as_deref() == Some(wanted.as_str())
+                })
+                .map(|r| &r.id)
+                .collect(),
+            _ => Default::default(),
+        };
         // One queue and one concurrency limit per server, so a slow or unreachable server
         // holds up only its own tenants.
         let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
+        let mut done_already = Vec::new();
         for (index, id) in targets.into_iter().enumerate() {
             let server = server_of.get(&id).copied().unwrap_or_default().to_owned();
+            if up_to_date.contains(&id) {
+                done_already.push((index, id, server));
+                continue;
+            }
             queues.entry(server).or_default().push_back((index, id));
         }
         let limits: HashMap<String, Arc<Semaphore>> = queues
@@ -159,7 +188,7 @@ impl<B: Backend> Tenora<B> {
                 (server.clone(), Arc::new(Semaphore::new(n)))
             })
             .collect();
-        let total = queues.values().map(VecDeque::len).sum();
+        let total = queues.values().map(VecDeque::len).sum::<usize>() + done_already.len();
         let failed = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let mut outcomes: Vec<Option<TenantOutcome>> = Vec::new();
@@ -168,6 +197,10 @@ impl<B: Backend> Tenora<B> {
             on_done(&outcome);
             outcomes[index] = Some(outcome);
         };
+        for (index, id, server) in done_already {
+            let result = Ok(Vec::new());
+            finish(index, TenantOutcome { id, server, result });
+        }
         while queues.values().any(|q| !q.is_empty()) {
             // Start what the servers' limits allow, a tenant of each server in turn.
             let mut started = false;

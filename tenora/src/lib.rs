@@ -69,6 +69,7 @@ mod doctor;
 mod error;
 mod failpoint;
 mod fleet;
+mod fleet_status;
 mod key_rotation;
 mod lease;
 mod lifecycle;
@@ -106,6 +107,7 @@ pub use crate::config::{
 pub use crate::doctor::{Health, Problem};
 pub use crate::error::{BoxError, Error, Result, Wait};
 pub use crate::fleet::{FleetOp, FleetOptions, TenantOutcome};
+pub use crate::fleet_status::{FleetStatus, MigrationStatus, TenantStatus};
 pub use crate::key_rotation::{KeyRole, KeyRotation, KeyStatus, KeyUse};
 pub use crate::lifecycle::Step;
 pub use crate::migrate::MigrationOp;

@@ -48,6 +48,15 @@ fn outside_transaction(failure: BoxError) -> BoxError {
     .into()
 }
 
+/// What a migration run did and left.
+#[derive(Debug, Clone, Default)]
+pub struct Ran {
+    /// The migrations applied or reverted, by name.
+    pub touched: Vec<String>,
+    /// Every version the database has applied afterwards, oldest first.
+    pub applied: Vec<String>,
+}
+
 /// Runs `op` with Diesel's harness on a blocking thread and hands the connection back. Generic over any connection whose
 /// `AsyncConnectionWrapper` Diesel can migrate; each backend calls it with its concrete type.
 pub(crate) async fn run_blocking<C>(
@@ -55,7 +64,7 @@ pub(crate) async fn run_blocking<C>(
     migrations: Migrations,
     op: MigrationOp,
     file_lock: Option<std::path::PathBuf>,
-) -> std::result::Result<(C, Vec<String>), BoxError>
+) -> std::result::Result<(C, Ran), BoxError>
 where
     C: AsyncConnection + Send + 'static,
     AsyncConnectionWrapper<C>: MigrationHarness<C::Backend>,
@@ -108,7 +117,14 @@ where
                 }
             }
         }
-        Ok((harness.into_inner(), touched))
+        // What the database has applied now (for the registry's record of it).
+        let mut applied: Vec<String> = harness
+            .applied_migrations()?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        applied.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        Ok((harness.into_inner(), Ran { touched, applied }))
     })
     .await
     .map_err(|e| -> BoxError { format!("the migration task failed: {e}").into() })?
@@ -123,7 +139,7 @@ pub(crate) async fn run_locked<B: crate::backend::Backend>(
     mut conn: B::Connection,
     migrations: Migrations,
     op: MigrationOp,
-) -> std::result::Result<(B::Connection, Vec<String>), BoxError> {
+) -> std::result::Result<(B::Connection, Ran), BoxError> {
     use crate::backend::{MigrationLock, Server as _};
     let lock = server.lock_migrations(target, &mut conn).await?;
     let (file_lock, session) = match lock {

@@ -220,6 +220,34 @@ impl Migrations {
             .collect();
         tenora_migration_files::checksum(&lines)
     }
+
+    /// The fingerprint of a database that has applied `applied` (versions), as these
+    /// migrations see it: equal to [`fingerprint`](Self::fingerprint) exactly when it has
+    /// applied every one of them and nothing else. Versions these migrations do not know
+    /// count as unknown.
+    pub fn fingerprint_of(&self, applied: &[String]) -> String {
+        let mut lines: String = self
+            .iter()
+            .filter(|m| applied.iter().any(|v| v == m.version()))
+            .map(|m| format!("{}:{}\n", m.version(), m.checksum()))
+            .collect();
+        let mut unknown: Vec<&String> = applied
+            .iter()
+            .filter(|v| !self.iter().any(|m| m.version() == v.as_str()))
+            .collect();
+        unknown.sort();
+        for version in unknown {
+            lines.push_str(&format!("{version}:?\n"));
+        }
+        tenora_migration_files::checksum(&lines)
+    }
+
+    /// The newest version of these migrations, if any.
+    pub fn latest_version(&self) -> Option<&str> {
+        self.iter()
+            .map(|m| m.version())
+            .max_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))
+    }
 }
 
 impl fmt::Debug for Migrations {

@@ -317,6 +317,13 @@ impl<B: Backend> Tenora<B> {
             failpoint::reached(Step::CreateDatabase.key());
         }
         let database = format!("tenant `{id}`{}", self.server_label(slot));
+        // What the tenant's database has applied once made: a clone has what the template was
+        // built with (this binary's migrations, as its fingerprint matched).
+        let mut applied: Vec<String> = self
+            .tenant_migrations()
+            .iter()
+            .map(|m| m.version().to_owned())
+            .collect();
         if cloned {
             // Already migrated and locked down; connect only to run seeds.
             if !self.tenant_seeds().is_empty() {
@@ -341,7 +348,7 @@ impl<B: Backend> Tenora<B> {
                 .await
                 .map_err(|e| (Step::Migrate, e))?
                 .into_parts();
-            let (mut conn, _) = self
+            let (mut conn, ran) = self
                 .run_migrations_observed(
                     backend,
                     Target::Tenant(id),
@@ -359,6 +366,7 @@ impl<B: Backend> Tenora<B> {
                         },
                     )
                 })?;
+            applied = ran.applied;
             failpoint::reached(Step::Migrate.key());
             migrate::run_seeds(&mut conn, self.tenant_seeds(), &database)
                 .await
@@ -390,6 +398,14 @@ impl<B: Backend> Tenora<B> {
         // Active from here on: nothing may undo it any more, so a failed read of the row is
         // answered with what is known.
         self.unknown_tenants().forget(id);
+        let fingerprint = self.tenant_migrations().fingerprint_of(&applied);
+        let version = applied.last().map(String::as_str);
+        if let Err(e) = base
+            .registry_set_migrations(self.table(), id, version, Some(&fingerprint))
+            .await
+        {
+            tracing::warn!(tenant = %id, error = ?e, "could not record the tenant's migration state");
+        }
         tracing::info!(tenant = %id, "tenant created");
         match self.registry_get_on(&mut base, id).await {
             Ok(Some(row)) => Ok(row.record),
@@ -401,6 +417,8 @@ impl<B: Backend> Tenora<B> {
                     created_at: now,
                     updated_at: now,
                     server: slot.name.clone(),
+                    migration_version: version.map(str::to_owned),
+                    migration_fingerprint: Some(fingerprint),
                 })
             }
         }

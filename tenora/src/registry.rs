@@ -27,6 +27,13 @@ pub struct TenantRecord {
     /// The database server holding the tenant's database (`default`: the base database's
     /// server; others are `[servers.<name>]`).
     pub server: String,
+    /// The latest migration version applied to the tenant's database, as recorded after
+    /// Tenora's last migration run on it (`None`: none recorded yet, or none applied).
+    pub migration_version: Option<String>,
+    /// The fingerprint of the set of migrations applied then (see
+    /// [`Migrations::fingerprint`](crate::Migrations::fingerprint)): equal to the binary's
+    /// when the tenant is up to date with it.
+    pub migration_fingerprint: Option<String>,
 }
 
 /// A registry row as read from the database, with the stored (sealed) password and the
@@ -56,6 +63,10 @@ pub struct RawRow {
     pub(crate) token: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) server: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) migration_version: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) migration_fingerprint: Option<String>,
 }
 
 /// Tenants per server, as counted in the registry.
@@ -114,6 +125,8 @@ impl RawRow {
                 created_at: self.created_at,
                 updated_at: self.updated_at,
                 server: self.server,
+                migration_version: self.migration_version,
+                migration_fingerprint: self.migration_fingerprint,
             },
             password: self.password,
             token: self.token,
@@ -128,7 +141,12 @@ impl RawRow {
     }
 }
 
-pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at, token, server";
+pub(crate) const COLUMNS: &str = "id, password, state, created_at, updated_at, token, server, \
+                                  migration_version, migration_fingerprint";
+
+/// The columns a new row is inserted with (the migration state is recorded after runs).
+pub(crate) const INSERT_COLUMNS: &str =
+    "id, password, state, created_at, updated_at, token, server";
 
 /// The SQL of the registry migration for `table` (portable across PostgreSQL, MySQL and
 /// SQLite), for a new project: the table with every column Tenora reads.
@@ -142,7 +160,9 @@ pub fn registry_migration_sql(table: &str) -> (String, String) {
              created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
              updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,\n    \
              token VARCHAR(64),\n    \
-             server VARCHAR(63) NOT NULL DEFAULT 'default'\n\
+             server VARCHAR(63) NOT NULL DEFAULT 'default',\n    \
+             migration_version VARCHAR(64),\n    \
+             migration_fingerprint VARCHAR(64)\n\
          );\n"
     );
     let down = format!("DROP TABLE {table};\n");
@@ -172,6 +192,23 @@ pub fn registry_server_migration_sql(table: &str) -> (String, String) {
          ALTER TABLE {table} ADD COLUMN server VARCHAR(63) NOT NULL DEFAULT 'default';\n"
     );
     let down = format!("ALTER TABLE {table} DROP COLUMN server;\n");
+    (up, down)
+}
+
+/// The SQL of the migration that adds `migration_version` and `migration_fingerprint` (Tenora
+/// 0.3) to a registry table made by an earlier release: what each tenant's last migration run
+/// applied, so the fleet's state is one query on the base database. Existing rows start
+/// without (their next run records it); `base-schema` ships it for the default table name.
+pub fn registry_migration_state_sql(table: &str) -> (String, String) {
+    let up = format!(
+        "-- Migration state: what each tenant's last migration run left applied.\n\
+         ALTER TABLE {table} ADD COLUMN migration_version VARCHAR(64);\n\
+         ALTER TABLE {table} ADD COLUMN migration_fingerprint VARCHAR(64);\n"
+    );
+    let down = format!(
+        "ALTER TABLE {table} DROP COLUMN migration_fingerprint;\n\
+         ALTER TABLE {table} DROP COLUMN migration_version;\n"
+    );
     (up, down)
 }
 
@@ -231,6 +268,15 @@ pub trait RegistryConnection: Send {
         state: TenantState,
         token: Option<&str>,
         server: &str,
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    /// Records what a migration run left applied on tenant `id`'s database.
+    #[doc(hidden)]
+    fn registry_set_migrations(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+        version: Option<&str>,
+        fingerprint: Option<&str>,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Counts the rows per server.
     #[doc(hidden)]
@@ -373,7 +419,7 @@ macro_rules! impl_registry {
                 let sql = format!(
                     "INSERT INTO {} ({}) VALUES ({}, {}, {}, {}, {}, {}, {})",
                     $crate::registry::quote_table(table, $quote),
-                    $crate::registry::COLUMNS,
+                    $crate::registry::INSERT_COLUMNS,
                     ph(1),
                     ph(2),
                     ph(3),
@@ -390,6 +436,32 @@ macro_rules! impl_registry {
                     .bind::<diesel::sql_types::Timestamp, _>(now)
                     .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
                     .bind::<diesel::sql_types::Text, _>(server)
+                    .execute(self)
+                    .await;
+                registry_result(self, table, result).await
+            }
+
+            async fn registry_set_migrations(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+                version: Option<&str>,
+                fingerprint: Option<&str>,
+            ) -> $crate::registry::RegistryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "UPDATE {} SET migration_version = {}, migration_fingerprint = {} \
+                     WHERE id = {}",
+                    $crate::registry::quote_table(table, $quote),
+                    ph(1),
+                    ph(2),
+                    ph(3)
+                );
+                let result = diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(version)
+                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(fingerprint)
+                    .bind::<diesel::sql_types::Text, _>(id.as_str())
                     .execute(self)
                     .await;
                 registry_result(self, table, result).await
@@ -543,6 +615,8 @@ mod tests {
             "updated_at",
             "token",
             "server",
+            "migration_version",
+            "migration_fingerprint",
         ]);
         assert!(matches!(classify(err(), &full), RegistryError::Query(_)));
     }

@@ -794,7 +794,7 @@ impl<B: Backend> Tenora<B> {
         conn: B::Connection,
         migrations: crate::migrations::Migrations,
         op: MigrationOp,
-    ) -> std::result::Result<(B::Connection, Vec<String>), crate::error::BoxError> {
+    ) -> std::result::Result<(B::Connection, crate::migrate::Ran), crate::error::BoxError> {
         let started = std::time::Instant::now();
         let (base, tenant) = match target {
             Target::Base => (true, None),
@@ -806,7 +806,7 @@ impl<B: Backend> Tenora<B> {
             tenant,
             op,
             started.elapsed(),
-            result.as_ref().ok().map(|(_, names)| names.len()),
+            result.as_ref().ok().map(|(_, ran)| ran.touched.len()),
         );
         result
     }
@@ -898,6 +898,10 @@ impl<B: Backend> Tenora<B> {
         let (created_at, updated_at) = (row.created_at, row.updated_at);
         let (password, token) = (row.password.clone(), row.token.clone());
         let server = row.server.clone();
+        let (migration_version, migration_fingerprint) = (
+            row.migration_version.clone(),
+            row.migration_fingerprint.clone(),
+        );
         match row.parse() {
             Ok(stored) => Ok(Some((stored, false))),
             Err(bad) => {
@@ -910,6 +914,8 @@ impl<B: Backend> Tenora<B> {
                             created_at,
                             updated_at,
                             server,
+                            migration_version,
+                            migration_fingerprint,
                         },
                         password,
                         token,
@@ -1065,7 +1071,7 @@ impl<B: Backend> Tenora<B> {
             op,
         )
         .await
-        .map(|(_, names)| names)
+        .map(|(_, ran)| ran.touched)
         .map_err(|source| Error::Migration {
             database: "the base database".to_owned(),
             source,
@@ -1101,19 +1107,55 @@ impl<B: Backend> Tenora<B> {
             .await?
             .0
             .into_parts();
-        self.run_migrations_observed(
-            &slot.server,
-            Target::Tenant(id),
-            conn,
-            self.inner.tenant_migrations.clone(),
-            op,
-        )
-        .await
-        .map(|(_, names)| names)
-        .map_err(|source| Error::Migration {
-            database: format!("tenant `{id}`{}", self.server_label(slot)),
-            source,
-        })
+        let result = self
+            .run_migrations_observed(
+                &slot.server,
+                Target::Tenant(id),
+                conn,
+                self.inner.tenant_migrations.clone(),
+                op,
+            )
+            .await;
+        // The registry records what the run left applied; after a failure, only that the
+        // tenant's state is no longer known (its last recorded version stays for reference).
+        let applied = result.as_ref().ok().map(|(_, ran)| ran.applied.as_slice());
+        self.record_migrations(id, applied, stored.record.migration_version.as_deref())
+            .await;
+        result
+            .map(|(_, ran)| ran.touched)
+            .map_err(|source| Error::Migration {
+                database: format!("tenant `{id}`{}", self.server_label(slot)),
+                source,
+            })
+    }
+
+    /// Records in tenant `id`'s row the latest version and the fingerprint of `applied` (the
+    /// versions its database has applied), or, when `None` (a failed run), no fingerprint and
+    /// `previous` as the version. A failure to record is logged, not returned: the
+    /// migrations ran, and the next run records again.
+    pub(crate) async fn record_migrations(
+        &self,
+        id: &TenantId,
+        applied: Option<&[String]>,
+        previous: Option<&str>,
+    ) {
+        let (version, fingerprint) = match applied {
+            Some(applied) => (
+                applied.last().map(String::as_str),
+                Some(self.inner.tenant_migrations.fingerprint_of(applied)),
+            ),
+            None => (previous, None),
+        };
+        let recorded = async {
+            let mut conn = self.base_conn().await?;
+            conn.registry_set_migrations(self.table(), id, version, fingerprint.as_deref())
+                .await
+                .map_err(|e| self.registry_error(e, id))
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(tenant = %id, error = %e, "could not record the tenant's migration state in the registry");
+        }
     }
 
     /// Runs the tenant seeds on tenant `id`; returns the seed names.

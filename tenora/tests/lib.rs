@@ -13,6 +13,8 @@ mod scenarios;
 
 mod servers;
 
+mod status;
+
 mod sqlite;
 
 mod metrics;

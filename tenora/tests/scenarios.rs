@@ -248,15 +248,16 @@ pub async fn migrate_and_rollback<B: TestBackend>() {
 
     // Base rollback removes the registry; migrating again restores it.
     assert_eq!(
-        t.rollback_base(3).await.unwrap(),
+        t.rollback_base(4).await.unwrap(),
         [
+            "2026-12-04-000000_add_migration_state_to_tenora_tenants",
             "2026-12-03-000000_add_server_to_tenora_tenants",
             "2026-12-02-000000_add_token_to_tenora_tenants",
             "2024-01-01-000000_create_tenora_tenants"
         ]
     );
     assert_err_contains(t.list_tenants().await, &["is missing"]);
-    assert_eq!(t.migrate_base().await.unwrap().len(), 3);
+    assert_eq!(t.migrate_base().await.unwrap().len(), 4);
     assert!(t.list_tenants().await.unwrap().is_empty());
 }
 

@@ -38,8 +38,14 @@ pub async fn upgrade_from_a_registry_without_servers<B: TestBackend>() {
     let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
     let ids = create_many(&t, "old", 2).await;
     // Back to the previous release's registry: its last migration is the token column.
-    let reverted = t.rollback_base(1).await.unwrap();
-    assert_eq!(reverted, ["2026-12-03-000000_add_server_to_tenora_tenants"]);
+    let reverted = t.rollback_base(2).await.unwrap();
+    assert_eq!(
+        reverted,
+        [
+            "2026-12-04-000000_add_migration_state_to_tenora_tenants",
+            "2026-12-03-000000_add_server_to_tenora_tenants"
+        ]
+    );
     t.close_all();
     assert_err_contains(
         t.list_tenants().await,
@@ -48,17 +54,26 @@ pub async fn upgrade_from_a_registry_without_servers<B: TestBackend>() {
     // The shipped base migrations bring it up to date.
     assert_eq!(
         t.migrate_base().await.unwrap(),
-        ["2026-12-03-000000_add_server_to_tenora_tenants"]
+        [
+            "2026-12-03-000000_add_server_to_tenora_tenants",
+            "2026-12-04-000000_add_migration_state_to_tenora_tenants"
+        ]
     );
     for record in t.list_tenants().await.unwrap() {
         assert_eq!(record.server, tenora::DEFAULT_SERVER, "{record:?}");
+        assert_eq!(record.migration_fingerprint, None, "{record:?}");
     }
+    // Their migration state is unknown until a run records it.
+    let status = t.fleet_status().await.unwrap();
+    assert_eq!(status.count(tenora::MigrationStatus::Unrecorded), 2);
     for id in &ids {
         let mut conn = t.tenant_conn(id).await.unwrap();
         assert!(B::project_names(&mut conn).await.len() <= 10);
     }
     let report = t.migrate_all_tenants().await.unwrap();
     assert!(report.iter().all(|o| o.result.is_ok()), "{report:?}");
+    let status = t.fleet_status().await.unwrap();
+    assert_eq!(status.count(tenora::MigrationStatus::UpToDate), 2);
     for id in &ids {
         t.drop_tenant(id).await.unwrap();
     }

@@ -105,7 +105,10 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
         op: MigrationOp,
         file_lock: Option<std::path::PathBuf>,
     ) -> impl Future<
-        Output = std::result::Result<(Self::Connection, Vec<String>), crate::error::BoxError>,
+        Output = std::result::Result<
+            (Self::Connection, crate::migrate::Ran),
+            crate::error::BoxError,
+        >,
     > + Send;
 }
 

@@ -303,7 +303,7 @@ impl Backend for Mysql {
         migrations: Migrations,
         op: MigrationOp,
         file_lock: Option<std::path::PathBuf>,
-    ) -> std::result::Result<(AsyncMysqlConnection, Vec<String>), BoxError> {
+    ) -> std::result::Result<(AsyncMysqlConnection, migrate::Ran), BoxError> {
         migrate::run_blocking(conn, migrations, op, file_lock).await
     }
 }

@@ -666,7 +666,7 @@ impl Backend for Postgres {
         migrations: Migrations,
         op: MigrationOp,
         file_lock: Option<std::path::PathBuf>,
-    ) -> std::result::Result<(AsyncPgConnection, Vec<String>), BoxError> {
+    ) -> std::result::Result<(AsyncPgConnection, migrate::Ran), BoxError> {
         migrate::run_blocking(conn, migrations, op, file_lock).await
     }
 }

@@ -221,7 +221,7 @@ impl Backend for Sqlite {
         migrations: Migrations,
         op: MigrationOp,
         file_lock: Option<PathBuf>,
-    ) -> std::result::Result<(SqliteConn, Vec<String>), BoxError> {
+    ) -> std::result::Result<(SqliteConn, migrate::Ran), BoxError> {
         migrate::run_blocking(conn, migrations, op, file_lock).await
     }
 }

@@ -1,0 +1,2 @@
+ALTER TABLE tenora_tenants DROP COLUMN migration_fingerprint;
+ALTER TABLE tenora_tenants DROP COLUMN migration_version;

@@ -1,0 +1,49 @@
+//! `tenora status`: the fleet's migration state from the registry, before and after a new
+//! migration, and drift (an applied migration edited afterwards) exits 1.
+
+use crate::project::{Kind, Project};
+
+fn json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn status_behind_up_to_date_and_drift() {
+    let Some(p) = Project::ready(Kind::Sqlite, false) else {
+        return;
+    };
+    p.ok(&["tenants", "create", "acme"]);
+    p.ok(&["tenants", "create", "globex"]);
+    let out = p.ok(&["status"]);
+    assert!(out.contains("status: 2 up to date"), "{out}");
+
+    p.ok(&["make:migration:tenants", "create_notes"]);
+    let out = p.ok(&["status"]);
+    assert!(out.contains("status: 2 behind"), "{out}");
+    let report = json(&p.ok(&["--format", "json", "status"]));
+    let tenants = report["result"]["tenants"].as_array().unwrap();
+    assert!(
+        tenants
+            .iter()
+            .all(|t| t["status"] == "behind" && t["pending"] == 1),
+        "{report}"
+    );
+    p.ok(&["migrate:tenants"]);
+    assert!(p.ok(&["status"]).contains("status: 2 up to date"));
+    // Up to date by the registry: nothing to connect to; --verify connects anyway.
+    let out = p.ok(&["migrate:tenants", "--verify"]);
+    assert!(out.contains("2 up to date"), "{out}");
+
+    // The applied migration edited afterwards: drift, exit 1.
+    let notes = p.migration("migrations/tenants", "_create_notes");
+    let up = notes.join("up.sql");
+    let sql = std::fs::read_to_string(&up).unwrap();
+    std::fs::write(&up, format!("{sql}\n-- edited after it was applied\n")).unwrap();
+    let (code, out, err) = p.run(&["status"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("2 differs"), "{out}");
+    assert!(
+        err.contains("differ from this binary's migrations"),
+        "{err}"
+    );
+}

@@ -1,0 +1,180 @@
+//! `fleet_status()`: which tenants are at which migration, from one query on the registry.
+
+use std::collections::BTreeMap;
+
+use crate::backend::Backend;
+use crate::error::Result;
+use crate::migrations::Migrations;
+use crate::registry::{TenantRecord, TenantState};
+use crate::tenant_id::TenantId;
+use crate::tenora::Tenora;
+
+/// Where a tenant's database stands against this binary's tenant migrations, as the registry
+/// records it after Tenora's last migration run on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum MigrationStatus {
+    /// It has applied exactly this binary's migrations.
+    UpToDate,
+    /// It lacks some of this binary's newer migrations (`pending` says how many).
+    Behind,
+    /// It has applied a version this binary does not know, newer than its newest: another
+    /// binary (a newer release in a rolling deploy) migrated it.
+    Ahead,
+    /// Its applied set differs otherwise: a migration applied with other contents than this
+    /// binary's (drift), a gap, or a failed last run.
+    Differs,
+    /// Nothing recorded yet (a tenant made before Tenora recorded it): the next
+    /// `migrate:tenants` records it.
+    Unrecorded,
+}
+
+impl MigrationStatus {
+    /// The status as shown by `tenora status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigrationStatus::UpToDate => "up_to_date",
+            MigrationStatus::Behind => "behind",
+            MigrationStatus::Ahead => "ahead",
+            MigrationStatus::Differs => "differs",
+            MigrationStatus::Unrecorded => "unrecorded",
+        }
+    }
+}
+
+/// One tenant in [`FleetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TenantStatus {
+    /// The tenant.
+    pub id: TenantId,
+    /// Its registry state.
+    pub state: TenantState,
+    /// Its server.
+    pub server: String,
+    /// The latest version applied, as recorded.
+    pub version: Option<String>,
+    /// This binary's migrations newer than `version` (`None` when unknown).
+    pub pending: Option<usize>,
+    /// Where it stands.
+    pub status: MigrationStatus,
+}
+
+/// The fleet against this binary's tenant migrations (see [`Tenora::fleet_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FleetStatus {
+    /// This binary's newest tenant migration version.
+    pub latest: Option<String>,
+    /// Every tenant, by id.
+    pub tenants: Vec<TenantStatus>,
+    /// How many tenants are at each recorded version (`none`: nothing recorded or applied).
+    pub versions: BTreeMap<String, usize>,
+}
+
+impl FleetStatus {
+    /// How many tenants have `status`.
+    pub fn count(&self, status: MigrationStatus) -> usize {
+        self.tenants.iter().filter(|t| t.status == status).count()
+    }
+
+    /// Whether any tenant's applied set differs from this binary's other than by being
+    /// behind or ahead (drift, a gap, or a failed last run).
+    pub fn has_drift(&self) -> bool {
+        self.count(MigrationStatus::Differs) > 0
+    }
+}
+
+/// Where `record` stands against `migrations` (whose fingerprint is `wanted`).
+pub(crate) fn status_of(
+    migrations: &Migrations,
+    wanted: &str,
+    record: &TenantRecord,
+) -> (MigrationStatus, Option<usize>) {
+    let longer = |a: &str, b: &str| (a.len(), a) > (b.len(), b);
+    match (&record.migration_fingerprint, &record.migration_version) {
+        (Some(fingerprint), _) if fingerprint == wanted => (MigrationStatus::UpToDate, Some(0)),
+        (None, None) => (MigrationStatus::Unrecorded, None),
+        // A failed last run: its version is kept, its fingerprint cleared.
+        (None, Some(_)) => (MigrationStatus::Differs, None),
+        (Some(_), None) => (MigrationStatus::Behind, Some(migrations.len())),
+        (Some(_), Some(version)) => {
+            let known = migrations.iter().any(|m| m.version() == version);
+            let newer = migrations
+                .iter()
+                .filter(|m| longer(m.version(), version))
+                .count();
+            match migrations.latest_version() {
+                Some(latest) if !known && longer(version, latest) => {
+                    (MigrationStatus::Ahead, Some(0))
+                }
+                _ if known && newer > 0 && applied_prefix_matches(migrations, version, record) => {
+                    (MigrationStatus::Behind, Some(newer))
+                }
+                _ => (MigrationStatus::Differs, Some(newer)),
+            }
+        }
+    }
+}
+
+/// Whether the recorded fingerprint is that of every migration up to `version` (a tenant
+/// merely behind), rather than of some other set (drift or a gap).
+fn applied_prefix_matches(migrations: &Migrations, version: &str, record: &TenantRecord) -> bool {
+    let prefix: Vec<String> = migrations
+        .iter()
+        .map(|m| m.version().to_owned())
+        .filter(|v| (v.len(), v.as_str()) <= (version.len(), version))
+        .collect();
+    record.migration_fingerprint.as_deref() == Some(migrations.fingerprint_of(&prefix).as_str())
+}
+
+impl<B: Backend> Tenora<B> {
+    /// Which tenants are at which tenant migration, against this binary's: one query on the
+    /// registry (each row records what Tenora's last migration run on the tenant left
+    /// applied), however many tenants there are. Tenants migrated by other tools since are
+    /// not seen; `migrate:tenants --verify` connects to every tenant and records again.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// use tenora::MigrationStatus;
+    /// let status = tenora.fleet_status().await?;
+    /// println!("{} behind", status.count(MigrationStatus::Behind));
+    /// for (version, tenants) in &status.versions {
+    ///     println!("{tenants} tenant(s) at {version}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn fleet_status(&self) -> Result<FleetStatus> {
+        let migrations = self.tenant_migrations();
+        let wanted = migrations.fingerprint();
+        let mut versions = BTreeMap::new();
+        let tenants = self
+            .list_tenants()
+            .await?
+            .into_iter()
+            .map(|record| {
+                let (status, pending) = status_of(migrations, &wanted, &record);
+                *versions
+                    .entry(
+                        record
+                            .migration_version
+                            .clone()
+                            .unwrap_or_else(|| "none".to_owned()),
+                    )
+                    .or_insert(0) += 1;
+                TenantStatus {
+                    id: record.id,
+                    state: record.state,
+                    server: record.server,
+                    version: record.migration_version,
+                    pending,
+                    status,
+                }
+            })
+            .collect();
+        Ok(FleetStatus {
+            latest: migrations.latest_version().map(str::to_owned),
+            tenants,
+            versions,
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! Fleet status from the registry, and up-to-date tenants that cost no connection: after a
+//! partial run, with an edited (drifted) migration, with a binary older than the fleet, and
+//! with a tenant made unreachable behind Tenora's back (skipped without `verify`, failing
+//! with it).
+
+use diesel_async::SimpleAsyncConnection as _;
+use tenora::{FleetOp, FleetOptions, MigrationStatus, Migrations, TenantId, Tenora};
+
+use crate::support::backends::{Env, TestBackend, tenora_with};
+
+/// `base`'s migrations written to a folder, with `edit` applied to the list first.
+fn migrations_like(
+    base: &Migrations,
+    edit: impl FnOnce(&mut Vec<(String, String, String)>),
+) -> (tempfile::TempDir, Migrations) {
+    let mut all: Vec<(String, String, String)> = base
+        .iter()
+        .map(|m| {
+            (
+                m.name().to_owned(),
+                m.up_sql().to_owned(),
+                m.down_sql().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    edit(&mut all);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, up, down) in &all {
+        tenora_test_support::write_migration(dir.path(), name, up, down);
+    }
+    let migrations = Migrations::from_dir(dir.path()).unwrap();
+    (dir, migrations)
+}
+
+fn statuses<B: TestBackend>(status: &tenora::FleetStatus) -> Vec<(String, MigrationStatus)> {
+    status
+        .tenants
+        .iter()
+        .map(|t| (t.id.to_string(), t.status))
+        .collect()
+}
+
+/// Makes tenant `id`'s database refuse connections (`on = false`) or accept them again, by
+/// the server's own means: SQLite renames its file, PostgreSQL turns `ALLOW_CONNECTIONS` off,
+/// MySQL locks the tenant's account.
+async fn reachable<B: TestBackend>(env: &Env, t: &Tenora<B>, id: &TenantId, on: bool) {
+    let naming = t.naming();
+    match B::NAME {
+        "sqlite" => {
+            let dir = env.config.root.join(&env.config.tenant.database_dir);
+            let file = dir.join(naming.database_name(id));
+            let away = dir.join(format!("{}.away", naming.database_name(id)));
+            let (from, to) = if on { (away, file) } else { (file, away) };
+            std::fs::rename(from, to).unwrap();
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = crate::support::backends::pg_url().unwrap();
+            crate::support::backends::admin_client(&url)
+                .await
+                .batch_execute(&format!(
+                    "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS {on}",
+                    naming.database_name(id)
+                ))
+                .await
+                .unwrap();
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            use mysql_async::prelude::Queryable as _;
+            let url = crate::support::backends::mysql_url().unwrap();
+            let mut conn = crate::support::backends::mysql_admin(&url).await;
+            conn.query_drop(format!(
+                "ALTER USER '{}'@'%' ACCOUNT {}",
+                naming.user_name(id),
+                if on { "UNLOCK" } else { "LOCK" }
+            ))
+            .await
+            .unwrap();
+            let _ = conn.disconnect().await;
+        }
+        other => panic!("no way to make a {other} tenant unreachable"),
+    }
+}
+
+pub async fn status_skips_and_drift<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
+    let ids: Vec<TenantId> = ["sa", "sb", "sc"]
+        .iter()
+        .map(|n| t.tenant_id(n).unwrap())
+        .collect();
+    for id in &ids {
+        t.create_tenant(id, None).await.unwrap();
+    }
+    let latest = B::tenant_migrations().latest_version().unwrap().to_owned();
+    let status = t.fleet_status().await.unwrap();
+    assert_eq!(status.count(MigrationStatus::UpToDate), 3, "{status:?}");
+    assert_eq!(status.versions.get(&latest), Some(&3));
+
+    // A binary with one more migration: every tenant is one behind.
+    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
+        all.push((
+            "2030-01-01-000000_create_audit_log".to_owned(),
+            "CREATE TABLE audit_log (id INTEGER PRIMARY KEY);".to_owned(),
+            "DROP TABLE audit_log;".to_owned(),
+        ))
+    });
+    let t2 = tenora_with::<B>(env.config.clone(), plus_one.clone()).await;
+    let status = t2.fleet_status().await.unwrap();
+    assert!(
+        status
+            .tenants
+            .iter()
+            .all(|s| s.status == MigrationStatus::Behind && s.pending == Some(1)),
+        "{status:?}"
+    );
+    // A partial run: the migration fails on `sc`, whose table already exists.
+    let mut conn = t.tenant_conn(&ids[2]).await.unwrap();
+    conn.batch_execute("CREATE TABLE audit_log (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    drop(conn);
+    let report = t2.migrate_all_tenants().await.unwrap();
+    let failed: Vec<_> = report.iter().filter(|o| o.result.is_err()).collect();
+    assert_eq!(failed.len(), 1, "{report:?}");
+    let status = t2.fleet_status().await.unwrap();
+    assert_eq!(
+        statuses::<B>(&status),
+        [
+            ("sa".to_owned(), MigrationStatus::UpToDate),
+            ("sb".to_owned(), MigrationStatus::UpToDate),
+            ("sc".to_owned(), MigrationStatus::Differs),
+        ]
+    );
+    assert!(status.has_drift());
+
+    // Up-to-date tenants need no connection: `sa` refuses connections now, and the run still
+    // reports it up to date — unless asked to verify.
+    reachable(&env, &t2, &ids[0], false).await;
+    t2.close_all();
+    let report = t2
+        .run_fleet(
+            Some(&ids[..1]),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(
+        report[0].result.as_ref().is_ok_and(|n| n.is_empty()),
+        "{report:?}"
+    );
+    let verified = t2
+        .run_fleet(
+            Some(&ids[..1]),
+            FleetOp::Migrate,
+            FleetOptions::default().verify(true),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(verified[0].result.is_err(), "{verified:?}");
+    reachable(&env, &t2, &ids[0], true).await;
+
+    // The same migration edited after it was applied: drift for the tenants that have it.
+    let (_dir2, edited) = migrations_like(&plus_one, |all| {
+        let last = all.last_mut().unwrap();
+        last.1 = "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, at INTEGER);".to_owned();
+    });
+    let t3 = tenora_with::<B>(env.config.clone(), edited).await;
+    let status = t3.fleet_status().await.unwrap();
+    assert_eq!(status.count(MigrationStatus::Differs), 3, "{status:?}");
+
+    // The older binary sees `sa` and `sb` ahead of it.
+    let status = t.fleet_status().await.unwrap();
+    assert_eq!(
+        statuses::<B>(&status)[..2],
+        [
+            ("sa".to_owned(), MigrationStatus::Ahead),
+            ("sb".to_owned(), MigrationStatus::Ahead),
+        ]
+    );
+    for id in &ids {
+        t.drop_tenant(id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lite_status_skips_and_drift() {
+    status_skips_and_drift::<tenora::backend::Sqlite>().await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_status_skips_and_drift() {
+    status_skips_and_drift::<tenora::backend::Postgres>().await
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_status_skips_and_drift() {
+    status_skips_and_drift::<tenora::backend::Mysql>().await
+}
