@@ -9,6 +9,7 @@
 //! cargo bench -p tenora --features postgres --bench tenora -- --hit-only        # sections 1, 2
 //! cargo bench -p tenora --features postgres --bench tenora -- --scale-only      # section 5
 //! cargo bench -p tenora --features postgres,blocking --bench tenora -- --blocking-only  # 6
+//! cargo bench -p tenora --features postgres --bench tenora -- --fleet-only     # section 4
 //! cargo bench -p tenora --features postgres --bench tenora -- --servers-only   # section 7
 //! ```
 //!
@@ -366,6 +367,7 @@ async fn main() {
     let hit_only = std::env::args().any(|a| a == "--hit-only");
     let scale_only = std::env::args().any(|a| a == "--scale-only");
     let blocking_only = std::env::args().any(|a| a == "--blocking-only");
+    let fleet_only = std::env::args().any(|a| a == "--fleet-only");
     if std::env::args().any(|a| a == "--servers-only") {
         let n = env_size("BENCH_SERVERS_TENANTS", if quick { 60 } else { 300 });
         servers_section(n).await;
@@ -422,6 +424,14 @@ async fn main() {
     }
     if scale_only {
         scale_section(&bench, t, 0, sizes.scale).await;
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
+
+    if fleet_only {
+        fleet_section(&bench, &t, &sizes, 0).await;
+        drop(t);
         bench.cleanup(false).await;
         println!("\ncleaned up");
         return;
@@ -594,69 +604,7 @@ async fn main() {
         return;
     }
 
-    // --- 4. fleet migrations --------------------------------------------------------------------
-    let total = sizes.up_to_date.max(sizes.migrate).max(HIT_TENANTS);
-    // Without a budget the 50 warm pools hold many connections: close them first.
-    t.close_all();
-    create_tenants_timed(&t, HIT_TENANTS..total).await;
-    t.close_all();
-    let (_dir, newer) = tenant_migrations_plus_one();
-    let t2 = bench.tenora(newer, PoolCacheConfig::default()).await;
-    let migrate_ids: Vec<TenantId> = (0..sizes.migrate).map(id).collect();
-    let mut walls = Vec::new();
-    for concurrency in [1, FleetOptions::default_concurrency()] {
-        let started = Instant::now();
-        let outcomes = t2
-            .run_fleet(
-                Some(&migrate_ids),
-                FleetOp::Migrate,
-                FleetOptions::default().concurrency(concurrency),
-                |_| {},
-            )
-            .await
-            .unwrap();
-        let wall = started.elapsed().as_secs_f64();
-        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
-        walls.push((concurrency, wall, failed));
-        // Re-pend the migration for the next run.
-        t2.run_fleet(
-            Some(&migrate_ids),
-            FleetOp::Rollback(1),
-            FleetOptions::default(),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    }
-    println!(
-        "\n4. migrate {} tenants with one new migration",
-        sizes.migrate
-    );
-    for (c, wall, failed) in &walls {
-        println!("   concurrency {c:>2}: {wall:.2} s ({failed} failed)");
-    }
-    println!("   speed-up: {:.2}x", walls[0].1 / walls[1].1);
-    let all: Vec<TenantId> = (0..total).map(id).collect();
-    let started = Instant::now();
-    let outcomes = t
-        .run_fleet(
-            Some(&all),
-            FleetOp::Migrate,
-            FleetOptions::default(),
-            |_| {},
-        )
-        .await
-        .unwrap();
-    let up_to_date = outcomes
-        .iter()
-        .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))
-        .count();
-    println!(
-        "   all up to date over {total} tenants: {:.2} s ({up_to_date} up to date, {:.2} ms each)",
-        started.elapsed().as_secs_f64(),
-        started.elapsed().as_secs_f64() * 1e3 / total as f64
-    );
-    drop(t2);
+    let total = fleet_section(&bench, &t, &sizes, HIT_TENANTS).await;
 
     // --- 5. scale under the default (derived) connection budget ---------------------------------
     scale_section(&bench, t, total, sizes.scale.max(total)).await;
@@ -945,4 +893,94 @@ async fn servers_section(n: usize) {
         one.0 / three.0,
         one.1 / three.1
     );
+}
+
+/// Section 4: fleet migrations over `sizes` tenants (`existing` of them made already);
+/// returns how many tenants exist afterwards.
+async fn fleet_section(bench: &Bench, t: &PgTenora, sizes: &Sizes, existing: usize) -> usize {
+    // --- 4. fleet migrations --------------------------------------------------------------------
+    let total = sizes.up_to_date.max(sizes.migrate).max(existing);
+    // Without a budget the 50 warm pools hold many connections: close them first.
+    t.close_all();
+    create_tenants_timed(t, existing..total).await;
+    t.close_all();
+    let (_dir, newer) = tenant_migrations_plus_one();
+    let t2 = bench.tenora(newer, PoolCacheConfig::default()).await;
+    let migrate_ids: Vec<TenantId> = (0..sizes.migrate).map(id).collect();
+    let mut walls = Vec::new();
+    for concurrency in [1, FleetOptions::default_concurrency()] {
+        let started = Instant::now();
+        let outcomes = t2
+            .run_fleet(
+                Some(&migrate_ids),
+                FleetOp::Migrate,
+                FleetOptions::default().concurrency(concurrency),
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let wall = started.elapsed().as_secs_f64();
+        let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
+        walls.push((concurrency, wall, failed));
+        // Re-pend the migration for the next run.
+        t2.run_fleet(
+            Some(&migrate_ids),
+            FleetOp::Rollback(1),
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    }
+    println!(
+        "\n4. migrate {} tenants with one new migration",
+        sizes.migrate
+    );
+    for (c, wall, failed) in &walls {
+        println!("   concurrency {c:>2}: {wall:.2} s ({failed} failed)");
+    }
+    println!("   speed-up: {:.2}x", walls[0].1 / walls[1].1);
+    let all: Vec<TenantId> = (0..total).map(id).collect();
+    let started = Instant::now();
+    let outcomes = t
+        .run_fleet(
+            Some(&all),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let up_to_date = outcomes
+        .iter()
+        .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))
+        .count();
+    println!(
+        "   all up to date over {total} tenants, by the registry: {:.3} s ({up_to_date} up to \
+         date, {:.3} ms each; target <= 0.5 s for 1,000)",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() * 1e3 / total as f64
+    );
+    let started = Instant::now();
+    let outcomes = t
+        .run_fleet(
+            Some(&all),
+            FleetOp::Migrate,
+            FleetOptions::default().verify(true),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let verified = outcomes
+        .iter()
+        .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))
+        .count();
+    println!(
+        "   the same with --verify (a connection each): {:.2} s ({verified} up to date, {:.2} ms \
+         each)",
+        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() * 1e3 / total as f64
+    );
+    drop(t2);
+    total
 }
