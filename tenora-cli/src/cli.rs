@@ -71,6 +71,10 @@ pub struct Fleet {
     #[arg(long)]
     pub verify: bool,
 
+    /// migrate:tenants: migrate even where an applied migration was edited since (refused otherwise)
+    #[arg(long)]
+    pub allow_drift: bool,
+
     /// Tenants worked on at once per server (default: a quarter of each server's connection
     /// budget, at least 1, at most twice the CPU cores or 16)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

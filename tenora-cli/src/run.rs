@@ -521,7 +521,8 @@ async fn run_fleet<B: Backend>(
     };
     let mut options = FleetOptions::default()
         .fail_fast(fleet.fail_fast)
-        .verify(fleet.verify);
+        .verify(fleet.verify)
+        .allow_drift(fleet.allow_drift);
     if let Some(n) = fleet.concurrency {
         options = options.concurrency(usize::from(n));
     }

@@ -46,4 +46,12 @@ fn status_behind_up_to_date_and_drift() {
         err.contains("differ from this binary's migrations"),
         "{err}"
     );
+    // Migrating on top of an edited migration is refused, naming it; --allow-drift goes on.
+    let (code, out, err) = p.run(&["migrate:tenants"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("_create_notes") && err.contains("--allow-drift"),
+        "{err}"
+    );
+    p.ok(&["migrate:tenants", "--allow-drift"]);
 }

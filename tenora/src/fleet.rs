@@ -41,6 +41,9 @@ pub struct FleetOptions {
     /// this binary's migration fingerprint (which are otherwise reported up to date without
     /// a connection).
     pub verify: bool,
+    /// [`FleetOp::Migrate`]: migrate tenants even where a migration was applied with other
+    /// contents than this binary's copy (refused otherwise, naming the migration).
+    pub allow_drift: bool,
 }
 
 impl FleetOptions {
@@ -62,6 +65,12 @@ impl FleetOptions {
     /// Sets fail-fast.
     pub fn fail_fast(mut self, yes: bool) -> Self {
         self.fail_fast = yes;
+        self
+    }
+
+    /// Sets allow-drift (see [`FleetOptions::allow_drift`]).
+    pub fn allow_drift(mut self, yes: bool) -> Self {
+        self.allow_drift = yes;
         self
     }
 
@@ -234,9 +243,13 @@ impl<B: Backend> Tenora<B> {
                 tasks.spawn(
                     async move {
                         let result = match op {
-                            FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up).await,
+                            FleetOp::Migrate => {
+                                this.run_on_tenant(&id, MigrationOp::Up, options.allow_drift)
+                                    .await
+                            }
                             FleetOp::Rollback(steps) => {
-                                this.run_on_tenant(&id, MigrationOp::Down { steps }).await
+                                this.run_on_tenant(&id, MigrationOp::Down { steps }, false)
+                                    .await
                             }
                             FleetOp::Seed => this.run_tenant_seeds(&id).await,
                         };

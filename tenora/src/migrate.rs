@@ -139,9 +139,22 @@ pub(crate) async fn run_locked<B: crate::backend::Backend>(
     mut conn: B::Connection,
     migrations: Migrations,
     op: MigrationOp,
+    allow_drift: bool,
 ) -> std::result::Result<(B::Connection, Ran), BoxError> {
     use crate::backend::{MigrationLock, Server as _};
+    use crate::registry::RegistryConnection as _;
     let lock = server.lock_migrations(target, &mut conn).await?;
+    // A migration applied with other contents than this binary's copy: never build on it
+    // unless asked to.
+    if op == MigrationOp::Up && !allow_drift {
+        let drifted = crate::ledger::drifted(&migrations, &conn.applied_checksums().await);
+        if !drifted.is_empty() {
+            if matches!(lock, MigrationLock::Session) {
+                let _ = server.unlock_migrations(&mut conn).await;
+            }
+            return Err(crate::ledger::drift_error(&drifted).into());
+        }
+    }
     let (file_lock, session) = match lock {
         MigrationLock::Session => (None, true),
         MigrationLock::File(path) => (Some(path), false),

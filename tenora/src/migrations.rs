@@ -111,7 +111,15 @@ impl MigrationMetadata for SqlMigration {
 
 impl<DB: DieselBackend> migration::Migration<DB> for SqlMigration {
     fn run(&self, conn: &mut dyn BoxableConnection<DB>) -> migration::Result<()> {
+        let started = std::time::Instant::now();
         conn.batch_execute(&self.up)?;
+        // Recorded in the ledger in the same transaction where the backend has transactional
+        // DDL (and the migration runs in one).
+        if let Some(sql) =
+            crate::ledger::record_sql(&self.version, &self.checksum, started.elapsed())
+        {
+            conn.batch_execute(&sql)?;
+        }
         Ok(())
     }
 
@@ -119,6 +127,9 @@ impl<DB: DieselBackend> migration::Migration<DB> for SqlMigration {
         match &self.down {
             Some(down) => {
                 conn.batch_execute(down)?;
+                if let Some(sql) = crate::ledger::forget_sql(&self.version) {
+                    conn.batch_execute(&sql)?;
+                }
                 Ok(())
             }
             None => Err(Box::new(

@@ -355,6 +355,7 @@ impl<B: Backend> Tenora<B> {
                     conn,
                     self.tenant_migrations().clone(),
                     MigrationOp::Up,
+                    false,
                 )
                 .await
                 .map_err(|source| {

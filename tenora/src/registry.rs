@@ -278,6 +278,12 @@ pub trait RegistryConnection: Send {
         version: Option<&str>,
         fingerprint: Option<&str>,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    /// The ledger of the database this connection is on (see `ledger`): applied version →
+    /// checksum; empty when it has none.
+    #[doc(hidden)]
+    fn applied_checksums(
+        &mut self,
+    ) -> impl Future<Output = std::collections::HashMap<String, String>> + Send;
     /// Counts the rows per server.
     #[doc(hidden)]
     fn registry_server_counts(
@@ -465,6 +471,27 @@ macro_rules! impl_registry {
                     .execute(self)
                     .await;
                 registry_result(self, table, result).await
+            }
+
+            async fn applied_checksums(&mut self) -> std::collections::HashMap<String, String> {
+                use diesel_async::RunQueryDsl as _;
+                #[derive(diesel::QueryableByName)]
+                struct Applied {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    version: String,
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    checksum: String,
+                }
+                let sql = format!(
+                    "SELECT version, checksum FROM {}",
+                    $crate::ledger::LEDGER_TABLE
+                );
+                // No table: nothing applied by Tenora yet (or only by other tools).
+                diesel::sql_query(sql)
+                    .load::<Applied>(self)
+                    .await
+                    .map(|rows| rows.into_iter().map(|r| (r.version, r.checksum)).collect())
+                    .unwrap_or_default()
             }
 
             async fn registry_server_counts(

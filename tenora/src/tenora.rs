@@ -794,13 +794,16 @@ impl<B: Backend> Tenora<B> {
         conn: B::Connection,
         migrations: crate::migrations::Migrations,
         op: MigrationOp,
+        allow_drift: bool,
     ) -> std::result::Result<(B::Connection, crate::migrate::Ran), crate::error::BoxError> {
         let started = std::time::Instant::now();
         let (base, tenant) = match target {
             Target::Base => (true, None),
             Target::Tenant(id) => (false, self.metrics_tenant(id)),
         };
-        let result = crate::migrate::run_locked::<B>(server, target, conn, migrations, op).await;
+        let result =
+            crate::migrate::run_locked::<B>(server, target, conn, migrations, op, allow_drift)
+                .await;
         crate::telemetry::migration_run(
             base,
             tenant,
@@ -1069,6 +1072,7 @@ impl<B: Backend> Tenora<B> {
             conn,
             self.inner.base_migrations.clone(),
             op,
+            false,
         )
         .await
         .map(|(_, ran)| ran.touched)
@@ -1086,18 +1090,20 @@ impl<B: Backend> Tenora<B> {
 
     /// Applies pending tenant migrations to tenant `id` (which must be `active`).
     pub async fn migrate_tenant(&self, id: &TenantId) -> Result<Vec<String>> {
-        self.run_on_tenant(id, MigrationOp::Up).await
+        self.run_on_tenant(id, MigrationOp::Up, false).await
     }
 
     /// Reverts the last `steps` tenant migrations of tenant `id`.
     pub async fn rollback_tenant(&self, id: &TenantId, steps: usize) -> Result<Vec<String>> {
-        self.run_on_tenant(id, MigrationOp::Down { steps }).await
+        self.run_on_tenant(id, MigrationOp::Down { steps }, false)
+            .await
     }
 
     pub(crate) async fn run_on_tenant(
         &self,
         id: &TenantId,
         op: MigrationOp,
+        allow_drift: bool,
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
@@ -1114,6 +1120,7 @@ impl<B: Backend> Tenora<B> {
                 conn,
                 self.inner.tenant_migrations.clone(),
                 op,
+                allow_drift,
             )
             .await;
         // The registry records what the run left applied; after a failure, only that the

@@ -83,6 +83,74 @@ async fn reachable<B: TestBackend>(env: &Env, t: &Tenora<B>, id: &TenantId, on: 
     }
 }
 
+/// The ledger rows (version, checksum) in tenant `id`'s database, read with the server's own
+/// client (not Tenora's).
+async fn ledger_of<B: TestBackend>(
+    env: &Env,
+    t: &Tenora<B>,
+    id: &TenantId,
+) -> Vec<(String, String)> {
+    let database = t.naming().database_name(id);
+    let sql = format!(
+        "SELECT version, checksum FROM {} ORDER BY version",
+        tenora::LEDGER_TABLE
+    );
+    match B::NAME {
+        "sqlite" => {
+            use diesel::{Connection as _, RunQueryDsl as _};
+            #[derive(diesel::QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                version: String,
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                checksum: String,
+            }
+            let path = env
+                .config
+                .root
+                .join(&env.config.tenant.database_dir)
+                .join(&database);
+            let mut conn =
+                diesel::sqlite::SqliteConnection::establish(&path.to_string_lossy()).unwrap();
+            diesel::sql_query(sql)
+                .load::<Row>(&mut conn)
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.version, r.checksum))
+                .collect()
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = crate::support::backends::pg_url().unwrap();
+            let url = format!("{}/{database}", url.rsplit_once('/').unwrap().0);
+            let client = crate::support::backends::admin_client(&url).await;
+            client
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        }
+        #[cfg(feature = "mysql")]
+        "mysql" => {
+            use mysql_async::prelude::Queryable as _;
+            let url = crate::support::backends::mysql_url().unwrap();
+            let mut conn = crate::support::backends::mysql_admin(&url).await;
+            let rows: Vec<(String, String)> = conn
+                .query(format!(
+                    "SELECT version, checksum FROM `{database}`.{} ORDER BY version",
+                    tenora::LEDGER_TABLE
+                ))
+                .await
+                .unwrap();
+            let _ = conn.disconnect().await;
+            rows
+        }
+        other => panic!("no ledger reader for {other}"),
+    }
+}
+
 pub async fn status_skips_and_drift<B: TestBackend>() {
     let Some(env) = B::env() else { return };
     let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
@@ -94,6 +162,12 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
         t.create_tenant(id, None).await.unwrap();
     }
     let latest = B::tenant_migrations().latest_version().unwrap().to_owned();
+    // Every migration Tenora applied is in the tenant's ledger with this binary's checksum.
+    let expected: Vec<(String, String)> = B::tenant_migrations()
+        .iter()
+        .map(|m| (m.version().to_owned(), m.checksum().to_owned()))
+        .collect();
+    assert_eq!(ledger_of(&env, &t, &ids[0]).await, expected);
     let status = t.fleet_status().await.unwrap();
     assert_eq!(status.count(MigrationStatus::UpToDate), 3, "{status:?}");
     assert_eq!(status.versions.get(&latest), Some(&3));
@@ -172,6 +246,40 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
     let t3 = tenora_with::<B>(env.config.clone(), edited).await;
     let status = t3.fleet_status().await.unwrap();
     assert_eq!(status.count(MigrationStatus::Differs), 3, "{status:?}");
+    // Migrating on top of it is refused, naming the migration, unless drift is allowed.
+    let refused = t3
+        .run_fleet(
+            Some(&ids[..2]),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    for outcome in &refused {
+        let e = outcome.result.as_ref().unwrap_err().to_string();
+        assert!(
+            e.contains("_create_audit_log") && e.contains("other contents"),
+            "{e}"
+        );
+    }
+    let allowed = t3
+        .run_fleet(
+            Some(&ids[..2]),
+            FleetOp::Migrate,
+            FleetOptions::default().allow_drift(true),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert!(allowed.iter().all(|o| o.result.is_ok()), "{allowed:?}");
+    // The ledger still holds the checksum the migration was applied with.
+    let ledger = ledger_of(&env, &t3, &ids[0]).await;
+    assert_eq!(ledger.len(), expected.len() + 1);
+    assert_eq!(
+        ledger.last().unwrap().1,
+        plus_one.iter().last().unwrap().checksum()
+    );
 
     // The older binary sees `sa` and `sb` ahead of it.
     let status = t.fleet_status().await.unwrap();
