@@ -154,7 +154,15 @@ pub enum Command {
     /// Check the registry and the server: half-done, missing, unproven and orphaned tenants
     Doctor,
     /// Which tenants are at which migration, from the registry: behind, ahead, differing
-    Status,
+    Status {
+        /// Read every tenant's database (applied versions and checksums) instead of the
+        /// registry, finding drift and gaps; corrects the registry where it was wrong
+        #[arg(long)]
+        verify: bool,
+        /// With --verify: tenants read at once per server (default: from each server's budget)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: Option<u16>,
+    },
 
     /// Create, drop and list tenants
     #[command(name = "tenants", subcommand)]

@@ -253,7 +253,7 @@ async fn execute<B: Backend>(
             sources.base = Some(base);
         }
         Command::Rollback { .. } => sources.base = Some(base_migrations(&config, embedded)?),
-        Command::MigrateTenants(_) | Command::RollbackTenants { .. } | Command::Status => {
+        Command::MigrateTenants(_) | Command::RollbackTenants { .. } | Command::Status { .. } => {
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         // The template check compares with the tenant migrations.
@@ -316,7 +316,10 @@ async fn execute<B: Backend>(
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
         Command::Tenants(cmd) => tenants(&tenora, cmd, out).await,
         Command::Doctor => doctor(&tenora, out).await,
-        Command::Status => status(&tenora, out).await,
+        Command::Status {
+            verify,
+            concurrency,
+        } => status(&tenora, *verify, concurrency.map_or(0, usize::from), out).await,
         Command::Keys(KeysCommand::Status) => key_status(&tenora, out).await,
         Command::Keys(KeysCommand::Rotate) => rotate_key(&tenora, out).await,
         Command::Servers(ServersCommand::List) => servers_list(&tenora, out).await,
@@ -825,9 +828,18 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
     })
 }
 
-async fn status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, CliError> {
+async fn status<B: Backend>(
+    tenora: &Tenora<B>,
+    verify: bool,
+    concurrency: usize,
+    out: &Out,
+) -> Result<Outcome, CliError> {
     use tenora::MigrationStatus as S;
-    let status = tenora.fleet_status().await?;
+    let status = if verify {
+        tenora.verify_fleet_status(concurrency).await?
+    } else {
+        tenora.fleet_status().await?
+    };
     let width = status
         .tenants
         .iter()
@@ -850,16 +862,34 @@ async fn status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
             t.status.as_str()
         ));
     }
+    for t in &status.tenants {
+        for problem in &t.problems {
+            out.line(format!("  {}: {problem}", t.id));
+        }
+    }
     for (version, count) in &status.versions {
         out.line(format!("{count} tenant(s) at {version}"));
     }
-    let counts: Vec<String> = [S::UpToDate, S::Behind, S::Ahead, S::Differs, S::Unrecorded]
-        .into_iter()
-        .filter_map(|s| {
-            let n = status.count(s);
-            (n > 0).then(|| format!("{n} {}", s.as_str().replace('_', " ")))
-        })
-        .collect();
+    if status.corrected() > 0 {
+        out.line(format!(
+            "the registry's record was wrong for {} tenant(s): corrected",
+            status.corrected()
+        ));
+    }
+    let counts: Vec<String> = [
+        S::UpToDate,
+        S::Behind,
+        S::Ahead,
+        S::Differs,
+        S::Unrecorded,
+        S::Failed,
+    ]
+    .into_iter()
+    .filter_map(|s| {
+        let n = status.count(s);
+        (n > 0).then(|| format!("{n} {}", s.as_str().replace('_', " ")))
+    })
+    .collect();
     let summary = format!(
         "status: {} (this binary's newest migration: {})",
         if counts.is_empty() {
@@ -881,8 +911,10 @@ async fn status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
         failed: status.has_drift().then(|| {
             format!(
                 "status: {} tenant(s) differ from this binary's migrations (a changed \
-                 migration, a gap, or a failed last run); run `tenora migrate:tenants --verify`",
-                status.count(S::Differs)
+                 migration, a gap, or a failed last run) and {} could not be read; see \
+                 `tenora status --verify`",
+                status.count(S::Differs),
+                status.count(S::Failed)
             )
         }),
     })

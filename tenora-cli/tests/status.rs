@@ -54,4 +54,12 @@ fn status_behind_up_to_date_and_drift() {
         "{err}"
     );
     p.ok(&["migrate:tenants", "--allow-drift"]);
+    // The registry now takes the edited copy as applied; the databases' ledgers know better.
+    assert!(p.ok(&["status"]).contains("status: 2 up to date"));
+    let (code, out, _) = p.run(&["status", "--verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("acme: `") && out.contains("was applied with other contents"),
+        "{out}"
+    );
 }

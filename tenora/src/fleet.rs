@@ -186,20 +186,7 @@ impl<B: Backend> Tenora<B> {
             }
             queues.entry(server).or_default().push_back((index, id));
         }
-        let limits: HashMap<String, Arc<Semaphore>> = queues
-            .keys()
-            .map(|server| {
-                let n = match options.concurrency {
-                    0 => self.derived_concurrency(server),
-                    n => n,
-                };
-                let n = n.min(Semaphore::MAX_PERMITS);
-                (server.clone(), Arc::new(Semaphore::new(n)))
-            })
-            .collect();
         let total = queues.values().map(VecDeque::len).sum::<usize>() + done_already.len();
-        let failed = Arc::new(AtomicBool::new(false));
-        let mut tasks = JoinSet::new();
         let mut outcomes: Vec<Option<TenantOutcome>> = Vec::new();
         outcomes.resize_with(total, || None);
         let mut finish = |index: usize, outcome: TenantOutcome| {
@@ -210,6 +197,57 @@ impl<B: Backend> Tenora<B> {
             let result = Ok(Vec::new());
             finish(index, TenantOutcome { id, server, result });
         }
+        let allow_drift = options.allow_drift;
+        self.schedule(
+            queues,
+            options.concurrency,
+            options.fail_fast,
+            move |this: Tenora<B>, id: TenantId| async move {
+                match op {
+                    FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up, allow_drift).await,
+                    FleetOp::Rollback(steps) => {
+                        this.run_on_tenant(&id, MigrationOp::Down { steps }, false)
+                            .await
+                    }
+                    FleetOp::Seed => this.run_tenant_seeds(&id).await,
+                }
+            },
+            |index, id, server, result| finish(index, TenantOutcome { id, server, result }),
+        )
+        .await?;
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// Runs `work` on the tenants of `queues` (per server: (index, id) in order) with at most
+    /// `concurrency` at once per server (0: derived from each server's budget), a tenant of
+    /// each server in turn, calling `finish` as each ends. With `fail_fast`, the tenants not
+    /// started after a failure end as [`Error::Skipped`].
+    pub(crate) async fn schedule<T, W, Fut>(
+        &self,
+        mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>>,
+        concurrency: usize,
+        fail_fast: bool,
+        work: W,
+        mut finish: impl FnMut(usize, TenantId, String, Result<T>),
+    ) -> Result<()>
+    where
+        T: Send + 'static,
+        W: Fn(Tenora<B>, TenantId) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        let limits: HashMap<String, Arc<Semaphore>> = queues
+            .keys()
+            .map(|server| {
+                let n = match concurrency {
+                    0 => self.derived_concurrency(server),
+                    n => n,
+                };
+                let n = n.min(Semaphore::MAX_PERMITS);
+                (server.clone(), Arc::new(Semaphore::new(n)))
+            })
+            .collect();
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut tasks = JoinSet::new();
         while queues.values().any(|q| !q.is_empty()) {
             // Start what the servers' limits allow, a tenant of each server in turn.
             let mut started = false;
@@ -217,16 +255,10 @@ impl<B: Backend> Tenora<B> {
                 let Some(&(index, _)) = queue.front() else {
                     continue;
                 };
-                if options.fail_fast && failed.load(Ordering::SeqCst) {
+                if fail_fast && failed.load(Ordering::SeqCst) {
                     let (_, id) = queue.pop_front().expect("front exists");
-                    finish(
-                        index,
-                        TenantOutcome {
-                            result: Err(Error::Skipped { id: id.clone() }),
-                            server: server.clone(),
-                            id,
-                        },
-                    );
+                    let skipped = Err(Error::Skipped { id: id.clone() });
+                    finish(index, id, server.clone(), skipped);
                     started = true;
                     continue;
                 }
@@ -235,29 +267,18 @@ impl<B: Backend> Tenora<B> {
                 };
                 let (_, id) = queue.pop_front().expect("front exists");
                 started = true;
-                let this = self.clone();
+                let (this, work) = (self.clone(), work.clone());
                 let failed = Arc::clone(&failed);
                 let server = server.clone();
-                let span =
-                    tracing::info_span!("tenora.fleet", tenant = %id, server = %server, op = ?op);
+                let span = tracing::info_span!("tenora.fleet", tenant = %id, server = %server);
                 tasks.spawn(
                     async move {
-                        let result = match op {
-                            FleetOp::Migrate => {
-                                this.run_on_tenant(&id, MigrationOp::Up, options.allow_drift)
-                                    .await
-                            }
-                            FleetOp::Rollback(steps) => {
-                                this.run_on_tenant(&id, MigrationOp::Down { steps }, false)
-                                    .await
-                            }
-                            FleetOp::Seed => this.run_tenant_seeds(&id).await,
-                        };
+                        let result = work(this, id.clone()).await;
                         if result.is_err() {
                             failed.store(true, Ordering::SeqCst);
                         }
                         drop(permit);
-                        (index, TenantOutcome { id, server, result })
+                        (index, id, server, result)
                     }
                     .instrument(span),
                 );
@@ -265,21 +286,21 @@ impl<B: Backend> Tenora<B> {
             if !started {
                 // Every server with work is at its limit: a finishing tenant frees a slot.
                 if let Some(done) = tasks.join_next().await {
-                    let (i, outcome) = done.map_err(join_error)?;
-                    finish(i, outcome);
+                    let (i, id, server, result) = done.map_err(join_error)?;
+                    finish(i, id, server, result);
                 }
             }
             // Report what finished meanwhile.
             while let Some(done) = tasks.try_join_next() {
-                let (i, outcome) = done.map_err(join_error)?;
-                finish(i, outcome);
+                let (i, id, server, result) = done.map_err(join_error)?;
+                finish(i, id, server, result);
             }
         }
         while let Some(done) = tasks.join_next().await {
-            let (i, outcome) = done.map_err(join_error)?;
-            finish(i, outcome);
+            let (i, id, server, result) = done.map_err(join_error)?;
+            finish(i, id, server, result);
         }
-        Ok(outcomes.into_iter().flatten().collect())
+        Ok(())
     }
 
     /// The default fleet concurrency on `server`: a quarter of its connection budget, at

@@ -1,6 +1,6 @@
 //! `fleet_status()`: which tenants are at which migration, from one query on the registry.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::backend::Backend;
 use crate::error::Result;
@@ -28,6 +28,8 @@ pub enum MigrationStatus {
     /// Nothing recorded yet (a tenant made before Tenora recorded it): the next
     /// `migrate:tenants` records it.
     Unrecorded,
+    /// Verifying: its database could not be read (the error is in `problems`).
+    Failed,
 }
 
 impl MigrationStatus {
@@ -39,6 +41,7 @@ impl MigrationStatus {
             MigrationStatus::Ahead => "ahead",
             MigrationStatus::Differs => "differs",
             MigrationStatus::Unrecorded => "unrecorded",
+            MigrationStatus::Failed => "failed",
         }
     }
 }
@@ -58,6 +61,11 @@ pub struct TenantStatus {
     pub pending: Option<usize>,
     /// Where it stands.
     pub status: MigrationStatus,
+    /// Verifying: what is wrong (drifted migrations, gaps, unknown versions, the error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// Verifying: the registry's record was wrong and has been corrected.
+    pub corrected: bool,
 }
 
 /// The fleet against this binary's tenant migrations (see [`Tenora::fleet_status`]).
@@ -78,9 +86,14 @@ impl FleetStatus {
     }
 
     /// Whether any tenant's applied set differs from this binary's other than by being
-    /// behind or ahead (drift, a gap, or a failed last run).
+    /// behind or ahead (drift, a gap, or a failed last run), or could not be read.
     pub fn has_drift(&self) -> bool {
-        self.count(MigrationStatus::Differs) > 0
+        self.count(MigrationStatus::Differs) + self.count(MigrationStatus::Failed) > 0
+    }
+
+    /// Verifying: how many registry records were wrong (and corrected).
+    pub fn corrected(&self) -> usize {
+        self.tenants.iter().filter(|t| t.corrected).count()
     }
 }
 
@@ -127,6 +140,74 @@ fn applied_prefix_matches(migrations: &Migrations, version: &str, record: &Tenan
     record.migration_fingerprint.as_deref() == Some(migrations.fingerprint_of(&prefix).as_str())
 }
 
+/// Where a database that has applied `applied` (versions, oldest first) with `ledger`
+/// (version → checksum) stands against `migrations`, read from the database itself.
+pub(crate) fn verified_status(
+    migrations: &Migrations,
+    applied: &[String],
+    ledger: &HashMap<String, String>,
+) -> (MigrationStatus, usize, Vec<String>) {
+    let longer = |a: &str, b: &str| (a.len(), a) > (b.len(), b);
+    let mut problems: Vec<String> = crate::ledger::drifted(migrations, ledger)
+        .iter()
+        .map(|d| {
+            format!(
+                "`{}` was applied with other contents (checksum {}…, this binary's {}…)",
+                d.name,
+                &d.applied[..d.applied.len().min(12)],
+                &d.binary[..d.binary.len().min(12)]
+            )
+        })
+        .collect();
+    let drift = !problems.is_empty();
+    let is_applied = |v: &str| applied.iter().any(|a| a == v);
+    let newest_known = migrations
+        .iter()
+        .map(|m| m.version())
+        .filter(|v| is_applied(v))
+        .max_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+    let mut gap = false;
+    let mut pending = 0;
+    for m in migrations.iter().filter(|m| !is_applied(m.version())) {
+        match newest_known {
+            Some(newest) if longer(newest, m.version()) => {
+                gap = true;
+                problems.push(format!(
+                    "`{}` is not applied, but later migrations are (a gap)",
+                    m.name()
+                ));
+            }
+            _ => pending += 1,
+        }
+    }
+    let latest = migrations.latest_version();
+    let mut ahead = false;
+    let mut unknown_older = false;
+    for version in applied
+        .iter()
+        .filter(|v| !migrations.iter().any(|m| m.version() == v.as_str()))
+    {
+        if latest.is_none_or(|l| longer(version, l)) {
+            ahead = true;
+        } else {
+            unknown_older = true;
+            problems.push(format!(
+                "version {version} is applied but unknown to this binary"
+            ));
+        }
+    }
+    let status = if drift || gap || unknown_older {
+        MigrationStatus::Differs
+    } else if ahead {
+        MigrationStatus::Ahead
+    } else if pending > 0 {
+        MigrationStatus::Behind
+    } else {
+        MigrationStatus::UpToDate
+    };
+    (status, pending, problems)
+}
+
 impl<B: Backend> Tenora<B> {
     /// Which tenants are at which tenant migration, against this binary's: one query on the
     /// registry (each row records what Tenora's last migration run on the tenant left
@@ -168,6 +249,8 @@ impl<B: Backend> Tenora<B> {
                     version: record.migration_version,
                     pending,
                     status,
+                    problems: Vec::new(),
+                    corrected: false,
                 }
             })
             .collect();
@@ -176,5 +259,67 @@ impl<B: Backend> Tenora<B> {
             tenants,
             versions,
         })
+    }
+
+    /// [`fleet_status`](Self::fleet_status), read from every active tenant's database
+    /// instead of the registry (at most `concurrency` at once per server; 0: derived from each
+    /// server's budget): Diesel's applied versions and Tenora's ledger of checksums, so drift
+    /// (a migration applied with other contents), gaps and unknown versions are found. Where
+    /// the registry's record was wrong, it is corrected (`TenantStatus::corrected`).
+    pub async fn verify_fleet_status(&self, concurrency: usize) -> Result<FleetStatus> {
+        let migrations = self.tenant_migrations().clone();
+        let mut status = self.fleet_status().await?;
+        let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
+        for (index, tenant) in status.tenants.iter().enumerate() {
+            if tenant.state == TenantState::Active {
+                queues
+                    .entry(tenant.server.clone())
+                    .or_default()
+                    .push_back((index, tenant.id.clone()));
+            }
+        }
+        let mut read = Vec::new();
+        self.schedule(
+            queues,
+            concurrency,
+            false,
+            |this: Tenora<B>, id: TenantId| async move { this.inspect_tenant(&id).await },
+            |index, _, _, result| read.push((index, result)),
+        )
+        .await?;
+        for (index, result) in read {
+            let tenant = &mut status.tenants[index];
+            match result {
+                Ok((applied, ledger)) => {
+                    let (verified, pending, problems) =
+                        verified_status(&migrations, &applied, &ledger);
+                    let fingerprint = migrations.fingerprint_of(&applied);
+                    let recorded = self
+                        .tenant(&tenant.id)
+                        .await?
+                        .and_then(|r| r.migration_fingerprint);
+                    if recorded.as_deref() != Some(fingerprint.as_str()) {
+                        self.record_migrations(&tenant.id, Some(&applied), None)
+                            .await;
+                        tenant.corrected = true;
+                    }
+                    tenant.version = applied.last().cloned();
+                    tenant.pending = Some(pending);
+                    tenant.status = verified;
+                    tenant.problems = problems;
+                }
+                Err(e) => {
+                    tenant.status = MigrationStatus::Failed;
+                    tenant.pending = None;
+                    tenant.problems = vec![crate::config::redact_url(&e.to_string())];
+                }
+            }
+        }
+        status.versions = BTreeMap::new();
+        for tenant in &status.tenants {
+            let version = tenant.version.clone().unwrap_or_else(|| "none".to_owned());
+            *status.versions.entry(version).or_insert(0) += 1;
+        }
+        Ok(status)
     }
 }

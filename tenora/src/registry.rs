@@ -284,6 +284,9 @@ pub trait RegistryConnection: Send {
     fn applied_checksums(
         &mut self,
     ) -> impl Future<Output = std::collections::HashMap<String, String>> + Send;
+    /// The versions Diesel records as applied on the database this connection is on.
+    #[doc(hidden)]
+    fn applied_versions(&mut self) -> impl Future<Output = RegistryResult<Vec<String>>> + Send;
     /// Counts the rows per server.
     #[doc(hidden)]
     fn registry_server_counts(
@@ -492,6 +495,20 @@ macro_rules! impl_registry {
                     .await
                     .map(|rows| rows.into_iter().map(|r| (r.version, r.checksum)).collect())
                     .unwrap_or_default()
+            }
+
+            async fn applied_versions(&mut self) -> $crate::registry::RegistryResult<Vec<String>> {
+                use diesel_async::RunQueryDsl as _;
+                #[derive(diesel::QueryableByName)]
+                struct Version {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    version: String,
+                }
+                diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
+                    .load::<Version>(self)
+                    .await
+                    .map(|rows| rows.into_iter().map(|r| r.version).collect())
+                    .map_err($crate::registry::RegistryError::Query)
             }
 
             async fn registry_server_counts(

@@ -1136,6 +1136,28 @@ impl<B: Backend> Tenora<B> {
             })
     }
 
+    /// What tenant `id`'s database has applied, read from it: Diesel's versions (sorted) and
+    /// the ledger (version → checksum).
+    pub(crate) async fn inspect_tenant(
+        &self,
+        id: &TenantId,
+    ) -> Result<(Vec<String>, std::collections::HashMap<String, String>)> {
+        let stored = self.active_tenant(id).await?;
+        let slot = self.server_of(&stored)?;
+        let candidates = self.tenant_passwords(&stored, None).await?;
+        let (mut conn, _permit) = self
+            .connect_tenant_any(slot, id, candidates, Slice::Work)
+            .await?
+            .0
+            .into_parts();
+        let mut versions = conn.applied_versions().await.map_err(|e| {
+            self.registry_error_any(e, &format!("cannot read the migrations of tenant `{id}`"))
+        })?;
+        versions.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        let ledger = conn.applied_checksums().await;
+        Ok((versions, ledger))
+    }
+
     /// Records in tenant `id`'s row the latest version and the fingerprint of `applied` (the
     /// versions its database has applied), or, when `None` (a failed run), no fingerprint and
     /// `previous` as the version. A failure to record is logged, not returned: the

@@ -208,6 +208,21 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
         ]
     );
     assert!(status.has_drift());
+    // Read from the databases: `sc` is merely behind (its failed migration ran in a
+    // transaction, or failed before changing anything); the registry is corrected.
+    let verified = t2.verify_fleet_status(0).await.unwrap();
+    assert_eq!(
+        statuses::<B>(&verified),
+        [
+            ("sa".to_owned(), MigrationStatus::UpToDate),
+            ("sb".to_owned(), MigrationStatus::UpToDate),
+            ("sc".to_owned(), MigrationStatus::Behind),
+        ]
+    );
+    assert!(verified.tenants[2].corrected && !verified.tenants[0].corrected);
+    assert_eq!(verified.tenants[2].pending, Some(1));
+    let status = t2.fleet_status().await.unwrap();
+    assert_eq!(status.tenants[2].status, MigrationStatus::Behind);
 
     // Up-to-date tenants need no connection: `sa` refuses connections now, and the run still
     // reports it up to date — unless asked to verify.
@@ -245,7 +260,14 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
     });
     let t3 = tenora_with::<B>(env.config.clone(), edited).await;
     let status = t3.fleet_status().await.unwrap();
-    assert_eq!(status.count(MigrationStatus::Differs), 3, "{status:?}");
+    assert_eq!(
+        statuses::<B>(&status),
+        [
+            ("sa".to_owned(), MigrationStatus::Differs),
+            ("sb".to_owned(), MigrationStatus::Differs),
+            ("sc".to_owned(), MigrationStatus::Behind),
+        ]
+    );
     // Migrating on top of it is refused, naming the migration, unless drift is allowed.
     let refused = t3
         .run_fleet(
@@ -273,6 +295,16 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
         .await
         .unwrap();
     assert!(allowed.iter().all(|o| o.result.is_ok()), "{allowed:?}");
+    // The registry now records the edited binary's fingerprint, but the databases know
+    // better: verifying finds the drift in their ledgers.
+    let verified = t3.verify_fleet_status(0).await.unwrap();
+    for tenant in &verified.tenants[..2] {
+        assert_eq!(tenant.status, MigrationStatus::Differs, "{tenant:?}");
+        assert!(
+            tenant.problems[0].contains("_create_audit_log"),
+            "{tenant:?}"
+        );
+    }
     // The ledger still holds the checksum the migration was applied with.
     let ledger = ledger_of(&env, &t3, &ids[0]).await;
     assert_eq!(ledger.len(), expected.len() + 1);
