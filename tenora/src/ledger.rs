@@ -77,19 +77,23 @@ pub(crate) fn drifted(migrations: &Migrations, ledger: &HashMap<String, String>)
         .collect()
 }
 
+impl std::fmt::Display for Drifted {
+    /// "`name` (checksum applied abc…, this binary's def…)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let short = |c: &str| c.chars().take(12).collect::<String>();
+        write!(
+            f,
+            "`{}` (checksum applied {}…, this binary's {}…)",
+            self.name,
+            short(&self.applied),
+            short(&self.binary)
+        )
+    }
+}
+
 /// The error for `drifted` migrations: which, and what to do.
 pub(crate) fn drift_error(drifted: &[Drifted]) -> String {
-    let list: Vec<String> = drifted
-        .iter()
-        .map(|d| {
-            format!(
-                "`{}` (applied {}…, this binary's {}…)",
-                d.name,
-                &d.applied[..d.applied.len().min(12)],
-                &d.binary[..d.binary.len().min(12)]
-            )
-        })
-        .collect();
+    let list: Vec<String> = drifted.iter().map(ToString::to_string).collect();
     format!(
         "migration(s) {} were applied with other contents than this binary's copy (edited after \
          they ran): restore the files as they were applied and put the change in a new \
