@@ -94,6 +94,9 @@ pub enum Command {
         /// How many migrations to revert
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         step: u32,
+        /// Confirm without asking (needed when there is no terminal to ask on)
+        #[arg(long)]
+        yes: bool,
     },
 
     /// Apply pending tenant migrations to every tenant
@@ -109,6 +112,9 @@ pub enum Command {
         /// How many migrations to revert per tenant
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         step: u32,
+        /// Confirm without asking (needed when there is no terminal to ask on)
+        #[arg(long)]
+        yes: bool,
     },
 
     /// Create a base migration folder (template inferred from the name)

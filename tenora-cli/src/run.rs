@@ -277,6 +277,21 @@ async fn execute<B: Backend>(
         }
         _ => {}
     }
+    // For the rollback confirmations: the newest migrations, newest first.
+    let newest = |migrations: &Option<Migrations>, n: usize| -> String {
+        let names: Vec<String> = migrations
+            .iter()
+            .flat_map(|m| m.iter().map(|m| m.name().to_owned()).collect::<Vec<_>>())
+            .collect();
+        let list: Vec<&str> = names.iter().rev().take(n).map(String::as_str).collect();
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    let newest_base = newest(&sources.base, cli_step(&cli.command));
+    let newest_tenant = newest(&sources.tenant, cli_step(&cli.command));
     let tenora = Tenora::<B>::builder(config)
         .base_migrations(sources.base.unwrap_or(Migrations::empty()))
         .tenant_migrations(sources.tenant.unwrap_or(Migrations::empty()))
@@ -290,7 +305,14 @@ async fn execute<B: Backend>(
             let applied = tenora.migrate_base().await?;
             report_base(out, "migrate", "applied", &applied)
         }
-        Command::Rollback { step } => {
+        Command::Rollback { step, yes } => {
+            let what = format!(
+                "rollback reverts the last {step} migration(s) of the base database (this \
+                 binary's newest: {newest_base}), with the data of what they created"
+            );
+            if !confirmed(*yes, &what)? {
+                return Ok(cancelled(out));
+            }
             let reverted = tenora.rollback_base(*step as usize).await?;
             report_base(out, "rollback", "reverted", &reverted)
         }
@@ -310,7 +332,24 @@ async fn execute<B: Backend>(
             }
             run_fleet(&tenora, fleet, Op::Migrate, out).await
         }
-        Command::RollbackTenants { fleet, step } => {
+        Command::RollbackTenants { fleet, step, yes } => {
+            let count = match fleet.tenants.len() {
+                0 => tenora
+                    .list_tenants()
+                    .await?
+                    .iter()
+                    .filter(|t| t.state == TenantState::Active)
+                    .count(),
+                n => n,
+            };
+            let what = format!(
+                "rollback:tenants reverts the last {step} migration(s) on {count} tenant \
+                 database(s) (this binary's newest: {newest_tenant}), with the data of what \
+                 they created"
+            );
+            if !confirmed(*yes, &what)? {
+                return Ok(cancelled(out));
+            }
             run_fleet(&tenora, fleet, Op::Rollback(*step as usize), out).await
         }
         Command::SeedRunTenants(fleet) => run_fleet(&tenora, fleet, Op::Seed, out).await,
@@ -826,6 +865,38 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
         json: json!(health),
         failed: (!health.is_healthy()).then_some(summary),
     })
+}
+
+/// Whether the user confirms `what`: `--yes`, else an answer on the terminal. Without a
+/// terminal (scripts, CI) and without `--yes`, a usage error that says so.
+fn confirmed(yes: bool, what: &str) -> Result<bool, CliError> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(format!(
+            "{what}; pass --yes to confirm (there is no terminal to ask on)"
+        )));
+    }
+    eprint!("{what}.\nContinue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| CliError::usage(format!("cannot read the answer: {e}")))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
+
+fn cancelled(out: &Out) -> Outcome {
+    out.line("cancelled: nothing was reverted");
+    Outcome::ok(json!({ "cancelled": true }))
+}
+
+/// The `--step` of a rollback command (1 for others).
+fn cli_step(command: &Command) -> usize {
+    match command {
+        Command::Rollback { step, .. } | Command::RollbackTenants { step, .. } => *step as usize,
+        _ => 1,
+    }
 }
 
 async fn status<B: Backend>(

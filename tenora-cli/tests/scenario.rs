@@ -120,8 +120,27 @@ async fn operator_flow(kind: Kind) {
     assert_eq!(code, 1);
     assert_eq!(json(&out)["result"]["tenants"][2]["status"], "skipped");
 
-    // Roll one tenant back two steps, then everyone forward again.
-    let out = p.ok(&["rollback:tenants", "--tenant", "acme", "--step", "2", "-v"]);
+    // Without a terminal, a rollback needs --yes: it says what it would revert, and reverts
+    // nothing.
+    let (code, _, err) = p.run(&["rollback:tenants", "--tenant", "acme", "--step", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("on 1 tenant database(s)")
+            && err.contains("_add_email_to_users")
+            && err.contains("pass --yes"),
+        "{err}"
+    );
+
+    // Roll one tenant back two steps (both still applied: the refused run reverted nothing), then everyone forward again.
+    let out = p.ok(&[
+        "rollback:tenants",
+        "--tenant",
+        "acme",
+        "--step",
+        "2",
+        "--yes",
+        "-v",
+    ]);
     assert!(out.contains("acme: reverted 2"), "{out}");
     assert!(out.contains("_add_email_to_users"), "{out}");
     p.tenant_sql("globex", "DROP TABLE projects").await;
@@ -174,7 +193,16 @@ async fn operator_flow(kind: Kind) {
     assert!(!stderr.contains("Hooli-Pass-123"));
 
     // Base rollback reverts the registry migration.
-    assert!(p.ok(&["rollback"]).contains("reverted 1 base migration"));
+    let (code, _, err) = p.run(&["rollback"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("base database") && err.contains("pass --yes"),
+        "{err}"
+    );
+    assert!(
+        p.ok(&["rollback", "--yes"])
+            .contains("reverted 1 base migration")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
