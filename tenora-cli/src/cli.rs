@@ -75,6 +75,10 @@ pub struct Fleet {
     #[arg(long)]
     pub allow_drift: bool,
 
+    /// Change nothing: show per tenant what would be applied, reverted or seeded
+    #[arg(long)]
+    pub dry_run: bool,
+
     /// Tenants worked on at once per server (default: a quarter of each server's connection
     /// budget, at least 1, at most twice the CPU cores or 16)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]

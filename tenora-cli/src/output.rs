@@ -93,13 +93,15 @@ impl Progress {
         // The error itself is printed once, in the summary.
         let text = match run.items.len() {
             0 => format!("{}: {}", run.tenant, run.status.replace('_', " ")),
-            n => format!("{}: {} {n}", run.tenant, run.status),
+            n => format!("{}: {} {n}", run.tenant, run.status.replace('_', " ")),
         };
+        // A dry run is read for its details: shown without -v.
+        let details = self.out.verbose || run.status.starts_with("would_");
         match &self.bar {
             Some(bar) => {
                 bar.inc(1);
                 bar.set_message(run.tenant.clone());
-                if self.out.verbose {
+                if details {
                     bar.println(text);
                     for item in &run.items {
                         bar.println(format!("  {item}"));
@@ -109,7 +111,11 @@ impl Progress {
             None => {
                 self.out.line(text);
                 for item in &run.items {
-                    self.out.detail(format!("  {item}"));
+                    if details {
+                        self.out.line(format!("  {item}"));
+                    } else {
+                        self.out.detail(format!("  {item}"));
+                    }
                 }
             }
         }
@@ -133,6 +139,9 @@ pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
         "applied",
         "reverted",
         "seeded",
+        "would_apply",
+        "would_revert",
+        "would_seed",
         "up_to_date",
         "failed",
         "skipped",

@@ -327,7 +327,7 @@ async fn execute<B: Backend>(
         Command::MigrateTenants(fleet) => {
             // New tenants clone the template (`tenant.template`): bring it to the fleet's
             // version first.
-            if tenora.prepare_template().await? {
+            if !fleet.dry_run && tenora.prepare_template().await? {
                 out.detail("template database up to date");
             }
             run_fleet(&tenora, fleet, Op::Migrate, out).await
@@ -347,7 +347,7 @@ async fn execute<B: Backend>(
                  database(s) (this binary's newest: {newest_tenant}), with the data of what \
                  they created"
             );
-            if !confirmed(*yes, &what)? {
+            if !fleet.dry_run && !confirmed(*yes, &what)? {
                 return Ok(cancelled(out));
             }
             run_fleet(&tenora, fleet, Op::Rollback(*step as usize), out).await
@@ -497,6 +497,15 @@ impl Op {
         }
     }
 
+    /// The status of a tenant a dry run would change.
+    fn dry_status(self) -> &'static str {
+        match self {
+            Op::Migrate => "would_apply",
+            Op::Rollback(_) => "would_revert",
+            Op::Seed => "would_seed",
+        }
+    }
+
     fn done_status(self) -> &'static str {
         match self {
             Op::Migrate => "applied",
@@ -564,7 +573,8 @@ async fn run_fleet<B: Backend>(
     let mut options = FleetOptions::default()
         .fail_fast(fleet.fail_fast)
         .verify(fleet.verify)
-        .allow_drift(fleet.allow_drift);
+        .allow_drift(fleet.allow_drift)
+        .dry_run(fleet.dry_run);
     if let Some(n) = fleet.concurrency {
         options = options.concurrency(usize::from(n));
     }
@@ -580,6 +590,8 @@ async fn run_fleet<B: Backend>(
             server: outcome.server.clone(),
             status: if items.is_empty() && !matches!(op, Op::Seed) {
                 "up_to_date"
+            } else if fleet.dry_run {
+                op.dry_status()
             } else {
                 op.done_status()
             },

@@ -63,3 +63,30 @@ fn status_behind_up_to_date_and_drift() {
         "{out}"
     );
 }
+
+/// `--dry-run` says per tenant what would be applied or reverted, and changes nothing.
+#[test]
+fn dry_runs_change_nothing() {
+    let Some(p) = Project::ready(Kind::Sqlite, false) else {
+        return;
+    };
+    p.ok(&["tenants", "create", "acme"]);
+    p.ok(&["make:migration:tenants", "create_notes"]);
+    let out = p.ok(&["migrate:tenants", "--dry-run"]);
+    assert!(out.contains("acme: would apply 1"), "{out}");
+    assert!(out.contains("_create_notes"), "{out}");
+    assert!(out.contains("1 would apply"), "{out}");
+    assert!(
+        p.ok(&["status"]).contains("1 behind"),
+        "nothing was applied"
+    );
+    p.ok(&["migrate:tenants"]);
+    // A rollback dry run needs no confirmation: it reverts nothing.
+    let out = p.ok(&["rollback:tenants", "--step", "2", "--dry-run"]);
+    assert!(out.contains("acme: would revert 2"), "{out}");
+    assert!(out.contains("_create_notes"), "{out}");
+    assert!(
+        p.ok(&["status"]).contains("1 up to date"),
+        "nothing was reverted"
+    );
+}

@@ -44,6 +44,9 @@ pub struct FleetOptions {
     /// [`FleetOp::Migrate`]: migrate tenants even where a migration was applied with other
     /// contents than this binary's copy (refused otherwise, naming the migration).
     pub allow_drift: bool,
+    /// Change nothing: each outcome lists what the run would apply, revert or seed (read from
+    /// each tenant's database; tenants the registry records as up to date are not read).
+    pub dry_run: bool,
 }
 
 impl FleetOptions {
@@ -65,6 +68,12 @@ impl FleetOptions {
     /// Sets fail-fast.
     pub fn fail_fast(mut self, yes: bool) -> Self {
         self.fail_fast = yes;
+        self
+    }
+
+    /// Sets dry-run (see [`FleetOptions::dry_run`]).
+    pub fn dry_run(mut self, yes: bool) -> Self {
+        self.dry_run = yes;
         self
     }
 
@@ -197,12 +206,15 @@ impl<B: Backend> Tenora<B> {
             let result = Ok(Vec::new());
             finish(index, TenantOutcome { id, server, result });
         }
-        let allow_drift = options.allow_drift;
+        let (allow_drift, dry_run) = (options.allow_drift, options.dry_run);
         self.schedule(
             queues,
             options.concurrency,
             options.fail_fast,
             move |this: Tenora<B>, id: TenantId| async move {
+                if dry_run {
+                    return this.plan_on_tenant(&id, op).await;
+                }
                 match op {
                     FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up, allow_drift).await,
                     FleetOp::Rollback(steps) => {
@@ -301,6 +313,46 @@ impl<B: Backend> Tenora<B> {
             finish(i, id, server, result);
         }
         Ok(())
+    }
+
+    /// What `op` would do on tenant `id`, read from its database: the migrations it would
+    /// apply or revert, or the seeds it would run. Changes nothing.
+    pub(crate) async fn plan_on_tenant(&self, id: &TenantId, op: FleetOp) -> Result<Vec<String>> {
+        let migrations = self.tenant_migrations();
+        let name_of = |version: &str| {
+            migrations
+                .iter()
+                .find(|m| m.version() == version)
+                .map_or_else(|| version.to_owned(), |m| m.name().to_owned())
+        };
+        match op {
+            FleetOp::Migrate => {
+                let (applied, _) = self.inspect_tenant(id).await?;
+                Ok(migrations
+                    .iter()
+                    .filter(|m| !applied.iter().any(|v| v == m.version()))
+                    .map(|m| m.name().to_owned())
+                    .collect())
+            }
+            FleetOp::Rollback(steps) => {
+                let (applied, _) = self.inspect_tenant(id).await?;
+                Ok(applied
+                    .iter()
+                    .rev()
+                    .take(steps)
+                    .map(|v| name_of(v))
+                    .collect())
+            }
+            FleetOp::Seed => {
+                // Only that it is there to seed (`active`): seeds change data, not schema.
+                self.inspect_tenant(id).await?;
+                Ok(self
+                    .tenant_seeds()
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect())
+            }
+        }
     }
 
     /// The default fleet concurrency on `server`: a quarter of its connection budget, at

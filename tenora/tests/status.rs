@@ -189,6 +189,29 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             .all(|s| s.status == MigrationStatus::Behind && s.pending == Some(1)),
         "{status:?}"
     );
+    // A dry run reads each database and changes nothing.
+    let planned = t2
+        .run_fleet(
+            None,
+            FleetOp::Migrate,
+            FleetOptions::default().dry_run(true),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    for outcome in &planned {
+        assert_eq!(
+            outcome.result.as_ref().unwrap(),
+            &["2030-01-01-000000_create_audit_log".to_owned()]
+        );
+    }
+    assert_eq!(
+        t2.fleet_status()
+            .await
+            .unwrap()
+            .count(MigrationStatus::Behind),
+        3
+    );
     // A partial run: the migration fails on `sc`, whose table already exists.
     let mut conn = t.tenant_conn(&ids[2]).await.unwrap();
     conn.batch_execute("CREATE TABLE audit_log (id INTEGER PRIMARY KEY)")
