@@ -218,12 +218,15 @@ impl<B: Backend> Tenora<B> {
     /// # Ok(()) }
     /// ```
     pub async fn fleet_status(&self) -> Result<FleetStatus> {
+        Ok(self.status_of_records(self.list_tenants().await?))
+    }
+
+    /// The fleet's status as `records` (registry rows) say.
+    fn status_of_records(&self, records: Vec<TenantRecord>) -> FleetStatus {
         let migrations = self.tenant_migrations();
         let wanted = migrations.fingerprint();
         let mut versions = BTreeMap::new();
-        let tenants = self
-            .list_tenants()
-            .await?
+        let tenants = records
             .into_iter()
             .map(|record| {
                 let (status, pending) = status_of(migrations, &wanted, &record);
@@ -247,11 +250,11 @@ impl<B: Backend> Tenora<B> {
                 }
             })
             .collect();
-        Ok(FleetStatus {
+        FleetStatus {
             latest: migrations.latest_version().map(str::to_owned),
             tenants,
             versions,
-        })
+        }
     }
 
     /// [`fleet_status`](Self::fleet_status), read from every active tenant's database
@@ -261,7 +264,13 @@ impl<B: Backend> Tenora<B> {
     /// the registry's record was wrong, it is corrected (`TenantStatus::corrected`).
     pub async fn verify_fleet_status(&self, concurrency: usize) -> Result<FleetStatus> {
         let migrations = self.tenant_migrations().clone();
-        let mut status = self.fleet_status().await?;
+        let records = self.list_tenants().await?;
+        // What the registry records, to correct it where the databases say otherwise.
+        let recorded: HashMap<TenantId, Option<String>> = records
+            .iter()
+            .map(|r| (r.id.clone(), r.migration_fingerprint.clone()))
+            .collect();
+        let mut status = self.status_of_records(records);
         let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
         for (index, tenant) in status.tenants.iter().enumerate() {
             if tenant.state == TenantState::Active {
@@ -287,10 +296,7 @@ impl<B: Backend> Tenora<B> {
                     let (verified, pending, problems) =
                         verified_status(&migrations, &applied, &ledger);
                     let fingerprint = migrations.fingerprint_of(&applied);
-                    let recorded = self
-                        .tenant(&tenant.id)
-                        .await?
-                        .and_then(|r| r.migration_fingerprint);
+                    let recorded = recorded.get(&tenant.id).cloned().flatten();
                     if recorded.as_deref() != Some(fingerprint.as_str()) {
                         self.record_migrations(&tenant.id, Some(&applied), None)
                             .await;

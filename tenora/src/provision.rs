@@ -137,9 +137,7 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         password: Option<SecretString>,
     ) -> Result<(Option<SecretString>, Option<String>)> {
-        for slot in self.servers().all() {
-            slot.server.naming().check(id)?;
-        }
+        self.check_names(id)?;
         let password = match (self.uses_passwords(), password) {
             (true, Some(p)) => {
                 secret::check_password(p.expose())?;
@@ -621,9 +619,7 @@ impl<B: Backend> Tenora<B> {
     async fn drop_tenant_steps(&self, id: &TenantId) -> Result<Removal> {
         // Names are derived from the id and today's prefixes: never act on names that do not
         // fit (they could be truncated by the server onto someone else's database).
-        for slot in self.servers().all() {
-            slot.server.naming().check(id)?;
-        }
+        self.check_names(id)?;
         let lease = self
             .lease(id)
             .await?

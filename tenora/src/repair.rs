@@ -12,7 +12,6 @@
 use tracing::Instrument as _;
 
 use crate::backend::Backend;
-use crate::backend::Server as _;
 use crate::error::Result;
 use crate::ownership::Removal;
 use crate::registry::TenantState;
@@ -114,9 +113,7 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn repair_steps(&self, id: &TenantId) -> Result<Repair> {
-        for slot in self.servers().all() {
-            slot.server.naming().check(id)?;
-        }
+        self.check_names(id)?;
         let Some(lease) = self.lease(id).await? else {
             return Ok(Repair::InProgress);
         };

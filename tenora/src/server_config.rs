@@ -159,6 +159,7 @@ impl ServerConfig {
         self
     }
 
+    /// Whether any TLS key is set, in the table or in its URL.
     fn has_tls_settings(&self) -> bool {
         self.sslmode.is_some()
             || self.sslrootcert.is_some()
@@ -195,14 +196,7 @@ impl ServerConfig {
             || self.password.is_some()
             || self.admin_database.is_some()
             || self.path.is_some()
-            || self.sslmode.is_some()
-            || self.sslrootcert.is_some()
-            || self.sslcert.is_some()
-            || self.sslkey.is_some()
-            || self.ssl_mode.is_some()
-            || self.ssl_ca.is_some()
-            || self.ssl_cert.is_some()
-            || self.ssl_key.is_some()
+            || self.has_tls_settings()
     }
 }
 

@@ -536,10 +536,17 @@ impl<B: Backend> Tenora<B> {
     /// backend and configuration (length after prefixes, reserved names).
     pub fn tenant_id(&self, id: &str) -> Result<TenantId> {
         let id = TenantId::new(id)?;
-        for slot in self.inner.servers.all() {
-            slot.server.naming().check(&id)?;
-        }
+        self.check_names(&id)?;
         Ok(id)
+    }
+
+    /// Checks that `id`'s database and user names fit every server (their limits may differ:
+    /// MySQL and MariaDB user names).
+    pub(crate) fn check_names(&self, id: &TenantId) -> Result<()> {
+        for slot in self.inner.servers.all() {
+            slot.server.naming().check(id)?;
+        }
+        Ok(())
     }
 
     /// A pooled connection to the base database.
