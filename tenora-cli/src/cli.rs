@@ -83,6 +83,68 @@ pub struct Fleet {
     /// budget, at least 1, at most twice the CPU cores or 16)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
+
+    /// Continue a run that was killed, failed or stopped, skipping its tenants already done
+    /// (default: the newest unfinished run of this command; see `tenora runs list`)
+    #[arg(
+        long,
+        value_name = "RUN",
+        num_args = 0..=1,
+        default_missing_value = "latest",
+        conflicts_with = "tenants"
+    )]
+    pub resume: Option<String>,
+
+    /// Retry only the tenants that failed in a run (--resume RUN, else the newest unfinished one)
+    #[arg(long, conflicts_with = "tenants")]
+    pub only_failed: bool,
+
+    /// Stop starting tenants after K failures (the rest stay pending, for --resume)
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: Option<u32>,
+
+    /// Run in waves of N tenants, each finished before the next starts (the first is the
+    /// canary); a wave with failures stops the run unless --max-failures allows more
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
+
+    /// Migrations: a tenant fails when a statement waits longer than this for a lock
+    /// (e.g. 500ms, 5s, 1m; MySQL rounds up to whole seconds)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<std::time::Duration>,
+
+    /// Migrations: a tenant fails when a statement runs longer than this (PostgreSQL,
+    /// MariaDB; MySQL limits only SELECTs; not on SQLite)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+/// Parses `500ms`, `5s`, `1.5s`, `2m` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: write e.g. 500ms, 5s or 2m"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}: use ms, s or m"
+            ));
+        }
+    };
+    if !(seconds > 0.0 && seconds.is_finite() && seconds < 86_400.0 * 7.0) {
+        return Err(format!(
+            "{text:?} is out of range: more than 0 and less than a week"
+        ));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// Every command. The names (and aliases) follow the Node tool this replaces.
@@ -186,6 +248,10 @@ pub enum Command {
     #[command(name = "servers", subcommand)]
     Servers(ServersCommand),
 
+    /// Recorded fleet runs (migrate:tenants, rollback:tenants, seed:run:tenants)
+    #[command(name = "runs", subcommand)]
+    Runs(RunsCommand),
+
     /// Print a new random encryption key (base64) for TENORA_KEY
     #[command(name = "generate-key")]
     GenerateKey,
@@ -253,6 +319,22 @@ pub enum ServersCommand {
     List,
 }
 
+/// `tenora runs ...`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The newest fleet runs: command, state, tenants done, failed and left
+    List {
+        /// How many runs
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+    },
+    /// One fleet run, tenant by tenant: state, attempts, what was done or why it failed
+    Show {
+        /// The run id (see `tenora runs list`)
+        run: String,
+    },
+}
+
 /// `tenora keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -260,4 +342,21 @@ pub enum KeysCommand {
     Status,
     /// Re-seal every stored password with TENORA_KEY, opening old ones with TENORA_OLD_KEYS
     Rotate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_nonsense() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "0", "-1s", "5h", "s", "1e9", "nan"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

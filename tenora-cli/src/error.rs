@@ -65,6 +65,7 @@ impl From<tenora::Error> for CliError {
             tenora::Error::Config { .. }
             | tenora::Error::InvalidTenantId { .. }
             | tenora::Error::Unsupported(_)
+            | tenora::Error::FleetRun { .. }
             | tenora::Error::Secret(
                 SecretError::BadPassword(_)
                 | SecretError::InvalidKey(_)

@@ -26,6 +26,7 @@ mod make;
 mod output;
 mod project;
 mod run;
+mod runs;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ use tenora::{
 };
 
 use crate::Embedded;
-use crate::cli::{Cli, Command, Fleet, KeysCommand, ServersCommand, TenantsCommand};
+use crate::cli::{Cli, Command, Fleet, KeysCommand, RunsCommand, ServersCommand, TenantsCommand};
 use crate::error::CliError;
 use crate::make;
 use crate::output::{Out, TenantRun, summary};
@@ -26,7 +26,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn ok(json: Value) -> Self {
+    pub(crate) fn ok(json: Value) -> Self {
         Outcome { json, failed: None }
     }
 }
@@ -333,20 +333,37 @@ async fn execute<B: Backend>(
             run_fleet(&tenora, fleet, Op::Migrate, out).await
         }
         Command::RollbackTenants { fleet, step, yes } => {
-            let count = match fleet.tenants.len() {
-                0 => tenora
-                    .list_tenants()
-                    .await?
-                    .iter()
-                    .filter(|t| t.state == TenantState::Active)
-                    .count(),
-                n => n,
+            let what = match resume_of(fleet)? {
+                Some(which) => {
+                    let (run, left) = tenora
+                        .resumable_run(which, FleetOp::Rollback(0), fleet.only_failed)
+                        .await?;
+                    format!(
+                        "rollback:tenants continues run {} ({}) on {} tenant database(s), each \
+                         reverted down to the version the run fixed for it, with the data of \
+                         what the reverted migrations created",
+                        run.id,
+                        run.op,
+                        left.len()
+                    )
+                }
+                None => {
+                    let count = match fleet.tenants.len() {
+                        0 => tenora
+                            .list_tenants()
+                            .await?
+                            .iter()
+                            .filter(|t| t.state == TenantState::Active)
+                            .count(),
+                        n => n,
+                    };
+                    format!(
+                        "rollback:tenants reverts the last {step} migration(s) on {count} tenant \
+                         database(s) (this binary's newest: {newest_tenant}), with the data of \
+                         what they created"
+                    )
+                }
             };
-            let what = format!(
-                "rollback:tenants reverts the last {step} migration(s) on {count} tenant \
-                 database(s) (this binary's newest: {newest_tenant}), with the data of what \
-                 they created"
-            );
             if !fleet.dry_run && !confirmed(*yes, &what)? {
                 return Ok(cancelled(out));
             }
@@ -362,6 +379,8 @@ async fn execute<B: Backend>(
         Command::Keys(KeysCommand::Status) => key_status(&tenora, out).await,
         Command::Keys(KeysCommand::Rotate) => rotate_key(&tenora, out).await,
         Command::Servers(ServersCommand::List) => servers_list(&tenora, out).await,
+        Command::Runs(RunsCommand::List { limit }) => crate::runs::list(&tenora, *limit, out).await,
+        Command::Runs(RunsCommand::Show { run }) => crate::runs::show(&tenora, run, out).await,
         Command::List
         | Command::GenerateKey
         | Command::Completions { .. }
@@ -532,12 +551,31 @@ async fn run_fleet<B: Backend>(
                 .collect::<Result<_, _>>()?,
         )
     };
+    let fleet_op = match op {
+        Op::Migrate => FleetOp::Migrate,
+        Op::Rollback(steps) => FleetOp::Rollback(steps),
+        Op::Seed => FleetOp::Seed,
+    };
+    let resume = resume_of(fleet)?;
     // Rows that are not active, or not readable, are not run on; say so instead of staying
     // silent about them.
     let mut unreadable = Vec::new();
-    let count = match &ids {
-        Some(ids) => ids.len(),
-        None => {
+    let count = match (&ids, resume) {
+        (_, Some(which)) => {
+            let (run, left) = tenora
+                .resumable_run(which, fleet_op, fleet.only_failed)
+                .await?;
+            out.line(format!(
+                "{}: resuming run {} ({}): {} tenant(s) left",
+                op.label(),
+                run.id,
+                run.op,
+                left.len()
+            ));
+            left.len()
+        }
+        (Some(ids), None) => ids.len(),
+        (None, None) => {
             let (records, malformed) = tenora.list_registry().await?;
             let half_done = records
                 .iter()
@@ -574,15 +612,26 @@ async fn run_fleet<B: Backend>(
         .fail_fast(fleet.fail_fast)
         .verify(fleet.verify)
         .allow_drift(fleet.allow_drift)
-        .dry_run(fleet.dry_run);
+        .dry_run(fleet.dry_run)
+        .only_failed(fleet.only_failed);
     if let Some(n) = fleet.concurrency {
         options = options.concurrency(usize::from(n));
     }
-    let fleet_op = match op {
-        Op::Migrate => FleetOp::Migrate,
-        Op::Rollback(steps) => FleetOp::Rollback(steps),
-        Op::Seed => FleetOp::Seed,
-    };
+    if let Some(which) = resume {
+        options = options.resume(which);
+    }
+    if let Some(k) = fleet.max_failures {
+        options = options.max_failures(k as usize);
+    }
+    if let Some(n) = fleet.batch {
+        options = options.batch(n as usize);
+    }
+    if let Some(limit) = fleet.lock_timeout {
+        options = options.lock_timeout(limit);
+    }
+    if let Some(limit) = fleet.statement_timeout {
+        options = options.statement_timeout(limit);
+    }
     let progress = out.progress(count, op.label());
     let to_run = |outcome: &TenantOutcome| match &outcome.result {
         Ok(items) => TenantRun {
@@ -613,7 +662,7 @@ async fn run_fleet<B: Backend>(
             error: Some(tenora::redact_url(&e.to_string())),
         },
     };
-    let outcomes = tenora
+    let report = tenora
         .run_fleet(ids.as_deref(), fleet_op, options, |outcome| {
             progress.done(&to_run(outcome))
         })
@@ -622,13 +671,45 @@ async fn run_fleet<B: Backend>(
         progress.done(run);
     }
     progress.finish();
-    let mut runs: Vec<TenantRun> = outcomes.iter().map(to_run).collect();
+    let mut runs: Vec<TenantRun> = report.outcomes.iter().map(to_run).collect();
     runs.extend(unreadable);
     let failed = summary(out, op.label(), &runs);
+    let unfinished = failed > 0 || report.stopped;
+    if let Some(run) = report.run {
+        if unfinished {
+            out.line(format!(
+                "run {run} is not finished: see `tenora runs show {run}`; continue it with \
+                 `tenora {} --resume {run}` (or --only-failed to retry just the failures)",
+                op.label()
+            ));
+        } else {
+            out.detail(format!("run {run} finished"));
+        }
+    }
+    let failure = match (failed, report.stopped) {
+        (0, false) => None,
+        (0, true) => Some(format!("{}: the run stopped early", op.label())),
+        (n, _) => Some(format!("{}: {n} tenant(s) failed", op.label())),
+    };
     Ok(Outcome {
-        json: json!({ "tenants": runs, "failed": failed }),
-        failed: (failed > 0).then(|| format!("{}: {failed} tenant(s) failed", op.label())),
+        json: json!({
+            "run": report.run,
+            "stopped": report.stopped,
+            "tenants": runs,
+            "failed": failed,
+        }),
+        failed: failure,
     })
+}
+
+/// The run `--resume [RUN]` / `--only-failed` continue, if any.
+fn resume_of(fleet: &Fleet) -> Result<Option<tenora::Resume>, CliError> {
+    match fleet.resume.as_deref() {
+        None | Some("latest") => {
+            Ok((fleet.resume.is_some() || fleet.only_failed).then_some(tenora::Resume::Latest))
+        }
+        Some(run) => Ok(Some(tenora::Resume::Run(run.parse()?))),
+    }
 }
 
 async fn tenants<B: Backend>(

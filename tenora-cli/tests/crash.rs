@@ -38,8 +38,10 @@ pub(crate) fn crash(p: &Project, point: &str, args: &[&str]) {
             out.status
         );
     }
+    // `point#n` (the n-th time) reports the point's name.
+    let name = point.split('#').next().unwrap_or(point);
     assert!(
-        stderr.contains(&format!("failpoint `{point}` reached")),
+        stderr.contains(&format!("failpoint `{name}` reached")),
         "{point}: {stderr}"
     );
 }

@@ -7,6 +7,7 @@
 mod crash;
 mod keys;
 mod project;
+mod runs;
 mod scenario;
 mod servers;
 mod snapshots;

@@ -918,7 +918,8 @@ async fn fleet_section(bench: &Bench, t: &PgTenora, sizes: &Sizes, existing: usi
                 |_| {},
             )
             .await
-            .unwrap();
+            .unwrap()
+            .outcomes;
         let wall = started.elapsed().as_secs_f64();
         let failed = outcomes.iter().filter(|o| o.result.is_err()).count();
         walls.push((concurrency, wall, failed));
@@ -950,7 +951,8 @@ async fn fleet_section(bench: &Bench, t: &PgTenora, sizes: &Sizes, existing: usi
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     let up_to_date = outcomes
         .iter()
         .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))
@@ -970,7 +972,8 @@ async fn fleet_section(bench: &Bench, t: &PgTenora, sizes: &Sizes, existing: usi
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     let verified = outcomes
         .iter()
         .filter(|o| o.result.as_ref().is_ok_and(|n| n.is_empty()))

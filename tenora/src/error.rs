@@ -267,11 +267,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// A fleet run skipped this tenant after an earlier failure (fail-fast).
-    #[error("tenant `{id}` was skipped after an earlier failure (fail-fast)")]
+    /// A fleet run did not start this tenant: it stopped after earlier failures (fail-fast,
+    /// `max_failures`, or a failed `batch` wave).
+    #[error(
+        "tenant `{id}` was not started: the run stopped after earlier failures (fail-fast, \
+         --max-failures or a failed --batch wave); fix them, then continue with --resume"
+    )]
     Skipped {
         /// The tenant.
         id: TenantId,
+    },
+
+    /// A fleet run cannot be resumed or read as asked (no such run, a run of another
+    /// command, tenants named alongside `--resume`).
+    #[error("{message}")]
+    FleetRun {
+        /// What is wrong and what to do.
+        message: String,
     },
 
     /// A request carried no tenant id where the resolver looks for one.

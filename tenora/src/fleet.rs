@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 use tracing::Instrument as _;
 
 use tokio::sync::Semaphore;
@@ -11,7 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::migrate::MigrationOp;
+use crate::fleet_runs::{Resume, RunId};
+use crate::migrate::{Guards, MigrationOp};
 use crate::registry::TenantState;
 use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
@@ -35,8 +37,23 @@ pub struct FleetOptions {
     /// while it runs. 0 (the default) derives it from each server's connection budget (a
     /// quarter of it, at least 1, at most [`FleetOptions::default_concurrency`]).
     pub concurrency: usize,
-    /// Stop starting tenants after the first failure (the rest are reported as skipped).
+    /// Stop starting tenants after the first failure (the rest are reported as skipped); the
+    /// same as `max_failures: Some(1)`.
     pub fail_fast: bool,
+    /// Stop starting tenants once this many have failed (the rest are reported as skipped and
+    /// stay pending in the run's record, for [`FleetOptions::resume`]).
+    pub max_failures: Option<usize>,
+    /// Run in waves of this many tenants (0: all at once), each wave finished before the next
+    /// starts: the first is the canary. A wave with failures stops the run, unless
+    /// `max_failures` allows more.
+    pub batch: usize,
+    /// Continue a recorded run instead of starting one: its tenants not done yet (pending,
+    /// started when the process ended, or failed), skipping those done. The run's own
+    /// command and steps apply; no tenants may be named.
+    pub resume: Option<Resume>,
+    /// With `resume` (the newest unfinished run when `None`): retry only the tenants that
+    /// failed.
+    pub only_failed: bool,
     /// [`FleetOp::Migrate`]: connect to every tenant, also those whose registry row records
     /// this binary's migration fingerprint (which are otherwise reported up to date without
     /// a connection).
@@ -45,8 +62,18 @@ pub struct FleetOptions {
     /// contents than this binary's copy (refused otherwise, naming the migration).
     pub allow_drift: bool,
     /// Change nothing: each outcome lists what the run would apply, revert or seed (read from
-    /// each tenant's database; tenants the registry records as up to date are not read).
+    /// each tenant's database; tenants the registry records as up to date are not read). A
+    /// dry run is not recorded.
     pub dry_run: bool,
+    /// Migrations and rollbacks: how long each statement may wait for a lock before the
+    /// tenant fails (PostgreSQL `lock_timeout`; MySQL `lock_wait_timeout` and
+    /// `innodb_lock_wait_timeout`, whole seconds; SQLite `busy_timeout`), so one locked tenant
+    /// cannot hold up a run.
+    pub lock_timeout: Option<Duration>,
+    /// Migrations and rollbacks: how long each statement may run (PostgreSQL
+    /// `statement_timeout`; MariaDB `max_statement_time`; MySQL `max_execution_time`, which
+    /// limits only read-only `SELECT`s). SQLite has none: the run is refused.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl FleetOptions {
@@ -71,6 +98,32 @@ impl FleetOptions {
         self
     }
 
+    /// Sets the failures after which the run stops (at least 1; see
+    /// [`FleetOptions::max_failures`]).
+    pub fn max_failures(mut self, n: usize) -> Self {
+        self.max_failures = Some(n.max(1));
+        self
+    }
+
+    /// Sets the wave size (see [`FleetOptions::batch`]).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n;
+        self
+    }
+
+    /// Resumes a recorded run (see [`FleetOptions::resume`]).
+    pub fn resume(mut self, which: Resume) -> Self {
+        self.resume = Some(which);
+        self
+    }
+
+    /// Retries only the failed tenants of a recorded run (the newest unfinished one unless
+    /// [`FleetOptions::resume`] names one).
+    pub fn only_failed(mut self, yes: bool) -> Self {
+        self.only_failed = yes;
+        self
+    }
+
     /// Sets dry-run (see [`FleetOptions::dry_run`]).
     pub fn dry_run(mut self, yes: bool) -> Self {
         self.dry_run = yes;
@@ -83,10 +136,32 @@ impl FleetOptions {
         self
     }
 
+    /// Sets the lock timeout (see [`FleetOptions::lock_timeout`]).
+    pub fn lock_timeout(mut self, limit: Duration) -> Self {
+        self.lock_timeout = Some(limit);
+        self
+    }
+
+    /// Sets the statement timeout (see [`FleetOptions::statement_timeout`]).
+    pub fn statement_timeout(mut self, limit: Duration) -> Self {
+        self.statement_timeout = Some(limit);
+        self
+    }
+
     /// Sets verify (see [`FleetOptions::verify`]).
     pub fn verify(mut self, yes: bool) -> Self {
         self.verify = yes;
         self
+    }
+
+    /// Failures after which no more tenants are started.
+    fn stop_after(&self) -> Option<usize> {
+        match (self.fail_fast, self.max_failures, self.batch) {
+            (true, _, _) => Some(1),
+            (false, Some(n), _) => Some(n),
+            (false, None, 0) => None,
+            (false, None, _) => Some(1),
+        }
     }
 }
 
@@ -98,8 +173,23 @@ pub struct TenantOutcome {
     /// The server its registry row places it on (empty when it has no row).
     pub server: String,
     /// The migrations applied or reverted, or seeds run (empty: already up to date), or why it
-    /// failed ([`Error::Skipped`] after an earlier failure with `fail_fast`).
+    /// failed ([`Error::Skipped`] when the run stopped before starting it).
     pub result: Result<Vec<String>>,
+}
+
+/// What a fleet run did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct FleetReport {
+    /// Its id in the fleet-run log (`None` for a dry run).
+    pub run: Option<RunId>,
+    /// What it does (a resumed run's own command).
+    pub op: FleetOp,
+    /// One outcome per tenant, in the order of the tenants.
+    pub outcomes: Vec<TenantOutcome>,
+    /// Whether it stopped early (fail-fast, `max_failures`, a failed wave), leaving tenants
+    /// not started.
+    pub stopped: bool,
 }
 
 impl<B: Backend> Tenora<B> {
@@ -120,6 +210,7 @@ impl<B: Backend> Tenora<B> {
         self.prepare_template().await?;
         self.run_fleet(None, FleetOp::Migrate, FleetOptions::default(), |_| {})
             .await
+            .map(|report| report.outcomes)
     }
 
     /// Reverts the last `steps` tenant migrations on every `active` tenant.
@@ -131,24 +222,33 @@ impl<B: Backend> Tenora<B> {
             |_| {},
         )
         .await
+        .map(|report| report.outcomes)
     }
 
     /// Runs `op` on `tenants` (default: every `active` tenant) with at most
-    /// `options.concurrency` at once, calling `on_done` as each finishes. Returns the outcomes
-    /// in the order of the tenants. Each tenant's migrations run under its database's
-    /// migration lock, so several processes may run this at once.
+    /// `options.concurrency` at once per server, calling `on_done` as each finishes. Returns
+    /// the run's id and the outcomes in the order of the tenants. Each tenant's migrations run
+    /// under its database's migration lock, so several processes may run this at once.
+    ///
+    /// The run is recorded in the base database as it goes (see [`Tenora::fleet_runs`]): a
+    /// run that was killed, failed or stopped continues with [`FleetOptions::resume`]. A
+    /// rollback fixes each tenant's target version before reverting, so a resumed rollback
+    /// never reverts a tenant further than the run meant to.
     ///
     /// ```no_run
     /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
-    /// use tenora::{FleetOp, FleetOptions};
-    /// let mut options = FleetOptions::default();
-    /// options.fail_fast = true;
-    /// let outcomes = tenora
-    ///     .run_fleet(None, FleetOp::Rollback(1), options, |done| {
+    /// use tenora::{FleetOp, FleetOptions, Resume};
+    /// let options = FleetOptions::default().max_failures(3).batch(50);
+    /// let report = tenora
+    ///     .run_fleet(None, FleetOp::Migrate, options, |done| {
     ///         println!("{}: {}", done.id, if done.result.is_ok() { "ok" } else { "failed" });
     ///     })
     ///     .await?;
-    /// # let _ = outcomes;
+    /// if report.stopped {
+    ///     // Later, after fixing what failed:
+    ///     let again = FleetOptions::default().resume(Resume::Latest);
+    ///     tenora.run_fleet(None, FleetOp::Migrate, again, |_| {}).await?;
+    /// }
     /// # Ok(()) }
     /// ```
     pub async fn run_fleet(
@@ -157,15 +257,42 @@ impl<B: Backend> Tenora<B> {
         op: FleetOp,
         options: FleetOptions,
         mut on_done: impl FnMut(&TenantOutcome),
-    ) -> Result<Vec<TenantOutcome>> {
+    ) -> Result<FleetReport> {
         let records = self.list_tenants().await?;
-        let targets: Vec<TenantId> = match tenants {
-            Some(ids) => ids.to_vec(),
-            None => records
-                .iter()
-                .filter(|t| t.state == TenantState::Active)
-                .map(|t| t.id.clone())
-                .collect(),
+        // Which tenants (with a resumed rollback's recorded targets), of which run.
+        let resume = match (options.resume, options.only_failed) {
+            (Some(which), _) => Some(which),
+            (None, true) => Some(Resume::Latest),
+            (None, false) => None,
+        };
+        let (op, resumed, targets, known_targets) = match resume {
+            Some(which) => {
+                if tenants.is_some() {
+                    return Err(Error::FleetRun {
+                        message: "a resumed run works on the tenants it has left; do not name \
+                                  tenants with --resume or --only-failed"
+                            .to_owned(),
+                    });
+                }
+                let (run, left) = self.resumable_run(which, op, options.only_failed).await?;
+                let ids: Vec<TenantId> = left.iter().map(|(id, _)| id.clone()).collect();
+                let known: HashMap<TenantId, String> = left
+                    .into_iter()
+                    .filter_map(|(id, target)| target.map(|t| (id, t)))
+                    .collect();
+                (run.op, Some(run.id), ids, known)
+            }
+            None => {
+                let ids: Vec<TenantId> = match tenants {
+                    Some(ids) => ids.to_vec(),
+                    None => records
+                        .iter()
+                        .filter(|t| t.state == TenantState::Active)
+                        .map(|t| t.id.clone())
+                        .collect(),
+                };
+                (op, None, ids, HashMap::new())
+            }
         };
         let server_of: HashMap<&TenantId, &str> =
             records.iter().map(|r| (&r.id, r.server.as_str())).collect();
@@ -183,19 +310,48 @@ impl<B: Backend> Tenora<B> {
                 .collect(),
             _ => Default::default(),
         };
-        // One queue and one concurrency limit per server, so a slow or unreachable server
-        // holds up only its own tenants.
-        let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
+        let total = targets.len();
+        let mut to_do = Vec::new();
         let mut done_already = Vec::new();
         for (index, id) in targets.into_iter().enumerate() {
             let server = server_of.get(&id).copied().unwrap_or_default().to_owned();
             if up_to_date.contains(&id) {
                 done_already.push((index, id, server));
-                continue;
+            } else {
+                to_do.push((index, id, server));
             }
-            queues.entry(server).or_default().push_back((index, id));
         }
-        let total = queues.values().map(VecDeque::len).sum::<usize>() + done_already.len();
+        // Time limits the servers cannot enforce are refused before anything starts.
+        let guards = Guards {
+            allow_drift: options.allow_drift,
+            lock_timeout: options.lock_timeout,
+            statement_timeout: options.statement_timeout,
+        };
+        self.check_guards(guards).await?;
+        // The run's record: a new one lists the tenants to work on; a resumed one marks those
+        // found up to date meanwhile as done.
+        let run = match (options.dry_run, resumed) {
+            // Nothing to record: a dry run, or no tenants at all.
+            (true, _) => None,
+            (false, None) if total == 0 => None,
+            (false, Some(run)) => {
+                self.reopen_run(run).await?;
+                for (_, id, _) in &done_already {
+                    self.run_tenant_ended(run, id, &Ok(Vec::new())).await;
+                }
+                Some(run)
+            }
+            (false, None) => {
+                let listed: Vec<(String, String)> = to_do
+                    .iter()
+                    .map(|(_, id, server)| (id.to_string(), server.clone()))
+                    .collect();
+                Some(
+                    self.start_run(op, total, done_already.len(), &listed)
+                        .await?,
+                )
+            }
+        };
         let mut outcomes: Vec<Option<TenantOutcome>> = Vec::new();
         outcomes.resize_with(total, || None);
         let mut finish = |index: usize, outcome: TenantOutcome| {
@@ -206,39 +362,129 @@ impl<B: Backend> Tenora<B> {
             let result = Ok(Vec::new());
             finish(index, TenantOutcome { id, server, result });
         }
-        let (allow_drift, dry_run) = (options.allow_drift, options.dry_run);
-        self.schedule(
-            queues,
-            options.concurrency,
-            options.fail_fast,
-            move |this: Tenora<B>, id: TenantId| async move {
+        let stop_after = options.stop_after();
+        let failures = Arc::new(AtomicUsize::new(0));
+        let known_targets = Arc::new(known_targets);
+        let dry_run = options.dry_run;
+        let work = move |this: Tenora<B>, id: TenantId| {
+            let known_targets = Arc::clone(&known_targets);
+            async move {
                 if dry_run {
                     return this.plan_on_tenant(&id, op).await;
                 }
-                match op {
-                    FleetOp::Migrate => this.run_on_tenant(&id, MigrationOp::Up, allow_drift).await,
-                    FleetOp::Rollback(steps) => {
-                        this.run_on_tenant(&id, MigrationOp::Down { steps }, false)
-                            .await
-                    }
-                    FleetOp::Seed => this.run_tenant_seeds(&id).await,
+                this.work_on_tenant(run, &id, op, guards, known_targets.get(&id))
+                    .await
+            }
+        };
+        // Waves of `batch` tenants (one wave when 0), each per server in queues.
+        let wave_size = match options.batch {
+            0 => to_do.len().max(1),
+            n => n,
+        };
+        let mut stopped = false;
+        let mut waves = to_do.chunks(wave_size).peekable();
+        while let Some(wave) = waves.next() {
+            let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
+            for (index, id, server) in wave {
+                queues
+                    .entry(server.clone())
+                    .or_default()
+                    .push_back((*index, id.clone()));
+            }
+            self.schedule(
+                queues,
+                options.concurrency,
+                stop_after,
+                &failures,
+                work.clone(),
+                |index, id, server, result| finish(index, TenantOutcome { id, server, result }),
+            )
+            .await?;
+            let failed = failures.load(Ordering::SeqCst);
+            if stop_after.is_some_and(|most| failed >= most) {
+                stopped = true;
+                // The waves not started end as skipped (pending in the run's record).
+                for (index, id, server) in waves.by_ref().flatten() {
+                    let result = Err(Error::Skipped { id: id.clone() });
+                    let (id, server) = (id.clone(), server.clone());
+                    finish(*index, TenantOutcome { id, server, result });
                 }
-            },
-            |index, id, server, result| finish(index, TenantOutcome { id, server, result }),
-        )
-        .await?;
-        Ok(outcomes.into_iter().flatten().collect())
+                break;
+            }
+        }
+        let outcomes: Vec<TenantOutcome> = outcomes.into_iter().flatten().collect();
+        let stopped = stopped
+            || outcomes
+                .iter()
+                .any(|o| matches!(o.result, Err(Error::Skipped { .. })));
+        if let Some(run) = run {
+            self.end_run(run, stopped, &outcomes).await;
+        }
+        Ok(FleetReport {
+            run,
+            op,
+            outcomes,
+            stopped,
+        })
+    }
+
+    /// Runs `op` on tenant `id` for fleet run `run` (recording its start and outcome when
+    /// given). A rollback first fixes the version to leave as the newest (`target`, from the
+    /// run's record when resumed), so running it again never reverts further.
+    async fn work_on_tenant(
+        &self,
+        run: Option<RunId>,
+        id: &TenantId,
+        op: FleetOp,
+        guards: Guards,
+        target: Option<&String>,
+    ) -> Result<Vec<String>> {
+        let result = async {
+            let target = match (op, target) {
+                (FleetOp::Rollback(_), Some(known)) => Some(known.clone()),
+                (FleetOp::Rollback(steps), _) => {
+                    let (applied, _) = self.inspect_tenant(id).await?;
+                    let keep = applied.len().checked_sub(steps + 1);
+                    Some(keep.map_or_else(String::new, |i| applied[i].clone()))
+                }
+                _ => None,
+            };
+            if let Some(run) = run {
+                self.run_tenant_started(run, id, target.as_deref()).await;
+            }
+            let result = match (op, target) {
+                (FleetOp::Migrate, _) => self.run_on_tenant(id, MigrationOp::Up, guards).await,
+                (FleetOp::Rollback(_), target) => {
+                    let version = target.filter(|t| !t.is_empty());
+                    let guards = Guards {
+                        allow_drift: false,
+                        ..guards
+                    };
+                    self.run_on_tenant(id, MigrationOp::DownTo { version }, guards)
+                        .await
+                }
+                (FleetOp::Seed, _) => self.run_tenant_seeds(id).await,
+            };
+            crate::failpoint::reached("fleet_tenant_ran");
+            result
+        }
+        .await;
+        if let Some(run) = run {
+            self.run_tenant_ended(run, id, &result).await;
+        }
+        result
     }
 
     /// Runs `work` on the tenants of `queues` (per server: (index, id) in order) with at most
     /// `concurrency` at once per server (0: derived from each server's budget), a tenant of
-    /// each server in turn, calling `finish` as each ends. With `fail_fast`, the tenants not
-    /// started after a failure end as [`Error::Skipped`].
+    /// each server in turn, calling `finish` as each ends. Each failure counts in `failures`;
+    /// once it reaches `stop_after`, the tenants not started end as [`Error::Skipped`].
     pub(crate) async fn schedule<T, W, Fut>(
         &self,
         mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>>,
         concurrency: usize,
-        fail_fast: bool,
+        stop_after: Option<usize>,
+        failures: &Arc<AtomicUsize>,
         work: W,
         mut finish: impl FnMut(usize, TenantId, String, Result<T>),
     ) -> Result<()>
@@ -258,7 +504,7 @@ impl<B: Backend> Tenora<B> {
                 (server.clone(), Arc::new(Semaphore::new(n)))
             })
             .collect();
-        let failed = Arc::new(AtomicBool::new(false));
+        let stopping = || stop_after.is_some_and(|most| failures.load(Ordering::SeqCst) >= most);
         let mut tasks = JoinSet::new();
         while queues.values().any(|q| !q.is_empty()) {
             // Start what the servers' limits allow, a tenant of each server in turn.
@@ -267,7 +513,7 @@ impl<B: Backend> Tenora<B> {
                 let Some(&(index, _)) = queue.front() else {
                     continue;
                 };
-                if fail_fast && failed.load(Ordering::SeqCst) {
+                if stopping() {
                     let (_, id) = queue.pop_front().expect("front exists");
                     let skipped = Err(Error::Skipped { id: id.clone() });
                     finish(index, id, server.clone(), skipped);
@@ -280,14 +526,14 @@ impl<B: Backend> Tenora<B> {
                 let (_, id) = queue.pop_front().expect("front exists");
                 started = true;
                 let (this, work) = (self.clone(), work.clone());
-                let failed = Arc::clone(&failed);
+                let failures = Arc::clone(failures);
                 let server = server.clone();
                 let span = tracing::info_span!("tenora.fleet", tenant = %id, server = %server);
                 tasks.spawn(
                     async move {
                         let result = work(this, id.clone()).await;
                         if result.is_err() {
-                            failed.store(true, Ordering::SeqCst);
+                            failures.fetch_add(1, Ordering::SeqCst);
                         }
                         drop(permit);
                         (index, id, server, result)
@@ -353,6 +599,21 @@ impl<B: Backend> Tenora<B> {
                     .collect())
             }
         }
+    }
+
+    /// Refuses time limits a server cannot enforce (SQLite has no statement timeout).
+    async fn check_guards(&self, guards: Guards) -> Result<()> {
+        use crate::backend::Server as _;
+        if guards.lock_timeout.is_none() && guards.statement_timeout.is_none() {
+            return Ok(());
+        }
+        for slot in self.servers().all() {
+            slot.server
+                .session_limits_sql(guards.lock_timeout, guards.statement_timeout)
+                .await
+                .map_err(Error::Unsupported)?;
+        }
+        Ok(())
     }
 
     /// The default fleet concurrency on `server`: a quarter of its connection budget, at

@@ -284,7 +284,8 @@ impl<B: Backend> Tenora<B> {
         self.schedule(
             queues,
             concurrency,
-            false,
+            None,
+            &Default::default(),
             |this: Tenora<B>, id: TenantId| async move { this.inspect_tenant(&id).await },
             |index, _, _, result| read.push((index, result)),
         )

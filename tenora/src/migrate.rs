@@ -13,7 +13,7 @@ use crate::error::{BoxError, Error, Result};
 use crate::migrations::{Migrations, Seeds};
 
 /// What to do with a database's migrations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationOp {
     /// Apply every pending migration.
     Up,
@@ -22,6 +22,17 @@ pub enum MigrationOp {
         /// How many to revert.
         steps: usize,
     },
+    /// Revert every applied migration newer than `version` (all of them when `None`): a
+    /// rollback whose target was fixed beforehand, so running it again reverts nothing more.
+    DownTo {
+        /// The version to leave as the newest applied.
+        version: Option<String>,
+    },
+}
+
+/// Diesel's order of versions (shorter first, then by text), used for "newer than".
+pub(crate) fn version_key(version: &str) -> (usize, &str) {
+    (version.len(), version)
 }
 
 fn name_of(migrations: &Migrations, version: &MigrationVersion<'_>) -> String {
@@ -46,6 +57,17 @@ fn outside_transaction(failure: BoxError) -> BoxError {
          its statements took effect, finish or undo them by hand, then run the migrations again"
     )
     .into()
+}
+
+/// How a migration run on one database is guarded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Guards {
+    /// Build on migrations applied with other contents than this binary's copy.
+    pub(crate) allow_drift: bool,
+    /// How long each statement may wait for a lock.
+    pub(crate) lock_timeout: Option<std::time::Duration>,
+    /// How long each statement may run.
+    pub(crate) statement_timeout: Option<std::time::Duration>,
 }
 
 /// What a migration run did and left.
@@ -104,11 +126,23 @@ where
                     touched.push(name);
                 }
             }
-            MigrationOp::Down { steps } => {
-                for _ in 0..steps {
+            MigrationOp::Down { .. } | MigrationOp::DownTo { .. } => {
+                let mut steps_left = match &op {
+                    MigrationOp::Down { steps } => *steps,
+                    _ => usize::MAX,
+                };
+                while steps_left > 0 {
+                    steps_left -= 1;
                     let Some(last) = harness.applied_migrations()?.into_iter().max() else {
                         break;
                     };
+                    if let MigrationOp::DownTo {
+                        version: Some(keep),
+                    } = &op
+                        && version_key(&last.to_string()) <= version_key(keep)
+                    {
+                        break;
+                    }
                     let name = name_of(&migrations, &last);
                     harness
                         .revert_last_migration(migrations.clone())
@@ -123,7 +157,7 @@ where
             .iter()
             .map(ToString::to_string)
             .collect();
-        applied.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        applied.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
         Ok((harness.into_inner(), Ran { touched, applied }))
     })
     .await
@@ -139,21 +173,39 @@ pub(crate) async fn run_locked<B: crate::backend::Backend>(
     mut conn: B::Connection,
     migrations: Migrations,
     op: MigrationOp,
-    allow_drift: bool,
+    guards: Guards,
 ) -> std::result::Result<(B::Connection, Ran), BoxError> {
     use crate::backend::{MigrationLock, Server as _};
     use crate::registry::RegistryConnection as _;
     let lock = server.lock_migrations(target, &mut conn).await?;
-    // A migration applied with other contents than this binary's copy: never build on it
-    // unless asked to.
-    if op == MigrationOp::Up && !allow_drift {
-        let drifted = crate::ledger::drifted(&migrations, &conn.applied_checksums().await);
-        if !drifted.is_empty() {
-            if matches!(lock, MigrationLock::Session) {
-                let _ = server.unlock_migrations(&mut conn).await;
+    let refused = async {
+        // A migration applied with other contents than this binary's copy: never build on it
+        // unless asked to.
+        if matches!(op, MigrationOp::Up) && !guards.allow_drift {
+            let drifted = crate::ledger::drifted(&migrations, &conn.applied_checksums().await);
+            if !drifted.is_empty() {
+                return Err(BoxError::from(crate::ledger::drift_error(&drifted)));
             }
-            return Err(crate::ledger::drift_error(&drifted).into());
         }
+        // Time limits for this session, set once the migration lock is held (taking it sets
+        // and resets PostgreSQL's lock_timeout).
+        if guards.lock_timeout.is_some() || guards.statement_timeout.is_some() {
+            let sql = server
+                .session_limits_sql(guards.lock_timeout, guards.statement_timeout)
+                .await?;
+            if !sql.is_empty() {
+                use diesel_async::SimpleAsyncConnection as _;
+                conn.batch_execute(&sql).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = refused {
+        if matches!(lock, MigrationLock::Session) {
+            let _ = server.unlock_migrations(&mut conn).await;
+        }
+        return Err(e);
     }
     let (file_lock, session) = match lock {
         MigrationLock::Session => (None, true),

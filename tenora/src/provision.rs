@@ -353,7 +353,7 @@ impl<B: Backend> Tenora<B> {
                     conn,
                     self.tenant_migrations().clone(),
                     MigrationOp::Up,
-                    false,
+                    crate::migrate::Guards::default(),
                 )
                 .await
                 .map_err(|source| {

@@ -116,14 +116,14 @@ fn record_call(
 pub(crate) fn migration_run(
     base: bool,
     tenant: Option<&TenantId>,
-    op: MigrationOp,
+    op: &MigrationOp,
     elapsed: Duration,
     applied: Option<usize>,
 ) {
     let database = if base { "base" } else { "tenant" };
     let op = match op {
         MigrationOp::Up => "up",
-        MigrationOp::Down { .. } => "down",
+        MigrationOp::Down { .. } | MigrationOp::DownTo { .. } => "down",
     };
     let outcome = if applied.is_some() { "ok" } else { "failed" };
     counter!(

@@ -801,7 +801,7 @@ impl<B: Backend> Tenora<B> {
         conn: B::Connection,
         migrations: crate::migrations::Migrations,
         op: MigrationOp,
-        allow_drift: bool,
+        guards: crate::migrate::Guards,
     ) -> std::result::Result<(B::Connection, crate::migrate::Ran), crate::error::BoxError> {
         let started = std::time::Instant::now();
         let (base, tenant) = match target {
@@ -809,12 +809,12 @@ impl<B: Backend> Tenora<B> {
             Target::Tenant(id) => (false, self.metrics_tenant(id)),
         };
         let result =
-            crate::migrate::run_locked::<B>(server, target, conn, migrations, op, allow_drift)
+            crate::migrate::run_locked::<B>(server, target, conn, migrations, op.clone(), guards)
                 .await;
         crate::telemetry::migration_run(
             base,
             tenant,
-            op,
+            &op,
             started.elapsed(),
             result.as_ref().ok().map(|(_, ran)| ran.touched.len()),
         );
@@ -1079,7 +1079,7 @@ impl<B: Backend> Tenora<B> {
             conn,
             self.inner.base_migrations.clone(),
             op,
-            false,
+            crate::migrate::Guards::default(),
         )
         .await
         .map(|(_, ran)| ran.touched)
@@ -1097,12 +1097,13 @@ impl<B: Backend> Tenora<B> {
 
     /// Applies pending tenant migrations to tenant `id` (which must be `active`).
     pub async fn migrate_tenant(&self, id: &TenantId) -> Result<Vec<String>> {
-        self.run_on_tenant(id, MigrationOp::Up, false).await
+        self.run_on_tenant(id, MigrationOp::Up, Default::default())
+            .await
     }
 
     /// Reverts the last `steps` tenant migrations of tenant `id`.
     pub async fn rollback_tenant(&self, id: &TenantId, steps: usize) -> Result<Vec<String>> {
-        self.run_on_tenant(id, MigrationOp::Down { steps }, false)
+        self.run_on_tenant(id, MigrationOp::Down { steps }, Default::default())
             .await
     }
 
@@ -1110,7 +1111,7 @@ impl<B: Backend> Tenora<B> {
         &self,
         id: &TenantId,
         op: MigrationOp,
-        allow_drift: bool,
+        guards: crate::migrate::Guards,
     ) -> Result<Vec<String>> {
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
@@ -1127,7 +1128,7 @@ impl<B: Backend> Tenora<B> {
                 conn,
                 self.inner.tenant_migrations.clone(),
                 op,
-                allow_drift,
+                guards,
             )
             .await;
         // The registry records what the run left applied; after a failure, only that the

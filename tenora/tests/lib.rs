@@ -15,6 +15,8 @@ mod servers;
 
 mod status;
 
+mod fleet_runs;
+
 mod sqlite;
 
 mod metrics;

@@ -238,7 +238,8 @@ async fn vault_passwords_serve_every_connection() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
     // Asked when the pool was built and when migrations and seeds connected (not per query).
     assert!(asked.load(Ordering::SeqCst) >= 3, "{asked:?}");

@@ -385,6 +385,7 @@ pub async fn concurrent_fleet_runs_apply_each_migration_once<B: TestBackend>() {
                 )
                 .await
                 .unwrap()
+                .outcomes
             })
         })
         .collect();
@@ -438,7 +439,8 @@ pub async fn fail_fast_skips_the_rest<B: TestBackend>() {
             |_| seen += 1,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert_eq!(seen, 3);
     assert!(outcomes[0].result.is_err());
     for o in &outcomes[1..] {

@@ -9,7 +9,7 @@ use tenora::{FleetOp, FleetOptions, MigrationStatus, Migrations, TenantId, Tenor
 use crate::support::backends::{Env, TestBackend, tenora_with};
 
 /// `base`'s migrations written to a folder, with `edit` applied to the list first.
-fn migrations_like(
+pub(crate) fn migrations_like(
     base: &Migrations,
     edit: impl FnOnce(&mut Vec<(String, String, String)>),
 ) -> (tempfile::TempDir, Migrations) {
@@ -198,7 +198,8 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     for outcome in &planned {
         assert_eq!(
             outcome.result.as_ref().unwrap(),
@@ -259,7 +260,8 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(
         report[0].result.as_ref().is_ok_and(|n| n.is_empty()),
         "{report:?}"
@@ -272,7 +274,8 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(verified[0].result.is_err(), "{verified:?}");
     reachable(&env, &t2, &ids[0], true).await;
 
@@ -300,7 +303,8 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     for outcome in &refused {
         let e = outcome.result.as_ref().unwrap_err().to_string();
         assert!(
@@ -316,7 +320,8 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             |_| {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .outcomes;
     assert!(allowed.iter().all(|o| o.result.is_ok()), "{allowed:?}");
     // The registry now records the edited binary's fingerprint, but the databases know
     // better: verifying finds the drift in their ledgers.

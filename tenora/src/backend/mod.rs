@@ -85,7 +85,12 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     const PING_IDLE_AFTER: std::time::Duration;
 
     /// The diesel-async connection type handed out by `tenant_conn` and `base_conn`.
-    type Connection: diesel_async::AsyncConnection + RegistryConnection + Send + 'static;
+    #[allow(private_bounds)]
+    type Connection: diesel_async::AsyncConnection
+        + RegistryConnection
+        + crate::run_log::RunLogConnection
+        + Send
+        + 'static;
 
     /// The bb8 connection manager of [`Backend::Connection`].
     type Manager: bb8::ManageConnection<Connection = Self::Connection, Error = PoolError>;

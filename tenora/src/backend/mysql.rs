@@ -31,6 +31,8 @@ impl_registry!(
     |column, value| format!("BINARY {column} = {value}")
 );
 
+crate::run_log::impl_run_log!(AsyncMysqlConnection, |_| "?".to_owned());
+
 /// MySQL's limit on database names.
 const MAX_DATABASE: usize = 64;
 /// MySQL's user-name limit, used until the server says otherwise (MariaDB allows 80, or 128 on
@@ -846,6 +848,39 @@ impl Server<Mysql> for MysqlServer {
             return Ok(false);
         }
         self.schema_exists(&db).await
+    }
+
+    async fn session_limits_sql(
+        &self,
+        lock: Option<std::time::Duration>,
+        statement: Option<std::time::Duration>,
+    ) -> std::result::Result<String, String> {
+        let mut sql = String::new();
+        if let Some(lock) = lock {
+            // Whole seconds, at least 1: metadata locks (DDL) and InnoDB row locks.
+            let secs = lock.as_secs() + u64::from(lock.subsec_nanos() > 0);
+            let secs = secs.max(1);
+            sql.push_str(&format!(
+                "SET SESSION lock_wait_timeout = {secs}; \
+                 SET SESSION innodb_lock_wait_timeout = {secs}; "
+            ));
+        }
+        if let Some(statement) = statement {
+            let mariadb = self.is_mariadb().await.map_err(|e| e.to_string())?;
+            if mariadb {
+                sql.push_str(&format!(
+                    "SET SESSION max_statement_time = {:.3}; ",
+                    statement.as_secs_f64().max(0.001)
+                ));
+            } else {
+                // MySQL limits only read-only SELECTs this way; DDL runs unlimited.
+                sql.push_str(&format!(
+                    "SET SESSION max_execution_time = {}; ",
+                    statement.as_millis().max(1)
+                ));
+            }
+        }
+        Ok(sql)
     }
 
     async fn lock_migrations(

@@ -34,6 +34,8 @@ impl_registry!(
     |column, value| format!("{column} = {value}")
 );
 
+crate::run_log::impl_run_log!(AsyncPgConnection, |n| format!("${n}"));
+
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 
@@ -1248,6 +1250,27 @@ impl Server<Postgres> for PgServer {
         }
         self.admin_exists("SELECT 1 FROM pg_database WHERE datname = $1", &db)
             .await
+    }
+
+    async fn session_limits_sql(
+        &self,
+        lock: Option<std::time::Duration>,
+        statement: Option<std::time::Duration>,
+    ) -> std::result::Result<String, String> {
+        let mut sql = String::new();
+        if let Some(lock) = lock {
+            sql.push_str(&format!(
+                "SET lock_timeout = '{}ms'; ",
+                lock.as_millis().max(1)
+            ));
+        }
+        if let Some(statement) = statement {
+            sql.push_str(&format!(
+                "SET statement_timeout = '{}ms'; ",
+                statement.as_millis().max(1)
+            ));
+        }
+        Ok(sql)
     }
 
     async fn lock_migrations(

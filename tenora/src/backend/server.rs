@@ -187,6 +187,15 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         conn: &mut B::Connection,
     ) -> impl Future<Output = std::result::Result<MigrationLock, BoxError>> + Send;
 
+    /// The statements that limit, for the session they run on, how long each statement of a
+    /// migration run may wait for a lock (`lock`) and run (`statement`); empty when neither is
+    /// given. An error names a limit this server cannot enforce.
+    fn session_limits_sql(
+        &self,
+        lock: Option<std::time::Duration>,
+        statement: Option<std::time::Duration>,
+    ) -> impl Future<Output = std::result::Result<String, String>> + Send;
+
     /// Releases a [`MigrationLock::Session`] lock taken on `conn`.
     fn unlock_migrations(
         &self,

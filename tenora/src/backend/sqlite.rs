@@ -33,6 +33,8 @@ impl_registry!(
     |column, value| format!("{column} = {value}")
 );
 
+crate::run_log::impl_run_log!(SqliteConn, |_| "?".to_owned());
+
 /// Settings applied to every SQLite connection: a busy timeout first (so the rest, and pooled
 /// writers, wait for locks instead of failing), WAL for concurrent readers, enforced foreign
 /// keys.
@@ -543,6 +545,24 @@ impl Server<Sqlite> for SqliteServer {
 
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {
         Ok(self.tenant_path(id).exists())
+    }
+
+    async fn session_limits_sql(
+        &self,
+        lock: Option<std::time::Duration>,
+        statement: Option<std::time::Duration>,
+    ) -> std::result::Result<String, String> {
+        if statement.is_some() {
+            return Err(
+                "SQLite has no statement timeout: leave out --statement-timeout \
+                        (FleetOptions::statement_timeout) on SQLite"
+                    .to_owned(),
+            );
+        }
+        // How long a statement waits for another connection's write lock.
+        Ok(lock.map_or_else(String::new, |lock| {
+            format!("PRAGMA busy_timeout = {};", lock.as_millis().max(1))
+        }))
     }
 
     async fn lock_migrations(
