@@ -152,7 +152,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 pub enum Command {
     /// Apply pending base migrations
     #[command(name = "migrate", visible_alias = "migrate:base")]
-    Migrate,
+    Migrate {
+        /// Change nothing: show the migrations that would be applied
+        #[arg(long)]
+        dry_run: bool,
+    },
 
     /// Revert base migrations (the last one, or --step N)
     #[command(name = "rollback", visible_alias = "rollback:base")]
@@ -163,6 +167,9 @@ pub enum Command {
         /// Confirm without asking (needed when there is no terminal to ask on)
         #[arg(long)]
         yes: bool,
+        /// Change nothing: show the migrations that would be reverted (asks nothing)
+        #[arg(long)]
+        dry_run: bool,
     },
 
     /// Apply pending tenant migrations to every tenant

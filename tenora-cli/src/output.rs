@@ -72,7 +72,8 @@ pub struct TenantRun {
     /// The server its registry row places it on.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub server: String,
-    /// `applied`, `reverted`, `seeded`, `up_to_date`, `failed` or `skipped`.
+    /// `applied`, `reverted`, `seeded`, `up_to_date`, `ahead` (a newer release migrated it;
+    /// `items` are its versions this binary does not know), `failed` or `skipped`.
     pub status: &'static str,
     /// Migrations applied or reverted, or seeds run.
     pub items: Vec<String>,
@@ -143,6 +144,7 @@ pub fn summary(out: &Out, command: &str, runs: &[TenantRun]) -> usize {
         "would_revert",
         "would_seed",
         "up_to_date",
+        "ahead",
         "failed",
         "skipped",
     ] {

@@ -242,10 +242,10 @@ async fn execute<B: Backend>(
     }
     let mut sources = Sources::default();
     match &cli.command {
-        Command::Migrate => {
+        Command::Migrate { dry_run } => {
             let base = match embedded {
                 Some(e) => e.base.clone(),
-                None => match registry_migration_first(&config, out)? {
+                None => match registry_migration_first(&config, out, *dry_run)? {
                     Ok(migrations) => migrations,
                     Err(generated) => return Ok(generated),
                 },
@@ -301,11 +301,26 @@ async fn execute<B: Backend>(
         .await?;
 
     match &cli.command {
-        Command::Migrate => {
-            let applied = tenora.migrate_base().await?;
-            report_base(out, "migrate", "applied", &applied)
+        Command::Migrate { dry_run: true } => {
+            let pending = tenora.plan_base(tenora::MigrationOp::Up).await?;
+            report_base(out, "migrate", "apply", &pending, true)
         }
-        Command::Rollback { step, yes } => {
+        Command::Migrate { dry_run: false } => {
+            let applied = tenora.migrate_base().await?;
+            report_base(out, "migrate", "applied", &applied, false)
+        }
+        Command::Rollback {
+            step,
+            dry_run: true,
+            ..
+        } => {
+            let op = tenora::MigrationOp::Down {
+                steps: *step as usize,
+            };
+            let reverted = tenora.plan_base(op).await?;
+            report_base(out, "rollback", "revert", &reverted, true)
+        }
+        Command::Rollback { step, yes, .. } => {
             let what = format!(
                 "rollback reverts the last {step} migration(s) of the base database (this \
                  binary's newest: {newest_base}), with the data of what they created"
@@ -314,7 +329,7 @@ async fn execute<B: Backend>(
                 return Ok(cancelled(out));
             }
             let reverted = tenora.rollback_base(*step as usize).await?;
-            report_base(out, "rollback", "reverted", &reverted)
+            report_base(out, "rollback", "reverted", &reverted, false)
         }
         Command::SeedRun => {
             let ran = tenora.run_base_seeds().await?;
@@ -428,9 +443,17 @@ fn tenant_seeds(
 fn registry_migration_first(
     config: &Config,
     out: &Out,
+    dry_run: bool,
 ) -> Result<Result<Migrations, Outcome>, CliError> {
     let dir = project::folder(config, &config.base.migrations_dir);
     if !dir.is_dir() {
+        if dry_run {
+            out.line(format!(
+                "would create the base migrations folder {}",
+                dir.display()
+            ));
+            return Ok(Ok(Migrations::empty()));
+        }
         std::fs::create_dir_all(&dir)
             .map_err(|e| CliError::failed(format!("cannot create {}: {e}", dir.display())))?;
         out.line(format!(
@@ -466,6 +489,14 @@ fn registry_migration_first(
     } else {
         return Ok(Ok(migrations));
     };
+    if dry_run {
+        out.line(format!(
+            "would write the tenant registry migration `{name}` into {} first (`tenora \
+             migrate` writes it and stops for review)",
+            dir.display()
+        ));
+        return Ok(Ok(migrations));
+    }
     let folder = make::write_migration(&dir, &name, &up, &down)?;
     // Shown even with -q: the user has to act on it.
     if out.format == crate::cli::Format::Text {
@@ -480,24 +511,47 @@ fn registry_migration_first(
     )))
 }
 
+/// A base migration run's report: `verb` is what was done (`applied`), or with `dry_run`
+/// what would be done (`apply`; each migration listed without -v too).
 fn report_base(
     out: &Out,
     command: &str,
     verb: &str,
     names: &[String],
+    dry_run: bool,
 ) -> Result<Outcome, CliError> {
-    if names.is_empty() {
-        out.line(format!("{command}: base database already up to date"));
+    let n = names.len();
+    let (empty, head, key) = if dry_run {
+        (
+            format!("{command}: nothing to {verb} (dry run)"),
+            format!("{command}: would {verb} {n} base migration(s) (dry run, nothing changed)"),
+            format!("would_{verb}"),
+        )
     } else {
-        out.line(format!(
-            "{command}: {verb} {} base migration(s)",
-            names.len()
-        ));
-        for n in names {
-            out.detail(format!("  {n}"));
+        (
+            format!("{command}: base database already up to date"),
+            format!("{command}: {verb} {n} base migration(s)"),
+            verb.to_owned(),
+        )
+    };
+    if names.is_empty() {
+        out.line(empty);
+    } else {
+        out.line(head);
+        for name in names {
+            if dry_run {
+                out.line(format!("  {name}"));
+            } else {
+                out.detail(format!("  {name}"));
+            }
         }
     }
-    Ok(Outcome::ok(json!({ verb: names })))
+    let mut json = serde_json::Map::new();
+    json.insert(key, json!(names));
+    if dry_run {
+        json.insert("dry_run".to_owned(), json!(true));
+    }
+    Ok(Outcome::ok(Value::Object(json)))
 }
 
 #[derive(Clone, Copy)]
@@ -634,6 +688,14 @@ async fn run_fleet<B: Backend>(
     }
     let progress = out.progress(count, op.label());
     let to_run = |outcome: &TenantOutcome| match &outcome.result {
+        // A newer release migrated it (a rolling deploy): served as it is, nothing changed.
+        Ok(items) if items.is_empty() && !outcome.ahead.is_empty() => TenantRun {
+            tenant: outcome.id.to_string(),
+            server: outcome.server.clone(),
+            status: "ahead",
+            items: outcome.ahead.clone(),
+            error: None,
+        },
         Ok(items) => TenantRun {
             tenant: outcome.id.to_string(),
             server: outcome.server.clone(),

@@ -89,4 +89,49 @@ fn dry_runs_change_nothing() {
         p.ok(&["status"]).contains("1 up to date"),
         "nothing was reverted"
     );
+
+    // The base database too: a new base migration would be applied, the newest reverted.
+    p.ok(&["make:migration", "create_plans"]);
+    let out = p.ok(&["migrate", "--dry-run"]);
+    assert!(
+        out.contains("would apply 1 base migration(s)") && out.contains("_create_plans"),
+        "{out}"
+    );
+    let out = p.ok(&["rollback", "--dry-run"]);
+    assert!(
+        out.contains("would revert 1 base migration(s)")
+            && !out.contains("_create_plans")
+            && out.contains("_create_tenora_tenants"),
+        "{out}"
+    );
+    let out = p.ok(&["migrate", "--dry-run"]);
+    assert!(out.contains("would apply 1"), "still pending: {out}");
+    p.ok(&["migrate"]);
+    let out = p.ok(&["migrate", "--dry-run"]);
+    assert!(out.contains("nothing to apply"), "{out}");
+}
+
+/// A binary older than the fleet (its newest migration folder is gone) keeps serving the
+/// tenants a newer one migrated: `migrate:tenants` reports them ahead, changes nothing,
+/// exits 0.
+#[test]
+fn an_older_binary_reports_tenants_ahead() {
+    let Some(p) = Project::ready(Kind::Sqlite, false) else {
+        return;
+    };
+    p.ok(&["tenants", "create", "acme"]);
+    p.ok(&["make:migration:tenants", "create_notes"]);
+    p.ok(&["migrate:tenants"]);
+    let notes = p.migration("migrations/tenants", "_create_notes");
+    std::fs::rename(&notes, p.path().join("notes-of-the-newer-release")).unwrap();
+    let out = p.ok(&["migrate:tenants"]);
+    assert!(
+        out.contains("acme: ahead") && out.contains("1 ahead"),
+        "{out}"
+    );
+    let report = json(&p.ok(&["--format", "json", "migrate:tenants"]));
+    let tenant = &report["result"]["tenants"][0];
+    assert_eq!(tenant["status"], "ahead", "{report}");
+    assert_eq!(tenant["items"].as_array().unwrap().len(), 1, "{report}");
+    assert!(p.ok(&["status"]).contains("1 ahead"));
 }

@@ -984,6 +984,50 @@ async fn fleet_section(bench: &Bench, t: &PgTenora, sizes: &Sizes, existing: usi
         started.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64() * 1e3 / total as f64
     );
+    // `tenora status --verify`: every tenant's applied versions and ledger, read from it.
+    let started = Instant::now();
+    let verified = t.verify_fleet_status(0).await.unwrap();
+    println!(
+        "   status --verify over {total} tenants (reads each database): {:.2} s ({} up to date)",
+        started.elapsed().as_secs_f64(),
+        verified.count(tenora::MigrationStatus::UpToDate)
+    );
+    // `tenora status` from the registry over 10,000 rows: the real tenants plus registry rows
+    // written directly (the registry answer reads only rows; no database is behind them).
+    let rows = env_size("BENCH_STATUS_ROWS", 10_000);
+    let extra = rows.saturating_sub(total);
+    let base_url = format!(
+        "{}/{}",
+        bench.admin_url.rsplit_once('/').unwrap().0,
+        bench.config.base.database.as_deref().unwrap()
+    );
+    let base = admin_client(&base_url).await;
+    let migrations = tenant_schema::POSTGRES_MIGRATIONS;
+    base.batch_execute(&format!(
+        "INSERT INTO tenora_tenants (id, state, created_at, updated_at, server, \
+         migration_version, migration_fingerprint) \
+         SELECT 'zz_status_' || g, 'active', now(), now(), 'default', '{}', '{}' \
+         FROM generate_series(1, {extra}) g",
+        migrations.latest_version().unwrap(),
+        migrations.fingerprint()
+    ))
+    .await
+    .unwrap();
+    let mut times = Vec::new();
+    let mut counted = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let status = t.fleet_status().await.unwrap();
+        times.push(started.elapsed().as_secs_f64());
+        counted = status.tenants.len();
+    }
+    println!(
+        "   status over {counted} registry rows (one query): median {:.3} s of 5 (target well under 1 s)",
+        median(times)
+    );
+    base.batch_execute("DELETE FROM tenora_tenants WHERE id LIKE 'zz_status_%'")
+        .await
+        .unwrap();
     drop(t2);
     total
 }

@@ -175,6 +175,42 @@ pub struct TenantOutcome {
     /// The migrations applied or reverted, or seeds run (empty: already up to date), or why it
     /// failed ([`Error::Skipped`] when the run stopped before starting it).
     pub result: Result<Vec<String>>,
+    /// Migrations: versions the tenant's database has applied that are newer than every
+    /// migration of this binary — a newer release migrated it (a rolling deploy). Nothing is
+    /// applied or reverted for them; the tenant is served as it is.
+    pub ahead: Vec<String>,
+}
+
+/// What a fleet run did on one tenant.
+pub(crate) struct Worked {
+    /// Migrations applied or reverted, or seeds run.
+    pub(crate) touched: Vec<String>,
+    /// See [`TenantOutcome::ahead`].
+    pub(crate) ahead: Vec<String>,
+}
+
+impl Worked {
+    fn nothing() -> Self {
+        Worked {
+            touched: Vec::new(),
+            ahead: Vec::new(),
+        }
+    }
+}
+
+impl TenantOutcome {
+    fn of(id: TenantId, server: String, worked: Result<Worked>) -> Self {
+        let (result, ahead) = match worked {
+            Ok(w) => (Ok(w.touched), w.ahead),
+            Err(e) => (Err(e), Vec::new()),
+        };
+        TenantOutcome {
+            id,
+            server,
+            result,
+            ahead,
+        }
+    }
 }
 
 /// What a fleet run did.
@@ -337,7 +373,7 @@ impl<B: Backend> Tenora<B> {
             (false, Some(run)) => {
                 self.reopen_run(run).await?;
                 for (_, id, _) in &done_already {
-                    self.run_tenant_ended(run, id, &Ok(Vec::new())).await;
+                    self.run_tenant_ended(run, id, &Ok(Worked::nothing())).await;
                 }
                 Some(run)
             }
@@ -359,8 +395,7 @@ impl<B: Backend> Tenora<B> {
             outcomes[index] = Some(outcome);
         };
         for (index, id, server) in done_already {
-            let result = Ok(Vec::new());
-            finish(index, TenantOutcome { id, server, result });
+            finish(index, TenantOutcome::of(id, server, Ok(Worked::nothing())));
         }
         let stop_after = options.stop_after();
         let failures = Arc::new(AtomicUsize::new(0));
@@ -397,7 +432,7 @@ impl<B: Backend> Tenora<B> {
                 stop_after,
                 &failures,
                 work.clone(),
-                |index, id, server, result| finish(index, TenantOutcome { id, server, result }),
+                |index, id, server, worked| finish(index, TenantOutcome::of(id, server, worked)),
             )
             .await?;
             let failed = failures.load(Ordering::SeqCst);
@@ -405,9 +440,9 @@ impl<B: Backend> Tenora<B> {
                 stopped = true;
                 // The waves not started end as skipped (pending in the run's record).
                 for (index, id, server) in waves.by_ref().flatten() {
-                    let result = Err(Error::Skipped { id: id.clone() });
-                    let (id, server) = (id.clone(), server.clone());
-                    finish(*index, TenantOutcome { id, server, result });
+                    let skipped = Err(Error::Skipped { id: id.clone() });
+                    let outcome = TenantOutcome::of(id.clone(), server.clone(), skipped);
+                    finish(*index, outcome);
                 }
                 break;
             }
@@ -438,7 +473,7 @@ impl<B: Backend> Tenora<B> {
         op: FleetOp,
         guards: Guards,
         target: Option<&String>,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Worked> {
         let result = async {
             let target = match (op, target) {
                 (FleetOp::Rollback(_), Some(known)) => Some(known.clone()),
@@ -453,7 +488,14 @@ impl<B: Backend> Tenora<B> {
                 self.run_tenant_started(run, id, target.as_deref()).await;
             }
             let result = match (op, target) {
-                (FleetOp::Migrate, _) => self.run_on_tenant(id, MigrationOp::Up, guards).await,
+                (FleetOp::Migrate, _) => {
+                    self.run_on_tenant(id, MigrationOp::Up, guards)
+                        .await
+                        .map(|ran| Worked {
+                            ahead: self.tenant_migrations().versions_ahead(&ran.applied),
+                            touched: ran.touched,
+                        })
+                }
                 (FleetOp::Rollback(_), target) => {
                     let version = target.filter(|t| !t.is_empty());
                     let guards = Guards {
@@ -462,8 +504,15 @@ impl<B: Backend> Tenora<B> {
                     };
                     self.run_on_tenant(id, MigrationOp::DownTo { version }, guards)
                         .await
+                        .map(|ran| Worked {
+                            touched: ran.touched,
+                            ahead: Vec::new(),
+                        })
                 }
-                (FleetOp::Seed, _) => self.run_tenant_seeds(id).await,
+                (FleetOp::Seed, _) => self.run_tenant_seeds(id).await.map(|touched| Worked {
+                    touched,
+                    ahead: Vec::new(),
+                }),
             };
             crate::failpoint::reached("fleet_tenant_ran");
             result
@@ -563,42 +612,32 @@ impl<B: Backend> Tenora<B> {
 
     /// What `op` would do on tenant `id`, read from its database: the migrations it would
     /// apply or revert, or the seeds it would run. Changes nothing.
-    pub(crate) async fn plan_on_tenant(&self, id: &TenantId, op: FleetOp) -> Result<Vec<String>> {
+    pub(crate) async fn plan_on_tenant(&self, id: &TenantId, op: FleetOp) -> Result<Worked> {
         let migrations = self.tenant_migrations();
-        let name_of = |version: &str| {
-            migrations
-                .iter()
-                .find(|m| m.version() == version)
-                .map_or_else(|| version.to_owned(), |m| m.name().to_owned())
-        };
-        match op {
-            FleetOp::Migrate => {
-                let (applied, _) = self.inspect_tenant(id).await?;
-                Ok(migrations
-                    .iter()
-                    .filter(|m| !applied.iter().any(|v| v == m.version()))
-                    .map(|m| m.name().to_owned())
-                    .collect())
-            }
-            FleetOp::Rollback(steps) => {
-                let (applied, _) = self.inspect_tenant(id).await?;
-                Ok(applied
-                    .iter()
-                    .rev()
-                    .take(steps)
-                    .map(|v| name_of(v))
-                    .collect())
-            }
-            FleetOp::Seed => {
-                // Only that it is there to seed (`active`): seeds change data, not schema.
-                self.inspect_tenant(id).await?;
-                Ok(self
+        let (applied, _) = self.inspect_tenant(id).await?;
+        Ok(match op {
+            FleetOp::Migrate => Worked {
+                touched: crate::migrate::planned(migrations, &applied, &MigrationOp::Up),
+                ahead: migrations.versions_ahead(&applied),
+            },
+            FleetOp::Rollback(steps) => Worked {
+                touched: crate::migrate::planned(
+                    migrations,
+                    &applied,
+                    &MigrationOp::Down { steps },
+                ),
+                ahead: Vec::new(),
+            },
+            // Only that it is there to seed (`active`): seeds change data, not schema.
+            FleetOp::Seed => Worked {
+                touched: self
                     .tenant_seeds()
                     .iter()
                     .map(|s| s.name().to_owned())
-                    .collect())
-            }
-        }
+                    .collect(),
+                ahead: Vec::new(),
+            },
+        })
     }
 
     /// Refuses time limits a server cannot enforce (SQLite has no statement timeout).

@@ -436,11 +436,20 @@ impl<B: Backend> Tenora<B> {
         &self,
         run: RunId,
         id: &TenantId,
-        outcome: &Result<Vec<String>>,
+        outcome: &Result<crate::fleet::Worked>,
     ) {
         let (state, detail) = match outcome {
-            Ok(items) if items.is_empty() => (RunTenantState::Done, "nothing to do".to_owned()),
-            Ok(items) => (RunTenantState::Done, items.join(", ")),
+            Ok(worked) if !worked.ahead.is_empty() => (
+                RunTenantState::Done,
+                format!(
+                    "nothing to do: the database is ahead of this binary ({})",
+                    worked.ahead.join(", ")
+                ),
+            ),
+            Ok(worked) if worked.touched.is_empty() => {
+                (RunTenantState::Done, "nothing to do".to_owned())
+            }
+            Ok(worked) => (RunTenantState::Done, worked.touched.join(", ")),
             Err(e) => (
                 RunTenantState::Failed,
                 crate::config::redact_url(&e.to_string()),

@@ -79,6 +79,39 @@ pub struct Ran {
     pub applied: Vec<String>,
 }
 
+/// What `op` would do to a database that has `applied` (oldest first): the names of the
+/// migrations it would apply, or revert (newest first).
+pub(crate) fn planned(
+    migrations: &Migrations,
+    applied: &[String],
+    op: &MigrationOp,
+) -> Vec<String> {
+    let named = |version: &String| {
+        migrations
+            .iter()
+            .find(|m| m.version() == version)
+            .map_or_else(|| version.clone(), |m| m.name().to_owned())
+    };
+    match op {
+        MigrationOp::Up => migrations
+            .iter()
+            .filter(|m| !applied.iter().any(|v| v == m.version()))
+            .map(|m| m.name().to_owned())
+            .collect(),
+        MigrationOp::Down { steps } => applied.iter().rev().take(*steps).map(named).collect(),
+        MigrationOp::DownTo { version } => applied
+            .iter()
+            .rev()
+            .take_while(|v| {
+                version
+                    .as_deref()
+                    .is_none_or(|keep| version_key(v) > version_key(keep))
+            })
+            .map(named)
+            .collect(),
+    }
+}
+
 /// Runs `op` with Diesel's harness on a blocking thread and hands the connection back. Generic over any connection whose
 /// `AsyncConnectionWrapper` Diesel can migrate; each backend calls it with its concrete type.
 pub(crate) async fn run_blocking<C>(

@@ -253,6 +253,18 @@ impl Migrations {
         tenora_migration_files::checksum(&lines)
     }
 
+    /// Of `applied` (versions a database has applied), those newer than every one of these
+    /// migrations: a newer release migrated the database ("ahead of this binary").
+    pub fn versions_ahead(&self, applied: &[String]) -> Vec<String> {
+        let latest = self.latest_version();
+        applied
+            .iter()
+            .filter(|v| !self.iter().any(|m| m.version() == v.as_str()))
+            .filter(|v| latest.is_none_or(|l| (v.len(), v.as_str()) > (l.len(), l)))
+            .cloned()
+            .collect()
+    }
+
     /// The newest version of these migrations, if any.
     pub fn latest_version(&self) -> Option<&str> {
         self.iter()

@@ -1061,6 +1061,37 @@ impl<B: Backend> Tenora<B> {
         self.run_on_base(MigrationOp::Down { steps }).await
     }
 
+    /// What `op` would do to the base database, read from it: the migrations it would apply,
+    /// or revert (newest first). Changes nothing (a base database never migrated has none
+    /// applied).
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::SqliteTenora) -> tenora::Result<()> {
+    /// let pending = tenora.plan_base(tenora::MigrationOp::Up).await?;
+    /// println!("{} base migration(s) to apply", pending.len());
+    /// # Ok(()) }
+    /// ```
+    pub async fn plan_base(&self, op: MigrationOp) -> Result<Vec<String>> {
+        use crate::registry::RegistryConnection as _;
+        let mut conn = self.base_conn().await?;
+        let applied = match conn.applied_versions().await {
+            Ok(mut versions) => {
+                versions.sort_by(|a, b| migrate::version_key(a).cmp(&migrate::version_key(b)));
+                versions
+            }
+            // No migration table yet: nothing applied.
+            Err(crate::registry::RegistryError::Query(diesel::result::Error::DatabaseError(
+                ..,
+            ))) => Vec::new(),
+            Err(e) => {
+                return Err(
+                    self.registry_error_any(e, "cannot read the base database's migrations")
+                );
+            }
+        };
+        Ok(migrate::planned(&self.inner.base_migrations, &applied, &op))
+    }
+
     async fn run_on_base(&self, op: MigrationOp) -> Result<Vec<String>> {
         let default = self.inner.servers.default_slot();
         let backend = &default.server;
@@ -1082,7 +1113,17 @@ impl<B: Backend> Tenora<B> {
             crate::migrate::Guards::default(),
         )
         .await
-        .map(|(_, ran)| ran.touched)
+        .map(|(_, ran)| {
+            let ahead = self.inner.base_migrations.versions_ahead(&ran.applied);
+            if !ahead.is_empty() {
+                tracing::warn!(
+                    versions = ?ahead,
+                    "the base database is ahead of this binary (a newer release migrated it); \
+                     nothing applied"
+                );
+            }
+            ran.touched
+        })
         .map_err(|source| Error::Migration {
             database: "the base database".to_owned(),
             source,
@@ -1099,12 +1140,14 @@ impl<B: Backend> Tenora<B> {
     pub async fn migrate_tenant(&self, id: &TenantId) -> Result<Vec<String>> {
         self.run_on_tenant(id, MigrationOp::Up, Default::default())
             .await
+            .map(|ran| ran.touched)
     }
 
     /// Reverts the last `steps` tenant migrations of tenant `id`.
     pub async fn rollback_tenant(&self, id: &TenantId, steps: usize) -> Result<Vec<String>> {
         self.run_on_tenant(id, MigrationOp::Down { steps }, Default::default())
             .await
+            .map(|ran| ran.touched)
     }
 
     pub(crate) async fn run_on_tenant(
@@ -1112,7 +1155,7 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         op: MigrationOp,
         guards: crate::migrate::Guards,
-    ) -> Result<Vec<String>> {
+    ) -> Result<crate::migrate::Ran> {
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
         let candidates = self.tenant_passwords(&stored, None).await?;
@@ -1136,12 +1179,24 @@ impl<B: Backend> Tenora<B> {
         let applied = result.as_ref().ok().map(|(_, ran)| ran.applied.as_slice());
         self.record_migrations(id, applied, stored.record.migration_version.as_deref())
             .await;
-        result
-            .map(|(_, ran)| ran.touched)
+        let ran = result
+            .map(|(_, ran)| ran)
             .map_err(|source| Error::Migration {
                 database: format!("tenant `{id}`{}", self.server_label(slot)),
                 source,
-            })
+            })?;
+        // A newer release migrated this database (a rolling deploy): nothing to apply, and
+        // it is served as it is; never rolled back by this binary.
+        let ahead = self.inner.tenant_migrations.versions_ahead(&ran.applied);
+        if !ahead.is_empty() {
+            tracing::warn!(
+                tenant = %id,
+                versions = ?ahead,
+                "the tenant's database is ahead of this binary (a newer release migrated it); \
+                 nothing applied, the tenant is served as it is"
+            );
+        }
+        Ok(ran)
     }
 
     /// What tenant `id`'s database has applied, read from it: Diesel's versions (sorted) and

@@ -350,6 +350,37 @@ pub async fn status_skips_and_drift<B: TestBackend>() {
             ("sb".to_owned(), MigrationStatus::Ahead),
         ]
     );
+    // Its startup migration keeps serving them, reporting them ahead: nothing applied or
+    // reverted, no error.
+    let newer = plus_one.iter().last().unwrap().version().to_owned();
+    let report = t
+        .run_fleet(
+            Some(&ids[..2]),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    for outcome in &report.outcomes {
+        assert!(
+            outcome.result.as_ref().is_ok_and(|n| n.is_empty()),
+            "{outcome:?}"
+        );
+        assert_eq!(outcome.ahead, std::slice::from_ref(&newer), "{outcome:?}");
+    }
+    assert_eq!(
+        statuses::<B>(&t.fleet_status().await.unwrap())[..2],
+        [
+            ("sa".to_owned(), MigrationStatus::Ahead),
+            ("sb".to_owned(), MigrationStatus::Ahead),
+        ]
+    );
+    let mut conn = t.tenant_conn(&ids[0]).await.unwrap();
+    conn.batch_execute("SELECT id FROM audit_log")
+        .await
+        .unwrap();
+    drop(conn);
     for id in &ids {
         t.drop_tenant(id).await.unwrap();
     }
