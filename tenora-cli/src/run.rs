@@ -736,7 +736,7 @@ async fn run_fleet<B: Backend>(
     let mut runs: Vec<TenantRun> = report.outcomes.iter().map(to_run).collect();
     runs.extend(unreadable);
     let failed = summary(out, op.label(), &runs);
-    let unfinished = failed > 0 || report.stopped;
+    let unfinished = report.state != Some(tenora::RunState::Finished);
     if let Some(run) = report.run {
         if unfinished {
             out.line(format!(
@@ -756,6 +756,7 @@ async fn run_fleet<B: Backend>(
     Ok(Outcome {
         json: json!({
             "run": report.run,
+            "state": report.state,
             "stopped": report.stopped,
             "tenants": runs,
             "failed": failed,

@@ -85,9 +85,17 @@ async fn killed_runs_resume_exactly_once(kind: Kind) {
     let out = p.ok(&["runs", "list"]);
     assert!(out.contains("migrate") && out.contains("running"), "{out}");
 
+    // A run still marked running may have a live process: not resumed as "the latest", only
+    // by its id.
+    let (code, _, err) = p.run(&["migrate:tenants", "--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("run 1 is still marked running") && err.contains("--resume 1"),
+        "{err}"
+    );
     // --verify: the killed tenant is connected to (not taken as up to date from the registry),
     // and its migration is found applied.
-    let out = p.ok(&["migrate:tenants", "--resume", "--verify"]);
+    let out = p.ok(&["migrate:tenants", "--resume", "1", "--verify"]);
     assert!(
         out.contains("resuming run 1 (migrate): 3 tenant(s) left"),
         "{out}"
@@ -125,7 +133,7 @@ async fn killed_runs_resume_exactly_once(kind: Kind) {
     let (code, _, err) = p.run(&["rollback:tenants", "--resume", "1", "--yes"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("run 1 is a `migrate` run"), "{err}");
-    let out = p.ok(&["rollback:tenants", "--resume", "--yes"]);
+    let out = p.ok(&["rollback:tenants", "--resume", "2", "--yes"]);
     assert!(
         out.contains("resuming run 2 (rollback 1): 2 tenant(s) left"),
         "{out}"
@@ -139,12 +147,12 @@ async fn killed_runs_resume_exactly_once(kind: Kind) {
     }
     let record = run_record(&p, "2");
     assert_eq!(record["run"]["state"], "finished", "{record}");
+    // Each tenant's target and starting point were on record before it was reverted.
     assert!(
-        record["tenants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|t| t["target"].as_str().is_some_and(|v| !v.is_empty())),
+        record["tenants"].as_array().unwrap().iter().all(|t| {
+            let (target, from) = (t["target"].as_str(), t["started_from"].as_str());
+            target.is_some_and(|v| !v.is_empty()) && from.is_some_and(|f| Some(f) > target)
+        }),
         "{record}"
     );
 }

@@ -327,6 +327,27 @@ async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Clien
             .unwrap();
         via_template.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    // 20 sign-ups on the template path, one after another and all at once.
+    let burst = env_size("BENCH_CONCURRENT_SIGNUPS", 20);
+    let started = Instant::now();
+    for i in 0..burst {
+        templated
+            .create_tenant(&id(300_000 + i), None)
+            .await
+            .unwrap();
+    }
+    let sequential = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let signups: Vec<_> = (0..burst)
+        .map(|i| {
+            let t = templated.clone();
+            tokio::spawn(async move { t.create_tenant(&id(400_000 + i), None).await })
+        })
+        .collect();
+    for signup in signups {
+        signup.await.unwrap().unwrap();
+    }
+    let concurrent = started.elapsed().as_secs_f64();
     drop(templated);
     let template_db = format!("{}t_tenora_template", bench.prefix);
     let mut clone_floor = Vec::new();
@@ -341,6 +362,49 @@ async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Clien
             .unwrap();
         clone_floor.push(started.elapsed().as_secs_f64() * 1e3);
     }
+    // The same burst as raw clones on separate sessions: how far the server itself (on these
+    // cores) lets clones overlap.
+    let raw_sequential = {
+        let started = Instant::now();
+        for i in 0..burst {
+            let db = format!("{}t_rawburst{i}", bench.prefix);
+            admin
+                .batch_execute(&format!(
+                    "CREATE DATABASE \"{db}\" TEMPLATE \"{template_db}\""
+                ))
+                .await
+                .unwrap();
+        }
+        started.elapsed().as_secs_f64()
+    };
+    let raw_concurrent = {
+        // Sessions opened before the clock starts.
+        let mut sessions = Vec::new();
+        for _ in 0..burst {
+            sessions.push(admin_client(&bench.admin_url).await);
+        }
+        let started = Instant::now();
+        let clones: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, session)| {
+                let (db, template) = (
+                    format!("{}t_rawburstc{i}", bench.prefix),
+                    template_db.clone(),
+                );
+                tokio::spawn(async move {
+                    session
+                        .batch_execute(&format!("CREATE DATABASE \"{db}\" TEMPLATE \"{template}\""))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for clone in clones {
+            clone.await.unwrap();
+        }
+        started.elapsed().as_secs_f64()
+    };
     let (plain, floor) = (median(plain), median(floor));
     let (via_template, clone_floor) = (median(via_template), median(clone_floor));
     println!("\n3. provisioning, median of {}", n);
@@ -357,6 +421,16 @@ async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Clien
         "   ratio: {:.2}x (target <= 1.3x); template vs plain: {:.2}x",
         via_template / clone_floor,
         via_template / plain
+    );
+    println!(
+        "   {burst} template sign-ups one after another: {sequential:.2} s; all at once: \
+         {concurrent:.2} s; ratio {:.2}x (target <= 0.6x)",
+        concurrent / sequential
+    );
+    println!(
+        "   the same {burst} as raw clones (own sessions): {raw_sequential:.2} s vs \
+         {raw_concurrent:.2} s at once, ratio {:.2}x (what the server allows on these cores)",
+        raw_concurrent / raw_sequential
     );
 }
 

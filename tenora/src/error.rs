@@ -271,7 +271,8 @@ pub enum Error {
     /// `max_failures`, or a failed `batch` wave).
     #[error(
         "tenant `{id}` was not started: the run stopped after earlier failures (fail-fast, \
-         --max-failures or a failed --batch wave); fix them, then continue with --resume"
+         --max-failures or a failed --batch wave); fix them, then continue the run (--resume, \
+         FleetOptions::resume)"
     )]
     Skipped {
         /// The tenant.

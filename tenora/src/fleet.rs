@@ -1,7 +1,7 @@
 //! Fleet runs: one operation over many tenants, with bounded concurrency and a per-tenant
 //! report.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::fleet_runs::{Resume, RunId};
+use crate::fleet_runs::{Resume, RunId, RunState};
 use crate::migrate::{Guards, MigrationOp};
 use crate::registry::TenantState;
 use crate::tenant_id::TenantId;
@@ -154,13 +154,12 @@ impl FleetOptions {
         self
     }
 
-    /// Failures after which no more tenants are started.
-    fn stop_after(&self) -> Option<usize> {
-        match (self.fail_fast, self.max_failures, self.batch) {
-            (true, _, _) => Some(1),
-            (false, Some(n), _) => Some(n),
-            (false, None, 0) => None,
-            (false, None, _) => Some(1),
+    /// Failures after which no more tenants are started (fail-fast: 1), when limited.
+    fn failure_limit(&self) -> Option<usize> {
+        if self.fail_fast {
+            Some(1)
+        } else {
+            self.max_failures
         }
     }
 }
@@ -217,8 +216,12 @@ impl TenantOutcome {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct FleetReport {
-    /// Its id in the fleet-run log (`None` for a dry run).
+    /// Its id in the fleet-run log (`None` for a dry run, or no tenants).
     pub run: Option<RunId>,
+    /// Where the run stands in the log after this attempt (`None` when not recorded): a
+    /// resumed run with tenants left (`only_failed`) is not finished even when this attempt
+    /// had no failure.
+    pub state: Option<RunState>,
     /// What it does (a resumed run's own command).
     pub op: FleetOp,
     /// One outcome per tenant, in the order of the tenants.
@@ -295,12 +298,18 @@ impl<B: Backend> Tenora<B> {
         mut on_done: impl FnMut(&TenantOutcome),
     ) -> Result<FleetReport> {
         let records = self.list_tenants().await?;
-        // Which tenants (with a resumed rollback's recorded targets), of which run.
+        let active: HashSet<&TenantId> = records
+            .iter()
+            .filter(|t| t.state == TenantState::Active)
+            .map(|t| &t.id)
+            .collect();
+        // Which tenants (with a resumed rollback's fixed targets), of which run.
         let resume = match (options.resume, options.only_failed) {
             (Some(which), _) => Some(which),
             (None, true) => Some(Resume::Latest),
             (None, false) => None,
         };
+        let mut gone = Vec::new();
         let (op, resumed, targets, known_targets) = match resume {
             Some(which) => {
                 if tenants.is_some() {
@@ -311,15 +320,25 @@ impl<B: Backend> Tenora<B> {
                     });
                 }
                 let (run, left) = self.resumable_run(which, op, options.only_failed).await?;
-                let ids: Vec<TenantId> = left.iter().map(|(id, _)| id.clone()).collect();
-                let known: HashMap<TenantId, String> = left
-                    .into_iter()
-                    .filter_map(|(id, target)| target.map(|t| (id, t)))
-                    .collect();
+                let mut ids = Vec::new();
+                let mut known = HashMap::new();
+                for (recorded, fixed) in left {
+                    // A tenant dropped (or no longer active) since the run started has nothing
+                    // left to do: say so in the record, so the run can finish.
+                    match self.tenant_id(&recorded) {
+                        Ok(id) if active.contains(&id) => {
+                            if let Some(fixed) = fixed {
+                                known.insert(id.clone(), fixed);
+                            }
+                            ids.push(id);
+                        }
+                        _ => gone.push(recorded),
+                    }
+                }
                 (run.op, Some(run.id), ids, known)
             }
             None => {
-                let ids: Vec<TenantId> = match tenants {
+                let mut ids: Vec<TenantId> = match tenants {
                     Some(ids) => ids.to_vec(),
                     None => records
                         .iter()
@@ -327,6 +346,9 @@ impl<B: Backend> Tenora<B> {
                         .map(|t| t.id.clone())
                         .collect(),
                 };
+                // A tenant named twice runs once.
+                let mut seen = HashSet::new();
+                ids.retain(|id| seen.insert(id.clone()));
                 (op, None, ids, HashMap::new())
             }
         };
@@ -335,7 +357,7 @@ impl<B: Backend> Tenora<B> {
         // Tenants whose row records this binary's migrations need no connection to be found
         // up to date (unless asked to verify).
         let wanted = self.tenant_migrations().fingerprint();
-        let up_to_date: std::collections::HashSet<&TenantId> = match op {
+        let up_to_date: HashSet<&TenantId> = match op {
             FleetOp::Migrate if !options.verify => records
                 .iter()
                 .filter(|r| {
@@ -363,9 +385,11 @@ impl<B: Backend> Tenora<B> {
             lock_timeout: options.lock_timeout,
             statement_timeout: options.statement_timeout,
         };
-        self.check_guards(guards).await?;
+        if !options.dry_run && op != FleetOp::Seed {
+            self.check_guards(guards)?;
+        }
         // The run's record: a new one lists the tenants to work on; a resumed one marks those
-        // found up to date meanwhile as done.
+        // found up to date (or gone) meanwhile as done.
         let run = match (options.dry_run, resumed) {
             // Nothing to record: a dry run, or no tenants at all.
             (true, _) => None,
@@ -374,6 +398,10 @@ impl<B: Backend> Tenora<B> {
                 self.reopen_run(run).await?;
                 for (_, id, _) in &done_already {
                     self.run_tenant_ended(run, id, &Ok(Worked::nothing())).await;
+                }
+                for tenant in &gone {
+                    let why = "nothing to do: no longer an active tenant";
+                    self.run_tenant_skipped(run, tenant, why).await;
                 }
                 Some(run)
             }
@@ -397,18 +425,21 @@ impl<B: Backend> Tenora<B> {
         for (index, id, server) in done_already {
             finish(index, TenantOutcome::of(id, server, Ok(Worked::nothing())));
         }
-        let stop_after = options.stop_after();
+        // Inside a wave, only an explicit limit stops starting tenants; between waves, a wave
+        // with failures stops the run unless the limit allows more.
+        let in_wave = options.failure_limit();
+        let between_waves = in_wave.or((options.batch > 0).then_some(1));
         let failures = Arc::new(AtomicUsize::new(0));
         let known_targets = Arc::new(known_targets);
         let dry_run = options.dry_run;
         let work = move |this: Tenora<B>, id: TenantId| {
             let known_targets = Arc::clone(&known_targets);
             async move {
+                let fixed = known_targets.get(&id);
                 if dry_run {
-                    return this.plan_on_tenant(&id, op).await;
+                    return this.plan_on_tenant(&id, op, fixed).await;
                 }
-                this.work_on_tenant(run, &id, op, guards, known_targets.get(&id))
-                    .await
+                this.work_on_tenant(run, &id, op, guards, fixed).await
             }
         };
         // Waves of `batch` tenants (one wave when 0), each per server in queues.
@@ -416,7 +447,6 @@ impl<B: Backend> Tenora<B> {
             0 => to_do.len().max(1),
             n => n,
         };
-        let mut stopped = false;
         let mut waves = to_do.chunks(wave_size).peekable();
         while let Some(wave) = waves.next() {
             let mut queues: BTreeMap<String, VecDeque<(usize, TenantId)>> = BTreeMap::new();
@@ -429,15 +459,14 @@ impl<B: Backend> Tenora<B> {
             self.schedule(
                 queues,
                 options.concurrency,
-                stop_after,
+                in_wave,
                 &failures,
                 work.clone(),
                 |index, id, server, worked| finish(index, TenantOutcome::of(id, server, worked)),
             )
             .await?;
             let failed = failures.load(Ordering::SeqCst);
-            if stop_after.is_some_and(|most| failed >= most) {
-                stopped = true;
+            if waves.peek().is_some() && between_waves.is_some_and(|most| failed >= most) {
                 // The waves not started end as skipped (pending in the run's record).
                 for (index, id, server) in waves.by_ref().flatten() {
                     let skipped = Err(Error::Skipped { id: id.clone() });
@@ -448,15 +477,17 @@ impl<B: Backend> Tenora<B> {
             }
         }
         let outcomes: Vec<TenantOutcome> = outcomes.into_iter().flatten().collect();
-        let stopped = stopped
-            || outcomes
-                .iter()
-                .any(|o| matches!(o.result, Err(Error::Skipped { .. })));
-        if let Some(run) = run {
-            self.end_run(run, stopped, &outcomes).await;
-        }
+        // Stopped early: some tenant was never started.
+        let stopped = outcomes
+            .iter()
+            .any(|o| matches!(o.result, Err(Error::Skipped { .. })));
+        let state = match run {
+            Some(run) => Some(self.end_run(run, stopped, &outcomes).await),
+            None => None,
+        };
         Ok(FleetReport {
             run,
+            state,
             op,
             outcomes,
             stopped,
@@ -464,31 +495,23 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Runs `op` on tenant `id` for fleet run `run` (recording its start and outcome when
-    /// given). A rollback first fixes the version to leave as the newest (`target`, from the
-    /// run's record when resumed), so running it again never reverts further.
+    /// given). A rollback first fixes the version to leave as the newest and the newest
+    /// applied now (`fixed`, from the run's record when resumed), on record before anything
+    /// is reverted, so running it again never reverts further nor undoes newer work.
     async fn work_on_tenant(
         &self,
         run: Option<RunId>,
         id: &TenantId,
         op: FleetOp,
         guards: Guards,
-        target: Option<&String>,
+        fixed: Option<&(String, String)>,
     ) -> Result<Worked> {
         let result = async {
-            let target = match (op, target) {
-                (FleetOp::Rollback(_), Some(known)) => Some(known.clone()),
-                (FleetOp::Rollback(steps), _) => {
-                    let (applied, _) = self.inspect_tenant(id).await?;
-                    let keep = applied.len().checked_sub(steps + 1);
-                    Some(keep.map_or_else(String::new, |i| applied[i].clone()))
-                }
-                _ => None,
-            };
-            if let Some(run) = run {
-                self.run_tenant_started(run, id, target.as_deref()).await;
-            }
-            let result = match (op, target) {
-                (FleetOp::Migrate, _) => {
+            let result = match op {
+                FleetOp::Migrate => {
+                    if let Some(run) = run {
+                        self.run_tenant_started(run, id).await;
+                    }
                     self.run_on_tenant(id, MigrationOp::Up, guards)
                         .await
                         .map(|ran| Worked {
@@ -496,23 +519,41 @@ impl<B: Backend> Tenora<B> {
                             touched: ran.touched,
                         })
                 }
-                (FleetOp::Rollback(_), target) => {
-                    let version = target.filter(|t| !t.is_empty());
+                FleetOp::Rollback(steps) => {
+                    let (target, from) = match fixed {
+                        Some(fixed) => fixed.clone(),
+                        None => {
+                            let (applied, _) = self.inspect_tenant(id).await?;
+                            rollback_target(&applied, steps)
+                        }
+                    };
+                    // On record (or the run's earlier choice taken) before anything changes.
+                    let (target, from) = match run {
+                        Some(run) => self.claim_rollback(run, id, &target, &from).await?,
+                        None => (target, from),
+                    };
+                    let op = MigrationOp::DownTo {
+                        version: Some(target).filter(|t| !t.is_empty()),
+                        from: Some(from).filter(|f| !f.is_empty()),
+                    };
                     let guards = Guards {
                         allow_drift: false,
                         ..guards
                     };
-                    self.run_on_tenant(id, MigrationOp::DownTo { version }, guards)
-                        .await
-                        .map(|ran| Worked {
-                            touched: ran.touched,
-                            ahead: Vec::new(),
-                        })
+                    self.run_on_tenant(id, op, guards).await.map(|ran| Worked {
+                        touched: ran.touched,
+                        ahead: Vec::new(),
+                    })
                 }
-                (FleetOp::Seed, _) => self.run_tenant_seeds(id).await.map(|touched| Worked {
-                    touched,
-                    ahead: Vec::new(),
-                }),
+                FleetOp::Seed => {
+                    if let Some(run) = run {
+                        self.run_tenant_started(run, id).await;
+                    }
+                    self.run_tenant_seeds(id).await.map(|touched| Worked {
+                        touched,
+                        ahead: Vec::new(),
+                    })
+                }
             };
             crate::failpoint::reached("fleet_tenant_ran");
             result
@@ -612,10 +653,27 @@ impl<B: Backend> Tenora<B> {
 
     /// What `op` would do on tenant `id`, read from its database: the migrations it would
     /// apply or revert, or the seeds it would run. Changes nothing.
-    pub(crate) async fn plan_on_tenant(&self, id: &TenantId, op: FleetOp) -> Result<Worked> {
+    pub(crate) async fn plan_on_tenant(
+        &self,
+        id: &TenantId,
+        op: FleetOp,
+        fixed: Option<&(String, String)>,
+    ) -> Result<Worked> {
         let migrations = self.tenant_migrations();
         let (applied, _) = self.inspect_tenant(id).await?;
         Ok(match op {
+            // A resumed rollback: down to the target the run fixed.
+            FleetOp::Rollback(_) if fixed.is_some() => {
+                let (target, _) = fixed.expect("checked");
+                let op = MigrationOp::DownTo {
+                    version: Some(target.clone()).filter(|t| !t.is_empty()),
+                    from: None,
+                };
+                Worked {
+                    touched: crate::migrate::planned(migrations, &applied, &op),
+                    ahead: Vec::new(),
+                }
+            }
             FleetOp::Migrate => Worked {
                 touched: crate::migrate::planned(migrations, &applied, &MigrationOp::Up),
                 ahead: migrations.versions_ahead(&applied),
@@ -641,18 +699,24 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Refuses time limits a server cannot enforce (SQLite has no statement timeout).
-    async fn check_guards(&self, guards: Guards) -> Result<()> {
+    fn check_guards(&self, guards: Guards) -> Result<()> {
         use crate::backend::Server as _;
-        if guards.lock_timeout.is_none() && guards.statement_timeout.is_none() {
+        if guards.statement_timeout.is_none() {
             return Ok(());
         }
-        for slot in self.servers().all() {
-            slot.server
-                .session_limits_sql(guards.lock_timeout, guards.statement_timeout)
-                .await
-                .map_err(Error::Unsupported)?;
+        match self
+            .servers()
+            .all()
+            .iter()
+            .find(|slot| !slot.server.has_statement_timeout())
+        {
+            Some(slot) => Err(Error::Unsupported(format!(
+                "server `{}` has no statement timeout (SQLite): leave out --statement-timeout \
+                 (FleetOptions::statement_timeout)",
+                slot.name
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The default fleet concurrency on `server`: a quarter of its connection budget, at
@@ -669,6 +733,14 @@ impl<B: Backend> Tenora<B> {
             None => most,
         }
     }
+}
+
+/// The target and starting point of a rollback of `steps` on a database that has `applied`
+/// (oldest first): the version to leave as the newest and the newest now (`""`: none).
+fn rollback_target(applied: &[String], steps: usize) -> (String, String) {
+    let keep = applied.len().checked_sub(steps + 1);
+    let target = keep.map_or_else(String::new, |i| applied[i].clone());
+    (target, applied.last().cloned().unwrap_or_default())
 }
 
 fn join_error(e: tokio::task::JoinError) -> Error {

@@ -176,6 +176,10 @@ pub struct RunTenant {
     /// when the tenant started so a resumed rollback never reverts further.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// A rollback's starting point: the newest version applied when the target was fixed
+    /// (`""`: none). A database migrated past it since is refused, not reverted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_from: Option<String>,
     /// What was applied, reverted or seeded, or the error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -254,6 +258,7 @@ impl RunTenantRow {
             tenant: self.tenant,
             server: self.server,
             target: self.target,
+            started_from: self.started_from,
             detail: self.detail,
             attempts: count(self.attempts),
             updated_at: self.updated_at,
@@ -306,11 +311,17 @@ impl<B: Backend> Tenora<B> {
     }
 
     async fn read_runs(&self, filter: &RunFilter<'_>) -> Result<Vec<FleetRun>> {
+        use crate::registry::RegistryConnection as _;
         let mut conn = self.base_conn().await?;
         let context = "cannot read the fleet-run log";
-        prepare_log(&mut **conn)
+        // Reading makes nothing: without the log's tables there are no runs.
+        let exists = conn
+            .table_exists(crate::run_log::RUNS_TABLE)
             .await
-            .map_err(|e| Error::db(context, e))?;
+            .map_err(|e| self.registry_error_any(e, context))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
         conn.run_log_runs(filter)
             .await
             .map_err(|e| Error::db(context, e))?
@@ -320,15 +331,16 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// The run that [`FleetOptions::resume`](crate::FleetOptions::resume) would continue for
-    /// `op`'s command, with the tenants it has left and their recorded rollback targets (only
-    /// the failed ones with `only_failed`). Errors name what to do when there is no such run
-    /// or it belongs to another command.
+    /// `op`'s command, with the tenants it has left (by id as recorded) and, for a rollback,
+    /// the target and starting version fixed for each (only the failed ones with
+    /// `only_failed`). Errors name what to do when there is no such run, it belongs to another
+    /// command, or (`Resume::Latest`) it is still marked running.
     pub async fn resumable_run(
         &self,
         which: Resume,
         op: FleetOp,
         only_failed: bool,
-    ) -> Result<(FleetRun, Vec<(TenantId, Option<String>)>)> {
+    ) -> Result<(FleetRun, Vec<(String, Option<(String, String)>)>)> {
         let filter = RunFilter {
             id: match which {
                 Resume::Run(id) => Some(id.0),
@@ -338,7 +350,20 @@ impl<B: Backend> Tenora<B> {
             unfinished: which == Resume::Latest,
             limit: 1,
         };
-        let Some(run) = self.read_runs(&filter).await?.pop() else {
+        let found = self.read_runs(&filter).await?.pop();
+        if let (Resume::Latest, Some(run)) = (which, &found)
+            && run.state == RunState::Running
+        {
+            return Err(Error::FleetRun {
+                message: format!(
+                    "run {id} is still marked running: another process may be working on it. \
+                     If that process is gone (killed), resume the run by its id: --resume {id} \
+                     (FleetOptions::resume(Resume::Run({id})))",
+                    id = run.id
+                ),
+            });
+        }
+        let Some(run) = found else {
             return Err(match which {
                 Resume::Run(id) => match self.fleet_run(id).await {
                     Ok((other, _)) => Error::FleetRun {
@@ -367,10 +392,9 @@ impl<B: Backend> Tenora<B> {
                 RunTenantState::Pending | RunTenantState::Started => !only_failed,
                 RunTenantState::Done => false,
             })
-            .filter_map(|t| {
-                // Rows are written from valid ids; one that no longer parses is left out.
-                let id = self.tenant_id(&t.tenant).ok()?;
-                Some((id, t.target))
+            .map(|t| {
+                let fixed = t.target.zip(t.started_from);
+                (t.tenant, fixed)
             })
             .collect();
         Ok((run, left))
@@ -395,40 +419,83 @@ impl<B: Backend> Tenora<B> {
             FleetOp::Rollback(steps) => i64::try_from(steps).unwrap_or(i64::MAX),
             FleetOp::Migrate | FleetOp::Seed => 0,
         };
-        // Another process may take the same id at the same moment: the loser takes the next.
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        // The run and its tenants in one transaction: a failure leaves no partial run. Another
+        // process may take the same id at the same moment: the loser tries the next one.
         let mut attempt = 0;
         let id = loop {
+            let fingerprint = fingerprint.as_str();
+            // The id is read before the transaction, whose first statement writes (SQLite
+            // then waits for a writer instead of failing to upgrade a read lock).
             let id = conn
                 .run_log_next_id()
                 .await
                 .map_err(|e| Error::db(context, e))?;
-            let run = NewRun {
-                id,
-                command: op.command(),
-                steps,
-                tenants: i64::try_from(tenants).unwrap_or(i64::MAX),
-                up_to_date: i64::try_from(up_to_date).unwrap_or(i64::MAX),
-                fingerprint: &fingerprint,
-            };
-            match conn.run_log_insert_run(&run).await {
-                Ok(_) => break id,
-                Err(_) if attempt < 5 => attempt += 1,
+            let recorded = diesel_async::AsyncConnection::transaction(&mut **conn, async |c| {
+                let run = NewRun {
+                    id,
+                    command: op.command(),
+                    steps,
+                    tenants: count(tenants),
+                    up_to_date: count(up_to_date),
+                    fingerprint,
+                };
+                c.run_log_insert_run(&run).await?;
+                for chunk in to_do.chunks(crate::run_log::INSERT_CHUNK) {
+                    c.run_log_insert_tenants(id, chunk).await?;
+                }
+                Ok::<_, diesel::result::Error>(id)
+            })
+            .await;
+            match recorded {
+                Ok(id) => break id,
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::UniqueViolation,
+                    _,
+                )) if attempt < 20 => {
+                    attempt += 1;
+                    let pause = rand::Rng::gen_range(&mut rand::rngs::OsRng, 1..=20u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
                 Err(e) => return Err(Error::db(context, e)),
             }
         };
-        for chunk in to_do.chunks(crate::run_log::INSERT_CHUNK) {
-            conn.run_log_insert_tenants(id, chunk)
-                .await
-                .map_err(|e| Error::db(context, e))?;
-        }
         tracing::info!(run = id, op = %op, tenants, "fleet run started");
         Ok(RunId(id))
     }
 
-    /// Records that tenant `id` of `run` started (with its rollback target, when it has one).
-    pub(crate) async fn run_tenant_started(&self, run: RunId, id: &TenantId, target: Option<&str>) {
-        self.log_run_tenant(run, id, RunTenantState::Started, target, None, true)
+    /// Records that tenant `id` of `run` started.
+    pub(crate) async fn run_tenant_started(&self, run: RunId, id: &TenantId) {
+        self.log_run_tenant(run, id, RunTenantState::Started, None, true)
             .await;
+    }
+
+    /// Records that tenant `id` of rollback `run` started, fixing its `target` and `from`
+    /// (newest applied) unless the run fixed them already; returns the fixed pair. Unlike the
+    /// other records this one must succeed: a rollback is never run without its target on
+    /// record (a resume would otherwise revert further).
+    pub(crate) async fn claim_rollback(
+        &self,
+        run: RunId,
+        id: &TenantId,
+        target: &str,
+        from: &str,
+    ) -> Result<(String, String)> {
+        let context = || format!("cannot record tenant `{id}`'s rollback target in run {run}");
+        let mut conn = self.base_conn().await?;
+        let stored = conn
+            .run_log_claim(run.0, id.as_str(), target, from)
+            .await
+            .map_err(|e| Error::db(context(), e))?;
+        match stored {
+            Some((Some(target), Some(from))) => Ok((target, from)),
+            _ => Err(Error::FleetRun {
+                message: format!(
+                    "{}: run {run} has no row for it; nothing reverted",
+                    context()
+                ),
+            }),
+        }
     }
 
     /// Records tenant `id`'s outcome in `run`.
@@ -438,25 +505,55 @@ impl<B: Backend> Tenora<B> {
         id: &TenantId,
         outcome: &Result<crate::fleet::Worked>,
     ) {
-        let (state, detail) = match outcome {
-            Ok(worked) if !worked.ahead.is_empty() => (
-                RunTenantState::Done,
-                format!(
-                    "nothing to do: the database is ahead of this binary ({})",
-                    worked.ahead.join(", ")
-                ),
-            ),
-            Ok(worked) if worked.touched.is_empty() => {
-                (RunTenantState::Done, "nothing to do".to_owned())
+        let (state, mut detail) = match outcome {
+            Ok(worked) => {
+                let mut detail = match worked.touched.is_empty() {
+                    true => "nothing to do".to_owned(),
+                    false => worked.touched.join(", "),
+                };
+                if !worked.ahead.is_empty() {
+                    detail.push_str(&format!(
+                        "; the database is ahead of this binary ({})",
+                        worked.ahead.join(", ")
+                    ));
+                }
+                (RunTenantState::Done, detail)
             }
-            Ok(worked) => (RunTenantState::Done, worked.touched.join(", ")),
             Err(e) => (
                 RunTenantState::Failed,
                 crate::config::redact_url(&e.to_string()),
             ),
         };
-        self.log_run_tenant(run, id, state, None, Some(&detail), false)
+        if detail.chars().count() > crate::run_log::DETAIL_CHARS {
+            detail = detail
+                .chars()
+                .take(crate::run_log::DETAIL_CHARS)
+                .chain("…".chars())
+                .collect();
+        }
+        self.log_run_tenant(run, id, state, Some(&detail), false)
             .await;
+    }
+
+    /// Records that tenant `tenant` (as the run recorded it) needs nothing: `why`.
+    pub(crate) async fn run_tenant_skipped(&self, run: RunId, tenant: &str, why: &str) {
+        let logged = async {
+            let mut conn = self.base_conn().await?;
+            conn.run_log_set_tenant(
+                run.0,
+                tenant,
+                RunTenantState::Done.as_str(),
+                None,
+                Some(why),
+                false,
+            )
+            .await
+            .map_err(|e| Error::db("cannot record a tenant's outcome in the fleet-run log", e))
+        }
+        .await;
+        if let Err(e) = logged {
+            tracing::warn!(run = run.0, tenant, error = %e, "fleet-run log not updated");
+        }
     }
 
     async fn log_run_tenant(
@@ -464,13 +561,12 @@ impl<B: Backend> Tenora<B> {
         run: RunId,
         id: &TenantId,
         state: RunTenantState,
-        target: Option<&str>,
         detail: Option<&str>,
         attempt: bool,
     ) {
         let logged = async {
             let mut conn = self.base_conn().await?;
-            conn.run_log_set_tenant(run.0, id.as_str(), state.as_str(), target, detail, attempt)
+            conn.run_log_set_tenant(run.0, id.as_str(), state.as_str(), None, detail, attempt)
                 .await
                 .map_err(|e| Error::db("cannot record a tenant's outcome in the fleet-run log", e))
         }
@@ -488,10 +584,16 @@ impl<B: Backend> Tenora<B> {
         stopped: bool,
         outcomes: &[TenantOutcome],
     ) -> RunState {
-        let left = match self.fleet_run(run).await {
-            Ok((recorded, _)) => recorded.pending + recorded.started + recorded.failed,
+        let filter = RunFilter {
+            id: Some(run.0),
+            command: None,
+            unfinished: false,
+            limit: 1,
+        };
+        let left = match self.read_runs(&filter).await.map(|mut runs| runs.pop()) {
+            Ok(Some(recorded)) => recorded.pending + recorded.started + recorded.failed,
             // The log cannot be read: judge by this attempt's outcomes.
-            Err(_) => outcomes.iter().filter(|o| o.result.is_err()).count() as u64,
+            _ => outcomes.iter().filter(|o| o.result.is_err()).count() as u64,
         };
         let state = match (left, stopped) {
             (0, _) => RunState::Finished,

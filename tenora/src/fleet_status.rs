@@ -103,7 +103,8 @@ pub(crate) fn status_of(
     wanted: &str,
     record: &TenantRecord,
 ) -> (MigrationStatus, Option<usize>) {
-    let longer = |a: &str, b: &str| (a.len(), a) > (b.len(), b);
+    // Diesel's order of versions: by text.
+    let longer = |a: &str, b: &str| a > b;
     match (&record.migration_fingerprint, &record.migration_version) {
         (Some(fingerprint), _) if fingerprint == wanted => (MigrationStatus::UpToDate, Some(0)),
         (None, None) => (MigrationStatus::Unrecorded, None),
@@ -147,7 +148,8 @@ pub(crate) fn verified_status(
     applied: &[String],
     ledger: &HashMap<String, String>,
 ) -> (MigrationStatus, usize, Vec<String>) {
-    let longer = |a: &str, b: &str| (a.len(), a) > (b.len(), b);
+    // Diesel's order of versions: by text.
+    let longer = |a: &str, b: &str| a > b;
     let mut problems: Vec<String> = crate::ledger::drifted(migrations, ledger)
         .iter()
         .map(|d| format!("{d} was applied with other contents"))

@@ -24,15 +24,15 @@ pub enum MigrationOp {
     },
     /// Revert every applied migration newer than `version` (all of them when `None`): a
     /// rollback whose target was fixed beforehand, so running it again reverts nothing more.
+    /// Versions compare as Diesel orders them: by text.
     DownTo {
         /// The version to leave as the newest applied.
         version: Option<String>,
+        /// The newest version applied when the target was fixed: a database whose newest
+        /// applied version is newer than this changed since (something was migrated after the
+        /// rollback began), and is refused rather than reverted further.
+        from: Option<String>,
     },
-}
-
-/// Diesel's order of versions (shorter first, then by text), used for "newer than".
-pub(crate) fn version_key(version: &str) -> (usize, &str) {
-    (version.len(), version)
 }
 
 fn name_of(migrations: &Migrations, version: &MigrationVersion<'_>) -> String {
@@ -99,14 +99,10 @@ pub(crate) fn planned(
             .map(|m| m.name().to_owned())
             .collect(),
         MigrationOp::Down { steps } => applied.iter().rev().take(*steps).map(named).collect(),
-        MigrationOp::DownTo { version } => applied
+        MigrationOp::DownTo { version, .. } => applied
             .iter()
             .rev()
-            .take_while(|v| {
-                version
-                    .as_deref()
-                    .is_none_or(|keep| version_key(v) > version_key(keep))
-            })
+            .take_while(|v| version.as_deref().is_none_or(|keep| v.as_str() > keep))
             .map(named)
             .collect(),
     }
@@ -164,6 +160,21 @@ where
                     MigrationOp::Down { steps } => *steps,
                     _ => usize::MAX,
                 };
+                // A fixed rollback target on a database migrated further since it was fixed
+                // is refused: reverting to it would undo newer work.
+                if let MigrationOp::DownTo {
+                    from: Some(from), ..
+                } = &op
+                    && let Some(newest) = harness.applied_migrations()?.into_iter().max()
+                    && newest.to_string().as_str() > from.as_str()
+                {
+                    return Err(format!(
+                        "the database was migrated since this rollback began (newest applied \
+                         {newest}, newer than {from}, the newest when the rollback began): \
+                         nothing reverted; start a new rollback instead of resuming this one"
+                    )
+                    .into());
+                }
                 while steps_left > 0 {
                     steps_left -= 1;
                     let Some(last) = harness.applied_migrations()?.into_iter().max() else {
@@ -171,8 +182,9 @@ where
                     };
                     if let MigrationOp::DownTo {
                         version: Some(keep),
+                        ..
                     } = &op
-                        && version_key(&last.to_string()) <= version_key(keep)
+                        && last.to_string().as_str() <= keep.as_str()
                     {
                         break;
                     }
@@ -190,7 +202,7 @@ where
             .iter()
             .map(ToString::to_string)
             .collect();
-        applied.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        applied.sort();
         Ok((harness.into_inner(), Ran { touched, applied }))
     })
     .await

@@ -260,16 +260,14 @@ impl Migrations {
         applied
             .iter()
             .filter(|v| !self.iter().any(|m| m.version() == v.as_str()))
-            .filter(|v| latest.is_none_or(|l| (v.len(), v.as_str()) > (l.len(), l)))
+            .filter(|v| latest.is_none_or(|l| v.as_str() > l))
             .cloned()
             .collect()
     }
 
-    /// The newest version of these migrations, if any.
+    /// The newest version of these migrations, if any (Diesel's order: by text).
     pub fn latest_version(&self) -> Option<&str> {
-        self.iter()
-            .map(|m| m.version())
-            .max_by(|a, b| (a.len(), a).cmp(&(b.len(), b)))
+        self.iter().map(|m| m.version()).max()
     }
 }
 

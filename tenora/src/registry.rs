@@ -287,6 +287,9 @@ pub trait RegistryConnection: Send {
     /// The versions Diesel records as applied on the database this connection is on.
     #[doc(hidden)]
     fn applied_versions(&mut self) -> impl Future<Output = RegistryResult<Vec<String>>> + Send;
+    /// Whether the database this connection is on has table `table` (read from the catalog).
+    #[doc(hidden)]
+    fn table_exists(&mut self, table: &str) -> impl Future<Output = RegistryResult<bool>> + Send;
     /// Counts the rows per server.
     #[doc(hidden)]
     fn registry_server_counts(
@@ -508,6 +511,25 @@ macro_rules! impl_registry {
                     .load::<Version>(self)
                     .await
                     .map(|rows| rows.into_iter().map(|r| r.version).collect())
+                    .map_err($crate::registry::RegistryError::Query)
+            }
+
+            async fn table_exists(
+                &mut self,
+                table: &str,
+            ) -> $crate::registry::RegistryResult<bool> {
+                use diesel_async::RunQueryDsl as _;
+                #[derive(diesel::QueryableByName)]
+                struct Column {
+                    #[diesel(sql_type = diesel::sql_types::Text)]
+                    #[allow(dead_code)]
+                    column_name: String,
+                }
+                diesel::sql_query($columns)
+                    .bind::<diesel::sql_types::Text, _>(table)
+                    .load::<Column>(self)
+                    .await
+                    .map(|columns| !columns.is_empty())
                     .map_err($crate::registry::RegistryError::Query)
             }
 

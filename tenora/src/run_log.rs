@@ -22,6 +22,9 @@ pub const RUN_TENANTS_TABLE: &str = "__tenora_run_tenants";
 /// 999 parameters).
 pub(crate) const INSERT_CHUNK: usize = 200;
 
+/// The longest `detail` kept (an error's text; a list of migrations), in characters.
+pub(crate) const DETAIL_CHARS: usize = 2000;
+
 /// Portable DDL (PostgreSQL, MySQL/MariaDB, SQLite) for both tables.
 pub(crate) fn create_sql() -> String {
     format!(
@@ -41,6 +44,7 @@ pub(crate) fn create_sql() -> String {
              server VARCHAR(255) NOT NULL, \
              state VARCHAR(20) NOT NULL, \
              target VARCHAR(64), \
+             started_from VARCHAR(64), \
              detail TEXT, \
              attempts BIGINT NOT NULL DEFAULT 0, \
              updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
@@ -103,6 +107,8 @@ pub struct RunTenantRow {
     pub(crate) state: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub(crate) target: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) started_from: Option<String>,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub(crate) detail: Option<String>,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -191,6 +197,16 @@ pub trait RunLogConnection: Send {
         detail: Option<&str>,
         attempt: bool,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
+    /// Marks a tenant started (one more attempt) with a rollback's `target` and
+    /// `started_from` unless it has them already (the first writer's stay); returns the stored
+    /// pair, `None` when the run has no row for the tenant.
+    fn run_log_claim(
+        &mut self,
+        run: i64,
+        tenant: &str,
+        target: &str,
+        started_from: &str,
+    ) -> impl Future<Output = QueryResult<Option<(Option<String>, Option<String>)>>> + Send;
     /// Sets a run's state.
     fn run_log_set_run(
         &mut self,
@@ -349,6 +365,62 @@ macro_rules! impl_run_log {
                     .await
             }
 
+            async fn run_log_claim(
+                &mut self,
+                run: i64,
+                tenant: &str,
+                target: &str,
+                started_from: &str,
+            ) -> diesel::QueryResult<Option<(Option<String>, Option<String>)>> {
+                use diesel::OptionalExtension as _;
+                use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                let sql = format!(
+                    "UPDATE {} SET state = 'started', target = COALESCE(target, {}), \
+                     started_from = COALESCE(started_from, {}), attempts = attempts + 1, \
+                     updated_at = {} WHERE run_id = {} AND tenant = {}",
+                    $crate::run_log::RUN_TENANTS_TABLE,
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4),
+                    ph(5)
+                );
+                let changed = diesel::sql_query(sql)
+                    .bind::<Text, _>(target)
+                    .bind::<Text, _>(started_from)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<BigInt, _>(run)
+                    .bind::<Text, _>(tenant)
+                    .execute(&mut *self)
+                    .await?;
+                if changed != 1 {
+                    return Ok(None);
+                }
+                #[derive(diesel::QueryableByName)]
+                struct Stored {
+                    #[diesel(sql_type = Nullable<Text>)]
+                    target: Option<String>,
+                    #[diesel(sql_type = Nullable<Text>)]
+                    started_from: Option<String>,
+                }
+                let sql = format!(
+                    "SELECT target, started_from FROM {} WHERE run_id = {} AND tenant = {}",
+                    $crate::run_log::RUN_TENANTS_TABLE,
+                    ph(1),
+                    ph(2)
+                );
+                diesel::sql_query(sql)
+                    .bind::<BigInt, _>(run)
+                    .bind::<Text, _>(tenant)
+                    .get_result::<Stored>(self)
+                    .await
+                    .optional()
+                    .map(|stored| stored.map(|s| (s.target, s.started_from)))
+            }
+
             async fn run_log_set_run(
                 &mut self,
                 run: i64,
@@ -397,7 +469,7 @@ macro_rules! impl_run_log {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let sql = format!(
-                    "SELECT tenant, server, state, target, detail, attempts, updated_at \
+                    "SELECT tenant, server, state, target, started_from, detail, attempts, updated_at \
                      FROM {} WHERE run_id = {} ORDER BY tenant",
                     $crate::run_log::RUN_TENANTS_TABLE,
                     ph(1)

@@ -1073,20 +1073,22 @@ impl<B: Backend> Tenora<B> {
     /// ```
     pub async fn plan_base(&self, op: MigrationOp) -> Result<Vec<String>> {
         use crate::registry::RegistryConnection as _;
+        let context = "cannot read the base database's migrations";
         let mut conn = self.base_conn().await?;
-        let applied = match conn.applied_versions().await {
-            Ok(mut versions) => {
-                versions.sort_by(|a, b| migrate::version_key(a).cmp(&migrate::version_key(b)));
+        // No migration table yet: nothing applied (and nothing made by looking).
+        let applied = match conn
+            .table_exists("__diesel_schema_migrations")
+            .await
+            .map_err(|e| self.registry_error_any(e, context))?
+        {
+            false => Vec::new(),
+            true => {
+                let mut versions = conn
+                    .applied_versions()
+                    .await
+                    .map_err(|e| self.registry_error_any(e, context))?;
+                versions.sort();
                 versions
-            }
-            // No migration table yet: nothing applied.
-            Err(crate::registry::RegistryError::Query(diesel::result::Error::DatabaseError(
-                ..,
-            ))) => Vec::new(),
-            Err(e) => {
-                return Err(
-                    self.registry_error_any(e, "cannot read the base database's migrations")
-                );
             }
         };
         Ok(migrate::planned(&self.inner.base_migrations, &applied, &op))
@@ -1216,7 +1218,7 @@ impl<B: Backend> Tenora<B> {
         let mut versions = conn.applied_versions().await.map_err(|e| {
             self.registry_error_any(e, &format!("cannot read the migrations of tenant `{id}`"))
         })?;
-        versions.sort_by(|a, b| (a.len(), a).cmp(&(b.len(), b)));
+        versions.sort();
         let ledger = conn.applied_checksums().await;
         Ok((versions, ledger))
     }

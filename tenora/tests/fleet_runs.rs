@@ -191,6 +191,101 @@ pub async fn runs_stop_resume_and_record<B: TestBackend>() {
     }
 }
 
+/// A rollback whose target was fixed is not resumed on a tenant migrated further since:
+/// reverting down to that target would undo the newer migration.
+pub async fn a_resumed_rollback_never_undoes_newer_work<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
+    let ids: Vec<TenantId> = ["na", "nb"]
+        .iter()
+        .map(|n| t.tenant_id(n).unwrap())
+        .collect();
+    for id in &ids {
+        t.create_tenant(id, None).await.unwrap();
+    }
+    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
+        all.push((
+            "2030-01-01-000000_create_marks".to_owned(),
+            "CREATE TABLE marks (n INTEGER NOT NULL);".to_owned(),
+            "DROP TABLE marks;".to_owned(),
+        ))
+    });
+    let t2 = tenora_with::<B>(env.config.clone(), plus_one.clone()).await;
+    // Named twice, run once.
+    let twice = [ids[0].clone(), ids[0].clone(), ids[1].clone()];
+    let report = t2
+        .run_fleet(
+            Some(&twice),
+            FleetOp::Migrate,
+            FleetOptions::default(),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.len(), 2, "{report:?}");
+    // `nb`'s table is moved away: reverting its migration fails there.
+    sql_on(&t, &ids[1], "ALTER TABLE marks RENAME TO marks_moved").await;
+    let report = t2
+        .run_fleet(None, FleetOp::Rollback(1), FleetOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(states(&report), ["ok", "failed"]);
+    assert_eq!(report.state, Some(RunState::Failed));
+    let rollback = report.run.unwrap();
+    // A newer release migrates every tenant further meanwhile.
+    let (_dir2, plus_two) = migrations_like(&plus_one, |all| {
+        all.push((
+            "2030-01-02-000000_create_later".to_owned(),
+            "CREATE TABLE later (n INTEGER);".to_owned(),
+            "DROP TABLE later;".to_owned(),
+        ))
+    });
+    let t3 = tenora_with::<B>(env.config.clone(), plus_two).await;
+    let migrated = t3.migrate_all_tenants().await.unwrap();
+    assert!(migrated.iter().all(|o| o.result.is_ok()), "{migrated:?}");
+    sql_on(&t, &ids[1], "ALTER TABLE marks_moved RENAME TO marks").await;
+    // Resuming the old rollback: `nb` is refused, nothing reverted.
+    let resumed = t3
+        .run_fleet(
+            None,
+            FleetOp::Rollback(1),
+            FleetOptions::default().resume(Resume::Run(rollback)),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let message = resumed.outcomes[0].result.as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("was migrated since this rollback began"),
+        "{message}"
+    );
+    let base = B::tenant_migrations().iter().count();
+    assert_eq!(state_of(&t3, &ids[1]).await, (true, base + 2));
+    let mut conn = t3.tenant_conn(&ids[1]).await.unwrap();
+    conn.batch_execute("SELECT n FROM later").await.unwrap();
+    drop(conn);
+    for id in &ids {
+        t.drop_tenant(id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lite_a_resumed_rollback_never_undoes_newer_work() {
+    a_resumed_rollback_never_undoes_newer_work::<tenora::backend::Sqlite>().await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_resumed_rollback_never_undoes_newer_work() {
+    a_resumed_rollback_never_undoes_newer_work::<tenora::backend::Postgres>().await
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_a_resumed_rollback_never_undoes_newer_work() {
+    a_resumed_rollback_never_undoes_newer_work::<tenora::backend::Mysql>().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lite_runs_stop_resume_and_record() {
     runs_stop_resume_and_record::<tenora::backend::Sqlite>().await

@@ -868,3 +868,57 @@ async fn futures_join(t: &PgTenora, id: &TenantId, n: usize) -> Vec<tenora::PgCo
     }
     held
 }
+
+/// Sign-ups of different tenants run at once: while one waits on the server (another session
+/// holds an uncommitted role of the same name, so its `CREATE ROLE` waits for that
+/// transaction), another tenant is created from start to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_of_different_tenants_run_at_once() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let (slow, fast) = (id("slow_a"), id("fast_b"));
+    let role = t.naming().user_name(&slow);
+    let blocker = admin_client(&url_for(&env, "postgres")).await;
+    blocker
+        .batch_execute(&format!("BEGIN; CREATE ROLE \"{role}\""))
+        .await
+        .unwrap();
+    let waiting = {
+        let (t, slow) = (t.clone(), slow.clone());
+        tokio::spawn(async move { t.create_tenant(&slow, None).await })
+    };
+    // Barrier: the server shows Tenora's CREATE ROLE waiting for a lock.
+    let watcher = admin_client(&url_for(&env, "postgres")).await;
+    loop {
+        let blocked: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND position($1 in query) > 0",
+                &[&format!("CREATE ROLE \"{role}\" LOGIN")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked > 0 {
+            break;
+        }
+        assert!(!waiting.is_finished(), "{:?}", waiting.await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Meanwhile another tenant is made in full (with one admin session behind a lock, it would
+    // wait for the first forever).
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        t.create_tenant(&fast, None),
+    )
+    .await
+    .expect("the second sign-up waited for the first")
+    .unwrap();
+    assert!(!waiting.is_finished());
+    // The other session gives the name up: the first sign-up completes.
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    waiting.await.unwrap().unwrap();
+    for tenant in [&slow, &fast] {
+        t.drop_tenant(tenant).await.unwrap();
+    }
+}

@@ -79,7 +79,9 @@ pub struct PgServer {
     /// TLS to this server, for every connection Tenora opens to it.
     tls: PgTls,
     admin: tokio_postgres::Config,
-    admin_session: AdminSession,
+    /// Admin sessions on the admin database, opened as needed: administrative statements of
+    /// different tenants run at once, one per session.
+    admin_sessions: AdminSessions,
     /// A second admin session, holding the template lock while the template is rebuilt.
     role_session: AdminSession,
     /// A session on the base database holding this process's tenant leases (advisory locks
@@ -105,6 +107,63 @@ impl sealed::Sealed for Postgres {}
 
 /// A lazily opened administrative session; the lock serializes its statements.
 type AdminSession = tokio::sync::Mutex<Option<tokio_postgres::Client>>;
+
+/// How many admin sessions on the admin database run administrative statements at once.
+const ADMIN_SESSIONS: usize = 3;
+
+/// A few admin sessions; a caller waits its turn in a fair queue, then holds one session (for
+/// a multi-statement sequence that needs one session, such as a session-level lock taken
+/// and released around a clone).
+struct AdminSessions {
+    slots: Vec<AdminSession>,
+    turns: tokio::sync::Semaphore,
+}
+
+impl Default for AdminSessions {
+    fn default() -> Self {
+        AdminSessions {
+            slots: (0..ADMIN_SESSIONS)
+                .map(|_| AdminSession::default())
+                .collect(),
+            turns: tokio::sync::Semaphore::new(ADMIN_SESSIONS),
+        }
+    }
+}
+
+/// One admin session, held until dropped; derefs to the (opened) client slot.
+struct AdminGuard<'s> {
+    session: tokio::sync::MutexGuard<'s, Option<tokio_postgres::Client>>,
+    _turn: tokio::sync::SemaphorePermit<'s>,
+}
+
+impl std::ops::Deref for AdminGuard<'_> {
+    type Target = Option<tokio_postgres::Client>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.session
+    }
+}
+
+impl AdminSessions {
+    /// A free session slot (opened or not): each holder of a slot holds a turn, so with a
+    /// turn one slot is free.
+    async fn take(&self) -> AdminGuard<'_> {
+        let turn = self
+            .turns
+            .acquire()
+            .await
+            .expect("the admin semaphore is never closed");
+        let session = self
+            .slots
+            .iter()
+            .find_map(|slot| slot.try_lock().ok())
+            .expect("a turn always finds a free admin session");
+        AdminGuard {
+            session,
+            _turn: turn,
+        }
+    }
+}
 
 /// Quotes an identifier: `"name"`, doubling any `"` inside.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -285,16 +344,14 @@ impl PgServer {
         config
     }
 
-    /// The admin session on the admin database, opened on first use and reopened if it was
-    /// closed. One session serves every administrative statement (connecting costs more than
-    /// most of them); the lock serializes them.
-    async fn admin_session(
-        &self,
-    ) -> std::result::Result<
-        tokio::sync::MutexGuard<'_, Option<tokio_postgres::Client>>,
-        tokio_postgres::Error,
-    > {
-        self.open_session(&self.admin_session).await
+    /// An admin session on the admin database, opened on first use and reopened if it was
+    /// closed; held by the caller until dropped. A few sessions serve the administrative
+    /// statements (connecting costs more than most of them), so different tenants' statements
+    /// run at once and callers queue fairly for a free one.
+    async fn admin_session(&self) -> std::result::Result<AdminGuard<'_>, tokio_postgres::Error> {
+        let mut guard = self.admin_sessions.take().await;
+        self.open(&mut guard.session, &self.admin).await?;
+        Ok(guard)
     }
 
     async fn open_session<'s>(
@@ -317,6 +374,16 @@ impl PgServer {
         tokio_postgres::Error,
     > {
         let mut session = slot.lock().await;
+        self.open(&mut session, config).await?;
+        Ok(session)
+    }
+
+    /// Opens `session` with `config` unless it holds an open client.
+    async fn open(
+        &self,
+        session: &mut Option<tokio_postgres::Client>,
+        config: &tokio_postgres::Config,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
         if session.as_ref().is_none_or(|c| c.is_closed()) {
             let (client, connection) = self.tls.connect(config).await?;
             // The driver ends when the client is dropped or the server closes the session.
@@ -328,7 +395,7 @@ impl PgServer {
                 .await?;
             *session = Some(client);
         }
-        Ok(session)
+        Ok(())
     }
 
     /// Drops and rebuilds the template (the caller holds the template lock exclusively).
@@ -403,10 +470,12 @@ impl PgServer {
         Ok(true)
     }
 
-    /// Clones the template into tenant `id`'s database, owned by its role (the caller holds
-    /// the template lock shared and has checked the fingerprint).
+    /// Clones the template into tenant `id`'s database, owned by its role, on the admin
+    /// session `client` (where the caller holds the template lock shared, and has checked the
+    /// fingerprint; a successful clone releases that lock).
     async fn clone_template(
         &self,
+        client: &tokio_postgres::Client,
         id: &TenantId,
         password: Option<&SecretString>,
         token: &str,
@@ -418,7 +487,7 @@ impl PgServer {
         // The role first: the clone is created owned by it, so the database carries the proof
         // of ownership from the statement that creates it.
         if let Some(password) = password {
-            self.create_role(id, password, token)
+            self.create_role_on(client, id, password, token)
                 .await
                 .map_err(|e| (Step::CreateUser, e))?;
             made.user = true;
@@ -431,7 +500,7 @@ impl PgServer {
             quote_ident(&template),
             quote_ident(&role)
         );
-        let cloned = match self.admin_execute(&sql).await {
+        let cloned = match client.batch_execute(&sql).await {
             Ok(()) => true,
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_DATABASE) => {
                 return Err((
@@ -470,19 +539,20 @@ impl PgServer {
         // the database makes the tenant's role the owner of everything in it. Lock it down as
         // `lock_down` does a plain tenant database, then release the template lock — one round
         // trip.
-        self.admin_execute(&format!(
-            "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
-             ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
-             SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})",
-            d = quote_ident(&db),
-        ))
-        .await
-        .map_err(|e| {
-            (
-                Step::LockDown,
-                admin_error(format!("cannot lock down the database `{db}`"))(e),
-            )
-        })?;
+        client
+            .batch_execute(&format!(
+                "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
+                 ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
+                 SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})",
+                d = quote_ident(&db),
+            ))
+            .await
+            .map_err(|e| {
+                (
+                    Step::LockDown,
+                    admin_error(format!("cannot lock down the database `{db}`"))(e),
+                )
+            })?;
         crate::failpoint::reached(Step::LockDown.key());
         Ok(true)
     }
@@ -511,7 +581,11 @@ impl PgServer {
     /// Runs one administrative statement (alone: CREATE DATABASE refuses to run inside a
     /// multi-statement batch).
     async fn admin_execute(&self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
-        self.execute_on(&self.admin_session, sql).await
+        let session = self.admin_session().await?;
+        match session.as_ref() {
+            Some(client) => client.batch_execute(sql).await,
+            None => unreachable!("admin_session always leaves a client"),
+        }
     }
 
     /// Runs `sql` on the session in `slot` that is connected to the base database.
@@ -527,18 +601,6 @@ impl PgServer {
         }
     }
 
-    async fn execute_on(
-        &self,
-        slot: &AdminSession,
-        sql: &str,
-    ) -> std::result::Result<(), tokio_postgres::Error> {
-        let session = self.open_session(slot).await?;
-        match session.as_ref() {
-            Some(client) => client.batch_execute(sql).await,
-            None => unreachable!("open_session always leaves a client"),
-        }
-    }
-
     /// Creates tenant `id`'s login role with its proof of ownership (the comment
     /// `tenora:<token>`) in one transaction, so the role never exists without it.
     ///
@@ -547,9 +609,6 @@ impl PgServer {
     /// is taken) then carries no password verifier into it.
     async fn create_role(&self, id: &TenantId, password: &SecretString, token: &str) -> Result<()> {
         let role = self.naming.user_name(id);
-        let qrole = quote_ident(&role);
-        // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
-        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         let session = self
             .admin_session()
             .await
@@ -557,6 +616,21 @@ impl PgServer {
         let client = session
             .as_ref()
             .expect("admin_session always leaves a client");
+        self.create_role_on(client, id, password, token).await
+    }
+
+    /// [`PgServer::create_role`] on the admin session `client`.
+    async fn create_role_on(
+        &self,
+        client: &tokio_postgres::Client,
+        id: &TenantId,
+        password: &SecretString,
+        token: &str,
+    ) -> Result<()> {
+        let role = self.naming.user_name(id);
+        let qrole = quote_ident(&role);
+        // Send a SCRAM verifier, so the plain password never reaches the server or its logs.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         let rollback = || async {
             let _ = client.batch_execute("ROLLBACK").await;
         };
@@ -654,9 +728,9 @@ fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
 
 impl Backend for Postgres {
     const CLIENT: Client = Client::Postgres;
-    /// The admin session, a second one for the template lock, and the lease session on the
-    /// base database.
-    const ADMIN_CONNECTIONS: u32 = 3;
+    /// The admin sessions (`ADMIN_SESSIONS`), one more for the template lock, and the lease
+    /// session on the base database.
+    const ADMIN_CONNECTIONS: u32 = ADMIN_SESSIONS as u32 + 2;
     /// An ended session is seen by the driver at once; ping only long-idle connections.
     const PING_IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
     type Connection = AsyncPgConnection;
@@ -770,7 +844,7 @@ impl Server<Postgres> for PgServer {
             base: Arc::new(pg),
             tls,
             admin,
-            admin_session: AdminSession::default(),
+            admin_sessions: AdminSessions::default(),
             role_session: AdminSession::default(),
             lease_session: AdminSession::default(),
             base_database,
@@ -1193,11 +1267,17 @@ impl Server<Postgres> for PgServer {
         // In one round trip: take the template lock shared (not waiting: while the template
         // is being rebuilt, tenants are migrated instead) and read the template's label.
         let (template, _) = self.template_names();
+        // One admin session for the whole clone: the shared lock belongs to it.
+        let session = self.admin_session().await.map_err(|e| {
+            (
+                Step::CreateDatabase,
+                admin_error(format!("cannot look up the template database `{template}`"))(e),
+            )
+        })?;
+        let client = session
+            .as_ref()
+            .expect("admin_session always leaves a client");
         let checked = async {
-            let session = self.admin_session().await?;
-            let client = session
-                .as_ref()
-                .expect("admin_session always leaves a client");
             let row = client
                 .query_one(
                     &format!(
@@ -1226,15 +1306,15 @@ impl Server<Postgres> for PgServer {
             .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
             == Some(fingerprint);
         let result = if current {
-            self.clone_template(id, password, token, made).await
+            self.clone_template(client, id, password, token, made).await
         } else {
             Ok(false)
         };
         // A successful clone released the shared lock in its last round trip; otherwise release
         // it here (it also ends with the session, should that be broken).
         if !matches!(result, Ok(true)) {
-            let _ = self
-                .admin_execute(&format!(
+            let _ = client
+                .batch_execute(&format!(
                     "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
                 ))
                 .await;

@@ -196,6 +196,11 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         statement: Option<std::time::Duration>,
     ) -> impl Future<Output = std::result::Result<String, String>> + Send;
 
+    /// Whether this server can limit how long a statement runs (see `session_limits_sql`).
+    fn has_statement_timeout(&self) -> bool {
+        true
+    }
+
     /// Releases a [`MigrationLock::Session`] lock taken on `conn`.
     fn unlock_migrations(
         &self,

@@ -547,6 +547,10 @@ impl Server<Sqlite> for SqliteServer {
         Ok(self.tenant_path(id).exists())
     }
 
+    fn has_statement_timeout(&self) -> bool {
+        false
+    }
+
     async fn session_limits_sql(
         &self,
         lock: Option<std::time::Duration>,
