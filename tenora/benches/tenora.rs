@@ -11,6 +11,7 @@
 //! cargo bench -p tenora --features postgres,blocking --bench tenora -- --blocking-only  # 6
 //! cargo bench -p tenora --features postgres --bench tenora -- --fleet-only     # section 4
 //! cargo bench -p tenora --features postgres --bench tenora -- --servers-only   # section 7
+//! cargo bench -p tenora --features postgres --bench tenora -- --cache-only     # section 8
 //! ```
 //!
 //! Section 7 starts three private PostgreSQL clusters (as the test helper does) and compares
@@ -442,6 +443,10 @@ async fn main() {
     let scale_only = std::env::args().any(|a| a == "--scale-only");
     let blocking_only = std::env::args().any(|a| a == "--blocking-only");
     let fleet_only = std::env::args().any(|a| a == "--fleet-only");
+    if std::env::args().any(|a| a == "--cache-only") {
+        cache_section(quick).await;
+        return;
+    }
     if std::env::args().any(|a| a == "--servers-only") {
         let n = env_size("BENCH_SERVERS_TENANTS", if quick { 60 } else { 300 });
         servers_section(n).await;
@@ -966,6 +971,114 @@ async fn servers_section(n: usize) {
          (all clusters share this machine's cores)",
         one.0 / three.0,
         one.1 / three.1
+    );
+}
+
+/// Section 8: the pool cache's own costs at 1,000 and 20,000 cached tenants, with stand-in
+/// pools (no connections): hits, misses that make room, and hit latency while another task
+/// evicts continuously.
+async fn cache_section(quick: bool) {
+    use tenora::__cache_bench::Cache;
+    let ops = if quick { 200_000 } else { 1_000_000 };
+    println!("\n8. pool cache costs by size (stand-in pools, {ops} operations each)");
+    let mut rows = Vec::new();
+    for size in [1_000usize, 20_000] {
+        let ids: Vec<TenantId> = (0..size * 2).map(id).collect();
+        let cache = Arc::new(Cache::new(size));
+        for tenant in &ids[..size] {
+            cache.get(tenant).await;
+        }
+        // Hits: random tenants among the cached ones (a cheap xorshift, the same sequence per
+        // size).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        let started = Instant::now();
+        for _ in 0..ops {
+            cache.get(&ids[next(size)]).await;
+        }
+        let hit_ns = started.elapsed().as_nanos() as f64 / ops as f64;
+        // Hits on 50 hot tenants: what the cache's size alone costs a hit.
+        let started = Instant::now();
+        for _ in 0..ops {
+            cache.get(&ids[next(50)]).await;
+        }
+        let hot_ns = started.elapsed().as_nanos() as f64 / ops as f64;
+        // Misses that make room: cycling through twice as many tenants as fit, every lookup
+        // misses and evicts the least recently used.
+        let misses = ops / 10;
+        let started = Instant::now();
+        for i in 0..misses {
+            cache.get(&ids[(size + i) % (2 * size)]).await;
+        }
+        let miss_ns = started.elapsed().as_nanos() as f64 / misses as f64;
+        // Hit latency, quiet and while another task evicts and rebuilds pools continuously:
+        // the first `size` tenants cached again, the evictor taking one of them out and
+        // bringing it back at a time.
+        for tenant in &ids[..size] {
+            cache.get(tenant).await;
+        }
+        let sample = |cache: Arc<Cache>, ids: Arc<Vec<TenantId>>| async move {
+            let mut latencies = Vec::with_capacity(100_000);
+            let mut y: u64 = 0x2545_F491_4F6C_DD1D;
+            for _ in 0..100_000 {
+                y ^= y << 13;
+                y ^= y >> 7;
+                y ^= y << 17;
+                let tenant = &ids[(y % size as u64) as usize];
+                let started = Instant::now();
+                cache.get(tenant).await;
+                latencies.push(started.elapsed().as_nanos() as u64);
+            }
+            latencies.sort_unstable();
+            latencies[latencies.len() * 99 / 100]
+        };
+        let shared_ids = Arc::new(ids);
+        let quiet = sample(Arc::clone(&cache), Arc::clone(&shared_ids)).await;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let evictor = {
+            let (cache, ids, stop) = (
+                Arc::clone(&cache),
+                Arc::clone(&shared_ids),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    // Evict a cached tenant and bring it back (a miss).
+                    let tenant = &ids[i % size];
+                    cache.evict(tenant);
+                    cache.get(tenant).await;
+                    i += 7;
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        };
+        let busy = tokio::spawn(sample(Arc::clone(&cache), Arc::clone(&shared_ids)))
+            .await
+            .unwrap();
+        stop.store(true, Ordering::Relaxed);
+        evictor.await.unwrap();
+        println!(
+            "   {size:>6} cached: hit {hit_ns:.0} ns/op (any tenant) / {hot_ns:.0} ns/op (50 hot), \
+             miss + evict {miss_ns:.0} ns/op, hit p99 {quiet} ns quiet / {busy} ns while \
+             evicting ({:.2}x)",
+            busy as f64 / quiet.max(1) as f64
+        );
+        rows.push((hit_ns, hot_ns, miss_ns));
+    }
+    println!(
+        "   20,000 vs 1,000: hit {:.2}x (any tenant: more memory touched) / {:.2}x (50 hot), \
+         miss + evict {:.2}x (target <= 1.2x)",
+        rows[1].0 / rows[0].0,
+        rows[1].1 / rows[0].1,
+        rows[1].2 / rows[0].2
     );
 }
 

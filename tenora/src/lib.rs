@@ -121,6 +121,8 @@ pub use crate::naming::Naming;
 pub use crate::ownership::{Presence, Removal};
 pub use crate::pool::PooledConn;
 pub use crate::pool_cache::CacheStats;
+#[doc(hidden)]
+pub use crate::pool_cache::bench as __cache_bench;
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, KeyRing, SecretString};

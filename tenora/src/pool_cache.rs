@@ -5,8 +5,17 @@
 //! pool outside the lock: concurrent first calls for one tenant wait on the same cell
 //! (single-flight), and a slow miss never blocks hits or misses of other tenants. A failed build
 //! removes its cell again, so lookups of unknown ids leave nothing behind.
+//!
+//! Making room costs the same at any cache size: built pools are also kept in an index ordered
+//! by when they were last handed out. A hit only stamps its entry (under the read lock); the
+//! index catches up lazily when room is made — an entry found with a newer stamp than its
+//! index key moves to its place and the walk goes on — so taking the least recently used pool
+//! is O(log n) amortized. Idle reaping and budget reclaims read the whole cache under the read
+//! lock (hits go on) and take the write lock only to remove what they chose. Pools leave the
+//! map under the lock but are closed after it is released: closing a pool (on SQLite, closing
+//! its last connection may checkpoint the WAL) never blocks other tenants' hits.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -42,6 +51,9 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
 pub(crate) struct Entry<P> {
     pool: OnceCell<P>,
     last_used: AtomicU64,
+    /// The stamp under which the entry is in the index (`u64::MAX`: not indexed). Read and
+    /// written only under the write lock.
+    indexed: AtomicU64,
     /// Hits counted on the entry's own cache line (a global counter would be contended by
     /// every core on the hit path); folded into the cache total when the entry goes.
     hits: AtomicU64,
@@ -105,25 +117,91 @@ impl<P: CachedPool> Drop for EmptyCellGuard<'_, P> {
         if self.cell.get().is_some() {
             return;
         }
-        let mut map = self.cache.write();
-        let ours_and_unused = map.get(self.id).is_some_and(|c| {
+        let mut inner = self.cache.write();
+        let ours_and_unused = inner.map.get(self.id).is_some_and(|c| {
             Arc::ptr_eq(c, &self.cell) && c.get().is_none() && Arc::strong_count(c) == 2
         });
         if ours_and_unused {
-            map.remove(self.id);
+            inner.map.remove(self.id);
         }
     }
 }
 
 /// A map from tenant to pool with single-flight creation.
 pub(crate) struct PoolCache<P> {
-    map: RwLock<HashMap<TenantId, Cell<P>>>,
+    inner: RwLock<Inner<P>>,
     epoch: Instant,
     max_cached: usize,
     hits: AtomicU64,
     misses: AtomicU64,
     created: AtomicU64,
     evictions: AtomicU64,
+}
+
+/// The map and its least-recently-used index (built pools only, by stamp).
+struct Inner<P> {
+    map: HashMap<TenantId, Cell<P>>,
+    lru: BTreeSet<(u64, TenantId)>,
+}
+
+/// A stamp meaning "not in the index".
+const NOT_INDEXED: u64 = u64::MAX;
+
+impl<P: CachedPool> Inner<P> {
+    /// Removes `id`'s entry from the map and the index; the caller drops it after releasing
+    /// the lock.
+    fn take(&mut self, id: &TenantId) -> Option<Cell<P>> {
+        let cell = self.map.remove(id)?;
+        let stamp = cell.indexed.swap(NOT_INDEXED, Ordering::Relaxed);
+        if stamp != NOT_INDEXED {
+            self.lru.remove(&(stamp, id.clone()));
+        }
+        Some(cell)
+    }
+
+    /// Puts built entry `cell` of `id` in the index under its current stamp.
+    fn index(&mut self, id: &TenantId, cell: &Entry<P>) {
+        let stamp = cell.last_used.load(Ordering::Relaxed);
+        let old = cell.indexed.swap(stamp, Ordering::Relaxed);
+        if old != NOT_INDEXED {
+            self.lru.remove(&(old, id.clone()));
+        }
+        self.lru.insert((stamp, id.clone()));
+    }
+
+    /// The least recently used built pool, preferring one with no connection checked out:
+    /// walks the index from the oldest stamp, moving entries used since they were indexed.
+    fn least_recently_used(&mut self) -> Option<TenantId> {
+        let mut in_use = Vec::new();
+        let victim = loop {
+            let Some((stamp, id)) = self.lru.pop_first() else {
+                break None;
+            };
+            let Some(cell) = self.map.get(&id) else {
+                continue;
+            };
+            let used = cell.last_used.load(Ordering::Relaxed);
+            if used > stamp {
+                cell.indexed.store(used, Ordering::Relaxed);
+                self.lru.insert((used, id));
+                continue;
+            }
+            if cell.get().is_none_or(CachedPool::is_unused) {
+                // Back in the index: `take` removes it with the entry.
+                self.lru.insert((stamp, id.clone()));
+                break Some(id);
+            }
+            // Connections checked out (at most as many pools as the budget has connections).
+            in_use.push((stamp, id));
+        };
+        let victim = victim.or_else(|| in_use.first().map(|(_, id)| id.clone()));
+        self.lru.extend(in_use);
+        victim
+    }
+
+    fn built(&self) -> usize {
+        self.lru.len()
+    }
 }
 
 impl<P: CachedPool> Reclaim for PoolCache<P> {
@@ -151,33 +229,41 @@ impl<P: CachedPool> Reclaim for BudgetReclaimer<P> {
 }
 
 impl<P: CachedPool> PoolCache<P> {
-    /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts.
+    /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts. Chosen under the read lock
+    /// (hits go on), removed under the write lock, closed after it.
     fn reclaim_matching(&self, wanted: impl Fn(&P) -> bool) -> bool {
-        let mut map = self.write();
         let with_idle = |require_unused: bool| {
-            map.iter()
+            let inner = self.read();
+            inner
+                .map
+                .iter()
                 .filter(|(_, c)| {
                     c.get().is_some_and(|p| {
                         wanted(p) && p.idle_connections() > 0 && (!require_unused || p.is_unused())
                     })
                 })
                 .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
-                .map(|(id, _)| id.clone())
+                .map(|(id, c)| (id.clone(), Arc::clone(c)))
         };
-        if let Some(id) = with_idle(true) {
-            if let Some(cell) = map.remove(&id) {
+        if let Some((id, chosen)) = with_idle(true) {
+            let removed = {
+                let mut inner = self.write();
+                // Still the same pool, still unused: a hit may have taken a connection since.
+                let same = inner.map.get(&id).is_some_and(|c| {
+                    Arc::ptr_eq(c, &chosen) && c.get().is_some_and(CachedPool::is_unused)
+                });
+                if same { inner.take(&id) } else { None }
+            };
+            if let Some(cell) = removed {
                 self.retire(&cell);
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant = %id, "closed an idle tenant pool for the connection budget");
+                drop(cell);
+                return true;
             }
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(tenant = %id, "closed an idle tenant pool for the connection budget");
-            return true;
         }
         with_idle(false)
-            .and_then(|id| {
-                map.get(&id)
-                    .and_then(|c| c.get())
-                    .map(CachedPool::shed_idle)
-            })
+            .and_then(|(_, cell)| cell.get().map(CachedPool::shed_idle))
             .unwrap_or(false)
     }
 }
@@ -185,7 +271,10 @@ impl<P: CachedPool> PoolCache<P> {
 impl<P: CachedPool> PoolCache<P> {
     pub(crate) fn new(max_cached: usize) -> Self {
         PoolCache {
-            map: RwLock::new(HashMap::new()),
+            inner: RwLock::new(Inner {
+                map: HashMap::new(),
+                lru: BTreeSet::new(),
+            }),
             epoch: Instant::now(),
             max_cached: max_cached.max(1),
             hits: AtomicU64::new(0),
@@ -195,14 +284,14 @@ impl<P: CachedPool> PoolCache<P> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TenantId, Cell<P>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner<P>> {
         // A panic while holding the lock cannot leave the map inconsistent (every operation is
         // a single insert/remove), so a poisoned lock is safe to keep using.
-        self.map.read().unwrap_or_else(|p| p.into_inner())
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TenantId, Cell<P>>> {
-        self.map.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<P>> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The tenant's pool, building it with `build` on a miss.
@@ -212,8 +301,8 @@ impl<P: CachedPool> PoolCache<P> {
         Fut: Future<Output = Result<P, E>>,
     {
         let cell = {
-            let map = self.read();
-            match map.get(id) {
+            let inner = self.read();
+            match inner.map.get(id) {
                 Some(cell) => {
                     if let Some(pool) = cell.get() {
                         cell.last_used.store(self.now(), Ordering::Relaxed);
@@ -223,15 +312,16 @@ impl<P: CachedPool> PoolCache<P> {
                     Arc::clone(cell)
                 }
                 None => {
-                    drop(map);
+                    drop(inner);
                     // Make room only once the tenant proved real (below): a stream of unknown
                     // ids must not push warm pools out.
-                    let mut map = self.write();
+                    let mut inner = self.write();
                     let now = self.now();
-                    Arc::clone(map.entry(id.clone()).or_insert_with(|| {
+                    Arc::clone(inner.map.entry(id.clone()).or_insert_with(|| {
                         Arc::new(Entry {
                             pool: OnceCell::new(),
                             last_used: AtomicU64::new(now),
+                            indexed: AtomicU64::new(NOT_INDEXED),
                             hits: AtomicU64::new(0),
                         })
                     }))
@@ -262,14 +352,26 @@ impl<P: CachedPool> PoolCache<P> {
             // The build may have taken a while: this pool is the most recently used now.
             guard.cell.last_used.store(self.now(), Ordering::Relaxed);
         }
+        // (Held only when built: the guard removes an empty cell it alone holds.)
+        let cell = built.then(|| Arc::clone(&guard.cell));
         drop(guard);
-        if built {
-            let mut map = self.write();
-            while map.values().filter(|c| c.initialized()).count() > self.max_cached {
-                if !self.evict_lru(&mut map) {
-                    break;
+        if let Some(cell) = cell {
+            let mut closed = Vec::new();
+            {
+                let mut inner = self.write();
+                // Indexed unless evicted meanwhile.
+                if inner.map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    inner.index(id, &cell);
+                }
+                while inner.built() > self.max_cached {
+                    match self.evict_lru(&mut inner) {
+                        Some(cell) => closed.push(cell),
+                        None => break,
+                    }
                 }
             }
+            // Closed outside the lock.
+            drop(closed);
         }
         result
     }
@@ -277,10 +379,8 @@ impl<P: CachedPool> PoolCache<P> {
     /// Removes the tenant's pool; returns whether one was cached. Connections already handed
     /// out stay usable; the pool closes when the last of them is returned.
     pub(crate) fn evict(&self, id: &TenantId) -> bool {
-        let removed = self
-            .write()
-            .remove(id)
-            .is_some_and(|cell| self.retire(&cell));
+        let cell = self.write().take(id);
+        let removed = cell.as_ref().is_some_and(|cell| self.retire(cell));
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -289,9 +389,12 @@ impl<P: CachedPool> PoolCache<P> {
 
     /// Removes the tenant's pool if `pred` holds for it; returns whether it did.
     pub(crate) fn evict_if(&self, id: &TenantId, pred: impl FnOnce(&P) -> bool) -> bool {
-        let mut map = self.write();
-        let matches = map.get(id).and_then(|c| c.get()).is_some_and(pred);
-        let removed = matches && map.remove(id).is_some_and(|cell| self.retire(&cell));
+        let cell = {
+            let mut inner = self.write();
+            let matches = inner.map.get(id).and_then(|c| c.get()).is_some_and(pred);
+            if matches { inner.take(id) } else { None }
+        };
+        let removed = cell.as_ref().is_some_and(|cell| self.retire(cell));
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -300,12 +403,12 @@ impl<P: CachedPool> PoolCache<P> {
 
     /// Removes every pool.
     pub(crate) fn clear(&self) {
-        let n = {
-            let mut map = self.write();
-            let n = map.values().filter(|c| self.retire(c)).count();
-            map.clear();
-            n
+        let taken: Vec<Cell<P>> = {
+            let mut inner = self.write();
+            inner.lru.clear();
+            inner.map.drain().map(|(_, cell)| cell).collect()
         };
+        let n = taken.iter().filter(|c| self.retire(c)).count();
         self.evictions.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -313,10 +416,12 @@ impl<P: CachedPool> PoolCache<P> {
         // One read guard: a second one taken while a writer waits (the idle reaper, a reclaim)
         // would block behind that writer, which waits for the first — a deadlock.
         let (cached_pools, entry_hits) = {
-            let map = self.read();
+            let inner = self.read();
             (
-                map.values().filter(|c| c.initialized()).count(),
-                map.values()
+                inner.built(),
+                inner
+                    .map
+                    .values()
                     .map(|c| c.hits.load(Ordering::Relaxed))
                     .sum::<u64>(),
             )
@@ -343,53 +448,119 @@ impl<P: CachedPool> PoolCache<P> {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Closes the least recently used built pool, preferring unused ones; returns whether one
-    /// was closed.
-    fn evict_lru(&self, map: &mut HashMap<TenantId, Cell<P>>) -> bool {
-        let pick = |require_unused: bool| {
-            map.iter()
-                .filter(|(_, c)| c.get().is_some_and(|p| !require_unused || p.is_unused()))
-                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
-                .map(|(id, _)| id.clone())
-        };
-        let victim = pick(true).or_else(|| pick(false));
-        match victim {
-            Some(id) => {
-                if let Some(cell) = map.remove(&id) {
-                    self.retire(&cell);
-                }
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(tenant = %id, "closed a cached tenant pool");
-                true
-            }
-            None => false,
-        }
+    /// Removes the least recently used built pool, preferring unused ones; returns it (to be
+    /// dropped after the lock is released).
+    fn evict_lru(&self, inner: &mut Inner<P>) -> Option<Cell<P>> {
+        let id = inner.least_recently_used()?;
+        let cell = inner.take(&id)?;
+        self.retire(&cell);
+        self.evictions.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(tenant = %id, "closed a cached tenant pool");
+        Some(cell)
     }
 
-    /// Closes pools unused for longer than `idle`; returns how many.
+    /// Closes pools unused for longer than `idle` (and failing ones); returns how many. Chosen
+    /// under the read lock (hits go on), removed under the write lock, closed after it.
     pub(crate) fn reap_idle(&self, idle: Duration) -> usize {
         let cutoff = self
             .now()
             .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
-        let mut map = self.write();
-        let stale: Vec<TenantId> = map
-            .iter()
-            .filter(|(_, c)| {
-                c.get().is_some_and(|pool| {
-                    pool.is_unused()
-                        && (pool.is_failing() || c.last_used.load(Ordering::Relaxed) < cutoff)
-                })
+        let stale_now = |c: &Entry<P>| {
+            c.get().is_some_and(|pool| {
+                pool.is_unused()
+                    && (pool.is_failing() || c.last_used.load(Ordering::Relaxed) < cutoff)
             })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &stale {
-            if let Some(cell) = map.remove(id) {
-                self.retire(&cell);
-            }
+        };
+        let stale: Vec<(TenantId, Cell<P>)> = {
+            let inner = self.read();
+            inner
+                .map
+                .iter()
+                .filter(|(_, c)| stale_now(c))
+                .map(|(id, c)| (id.clone(), Arc::clone(c)))
+                .collect()
+        };
+        if stale.is_empty() {
+            return 0;
+        }
+        let taken: Vec<Cell<P>> = {
+            let mut inner = self.write();
+            stale
+                .iter()
+                .filter_map(|(id, chosen)| {
+                    // Still the same pool and still stale (a hit may have come since).
+                    let same = inner
+                        .map
+                        .get(id)
+                        .is_some_and(|c| Arc::ptr_eq(c, chosen) && stale_now(c));
+                    if same { inner.take(id) } else { None }
+                })
+                .collect()
+        };
+        drop(stale);
+        for cell in &taken {
+            self.retire(cell);
         }
         self.evictions
-            .fetch_add(stale.len() as u64, Ordering::Relaxed);
-        stale.len()
+            .fetch_add(taken.len() as u64, Ordering::Relaxed);
+        taken.len()
+    }
+}
+
+/// The cache with a stand-in pool (no connections), for the benchmark's cost-at-any-size
+/// figures: not part of the API.
+#[doc(hidden)]
+pub mod bench {
+    use super::{CachedPool, PoolCache};
+    use crate::tenant_id::TenantId;
+
+    /// A pool that holds nothing and is never in use.
+    #[derive(Clone, Copy, Debug)]
+    pub struct StandIn;
+
+    impl CachedPool for StandIn {
+        fn is_unused(&self) -> bool {
+            true
+        }
+        fn idle_connections(&self) -> u32 {
+            0
+        }
+        fn shed_idle(&self) -> bool {
+            false
+        }
+    }
+
+    /// A pool cache of stand-in pools holding at most `max` of them.
+    pub struct Cache(PoolCache<StandIn>);
+
+    impl Cache {
+        /// An empty cache.
+        pub fn new(max: usize) -> Self {
+            Cache(PoolCache::new(max))
+        }
+
+        /// A hit, or a miss that builds a stand-in (making room when full).
+        pub async fn get(&self, id: &TenantId) -> StandIn {
+            self.0
+                .get_or_try_init(id, || async { Ok::<_, ()>(StandIn) })
+                .await
+                .unwrap_or(StandIn)
+        }
+
+        /// Removes `id`'s pool.
+        pub fn evict(&self, id: &TenantId) -> bool {
+            self.0.evict(id)
+        }
+
+        /// Pools cached.
+        pub fn len(&self) -> usize {
+            self.0.stats().cached_pools
+        }
+
+        /// Whether none is cached.
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
     }
 }
 
@@ -466,8 +637,8 @@ mod tests {
                 .await
                 .is_err()
         );
-        let map = cache.read();
-        let mut keys: Vec<_> = map.keys().map(|k| k.to_string()).collect();
+        let inner = cache.read();
+        let mut keys: Vec<_> = inner.map.keys().map(|k| k.to_string()).collect();
         keys.sort();
         assert_eq!(keys, ["a", "b"]);
         assert_eq!(cache.evictions.load(Ordering::Relaxed), 0);
@@ -487,7 +658,8 @@ mod tests {
             .await
             .unwrap();
         {
-            let map = cache.read();
+            let inner = cache.read();
+            let map = &inner.map;
             assert!(map.contains_key(&id("a")) && map.contains_key(&id("c")));
             assert!(!map.contains_key(&id("b")));
         }
@@ -606,7 +778,7 @@ mod tests {
             .get_or_try_init(&id("nope"), || async { Err::<u32, _>("unknown") })
             .await;
         assert_eq!(r, Err("unknown"));
-        assert!(cache.read().is_empty());
+        assert!(cache.read().map.is_empty());
         cache
             .get_or_try_init(&id("a"), || async { Ok::<_, ()>(1) })
             .await
@@ -620,5 +792,117 @@ mod tests {
         cache.clear();
         assert_eq!(cache.stats().cached_pools, 0);
         assert_eq!(cache.stats().evictions, 2);
+    }
+
+    /// A pool that, when closed, records whether the cache's lock was free, and whether it
+    /// counts as in use.
+    #[derive(Clone)]
+    struct Probe(Arc<ProbeState>);
+
+    struct ProbeState {
+        cache: std::sync::OnceLock<std::sync::Weak<PoolCache<Probe>>>,
+        in_use: std::sync::atomic::AtomicBool,
+        closed_unlocked: Arc<AtomicUsize>,
+    }
+
+    impl Drop for ProbeState {
+        fn drop(&mut self) {
+            let cache = self.cache.get().and_then(std::sync::Weak::upgrade);
+            if cache.is_some_and(|c| c.inner.try_write().is_ok()) {
+                self.closed_unlocked.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl CachedPool for Probe {
+        fn is_unused(&self) -> bool {
+            !self.0.in_use.load(Ordering::SeqCst)
+        }
+        fn idle_connections(&self) -> u32 {
+            1
+        }
+        fn shed_idle(&self) -> bool {
+            false
+        }
+    }
+
+    async fn probe(cache: &Arc<PoolCache<Probe>>, name: &str, closed: &Arc<AtomicUsize>) -> Probe {
+        let weak = Arc::downgrade(cache);
+        let closed = Arc::clone(closed);
+        cache
+            .get_or_try_init(&id(name), || async move {
+                let state = ProbeState {
+                    cache: std::sync::OnceLock::new(),
+                    in_use: std::sync::atomic::AtomicBool::new(false),
+                    closed_unlocked: closed,
+                };
+                let _ = state.cache.set(weak);
+                Ok::<_, ()>(Probe(Arc::new(state)))
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pools_close_after_the_lock_is_released_and_busy_ones_stay() {
+        let cache = Arc::new(PoolCache::<Probe>::new(2));
+        let closed = Arc::new(AtomicUsize::new(0));
+        // `a` is the oldest but has a connection checked out; `b` is unused.
+        let a = probe(&cache, "a", &closed).await;
+        a.0.in_use.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        drop(probe(&cache, "b", &closed).await);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        drop(probe(&cache, "c", &closed).await);
+        {
+            let inner = cache.read();
+            assert!(inner.map.contains_key(&id("a")), "the busy pool stays");
+            assert!(!inner.map.contains_key(&id("b")));
+            assert_eq!(inner.built(), 2);
+        }
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "closed outside the lock");
+        // Used since it was indexed, `a` moves up; evicting it, and reaping, close unlocked.
+        a.0.in_use.store(false, Ordering::SeqCst);
+        drop(a);
+        assert!(cache.evict(&id("a")));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        assert_eq!(cache.reap_idle(Duration::from_millis(10)), 1);
+        assert_eq!(closed.load(Ordering::SeqCst), 3);
+        assert_eq!(cache.read().built(), 0);
+        assert!(cache.read().lru.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_hits_without_touching_it_on_the_hit_path() {
+        let cache = PoolCache::<u32>::new(3);
+        for name in ["a", "b", "c"] {
+            cache
+                .get_or_try_init(&id(name), || async { Ok::<_, ()>(1) })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        // Hits on `a` and `b` (only their stamps change), then a fourth tenant: `c`, the one
+        // not used since, makes room.
+        for name in ["a", "b"] {
+            cache
+                .get_or_try_init(&id(name), || async { Ok::<_, ()>(9) })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+        cache
+            .get_or_try_init(&id("d"), || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        let inner = cache.read();
+        let mut kept: Vec<String> = inner.map.keys().map(ToString::to_string).collect();
+        kept.sort();
+        assert_eq!(kept, ["a", "b", "d"]);
+        assert_eq!(inner.lru.len(), 3);
+        // Every built pool is indexed under its own stamp.
+        for (stamp, tenant) in &inner.lru {
+            assert_eq!(inner.map[tenant].indexed.load(Ordering::Relaxed), *stamp);
+        }
     }
 }
