@@ -54,9 +54,6 @@ pub(crate) struct Entry<P> {
     /// The stamp under which the entry is in the index (`u64::MAX`: not indexed). Read and
     /// written only under the write lock.
     indexed: AtomicU64,
-    /// Hits counted on the entry's own cache line (a global counter would be contended by
-    /// every core on the hit path); folded into the cache total when the entry goes.
-    hits: AtomicU64,
 }
 
 impl<P> Entry<P> {
@@ -127,12 +124,51 @@ impl<P: CachedPool> Drop for EmptyCellGuard<'_, P> {
     }
 }
 
+/// A counter bumped on the hit path: one cache line per stripe, each thread on its own stripe,
+/// so cores do not fight over one line (a single tenant's entry would be one, too).
+struct StripedCounter {
+    stripes: [Stripe; STRIPES],
+}
+
+/// Stripes of a [`StripedCounter`].
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(AtomicU64);
+
+impl StripedCounter {
+    fn new() -> Self {
+        StripedCounter {
+            stripes: Default::default(),
+        }
+    }
+
+    fn add_one(&self) {
+        thread_local! {
+            static STRIPE: usize = {
+                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
+            };
+        }
+        let stripe = STRIPE.with(|s| *s);
+        self.stripes[stripe].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// A map from tenant to pool with single-flight creation.
 pub(crate) struct PoolCache<P> {
     inner: RwLock<Inner<P>>,
     epoch: Instant,
     max_cached: usize,
-    hits: AtomicU64,
+    hits: StripedCounter,
     misses: AtomicU64,
     created: AtomicU64,
     evictions: AtomicU64,
@@ -277,7 +313,7 @@ impl<P: CachedPool> PoolCache<P> {
             }),
             epoch: Instant::now(),
             max_cached: max_cached.max(1),
-            hits: AtomicU64::new(0),
+            hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
             created: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
@@ -305,8 +341,13 @@ impl<P: CachedPool> PoolCache<P> {
             match inner.map.get(id) {
                 Some(cell) => {
                     if let Some(pool) = cell.get() {
-                        cell.last_used.store(self.now(), Ordering::Relaxed);
-                        cell.hits.fetch_add(1, Ordering::Relaxed);
+                        // Written only when the clock moved: a hot tenant's entry stays a
+                        // shared cache line instead of bouncing between cores.
+                        let now = self.now();
+                        if cell.last_used.load(Ordering::Relaxed) != now {
+                            cell.last_used.store(now, Ordering::Relaxed);
+                        }
+                        self.hits.add_one();
                         return Ok(pool.clone());
                     }
                     Arc::clone(cell)
@@ -322,7 +363,6 @@ impl<P: CachedPool> PoolCache<P> {
                             pool: OnceCell::new(),
                             last_used: AtomicU64::new(now),
                             indexed: AtomicU64::new(NOT_INDEXED),
-                            hits: AtomicU64::new(0),
                         })
                     }))
                 }
@@ -413,22 +453,10 @@ impl<P: CachedPool> PoolCache<P> {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        // One read guard: a second one taken while a writer waits (the idle reaper, a reclaim)
-        // would block behind that writer, which waits for the first — a deadlock.
-        let (cached_pools, entry_hits) = {
-            let inner = self.read();
-            (
-                inner.built(),
-                inner
-                    .map
-                    .values()
-                    .map(|c| c.hits.load(Ordering::Relaxed))
-                    .sum::<u64>(),
-            )
-        };
+        let cached_pools = self.read().built();
         CacheStats {
             cached_pools,
-            hits: self.hits.load(Ordering::Relaxed) + entry_hits,
+            hits: self.hits.sum(),
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
@@ -436,10 +464,8 @@ impl<P: CachedPool> PoolCache<P> {
         }
     }
 
-    /// Folds a removed entry's hit count into the total; returns whether it held a pool.
+    /// Whether a removed entry held a pool.
     fn retire(&self, cell: &Entry<P>) -> bool {
-        self.hits
-            .fetch_add(cell.hits.load(Ordering::Relaxed), Ordering::Relaxed);
         cell.initialized()
     }
 
