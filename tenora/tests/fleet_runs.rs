@@ -286,6 +286,79 @@ async fn my_a_resumed_rollback_never_undoes_newer_work() {
     a_resumed_rollback_never_undoes_newer_work::<tenora::backend::Mysql>().await
 }
 
+/// A tenant dropped after its run started is recorded as done when the run is resumed, so
+/// the run can finish.
+pub async fn a_tenant_dropped_since_does_not_hold_a_run_open<B: TestBackend>() {
+    let Some(env) = B::env() else { return };
+    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
+    let ids: Vec<TenantId> = ["da", "db"]
+        .iter()
+        .map(|n| t.tenant_id(n).unwrap())
+        .collect();
+    for id in &ids {
+        t.create_tenant(id, None).await.unwrap();
+    }
+    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
+        all.push((
+            "2030-01-01-000000_create_marks".to_owned(),
+            "CREATE TABLE marks (n INTEGER NOT NULL);".to_owned(),
+            "DROP TABLE marks;".to_owned(),
+        ))
+    });
+    sql_on(&t, &ids[0], "CREATE TABLE marks (x INTEGER)").await;
+    let t2 = tenora_with::<B>(env.config.clone(), plus_one).await;
+    let options = FleetOptions::default().concurrency(1).fail_fast(true);
+    let report = t2
+        .run_fleet(None, FleetOp::Migrate, options, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(states(&report), ["failed", "skipped"]);
+    let run = report.run.unwrap();
+    // `db` goes before the run is resumed; `da` is fixed.
+    t.drop_tenant(&ids[1]).await.unwrap();
+    sql_on(&t, &ids[0], "DROP TABLE marks").await;
+    let resumed = t2
+        .run_fleet(
+            None,
+            FleetOp::Migrate,
+            FleetOptions::default().resume(Resume::Latest),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(states(&resumed), ["ok"]);
+    assert_eq!(resumed.state, Some(RunState::Finished));
+    let (recorded, tenants) = t2.fleet_run(run).await.unwrap();
+    assert_eq!((recorded.done, recorded.pending), (2, 0));
+    let dropped = tenants.iter().find(|r| r.tenant == "db").unwrap();
+    assert_eq!(dropped.state, RunTenantState::Done);
+    assert!(
+        dropped
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("no longer an active tenant")),
+        "{dropped:?}"
+    );
+    t.drop_tenant(&ids[0]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lite_a_tenant_dropped_since_does_not_hold_a_run_open() {
+    a_tenant_dropped_since_does_not_hold_a_run_open::<tenora::backend::Sqlite>().await
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_tenant_dropped_since_does_not_hold_a_run_open() {
+    a_tenant_dropped_since_does_not_hold_a_run_open::<tenora::backend::Postgres>().await
+}
+
+#[cfg(feature = "mysql")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn my_a_tenant_dropped_since_does_not_hold_a_run_open() {
+    a_tenant_dropped_since_does_not_hold_a_run_open::<tenora::backend::Mysql>().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lite_runs_stop_resume_and_record() {
     runs_stop_resume_and_record::<tenora::backend::Sqlite>().await
