@@ -661,10 +661,9 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<Worked> {
         let migrations = self.tenant_migrations();
         let (applied, _) = self.inspect_tenant(id).await?;
-        Ok(match op {
+        Ok(match (op, fixed) {
             // A resumed rollback: down to the target the run fixed.
-            FleetOp::Rollback(_) if fixed.is_some() => {
-                let (target, _) = fixed.expect("checked");
+            (FleetOp::Rollback(_), Some((target, _))) => {
                 let op = MigrationOp::DownTo {
                     version: Some(target.clone()).filter(|t| !t.is_empty()),
                     from: None,
@@ -674,11 +673,11 @@ impl<B: Backend> Tenora<B> {
                     ahead: Vec::new(),
                 }
             }
-            FleetOp::Migrate => Worked {
+            (FleetOp::Migrate, _) => Worked {
                 touched: crate::migrate::planned(migrations, &applied, &MigrationOp::Up),
                 ahead: migrations.versions_ahead(&applied),
             },
-            FleetOp::Rollback(steps) => Worked {
+            (FleetOp::Rollback(steps), None) => Worked {
                 touched: crate::migrate::planned(
                     migrations,
                     &applied,
@@ -687,7 +686,7 @@ impl<B: Backend> Tenora<B> {
                 ahead: Vec::new(),
             },
             // Only that it is there to seed (`active`): seeds change data, not schema.
-            FleetOp::Seed => Worked {
+            (FleetOp::Seed, _) => Worked {
                 touched: self
                     .tenant_seeds()
                     .iter()

@@ -543,7 +543,6 @@ impl<B: Backend> Tenora<B> {
                 run.0,
                 tenant,
                 RunTenantState::Done.as_str(),
-                None,
                 Some(why),
                 false,
             )
@@ -566,7 +565,7 @@ impl<B: Backend> Tenora<B> {
     ) {
         let logged = async {
             let mut conn = self.base_conn().await?;
-            conn.run_log_set_tenant(run.0, id.as_str(), state.as_str(), None, detail, attempt)
+            conn.run_log_set_tenant(run.0, id.as_str(), state.as_str(), detail, attempt)
                 .await
                 .map_err(|e| Error::db("cannot record a tenant's outcome in the fleet-run log", e))
         }

@@ -104,7 +104,7 @@ pub(crate) fn status_of(
     record: &TenantRecord,
 ) -> (MigrationStatus, Option<usize>) {
     // Diesel's order of versions: by text.
-    let longer = |a: &str, b: &str| a > b;
+    let is_newer = |a: &str, b: &str| a > b;
     match (&record.migration_fingerprint, &record.migration_version) {
         (Some(fingerprint), _) if fingerprint == wanted => (MigrationStatus::UpToDate, Some(0)),
         (None, None) => (MigrationStatus::Unrecorded, None),
@@ -115,10 +115,10 @@ pub(crate) fn status_of(
             let known = migrations.iter().any(|m| m.version() == version);
             let newer = migrations
                 .iter()
-                .filter(|m| longer(m.version(), version))
+                .filter(|m| is_newer(m.version(), version))
                 .count();
             match migrations.latest_version() {
-                Some(latest) if !known && longer(version, latest) => {
+                Some(latest) if !known && is_newer(version, latest) => {
                     (MigrationStatus::Ahead, Some(0))
                 }
                 _ if known && newer > 0 && applied_prefix_matches(migrations, version, record) => {
@@ -149,7 +149,7 @@ pub(crate) fn verified_status(
     ledger: &HashMap<String, String>,
 ) -> (MigrationStatus, usize, Vec<String>) {
     // Diesel's order of versions: by text.
-    let longer = |a: &str, b: &str| a > b;
+    let is_newer = |a: &str, b: &str| a > b;
     let mut problems: Vec<String> = crate::ledger::drifted(migrations, ledger)
         .iter()
         .map(|d| format!("{d} was applied with other contents"))
@@ -165,7 +165,7 @@ pub(crate) fn verified_status(
     let mut pending = 0;
     for m in migrations.iter().filter(|m| !is_applied(m.version())) {
         match newest_known {
-            Some(newest) if longer(newest, m.version()) => {
+            Some(newest) if is_newer(newest, m.version()) => {
                 gap = true;
                 problems.push(format!(
                     "`{}` is not applied, but later migrations are (a gap)",
@@ -182,7 +182,7 @@ pub(crate) fn verified_status(
         .iter()
         .filter(|v| !migrations.iter().any(|m| m.version() == v.as_str()))
     {
-        if latest.is_none_or(|l| longer(version, l)) {
+        if latest.is_none_or(|l| is_newer(version, l)) {
             ahead = true;
         } else {
             unknown_older = true;

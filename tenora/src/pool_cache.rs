@@ -291,7 +291,6 @@ impl<P: CachedPool> PoolCache<P> {
                 if same { inner.take(&id) } else { None }
             };
             if let Some(cell) = removed {
-                self.retire(&cell);
                 self.evictions.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(tenant = %id, "closed an idle tenant pool for the connection budget");
                 drop(cell);
@@ -420,7 +419,7 @@ impl<P: CachedPool> PoolCache<P> {
     /// out stay usable; the pool closes when the last of them is returned.
     pub(crate) fn evict(&self, id: &TenantId) -> bool {
         let cell = self.write().take(id);
-        let removed = cell.as_ref().is_some_and(|cell| self.retire(cell));
+        let removed = cell.as_ref().is_some_and(|cell| cell.initialized());
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -434,7 +433,7 @@ impl<P: CachedPool> PoolCache<P> {
             let matches = inner.map.get(id).and_then(|c| c.get()).is_some_and(pred);
             if matches { inner.take(id) } else { None }
         };
-        let removed = cell.as_ref().is_some_and(|cell| self.retire(cell));
+        let removed = cell.as_ref().is_some_and(|cell| cell.initialized());
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
         }
@@ -448,7 +447,7 @@ impl<P: CachedPool> PoolCache<P> {
             inner.lru.clear();
             inner.map.drain().map(|(_, cell)| cell).collect()
         };
-        let n = taken.iter().filter(|c| self.retire(c)).count();
+        let n = taken.iter().filter(|c| c.initialized()).count();
         self.evictions.fetch_add(n as u64, Ordering::Relaxed);
     }
 
@@ -464,11 +463,6 @@ impl<P: CachedPool> PoolCache<P> {
         }
     }
 
-    /// Whether a removed entry held a pool.
-    fn retire(&self, cell: &Entry<P>) -> bool {
-        cell.initialized()
-    }
-
     /// Milliseconds since the cache was made (a cheap, monotonic "last used" clock).
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -479,7 +473,6 @@ impl<P: CachedPool> PoolCache<P> {
     fn evict_lru(&self, inner: &mut Inner<P>) -> Option<Cell<P>> {
         let id = inner.least_recently_used()?;
         let cell = inner.take(&id)?;
-        self.retire(&cell);
         self.evictions.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(tenant = %id, "closed a cached tenant pool");
         Some(cell)
@@ -524,9 +517,6 @@ impl<P: CachedPool> PoolCache<P> {
                 .collect()
         };
         drop(stale);
-        for cell in &taken {
-            self.retire(cell);
-        }
         self.evictions
             .fetch_add(taken.len() as u64, Ordering::Relaxed);
         taken.len()

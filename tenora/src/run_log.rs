@@ -186,14 +186,12 @@ pub trait RunLogConnection: Send {
         run: i64,
         tenants: &[(String, String)],
     ) -> impl Future<Output = QueryResult<usize>> + Send;
-    /// Sets a tenant's state, its detail, and its target when given; `attempt` counts a new
-    /// attempt.
+    /// Sets a tenant's state and detail; `attempt` counts a new attempt.
     fn run_log_set_tenant(
         &mut self,
         run: i64,
         tenant: &str,
         state: &str,
-        target: Option<&str>,
         detail: Option<&str>,
         attempt: bool,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
@@ -332,7 +330,6 @@ macro_rules! impl_run_log {
                 run: i64,
                 tenant: &str,
                 state: &str,
-                target: Option<&str>,
                 detail: Option<&str>,
                 attempt: bool,
             ) -> diesel::QueryResult<usize> {
@@ -341,21 +338,18 @@ macro_rules! impl_run_log {
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "UPDATE {} SET state = {}, target = COALESCE({}, target), detail = {}, \
-                     attempts = attempts + {}, updated_at = {} \
-                     WHERE run_id = {} AND tenant = {}",
+                    "UPDATE {} SET state = {}, detail = {}, attempts = attempts + {}, \
+                     updated_at = {} WHERE run_id = {} AND tenant = {}",
                     $crate::run_log::RUN_TENANTS_TABLE,
                     ph(1),
                     ph(2),
                     ph(3),
                     ph(4),
                     ph(5),
-                    ph(6),
-                    ph(7)
+                    ph(6)
                 );
                 diesel::sql_query(sql)
                     .bind::<Text, _>(state)
-                    .bind::<Nullable<Text>, _>(target)
                     .bind::<Nullable<Text>, _>(detail)
                     .bind::<BigInt, _>(i64::from(attempt))
                     .bind::<Timestamp, _>(now)

@@ -4,10 +4,30 @@
 //! resuming what cannot be resumed.
 
 use diesel_async::SimpleAsyncConnection as _;
-use tenora::{Error, FleetOp, FleetOptions, Resume, RunState, RunTenantState, TenantId, Tenora};
+use tenora::{
+    Error, FleetOp, FleetOptions, Migrations, Resume, RunState, RunTenantState, TenantId, Tenora,
+};
 
 use crate::status::migrations_like;
-use crate::support::backends::{TestBackend, tenora_with};
+use crate::support::backends::{Env, TestBackend, tenora_with};
+
+/// A Tenora on `env` with the example schema and tenants `names` created, and that schema
+/// plus migration `(name, up, down)` written to a folder (kept while the `TempDir` lives).
+async fn tenants_and_one_more<B: TestBackend>(
+    env: &Env,
+    names: &[&str],
+    (name, up, down): (&str, &str, &str),
+) -> (Tenora<B>, Vec<TenantId>, tempfile::TempDir, Migrations) {
+    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
+    let ids: Vec<TenantId> = names.iter().map(|n| t.tenant_id(n).unwrap()).collect();
+    for id in &ids {
+        t.create_tenant(id, None).await.unwrap();
+    }
+    let (dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
+        all.push((name.to_owned(), up.to_owned(), down.to_owned()))
+    });
+    (t, ids, dir, plus_one)
+}
 
 async fn sql_on<B: TestBackend>(t: &Tenora<B>, id: &TenantId, sql: &str) {
     let mut conn = t.tenant_conn(id).await.unwrap();
@@ -37,22 +57,16 @@ fn states(report: &tenora::FleetReport) -> Vec<&'static str> {
 
 pub async fn runs_stop_resume_and_record<B: TestBackend>() {
     let Some(env) = B::env() else { return };
-    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
-    let ids: Vec<TenantId> = ["ua", "ub", "uc", "ud"]
-        .iter()
-        .map(|n| t.tenant_id(n).unwrap())
-        .collect();
-    for id in &ids {
-        t.create_tenant(id, None).await.unwrap();
-    }
-    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
-        all.push((
-            "2030-01-01-000000_create_marks".to_owned(),
-            "CREATE TABLE marks (n INTEGER NOT NULL);\nINSERT INTO marks (n) VALUES (1);"
-                .to_owned(),
-            "DROP TABLE marks;".to_owned(),
-        ))
-    });
+    let (t, ids, _dir, plus_one) = tenants_and_one_more::<B>(
+        &env,
+        &["ua", "ub", "uc", "ud"],
+        (
+            "2030-01-01-000000_create_marks",
+            "CREATE TABLE marks (n INTEGER NOT NULL);\nINSERT INTO marks (n) VALUES (1);",
+            "DROP TABLE marks;",
+        ),
+    )
+    .await;
     // `ub` and `ud` already have a `marks` table: the migration fails there.
     sql_on(&t, &ids[1], "CREATE TABLE marks (x INTEGER)").await;
     sql_on(&t, &ids[3], "CREATE TABLE marks (x INTEGER)").await;
@@ -195,21 +209,16 @@ pub async fn runs_stop_resume_and_record<B: TestBackend>() {
 /// reverting down to that target would undo the newer migration.
 pub async fn a_resumed_rollback_never_undoes_newer_work<B: TestBackend>() {
     let Some(env) = B::env() else { return };
-    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
-    let ids: Vec<TenantId> = ["na", "nb"]
-        .iter()
-        .map(|n| t.tenant_id(n).unwrap())
-        .collect();
-    for id in &ids {
-        t.create_tenant(id, None).await.unwrap();
-    }
-    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
-        all.push((
-            "2030-01-01-000000_create_marks".to_owned(),
-            "CREATE TABLE marks (n INTEGER NOT NULL);".to_owned(),
-            "DROP TABLE marks;".to_owned(),
-        ))
-    });
+    let (t, ids, _dir, plus_one) = tenants_and_one_more::<B>(
+        &env,
+        &["na", "nb"],
+        (
+            "2030-01-01-000000_create_marks",
+            "CREATE TABLE marks (n INTEGER NOT NULL);",
+            "DROP TABLE marks;",
+        ),
+    )
+    .await;
     let t2 = tenora_with::<B>(env.config.clone(), plus_one.clone()).await;
     // Named twice, run once.
     let twice = [ids[0].clone(), ids[0].clone(), ids[1].clone()];
@@ -290,21 +299,16 @@ async fn my_a_resumed_rollback_never_undoes_newer_work() {
 /// the run can finish.
 pub async fn a_tenant_dropped_since_does_not_hold_a_run_open<B: TestBackend>() {
     let Some(env) = B::env() else { return };
-    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
-    let ids: Vec<TenantId> = ["da", "db"]
-        .iter()
-        .map(|n| t.tenant_id(n).unwrap())
-        .collect();
-    for id in &ids {
-        t.create_tenant(id, None).await.unwrap();
-    }
-    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
-        all.push((
-            "2030-01-01-000000_create_marks".to_owned(),
-            "CREATE TABLE marks (n INTEGER NOT NULL);".to_owned(),
-            "DROP TABLE marks;".to_owned(),
-        ))
-    });
+    let (t, ids, _dir, plus_one) = tenants_and_one_more::<B>(
+        &env,
+        &["da", "db"],
+        (
+            "2030-01-01-000000_create_marks",
+            "CREATE TABLE marks (n INTEGER NOT NULL);",
+            "DROP TABLE marks;",
+        ),
+    )
+    .await;
     sql_on(&t, &ids[0], "CREATE TABLE marks (x INTEGER)").await;
     let t2 = tenora_with::<B>(env.config.clone(), plus_one).await;
     let options = FleetOptions::default().concurrency(1).fail_fast(true);
@@ -428,21 +432,16 @@ async fn lock_users<B: TestBackend>(
 
 pub async fn lock_and_statement_timeouts<B: TestBackend>() {
     let Some(env) = B::env() else { return };
-    let t = tenora_with::<B>(env.config.clone(), B::tenant_migrations()).await;
-    let ids: Vec<TenantId> = ["la", "lb"]
-        .iter()
-        .map(|n| t.tenant_id(n).unwrap())
-        .collect();
-    for id in &ids {
-        t.create_tenant(id, None).await.unwrap();
-    }
-    let (_dir, plus_one) = migrations_like(&B::tenant_migrations(), |all| {
-        all.push((
-            "2030-01-01-000000_add_nick_to_users".to_owned(),
-            "ALTER TABLE users ADD COLUMN nick VARCHAR(20);".to_owned(),
-            "ALTER TABLE users DROP COLUMN nick;".to_owned(),
-        ))
-    });
+    let (t, ids, _dir, plus_one) = tenants_and_one_more::<B>(
+        &env,
+        &["la", "lb"],
+        (
+            "2030-01-01-000000_add_nick_to_users",
+            "ALTER TABLE users ADD COLUMN nick VARCHAR(20);",
+            "ALTER TABLE users DROP COLUMN nick;",
+        ),
+    )
+    .await;
     let t2 = tenora_with::<B>(env.config.clone(), plus_one.clone()).await;
 
     // `la`'s table is locked by another session: with a lock timeout, `la` fails (naming the
