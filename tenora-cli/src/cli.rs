@@ -259,6 +259,10 @@ pub enum Command {
     #[command(name = "runs", subcommand)]
     Runs(RunsCommand),
 
+    /// Warm spares: tenant databases cloned ahead (PostgreSQL, tenant.spares)
+    #[command(name = "spares", subcommand)]
+    Spares(SparesCommand),
+
     /// Print a new random encryption key (base64) for TENORA_KEY
     #[command(name = "generate-key")]
     GenerateKey,
@@ -340,6 +344,15 @@ pub enum RunsCommand {
         /// The run id (see `tenora runs list`)
         run: String,
     },
+}
+
+/// `tenora spares ...`
+#[derive(Debug, Subcommand)]
+pub enum SparesCommand {
+    /// Each warm spare: server, state, whether built for the current tenant migrations
+    List,
+    /// Remove abandoned and outdated spares, then clone until tenant.spares are ready
+    Fill,
 }
 
 /// `tenora keys ...`

@@ -27,6 +27,7 @@ mod output;
 mod project;
 mod run;
 mod runs;
+mod spares;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -11,7 +11,9 @@ use tenora::{
 };
 
 use crate::Embedded;
-use crate::cli::{Cli, Command, Fleet, KeysCommand, RunsCommand, ServersCommand, TenantsCommand};
+use crate::cli::{
+    Cli, Command, Fleet, KeysCommand, RunsCommand, ServersCommand, SparesCommand, TenantsCommand,
+};
 use crate::error::CliError;
 use crate::make;
 use crate::output::{Out, TenantRun, summary};
@@ -257,7 +259,7 @@ async fn execute<B: Backend>(
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         // The template check compares with the tenant migrations.
-        Command::Doctor if config.tenant.template => {
+        Command::Doctor | Command::Spares(_) if config.tenant.template => {
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         Command::SeedRun => {
@@ -344,6 +346,9 @@ async fn execute<B: Backend>(
             // version first.
             if !fleet.dry_run && tenora.prepare_template().await? {
                 out.detail("template database up to date");
+                if tenora.config().tenant.spares > 0 {
+                    crate::spares::report_fill(&tenora.fill_spares().await?, out);
+                }
             }
             run_fleet(&tenora, fleet, Op::Migrate, out).await
         }
@@ -396,6 +401,8 @@ async fn execute<B: Backend>(
         Command::Servers(ServersCommand::List) => servers_list(&tenora, out).await,
         Command::Runs(RunsCommand::List { limit }) => crate::runs::list(&tenora, *limit, out).await,
         Command::Runs(RunsCommand::Show { run }) => crate::runs::show(&tenora, run, out).await,
+        Command::Spares(SparesCommand::List) => crate::spares::list(&tenora, out).await,
+        Command::Spares(SparesCommand::Fill) => crate::spares::fill(&tenora, out).await,
         Command::List
         | Command::GenerateKey
         | Command::Completions { .. }
@@ -1006,6 +1013,17 @@ async fn doctor<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, Cl
     let health = tenora.check().await?;
     for problem in &health.problems {
         out.line(problem.to_string());
+    }
+    let ready = health
+        .spares
+        .iter()
+        .filter(|s| s.current && s.state == Some(tenora::SpareState::Ready))
+        .count();
+    if !health.spares.is_empty() {
+        out.line(format!(
+            "warm spares: {ready} ready of {} recorded (see `tenora spares list`)",
+            health.spares.len()
+        ));
     }
     let summary = if health.is_healthy() {
         format!("doctor: {} registry row(s), nothing wrong", health.rows)

@@ -193,6 +193,9 @@ pub struct BaseConfig {
     pub ssl_key: Option<PathBuf>,
 }
 
+/// The most warm spares `tenant.spares` may ask for, per server.
+const MAX_SPARES: u32 = 1000;
+
 /// `[tenant]`: how tenant databases are named, placed and pooled.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -217,6 +220,9 @@ pub struct TenantConfig {
     /// PostgreSQL: provision tenants by cloning a template database kept migrated to the
     /// latest tenant migrations (default `false`).
     pub template: bool,
+    /// PostgreSQL with `template`: how many warm spares (tenants cloned ahead, handed over by
+    /// renaming) to keep ready on each server that takes new tenants (default 0: none).
+    pub spares: u32,
     /// Pool settings of each tenant pool.
     pub pool: PoolConfig,
 }
@@ -233,6 +239,7 @@ impl Default for TenantConfig {
             database_name: None,
             user_host: "%".to_owned(),
             template: false,
+            spares: 0,
             pool: PoolConfig::default(),
         }
     }
@@ -871,6 +878,7 @@ impl Config {
                  \"10.0.%\"",
             ));
         }
+        self.validate_spares()?;
         if self.tenant.database_suffix.contains(['/', '\\']) {
             return Err(Error::config(
                 "tenant.database_suffix",
@@ -960,6 +968,33 @@ impl Config {
             Client::Postgres | Client::Mysql => String::new(),
         };
         (self.tenant.database_prefix.clone(), suffix)
+    }
+
+    fn validate_spares(&self) -> Result<()> {
+        let spares = self.tenant.spares;
+        if spares == 0 {
+            return Ok(());
+        }
+        if self.base.client != Client::Postgres {
+            return Err(Error::config(
+                "tenant.spares",
+                "warm spares need PostgreSQL (MySQL cannot rename a database; on SQLite a \
+                 clone is a file copy, so there is nothing to gain); set it to 0",
+            ));
+        }
+        if !self.tenant.template {
+            return Err(Error::config(
+                "tenant.spares",
+                "warm spares are clones of the template: set tenant.template = true as well",
+            ));
+        }
+        if spares > MAX_SPARES {
+            return Err(Error::config(
+                "tenant.spares",
+                format!("must be at most {MAX_SPARES} (each spare is a database on the server)"),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_database_name(&self) -> Result<()> {

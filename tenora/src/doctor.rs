@@ -23,6 +23,9 @@ pub struct Health {
     pub rows: usize,
     /// Everything that is wrong; empty when healthy.
     pub problems: Vec<Problem>,
+    /// The warm spares (PostgreSQL, `tenant.spares`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spares: Vec<crate::spares::Spare>,
 }
 
 impl Health {
@@ -97,6 +100,16 @@ pub enum Problem {
         /// The error.
         error: String,
     },
+    /// A warm spare was abandoned by a crash (being made, handed over or removed by no live
+    /// process), or was built for other tenant migrations.
+    Spare {
+        /// The spare's name.
+        name: String,
+        /// Its server.
+        server: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A registry row names a server that is not configured.
     UnknownServer {
         /// The tenant.
@@ -158,6 +171,11 @@ impl fmt::Display for Problem {
                 f,
                 "server `{server}` did not answer ({error}); its tenants were not checked"
             ),
+            Problem::Spare {
+                name,
+                server,
+                problem,
+            } => write!(f, "warm spare `{name}` on server `{server}`: {problem}"),
             Problem::UnknownServer { id, server } => write!(
                 f,
                 "{id}: its registry row places it on server `{server}`, which is not \
@@ -365,9 +383,41 @@ impl<B: Backend> Tenora<B> {
                 }
             }
         }
+        let spares = self.spares().await?;
+        for spare in &spares {
+            let state = spare.state;
+            let fix = "`tenora spares fill` (or `tenora tenants repair --all`) removes it";
+            let problem = match state {
+                Some(crate::spares::SpareState::Ready) if spare.current => continue,
+                Some(crate::spares::SpareState::Ready) => {
+                    format!("built for other tenant migrations, so never handed out; {fix}")
+                }
+                _ => {
+                    let worker = match (state, spare.claimed_by.as_deref()) {
+                        (Some(crate::spares::SpareState::Claimed), Some(id)) => id,
+                        _ => spare.name.as_str(),
+                    };
+                    let busy = match TenantId::new(worker) {
+                        Ok(id) => self.is_leased(&id).await?,
+                        Err(_) => false,
+                    };
+                    if busy {
+                        continue;
+                    }
+                    let state = state.map_or_else(|| "unknown".to_owned(), |s| s.to_string());
+                    format!("`{state}` and no process works on it: abandoned by a crash; {fix}")
+                }
+            };
+            problems.push(Problem::Spare {
+                name: spare.name.clone(),
+                server: spare.server.clone(),
+                problem,
+            });
+        }
         Ok(Health {
             rows: count,
             problems,
+            spares,
         })
     }
 }

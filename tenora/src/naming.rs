@@ -20,6 +20,7 @@ pub struct Naming {
     reserved_databases: Vec<String>,
     reserved_users: Vec<String>,
     reserved_user_prefixes: Vec<String>,
+    reserved_id_prefixes: Vec<String>,
 }
 
 impl Naming {
@@ -39,6 +40,7 @@ impl Naming {
             reserved_databases: Vec::new(),
             reserved_users: Vec::new(),
             reserved_user_prefixes: Vec::new(),
+            reserved_id_prefixes: Vec::new(),
         }
     }
 
@@ -67,6 +69,20 @@ impl Naming {
     pub(crate) fn reserve_user_prefix(mut self, prefix: &str) -> Self {
         self.reserved_user_prefixes.push(prefix.to_owned());
         self
+    }
+
+    /// Reserves every id starting with `prefix` (names Tenora gives its own objects, such as
+    /// warm spares).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn reserve_id_prefix(mut self, prefix: &str) -> Self {
+        self.reserved_id_prefixes.push(prefix.to_owned());
+        self
+    }
+
+    /// Whether `id`'s names fit the server's length limits (reserved or not).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn fits(&self, id: &TenantId) -> bool {
+        id.as_str().len() <= self.max_id_len()
     }
 
     /// Sets the longest user name, as the server reports it.
@@ -144,6 +160,15 @@ impl Naming {
                 self.max_user_len(),
             )));
         }
+        if let Some(prefix) = self
+            .reserved_id_prefixes
+            .iter()
+            .find(|p| id.as_str().starts_with(p.as_str()))
+        {
+            return Err(invalid(format!(
+                "ids starting with `{prefix}` are reserved for Tenora's own databases"
+            )));
+        }
         let database = self.database_name(id);
         if self.reserved_databases.contains(&database) {
             return Err(invalid(format!(
@@ -177,6 +202,7 @@ impl Clone for Naming {
             reserved_databases: self.reserved_databases.clone(),
             reserved_users: self.reserved_users.clone(),
             reserved_user_prefixes: self.reserved_user_prefixes.clone(),
+            reserved_id_prefixes: self.reserved_id_prefixes.clone(),
         }
     }
 }

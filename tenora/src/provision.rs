@@ -170,7 +170,7 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<TenantRecord> {
         let token = ownership::new_token();
         let slot = Arc::clone(self.claim(id, sealed, &token, server).await?);
-        let slot = &*slot;
+        let slot = &slot;
         failpoint::reached(Step::Register.key());
         let proof = Proof {
             token: Some(token.clone()),
@@ -280,18 +280,23 @@ impl<B: Backend> Tenora<B> {
 
     async fn provision(
         &self,
-        slot: &ServerSlot<B>,
+        slot: &Arc<ServerSlot<B>>,
         id: &TenantId,
         password: Option<&SecretString>,
         token: &str,
     ) -> std::result::Result<TenantRecord, (Step, Error)> {
         let backend = &slot.server;
         let mut made = backend::Made::default();
-        // With an up-to-date template, the user and the database (cloned, already migrated and
-        // locked down) are made together; otherwise (no template, or a stale one) the database
-        // is created empty and migrated.
-        let cloned = self.config().tenant.template
-            && backend
+        // A warm spare (cloned ahead) is renamed into place; else, with an up-to-date
+        // template, the user and the database (cloned, already migrated and locked down) are
+        // made together; otherwise (no template, or a stale one) the database is created
+        // empty and migrated.
+        let spared = self
+            .take_spare(slot, id, password, token, &mut made)
+            .await?;
+        let cloned = spared
+            || self.config().tenant.template
+                && backend
                 .create_from_template(
                     id,
                     password,

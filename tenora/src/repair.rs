@@ -148,8 +148,10 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Repairs every registered tenant that is not `active`, and every active one whose
-    /// password rotation was interrupted (see [`Tenora::repair_tenant`]), one at a time; returns each one's outcome. A failure on one tenant does not stop the
-    /// others.
+    /// password rotation was interrupted (see [`Tenora::repair_tenant`]), one at a time; returns
+    /// each one's outcome. A failure on one tenant does not stop the others. Then removes the
+    /// warm spares a crash abandoned and those built for other tenant migrations (see
+    /// [`Tenora::fill_spares`]).
     pub async fn repair_all(&self) -> Result<Vec<(TenantId, Result<Repair>)>> {
         // Rows not `active`, and active ones whose password rotation was interrupted.
         let ids: Vec<TenantId> = self
@@ -168,6 +170,12 @@ impl<B: Backend> Tenora<B> {
         for id in ids {
             let outcome = self.repair_tenant(&id).await;
             outcomes.push((id, outcome));
+        }
+        // Then warm spares a crash abandoned (after the tenants: a hand-over's tenant is
+        // repaired first, by its own row).
+        let removed = self.sweep_spares().await?;
+        if !removed.is_empty() {
+            tracing::info!(spares = ?removed, "removed abandoned or outdated warm spares");
         }
         Ok(outcomes)
     }

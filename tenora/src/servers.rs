@@ -22,6 +22,8 @@ pub(crate) struct ServerSlot<B: Backend> {
     pub(crate) budget: Arc<Budget>,
     pub(crate) weight: u32,
     pub(crate) accepts_new: bool,
+    /// Held while this process fills the server's warm spares (one fill at a time).
+    pub(crate) filling: tokio::sync::Mutex<()>,
     /// Kept alive for the budget, which holds it weakly.
     _reclaimer: Arc<dyn Reclaim>,
 }
@@ -61,6 +63,7 @@ impl<B: Backend> ServerSlot<B> {
             budget,
             weight,
             accepts_new,
+            filling: tokio::sync::Mutex::new(()),
             _reclaimer: reclaimer,
         }
     }

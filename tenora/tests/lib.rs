@@ -33,6 +33,9 @@ mod limits;
 #[cfg(feature = "postgres")]
 mod postgres;
 
+#[cfg(feature = "postgres")]
+mod spares;
+
 #[cfg(feature = "mysql")]
 mod mysql;
 

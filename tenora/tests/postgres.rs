@@ -8,12 +8,12 @@ use crate::support::assert_err_contains;
 use crate::support::backends::{Env, TestBackend, admin_client, pg_env_at, tenora, tenora_with};
 use tenora_test_support::PgCluster;
 
-fn id(s: &str) -> TenantId {
+pub(crate) fn id(s: &str) -> TenantId {
     TenantId::new(s).unwrap()
 }
 
 /// The admin URL with another database name.
-fn url_for(env: &Env, database: &str) -> String {
+pub(crate) fn url_for(env: &Env, database: &str) -> String {
     let base = env.config.base.url.as_ref().unwrap().expose();
     let (prefix, _) = base.rsplit_once('/').unwrap();
     format!("{prefix}/{database}")
@@ -426,7 +426,7 @@ async fn passwords_are_checked_by_a_scram_server() {
 }
 
 /// The schema of a tenant database, as catalog rows (owner names normalized to `OWNER`).
-async fn catalog(env: &Env, db: &str, owner: &str) -> Vec<String> {
+pub(crate) async fn catalog(env: &Env, db: &str, owner: &str) -> Vec<String> {
     let client = admin_client(&url_for(env, db)).await;
     let mut rows = Vec::new();
     for sql in [

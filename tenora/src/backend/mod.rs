@@ -89,6 +89,7 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
     type Connection: diesel_async::AsyncConnection
         + RegistryConnection
         + crate::run_log::RunLogConnection
+        + crate::spare_table::SpareConnection
         + Send
         + 'static;
 

@@ -35,6 +35,7 @@ impl_registry!(
 );
 
 crate::run_log::impl_run_log!(AsyncPgConnection, |n| format!("${n}"));
+crate::spare_table::impl_spare_table!(AsyncPgConnection, |n| format!("${n}"));
 
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
@@ -557,6 +558,43 @@ impl PgServer {
         Ok(true)
     }
 
+    /// Takes the template lock shared on the admin session `client` without waiting (while
+    /// the template is being rebuilt, tenants are migrated instead) and checks, in the same
+    /// round trip, that the template was built for `fingerprint`. Returns whether both hold;
+    /// if not, the lock is not held.
+    async fn lock_current_template(
+        &self,
+        client: &tokio_postgres::Client,
+        fingerprint: &str,
+    ) -> Result<bool> {
+        let (template, _) = self.template_names();
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT pg_try_advisory_lock_shared({TEMPLATE_LOCK_KEY}), \
+                     (SELECT shobj_description(oid, 'pg_database') FROM pg_database \
+                      WHERE datname = $1)"
+                ),
+                &[&template],
+            )
+            .await
+            .map_err(admin_error(format!(
+                "cannot look up the template database `{template}`"
+            )))?;
+        let (locked, label) = (row.get::<_, bool>(0), row.get::<_, Option<String>>(1));
+        if !locked {
+            return Ok(false);
+        }
+        let current = label
+            .as_deref()
+            .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
+            == Some(fingerprint);
+        if !current {
+            unlock_template_shared(client).await;
+        }
+        Ok(current)
+    }
+
     /// The server's `server_version_num` (e.g. 150004).
     async fn server_version(&self) -> Result<i32> {
         let run = async {
@@ -719,6 +757,16 @@ impl PgServer {
     }
 }
 
+/// Releases the template lock taken shared on `client` (it also ends with the session, should
+/// that be broken).
+async fn unlock_template_shared(client: &tokio_postgres::Client) {
+    let _ = client
+        .batch_execute(&format!(
+            "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
+        ))
+        .await;
+}
+
 fn admin_error(context: String) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |e| Error::Admin {
         context,
@@ -838,7 +886,8 @@ impl Server<Postgres> for PgServer {
         let naming = naming
             .clone()
             .reserve_databases([naming.database_name(&template)])
-            .reserve_users([naming.user_name(&template)]);
+            .reserve_users([naming.user_name(&template)])
+            .reserve_id_prefix(crate::spares::SPARE_PREFIX);
         Ok(PgServer {
             server: format!("{}{}", describe_server(&pg), tls.describe()),
             base: Arc::new(pg),
@@ -1264,8 +1313,6 @@ impl Server<Postgres> for PgServer {
         fingerprint: &str,
         made: &mut Made,
     ) -> std::result::Result<bool, (Step, Error)> {
-        // In one round trip: take the template lock shared (not waiting: while the template
-        // is being rebuilt, tenants are migrated instead) and read the template's label.
         let (template, _) = self.template_names();
         // One admin session for the whole clone: the shared lock belongs to it.
         let session = self.admin_session().await.map_err(|e| {
@@ -1277,49 +1324,155 @@ impl Server<Postgres> for PgServer {
         let client = session
             .as_ref()
             .expect("admin_session always leaves a client");
-        let checked = async {
-            let row = client
-                .query_one(
-                    &format!(
-                        "SELECT pg_try_advisory_lock_shared({TEMPLATE_LOCK_KEY}), \
-                         (SELECT shobj_description(oid, 'pg_database') FROM pg_database \
-                          WHERE datname = $1)"
-                    ),
-                    &[&template],
-                )
-                .await?;
-            Ok::<_, tokio_postgres::Error>((row.get::<_, bool>(0), row.get::<_, Option<String>>(1)))
-        }
-        .await
-        .map_err(|e| {
-            (
-                Step::CreateDatabase,
-                admin_error(format!("cannot look up the template database `{template}`"))(e),
-            )
-        })?;
-        let (locked, label) = checked;
-        if !locked {
+        if !self
+            .lock_current_template(client, fingerprint)
+            .await
+            .map_err(|e| (Step::CreateDatabase, e))?
+        {
             return Ok(false);
         }
-        let current = label
-            .as_deref()
-            .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
-            == Some(fingerprint);
-        let result = if current {
-            self.clone_template(client, id, password, token, made).await
-        } else {
-            Ok(false)
-        };
+        let result = self.clone_template(client, id, password, token, made).await;
         // A successful clone released the shared lock in its last round trip; otherwise release
         // it here (it also ends with the session, should that be broken).
         if !matches!(result, Ok(true)) {
-            let _ = client
-                .batch_execute(&format!(
-                    "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
-                ))
-                .await;
+            unlock_template_shared(client).await;
         }
         result
+    }
+
+    fn supports_spares(&self) -> bool {
+        true
+    }
+
+    async fn make_spare(&self, spare: &TenantId, token: &str, fingerprint: &str) -> Result<bool> {
+        let (template, _) = self.template_names();
+        let (db, role) = (self.naming.database_name(spare), self.naming.user_name(spare));
+        let session = self.admin_session().await.map_err(admin_error(format!(
+            "cannot look up the template database `{template}`"
+        )))?;
+        let client = session
+            .as_ref()
+            .expect("admin_session always leaves a client");
+        if !self.lock_current_template(client, fingerprint).await? {
+            return Ok(false);
+        }
+        let made = async {
+            // The role first, with its proof in the same transaction; no login until a tenant
+            // takes it over.
+            let qrole = quote_ident(&role);
+            let role_sql = format!(
+                "BEGIN; CREATE ROLE {qrole} NOLOGIN; COMMENT ON ROLE {qrole} IS {}; COMMIT",
+                quote_literal(&ownership::mark(token))
+            );
+            if let Err(e) = client.batch_execute(&role_sql).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(admin_error(format!("cannot create the spare role `{role}`"))(e));
+            }
+            crate::failpoint::reached("spare_role_made");
+            // Made as `clone_template` makes a tenant's database, but left closed: nobody can
+            // connect to it (a database with sessions cannot be renamed).
+            client
+                .batch_execute(&format!(
+                    "CREATE DATABASE {} TEMPLATE {} OWNER {qrole} ALLOW_CONNECTIONS false",
+                    quote_ident(&db),
+                    quote_ident(&template),
+                ))
+                .await
+                .map_err(admin_error(format!(
+                    "cannot clone the template into the spare database `{db}`"
+                )))?;
+            client
+                .batch_execute(&format!(
+                    "REVOKE ALL ON DATABASE {} FROM PUBLIC",
+                    quote_ident(&db)
+                ))
+                .await
+                .map_err(admin_error(format!(
+                    "cannot lock down the spare database `{db}`"
+                )))
+        }
+        .await;
+        unlock_template_shared(client).await;
+        made.map(|()| true)
+    }
+
+    async fn take_spare(
+        &self,
+        spare: &TenantId,
+        id: &TenantId,
+        password: &SecretString,
+        token: &str,
+    ) -> std::result::Result<bool, (Step, Error)> {
+        let (spare_db, spare_role) = (self.naming.database_name(spare), self.naming.user_name(spare));
+        let (db, role) = (self.naming.database_name(id), self.naming.user_name(id));
+        let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
+        let session = self.admin_session().await.map_err(|e| {
+            (
+                Step::CreateUser,
+                admin_error(format!("cannot take over the spare `{spare}`"))(e),
+            )
+        })?;
+        let client = session
+            .as_ref()
+            .expect("admin_session always leaves a client");
+        // Renamed objects keep their oids, so the database stays owned by the role and its
+        // privileges stay as the spare's lock-down left them: the result is what cloning
+        // makes. The proof switches to the tenant's token in the same transaction.
+        let first = format!(
+            "BEGIN; ALTER ROLE {} RENAME TO {qrole}; ALTER DATABASE {} RENAME TO {qdb}; \
+             COMMENT ON ROLE {qrole} IS {}; ALTER DATABASE {qdb} ALLOW_CONNECTIONS true",
+            quote_ident(&spare_role),
+            quote_ident(&spare_db),
+            quote_literal(&ownership::mark(token)),
+        );
+        if let Err(e) = client.batch_execute(&first).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let code = e.code();
+            return if code == Some(&SqlState::DUPLICATE_OBJECT) {
+                Err((
+                    Step::CreateUser,
+                    Error::TenantExists {
+                        id: id.clone(),
+                        what: format!("the role `{role}` exists on {}", self.server),
+                    },
+                ))
+            } else if code == Some(&SqlState::DUPLICATE_DATABASE) {
+                Err((
+                    Step::CreateDatabase,
+                    Error::TenantExists {
+                        id: id.clone(),
+                        what: format!("the database `{db}` exists on {}", self.server),
+                    },
+                ))
+            } else if code == Some(&SqlState::UNDEFINED_OBJECT)
+                || code == Some(&SqlState::UNDEFINED_DATABASE)
+            {
+                // Removed behind Tenora's back: clone instead.
+                tracing::warn!(spare = %spare, error = %ServerError(e), "spare is gone; cloning instead");
+                Ok(false)
+            } else {
+                Err((
+                    Step::CreateDatabase,
+                    admin_error(format!("cannot take over the spare `{spare}`"))(e),
+                ))
+            };
+        }
+        // The password in a statement of its own (see `create_role_on`): a SCRAM verifier.
+        let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+        if let Err(e) = client
+            .batch_execute(&format!(
+                "ALTER ROLE {qrole} LOGIN PASSWORD {}; COMMIT",
+                quote_literal(&verifier)
+            ))
+            .await
+        {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err((
+                Step::CreateUser,
+                admin_error(format!("cannot set the password of the role `{role}`"))(e),
+            ));
+        }
+        Ok(true)
     }
 
     async fn database_exists(&self, id: &TenantId) -> Result<bool> {

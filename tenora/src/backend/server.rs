@@ -175,6 +175,41 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         async { Ok(false) }
     }
 
+    /// Whether this server can keep warm spares (tenants cloned ahead, handed over by
+    /// renaming: PostgreSQL).
+    fn supports_spares(&self) -> bool {
+        false
+    }
+
+    /// Makes spare `spare`: its role (no login, carrying the proof of `token`) and its
+    /// database, a clone of the template built for `fingerprint`, owned by that role, locked
+    /// down and closed to connections. Returns `false` (having made nothing) when the template
+    /// is missing, built for other migrations, or being rebuilt.
+    fn make_spare(
+        &self,
+        _spare: &TenantId,
+        _token: &str,
+        _fingerprint: &str,
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
+    }
+
+    /// Hands spare `spare` over to tenant `id` in one server transaction: renames its
+    /// database and role to the tenant's names, makes the role carry the proof of `token`
+    /// and log in with `password`, and opens the database to connections. All or nothing:
+    /// on an error the spare is left as it was. Returns `false` when the spare's objects are
+    /// gone; fails with [`Error::TenantExists`](crate::Error::TenantExists), naming the step,
+    /// when the tenant's names are taken.
+    fn take_spare(
+        &self,
+        _spare: &TenantId,
+        _id: &TenantId,
+        _password: &SecretString,
+        _token: &str,
+    ) -> impl Future<Output = std::result::Result<bool, (Step, crate::error::Error)>> + Send {
+        async { Ok(false) }
+    }
+
     /// Whether the tenant's database exists.
     fn database_exists(&self, id: &TenantId) -> impl Future<Output = Result<bool>> + Send;
 

@@ -1,0 +1,216 @@
+//! The warm-spare table: a Tenora-owned table in the base database, made on first fill (like
+//! the fleet-run log), with one row per spare tenant database made ahead (see `spares`).
+//!
+//! A row is inserted before anything is made on the server and deleted only after what it
+//! names is gone (or handed to a tenant), so a crash at any point leaves a row that says what
+//! to look for: the spare's name (its database and role names derive from it), its server and
+//! the token its role carries as proof.
+
+use std::future::Future;
+
+use chrono::NaiveDateTime;
+use diesel::QueryResult;
+
+/// The table of spares.
+pub const SPARES_TABLE: &str = "__tenora_spares";
+
+/// Portable DDL (PostgreSQL, MySQL/MariaDB, SQLite).
+pub(crate) fn create_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {SPARES_TABLE} (\
+             name VARCHAR(63) NOT NULL PRIMARY KEY, \
+             server VARCHAR(255) NOT NULL, \
+             state VARCHAR(20) NOT NULL, \
+             token VARCHAR(64) NOT NULL, \
+             fingerprint VARCHAR(64) NOT NULL, \
+             claimed_by VARCHAR(255), \
+             created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+             updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+    )
+}
+
+/// A spare's row.
+#[doc(hidden)]
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct SpareRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) server: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) state: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) token: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) fingerprint: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    pub(crate) claimed_by: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub(crate) created_at: NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// Spare-table queries on one backend's connection type (implemented by `impl_spare_table!`).
+#[doc(hidden)]
+pub trait SpareConnection: Send {
+    /// Makes the table if missing.
+    fn spares_prepare(&mut self) -> impl Future<Output = QueryResult<()>> + Send;
+    /// Inserts a spare being made (`making`).
+    fn spares_insert(
+        &mut self,
+        name: &str,
+        server: &str,
+        token: &str,
+        fingerprint: &str,
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
+    /// Moves spare `name` from state `from` to `to`, setting `claimed_by`; returns the rows
+    /// changed (0: it was not in `from`, so someone else moved it first).
+    fn spares_move(
+        &mut self,
+        name: &str,
+        from: &str,
+        to: &str,
+        claimed_by: Option<&str>,
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
+    /// Deletes spare `name`'s row.
+    fn spares_delete(&mut self, name: &str) -> impl Future<Output = QueryResult<usize>> + Send;
+    /// Every spare row, by server and age.
+    fn spares_all(&mut self) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
+    /// Up to `limit` `ready` spares on `server` built for `fingerprint`, oldest first.
+    fn spares_ready(
+        &mut self,
+        server: &str,
+        fingerprint: &str,
+        limit: i64,
+    ) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
+}
+
+/// Implements [`SpareConnection`] for a diesel-async connection type, given the backend's
+/// bind placeholder for parameter `n` (1-based).
+macro_rules! impl_spare_table {
+    ($conn:ty, $ph:expr) => {
+        impl $crate::spare_table::SpareConnection for $conn {
+            async fn spares_prepare(&mut self) -> diesel::QueryResult<()> {
+                use diesel_async::SimpleAsyncConnection as _;
+                self.batch_execute(&$crate::spare_table::create_sql()).await
+            }
+
+            async fn spares_insert(
+                &mut self,
+                name: &str,
+                server: &str,
+                token: &str,
+                fingerprint: &str,
+            ) -> diesel::QueryResult<usize> {
+                use diesel::sql_types::{Text, Timestamp};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                let sql = format!(
+                    "INSERT INTO {} (name, server, state, token, fingerprint, created_at, \
+                     updated_at) VALUES ({}, {}, 'making', {}, {}, {}, {})",
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4),
+                    ph(5),
+                    ph(6)
+                );
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(name)
+                    .bind::<Text, _>(server)
+                    .bind::<Text, _>(token)
+                    .bind::<Text, _>(fingerprint)
+                    .bind::<Timestamp, _>(now)
+                    .bind::<Timestamp, _>(now)
+                    .execute(self)
+                    .await
+            }
+
+            async fn spares_move(
+                &mut self,
+                name: &str,
+                from: &str,
+                to: &str,
+                claimed_by: Option<&str>,
+            ) -> diesel::QueryResult<usize> {
+                use diesel::sql_types::{Nullable, Text, Timestamp};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "UPDATE {} SET state = {}, claimed_by = {}, updated_at = {} \
+                     WHERE name = {} AND state = {}",
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4),
+                    ph(5)
+                );
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(to)
+                    .bind::<Nullable<Text>, _>(claimed_by)
+                    .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
+                    .bind::<Text, _>(name)
+                    .bind::<Text, _>(from)
+                    .execute(self)
+                    .await
+            }
+
+            async fn spares_delete(&mut self, name: &str) -> diesel::QueryResult<usize> {
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "DELETE FROM {} WHERE name = {}",
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1)
+                );
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(name)
+                    .execute(self)
+                    .await
+            }
+
+            async fn spares_all(
+                &mut self,
+            ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
+                use diesel_async::RunQueryDsl as _;
+                let sql = format!(
+                    "SELECT name, server, state, token, fingerprint, claimed_by, created_at, \
+                     updated_at FROM {} ORDER BY server, created_at, name",
+                    $crate::spare_table::SPARES_TABLE
+                );
+                diesel::sql_query(sql).load(self).await
+            }
+
+            async fn spares_ready(
+                &mut self,
+                server: &str,
+                fingerprint: &str,
+                limit: i64,
+            ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
+                use diesel::sql_types::{BigInt, Text};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "SELECT name, server, state, token, fingerprint, claimed_by, created_at, \
+                     updated_at FROM {} WHERE server = {} AND state = 'ready' \
+                     AND fingerprint = {} ORDER BY created_at, name LIMIT {}",
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1),
+                    ph(2),
+                    ph(3)
+                );
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(server)
+                    .bind::<Text, _>(fingerprint)
+                    .bind::<BigInt, _>(limit)
+                    .load(self)
+                    .await
+            }
+        }
+    };
+}
+pub(crate) use impl_spare_table;

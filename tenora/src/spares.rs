@@ -1,0 +1,534 @@
+//! Warm spares (PostgreSQL, `tenant.spares = N`): tenants made ahead, so a sign-up costs a
+//! rename instead of a clone.
+//!
+//! A spare is a clone of the current template owned by a login-less role of its own, locked
+//! down and closed to connections, named from a reserved id (`tenora_spare_<hex>`) and
+//! recorded in the spare table (`spare_table`) before anything is made. `create_tenant` claims
+//! a `ready` spare built for this binary's tenant migrations, then, in one server transaction,
+//! renames its database and role to the tenant's names, makes the role carry the tenant's
+//! proof and password and opens the database; the result is what cloning would have made.
+//! The spare set refills in the background, one spare at a time on an admin session (inside
+//! the connection budget).
+//!
+//! Every step is recorded before it is taken, so a crash leaves a row that says what to
+//! look for. A spare row in `making` or `dropping` whose lease is free, or `claimed` by a
+//! tenant whose lease is free, was abandoned: the sweep (`fill_spares`, `repair_all`) removes
+//! what carries the spare's proof under the spare's names — never the tenant's names, which
+//! the tenant's own registry row accounts for — and deletes the row.
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+
+use crate::backend::{Backend, Made, Server as _};
+use crate::error::{Error, Result};
+use crate::lifecycle::Step;
+use crate::ownership::{self, Proof};
+use crate::secret::SecretString;
+use crate::servers::ServerSlot;
+use crate::spare_table::{SpareConnection as _, SpareRow};
+use crate::tenant_id::TenantId;
+use crate::tenora::Tenora;
+
+/// The start of every spare's id (reserved: no tenant may use it).
+pub(crate) const SPARE_PREFIX: &str = "tenora_spare_";
+
+/// How many `ready` spares a sign-up looks at (the first claims the oldest; concurrent ones
+/// move on to the next).
+const CANDIDATES: i64 = 4;
+
+/// Where a warm spare is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SpareState {
+    /// Being cloned (or abandoned half-way by a crash).
+    Making,
+    /// Ready to be handed to a new tenant.
+    Ready,
+    /// Being handed over to the tenant in `claimed_by`.
+    Claimed,
+    /// Being removed (built for older migrations).
+    Dropping,
+}
+
+impl SpareState {
+    fn as_str(self) -> &'static str {
+        match self {
+            SpareState::Making => "making",
+            SpareState::Ready => "ready",
+            SpareState::Claimed => "claimed",
+            SpareState::Dropping => "dropping",
+        }
+    }
+
+    fn parse(text: &str) -> Option<SpareState> {
+        [
+            SpareState::Making,
+            SpareState::Ready,
+            SpareState::Claimed,
+            SpareState::Dropping,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for SpareState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One warm spare, as recorded in the base database.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Spare {
+    /// Its reserved id; its database and role are named from it like a tenant's.
+    pub name: String,
+    /// The server it is on.
+    pub server: String,
+    /// Its state (`None`: a state this version does not know).
+    pub state: Option<SpareState>,
+    /// Whether it was built for this binary's tenant migrations (only those are handed out).
+    pub current: bool,
+    /// The tenant it is being handed to (state `claimed`).
+    pub claimed_by: Option<String>,
+    /// When it was recorded (UTC).
+    pub created_at: NaiveDateTime,
+    /// When its state last changed (UTC).
+    pub updated_at: NaiveDateTime,
+}
+
+/// What [`Tenora::fill_spares`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SpareFill {
+    /// Spares made.
+    pub made: usize,
+    /// Spares removed: built for other tenant migrations, or abandoned by a crash.
+    pub removed: Vec<String>,
+    /// Spares ready (or being made by another process) afterwards, over all servers.
+    pub ready: usize,
+    /// Why fewer spares than `tenant.spares` are ready, if so (e.g. no current template).
+    pub short: Option<String>,
+}
+
+impl<B: Backend> Tenora<B> {
+    /// The warm spares recorded in the base database (none before the first fill).
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::PgTenora) -> tenora::Result<()> {
+    /// for spare in tenora.spares().await? {
+    ///     println!("{} on {}: {:?}", spare.name, spare.server, spare.state);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn spares(&self) -> Result<Vec<Spare>> {
+        Ok(self
+            .spare_rows()
+            .await?
+            .into_iter()
+            .map(|row| self.spare_of(row))
+            .collect())
+    }
+
+    /// Tops up the warm spares (`tenant.spares`, PostgreSQL with `tenant.template`) on every
+    /// server that takes new tenants: first removes the spares a crash abandoned, those built
+    /// for other tenant migrations (once the template is built for this binary's: until then
+    /// they belong to the binary that built it, say during a rolling deploy) and any beyond
+    /// `tenant.spares`, then clones the template until `tenant.spares` are ready.
+    /// Needs an up-to-date template ([`Tenora::prepare_template`]); without one it makes
+    /// nothing and says so in [`SpareFill::short`]. Waits for a fill already running in this
+    /// process; `create_tenant` starts one in the background after it takes a spare.
+    ///
+    /// ```no_run
+    /// # async fn demo(tenora: tenora::PgTenora) -> tenora::Result<()> {
+    /// tenora.prepare_template().await?;
+    /// let fill = tenora.fill_spares().await?;
+    /// println!("{} made, {} ready", fill.made, fill.ready);
+    /// # Ok(()) }
+    /// ```
+    pub async fn fill_spares(&self) -> Result<SpareFill> {
+        let mut fill = SpareFill::default();
+        let wanted = self.config().tenant.spares;
+        let slots: Vec<_> = self.servers().all().iter().map(Arc::clone).collect();
+        let any_spares = wanted > 0 && slots.iter().any(|s| s.server.supports_spares());
+        if !any_spares && !self.spare_table_exists().await? {
+            return Ok(fill);
+        }
+        self.prepare_spare_table().await?;
+        for slot in slots {
+            let _filling = slot.filling.lock().await;
+            self.fill_on(&slot, wanted, &mut fill).await?;
+        }
+        Ok(fill)
+    }
+
+    /// Removes abandoned spares and those built for other tenant migrations, on every server;
+    /// returns the names removed.
+    pub(crate) async fn sweep_spares(&self) -> Result<Vec<String>> {
+        if !self.spare_table_exists().await? {
+            return Ok(Vec::new());
+        }
+        let mut fill = SpareFill::default();
+        for slot in self.servers().all() {
+            let _filling = slot.filling.lock().await;
+            self.sweep_on(slot, None, &mut fill).await?;
+        }
+        Ok(fill.removed)
+    }
+
+    /// Hands a ready spare on `slot` to tenant `id` (whose `provisioning` row carries
+    /// `token`); records in `made` what exists. Returns `false` — and the caller clones — when
+    /// spares are off or none is ready. A spare is an optimisation: a base database that
+    /// cannot be read for one is logged, not fatal.
+    pub(crate) async fn take_spare(
+        &self,
+        slot: &Arc<ServerSlot<B>>,
+        id: &TenantId,
+        password: Option<&SecretString>,
+        token: &str,
+        made: &mut Made,
+    ) -> std::result::Result<bool, (Step, Error)> {
+        let Some(password) = password else {
+            return Ok(false);
+        };
+        if self.config().tenant.spares == 0 || !slot.server.supports_spares() {
+            return Ok(false);
+        }
+        let Some(row) = self.claim_spare(slot, id).await else {
+            self.refill_later(slot);
+            return Ok(false);
+        };
+        crate::failpoint::reached("spare_claimed");
+        let Ok(spare) = TenantId::new(&row.name) else {
+            return Ok(false);
+        };
+        let taken = slot.server.take_spare(&spare, id, password, token).await;
+        self.refill_later(slot);
+        match taken {
+            Ok(taken) => {
+                if taken {
+                    made.user = true;
+                    made.database = true;
+                    crate::failpoint::reached("spare_taken");
+                }
+                // Its objects now carry the tenant's names and proof (or are gone): the row
+                // has nothing left to account for. Left behind, the sweep deletes it.
+                if let Err(e) = self.delete_spare_row(&row.name).await {
+                    tracing::warn!(spare = %row.name, error = %e, "could not delete a used spare's row");
+                }
+                Ok(taken)
+            }
+            Err((step, e)) => {
+                // The transaction rolled back: a spare refused for a taken name is intact.
+                if matches!(e, Error::TenantExists { .. })
+                    && let Err(put) = self.move_spare(&row.name, "claimed", "ready", None).await
+                {
+                    tracing::warn!(spare = %row.name, error = %put, "could not put a spare back");
+                }
+                Err((step, e))
+            }
+        }
+    }
+
+    /// Claims the oldest ready spare on `slot` built for this binary's migrations for `id`.
+    async fn claim_spare(&self, slot: &ServerSlot<B>, id: &TenantId) -> Option<SpareRow> {
+        let fingerprint = self.tenant_migrations().fingerprint();
+        let claim = async {
+            let mut conn = self.base_conn().await?;
+            let candidates = conn
+                .spares_ready(&slot.name, &fingerprint, CANDIDATES)
+                .await
+                .map_err(|e| Error::db("cannot read the warm spares", e))?;
+            for row in candidates {
+                let moved = conn
+                    .spares_move(&row.name, "ready", "claimed", Some(id.as_str()))
+                    .await
+                    .map_err(|e| Error::db("cannot claim a warm spare", e))?;
+                if moved == 1 {
+                    return Ok(Some(row));
+                }
+            }
+            Ok::<_, Error>(None)
+        };
+        match claim.await {
+            Ok(row) => row,
+            Err(e) => {
+                // No table yet (never filled), or the base database failing: clone instead.
+                tracing::debug!(tenant = %id, error = %e, "no warm spare taken");
+                None
+            }
+        }
+    }
+
+    /// Starts a fill of `slot`'s spares on a task of its own, unless one is running.
+    fn refill_later(&self, slot: &Arc<ServerSlot<B>>) {
+        let (this, slot) = (self.clone(), Arc::clone(slot));
+        tokio::spawn(async move {
+            let Ok(_filling) = slot.filling.try_lock() else {
+                return;
+            };
+            let mut fill = SpareFill::default();
+            let wanted = this.config().tenant.spares;
+            let result = async {
+                this.prepare_spare_table().await?;
+                this.fill_on(&slot, wanted, &mut fill).await
+            }
+            .await;
+            if let Err(e) = result {
+                tracing::warn!(server = %slot.name, error = %e, "could not refill the warm spares");
+            }
+        });
+    }
+
+    /// Sweeps `slot`, then makes spares until `wanted` are ready (or being made elsewhere).
+    /// The caller holds `slot.filling`.
+    async fn fill_on(&self, slot: &ServerSlot<B>, wanted: u32, fill: &mut SpareFill) -> Result<()> {
+        let mut ready = self.sweep_on(slot, Some(wanted as usize), fill).await?;
+        if !slot.accepts_new || !slot.server.supports_spares() {
+            fill.ready += ready;
+            return Ok(());
+        }
+        while ready < wanted as usize {
+            if !self.make_spare(slot).await? {
+                fill.short = Some(format!(
+                    "the template on server `{}` is missing, built for other tenant migrations \
+                     or being rebuilt: run `tenora migrate:tenants` (or `prepare_template`)",
+                    slot.name
+                ));
+                break;
+            }
+            fill.made += 1;
+            ready += 1;
+        }
+        fill.ready += ready;
+        Ok(())
+    }
+
+    /// Removes `slot`'s abandoned spares, those built for other migrations (once the template
+    /// is this binary's) and, with `keep`, ready ones beyond that many (`tenant.spares` was
+    /// lowered); returns how many current spares are ready or being made by a live process.
+    async fn sweep_on(
+        &self,
+        slot: &ServerSlot<B>,
+        keep: Option<usize>,
+        fill: &mut SpareFill,
+    ) -> Result<usize> {
+        let fingerprint = self.tenant_migrations().fingerprint();
+        // Spares of other migrations go only once they can be replaced: while the template is
+        // built for other migrations (a rolling deploy: the other binary's), they are the
+        // other binary's spares.
+        let replaceable = slot.server.supports_spares()
+            && slot.server.template_fingerprint().await?.as_deref() == Some(fingerprint.as_str());
+        let mut ready = 0;
+        for row in self.spare_rows().await? {
+            if row.server != slot.name {
+                continue;
+            }
+            let Ok(spare) = TenantId::new(&row.name) else {
+                tracing::warn!(spare = %row.name, "a spare row with an invalid name; left alone");
+                continue;
+            };
+            let current = row.fingerprint == fingerprint;
+            // Who may be working on it: the spare's own lease (making, dropping), or the
+            // claiming tenant's (a hand-over in progress).
+            let lease_id = match SpareState::parse(&row.state) {
+                Some(SpareState::Ready) if current && keep.is_none_or(|keep| ready < keep) => {
+                    ready += 1;
+                    continue;
+                }
+                Some(SpareState::Ready) if !current && !replaceable => continue,
+                Some(SpareState::Claimed) => {
+                    match row.claimed_by.as_deref().map(TenantId::new) {
+                        Some(Ok(id)) => id,
+                        _ => spare.clone(),
+                    }
+                }
+                Some(_) => spare.clone(),
+                None => {
+                    tracing::warn!(spare = %row.name, state = %row.state, "a spare in an unknown state; left alone");
+                    continue;
+                }
+            };
+            let Some(lease) = self.lease(&lease_id).await? else {
+                if row.state == SpareState::Making.as_str() && current {
+                    ready += 1;
+                }
+                continue;
+            };
+            let removed = async {
+                if row.state == SpareState::Ready.as_str()
+                    && self.move_spare(&row.name, "ready", "dropping", None).await? != 1
+                {
+                    // Claimed meanwhile by a sign-up: its, now.
+                    return Ok(false);
+                }
+                self.remove_spare(slot, &spare, &row).await.map(|()| true)
+            }
+            .await;
+            lease.release().await;
+            if removed? {
+                fill.removed.push(row.name.clone());
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Makes one spare on `slot`: records it, clones it, marks it ready. Returns `false`
+    /// (leaving nothing) when the template is not current.
+    async fn make_spare(&self, slot: &ServerSlot<B>) -> Result<bool> {
+        let naming = slot.server.naming();
+        let spare = TenantId::new(format!("{SPARE_PREFIX}{}", &ownership::new_token()[..12]))
+            .expect("a valid id");
+        if !naming.fits(&spare) {
+            return Err(Error::config(
+                "tenant.spares",
+                format!(
+                    "spare names ({} for the database) do not fit the server's name limit with \
+                     the configured prefixes; shorten tenant.database_prefix / \
+                     tenant.user_prefix or set tenant.spares = 0",
+                    naming.database_name(&spare)
+                ),
+            ));
+        }
+        let token = ownership::new_token();
+        let fingerprint = self.tenant_migrations().fingerprint();
+        let lease = self
+            .lease(&spare)
+            .await?
+            .ok_or_else(|| Error::InProgress { id: spare.clone() })?;
+        let result = async {
+            {
+                let mut conn = self.base_conn().await?;
+                conn.spares_insert(spare.as_str(), &slot.name, &token, &fingerprint)
+                    .await
+                    .map_err(|e| Error::db("cannot record a new warm spare", e))?;
+            }
+            let made = slot.server.make_spare(&spare, &token, &fingerprint).await;
+            let made = match made {
+                Ok(true) => {
+                    crate::failpoint::reached("spare_made");
+                    self.move_spare(spare.as_str(), "making", "ready", None)
+                        .await
+                        .map(|_| true)
+                }
+                other => other,
+            };
+            if !matches!(made, Ok(true)) {
+                let row = SpareRow {
+                    name: spare.to_string(),
+                    server: slot.name.clone(),
+                    state: SpareState::Making.as_str().to_owned(),
+                    token: token.clone(),
+                    fingerprint: fingerprint.clone(),
+                    claimed_by: None,
+                    created_at: chrono::Utc::now().naive_utc(),
+                    updated_at: chrono::Utc::now().naive_utc(),
+                };
+                if let Err(e) = self.remove_spare(slot, &spare, &row).await {
+                    tracing::warn!(spare = %spare, error = %e, "could not remove a spare that failed half-way; the next fill does");
+                }
+            }
+            made
+        }
+        .await;
+        lease.release().await;
+        if let Ok(true) = result {
+            tracing::info!(spare = %spare, server = %slot.name, "warm spare made");
+        }
+        result
+    }
+
+    /// Removes what carries spare `row`'s proof under the spare's names, then its row (the
+    /// caller holds the lease that keeps others off it).
+    async fn remove_spare(
+        &self,
+        slot: &ServerSlot<B>,
+        spare: &TenantId,
+        row: &SpareRow,
+    ) -> Result<()> {
+        let proof = Proof {
+            token: Some(row.token.clone()),
+            passwords: Vec::new(),
+            legacy: false,
+        };
+        let removal = self
+            .remove_proven(slot, spare, &proof)
+            .await
+            .map_err(|(step, source)| Error::Drop {
+                id: spare.clone(),
+                step,
+                source: Box::new(source),
+            })?;
+        if !removal.left_alone.is_empty() {
+            tracing::warn!(spare = %spare, left_alone = ?removal.left_alone, "objects with a spare's names that do not carry its proof were left alone");
+        }
+        self.delete_spare_row(&row.name).await?;
+        tracing::info!(spare = %spare, server = %slot.name, "warm spare removed");
+        Ok(())
+    }
+
+    fn spare_of(&self, row: SpareRow) -> Spare {
+        Spare {
+            current: row.fingerprint == self.tenant_migrations().fingerprint(),
+            state: SpareState::parse(&row.state),
+            name: row.name,
+            server: row.server,
+            claimed_by: row.claimed_by,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+
+    /// Every spare row (none when the table was never made).
+    pub(crate) async fn spare_rows(&self) -> Result<Vec<SpareRow>> {
+        if !self.spare_table_exists().await? {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.base_conn().await?;
+        conn.spares_all()
+            .await
+            .map_err(|e| Error::db("cannot read the warm spares", e))
+    }
+
+    async fn spare_table_exists(&self) -> Result<bool> {
+        use crate::registry::RegistryConnection as _;
+        let mut conn = self.base_conn().await?;
+        conn.table_exists(crate::spare_table::SPARES_TABLE)
+            .await
+            .map_err(|e| self.registry_error_any(e, "cannot look for the warm-spare table"))
+    }
+
+    /// Makes the spare table if missing. Two processes making it at once can collide in the
+    /// catalog; the loser's second attempt finds it made.
+    async fn prepare_spare_table(&self) -> Result<()> {
+        let mut conn = self.base_conn().await?;
+        if conn.spares_prepare().await.is_err() {
+            conn.spares_prepare()
+                .await
+                .map_err(|e| Error::db("cannot make the warm-spare table", e))?;
+        }
+        Ok(())
+    }
+
+    async fn move_spare(
+        &self,
+        name: &str,
+        from: &str,
+        to: &str,
+        claimed_by: Option<&str>,
+    ) -> Result<usize> {
+        let mut conn = self.base_conn().await?;
+        conn.spares_move(name, from, to, claimed_by)
+            .await
+            .map_err(|e| Error::db(format!("cannot move the warm spare `{name}` to `{to}`"), e))
+    }
+
+    async fn delete_spare_row(&self, name: &str) -> Result<()> {
+        let mut conn = self.base_conn().await?;
+        conn.spares_delete(name)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::db(format!("cannot delete the warm spare `{name}`'s row"), e))
+    }
+}

@@ -1,0 +1,352 @@
+//! Warm spares (PostgreSQL): a tenant made from a spare is the tenant cloning makes; spares of
+//! other migrations are never handed out; refilling stays within the connection budget.
+//! Checked in the server's catalog.
+
+use tenora::backend::Postgres;
+use tenora::{Error, PgTenora, Problem, SpareState, TenantId};
+
+use crate::postgres::{catalog, id, url_for};
+use crate::support::backends::{Env, TestBackend, admin_client, pg_env_at, tenora_with};
+
+/// The env's config with the template on and `spares` warm spares.
+fn with_spares(env: &Env, spares: u32) -> tenora::Config {
+    let mut config = env.config.clone();
+    config.tenant.template = true;
+    config.tenant.spares = spares;
+    config
+}
+
+async fn admin(env: &Env) -> tokio_postgres::Client {
+    admin_client(&url_for(env, "postgres")).await
+}
+
+/// The spare databases on the server: (name, oid, open to connections).
+async fn spare_databases(env: &Env, t: &PgTenora) -> Vec<(String, i64, bool)> {
+    let prefix = t.naming().database_name(&id("tenora_spare_"));
+    let mut found: Vec<(String, i64, bool)> = admin(env)
+        .await
+        .query(
+            "SELECT datname::text, oid::int8, datallowconn FROM pg_database \
+             WHERE starts_with(datname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The spare roles on the server.
+async fn spare_roles(env: &Env, t: &PgTenora) -> Vec<String> {
+    let prefix = t.naming().user_name(&id("tenora_spare_"));
+    admin(env)
+        .await
+        .query(
+            "SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, $1) ORDER BY 1",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn database_oid(env: &Env, db: &str) -> Option<i64> {
+    admin(env)
+        .await
+        .query_opt(
+            "SELECT oid::int8 FROM pg_database WHERE datname = $1",
+            &[&db],
+        )
+        .await
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+/// What the server records about tenant `tenant`'s role and database that a sign-up decides
+/// (names replaced by `OWNER`).
+async fn server_facts(env: &Env, t: &PgTenora, tenant: &TenantId) -> Vec<String> {
+    let naming = t.naming();
+    let (db, role) = (naming.database_name(tenant), naming.user_name(tenant));
+    let client = admin(env).await;
+    let role_row = client
+        .query_one(
+            "SELECT concat_ws(' ', rolsuper, rolinherit, rolcreaterole, rolcreatedb, \
+             rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil, \
+             left(rolpassword, 14), \
+             shobj_description(oid, 'pg_authid') ~ '^tenora:[0-9a-f]{32}$') \
+             FROM pg_authid WHERE rolname = $1",
+            &[&role],
+        )
+        .await
+        .unwrap();
+    let db_row = client
+        .query_one(
+            "SELECT concat_ws(' ', datallowconn, datistemplate, datconnlimit, \
+             pg_get_userbyid(datdba) = $2, datacl::text) \
+             FROM pg_database WHERE datname = $1",
+            &[&db, &role],
+        )
+        .await
+        .unwrap();
+    let shared = |text: String| text.replace(&role, "OWNER");
+    vec![shared(role_row.get(0)), shared(db_row.get(0))]
+}
+
+/// The registry token of `tenant` and the comment on its role.
+async fn token_and_mark(env: &Env, t: &PgTenora, tenant: &TenantId) -> (String, String) {
+    let base = admin_client(&url_for(env, env.config.base.database.as_deref().unwrap())).await;
+    let token: String = base
+        .query_one(
+            "SELECT token FROM tenora_tenants WHERE id = $1",
+            &[&tenant.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mark: String = admin(env)
+        .await
+        .query_one(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            &[&t.naming().user_name(tenant)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (token, mark)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_becomes_the_tenant_cloning_makes() {
+    let Some(env) = Postgres::env() else { return };
+    let spared = tenora_with::<Postgres>(with_spares(&env, 2), Postgres::tenant_migrations()).await;
+    let cloning = tenora_with::<Postgres>(with_spares(&env, 0), Postgres::tenant_migrations()).await;
+    // No table, no spares yet: nothing to list.
+    assert!(spared.spares().await.unwrap().is_empty());
+    assert!(spared.prepare_template().await.unwrap());
+    let fill = spared.fill_spares().await.unwrap();
+    assert_eq!((fill.made, fill.ready, &fill.short), (2, 2, &None), "{fill:?}");
+    let before = spare_databases(&env, &spared).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(
+        before.iter().all(|(_, _, open)| !open),
+        "spares are closed to connections: {before:?}"
+    );
+    assert_eq!(spare_roles(&env, &spared).await.len(), 2);
+    let listed = spared.spares().await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.state == Some(SpareState::Ready) && s.current && s.server == "default"),
+        "{listed:?}"
+    );
+    // Spare names are reserved.
+    let err = spared.tenant_id(&listed[0].name).unwrap_err();
+    assert!(err.to_string().contains("reserved"), "{err}");
+
+    let (acme, globex) = (id("acme"), id("globex"));
+    spared.create_tenant(&acme, None).await.unwrap();
+    cloning.create_tenant(&globex, None).await.unwrap();
+    let naming = spared.naming();
+    let oid = database_oid(&env, &naming.database_name(&acme))
+        .await
+        .unwrap();
+    assert!(
+        before.iter().any(|(_, spare, _)| *spare == oid),
+        "acme's database is a spare's, renamed: {oid} not in {before:?}"
+    );
+    // Indistinguishable from a clone: schema, migration records, owners, role and database
+    // attributes, privileges, proof.
+    let a = catalog(
+        &env,
+        &naming.database_name(&acme),
+        &naming.user_name(&acme),
+    )
+    .await;
+    let b = catalog(
+        &env,
+        &naming.database_name(&globex),
+        &naming.user_name(&globex),
+    )
+    .await;
+    assert!(!a.is_empty());
+    assert_eq!(a, b, "a spare must be schema-identical to a clone");
+    let facts = server_facts(&env, &spared, &acme).await;
+    assert_eq!(facts, server_facts(&env, &cloning, &globex).await);
+    assert!(facts[0].contains("SCRAM-SHA-256$"), "{facts:?}");
+    let (token, mark) = token_and_mark(&env, &spared, &acme).await;
+    assert_eq!(mark, format!("tenora:{token}"), "the role carries acme's proof");
+    // It works as a tenant: seeded, writable.
+    let mut conn = spared.tenant_conn(&acme).await.unwrap();
+    let mut other = cloning.tenant_conn(&globex).await.unwrap();
+    assert_eq!(
+        Postgres::project_names(&mut conn).await,
+        Postgres::project_names(&mut other).await
+    );
+    drop((conn, other));
+
+    // The set refilled in the background (a fill waits for it): two ready again, and the
+    // fleet is healthy with its spares listed.
+    let fill = spared.fill_spares().await.unwrap();
+    assert_eq!(fill.ready, 2, "{fill:?}");
+    assert_eq!(spare_databases(&env, &spared).await.len(), 2);
+    let health = spared.check().await.unwrap();
+    assert!(health.is_healthy(), "{:?}", health.problems);
+    assert_eq!(health.spares.len(), 2);
+
+    // A name that another application holds: the spare goes back, intact; nothing of
+    // theirs is touched.
+    let taken = id("initech");
+    let role = naming.user_name(&taken);
+    admin(&env)
+        .await
+        .batch_execute(&format!("CREATE ROLE \"{role}\""))
+        .await
+        .unwrap();
+    let before = spare_databases(&env, &spared).await;
+    let err = spared.create_tenant(&taken, None).await.unwrap_err();
+    assert!(matches!(err, Error::TenantExists { .. }), "{err:?}");
+    assert_eq!(spare_databases(&env, &spared).await, before);
+    assert!(spared.tenant(&taken).await.unwrap().is_none());
+    let ready = spared.spares().await.unwrap();
+    assert!(
+        ready.iter().all(|s| s.state == Some(SpareState::Ready)),
+        "{ready:?}"
+    );
+    admin(&env)
+        .await
+        .batch_execute(&format!("DROP ROLE \"{role}\""))
+        .await
+        .unwrap();
+
+    // A tenant from a spare drops like any other.
+    spared.drop_tenant(&acme).await.unwrap();
+    assert_eq!(
+        database_oid(&env, &naming.database_name(&acme)).await,
+        None
+    );
+    spared.fill_spares().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spares_of_other_migrations_are_never_handed_out() {
+    let Some(env) = Postgres::env() else { return };
+    let old = tenora_with::<Postgres>(with_spares(&env, 1), Postgres::tenant_migrations()).await;
+    assert!(old.prepare_template().await.unwrap());
+    assert_eq!(old.fill_spares().await.unwrap().made, 1);
+    let old_spare = spare_databases(&env, &old).await;
+    assert_eq!(old_spare.len(), 1);
+
+    // A newer binary (one more tenant migration): its template is stale, so it migrates new
+    // tenants — the old spare is not handed out.
+    let (_dir, newer) = crate::scenarios::migrations_plus_one::<Postgres>();
+    let new = tenora_with::<Postgres>(with_spares(&env, 1), newer).await;
+    let fresh = id("fresh");
+    new.create_tenant(&fresh, None).await.unwrap();
+    let naming = new.naming();
+    let oid = database_oid(&env, &naming.database_name(&fresh))
+        .await
+        .unwrap();
+    assert_ne!(oid, old_spare[0].1);
+    assert!(
+        catalog(
+            &env,
+            &naming.database_name(&fresh),
+            &naming.user_name(&fresh)
+        )
+        .await
+        .iter()
+        .any(|r| r.starts_with("audit_log.id")),
+        "fresh has the newer migration"
+    );
+    new.fill_spares().await.unwrap();
+    assert_eq!(spare_databases(&env, &new).await, old_spare, "untouched");
+    let listed = new.spares().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed[0].current, "{listed:?}");
+    let health = new.check().await.unwrap();
+    assert!(
+        health.problems.iter().any(|p| matches!(
+            p,
+            Problem::Spare { problem, .. } if problem.contains("other tenant migrations")
+        )),
+        "{:?}",
+        health.problems
+    );
+
+    // Rebuilding the template lets the fill replace the old spare.
+    assert!(new.prepare_template().await.unwrap());
+    let fill = new.fill_spares().await.unwrap();
+    assert_eq!(fill.removed, vec![listed[0].name.clone()], "{fill:?}");
+    assert_eq!((fill.made, fill.ready), (1, 1), "{fill:?}");
+    let spares = spare_databases(&env, &new).await;
+    assert_eq!(spares.len(), 1);
+    assert_ne!(spares[0].1, old_spare[0].1);
+    assert_eq!(spare_roles(&env, &new).await.len(), 1, "the old role is gone");
+    let hooli = id("hooli");
+    new.create_tenant(&hooli, None).await.unwrap();
+    assert_eq!(
+        database_oid(&env, &naming.database_name(&hooli)).await,
+        Some(spares[0].1),
+        "the current spare is handed out"
+    );
+    new.fill_spares().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refilling_stays_within_the_connection_budget() {
+    use tenora_test_support::{Counter, PgCluster, PgOptions, Server};
+    let options = PgOptions {
+        max_connections: Some(20),
+        trust: true,
+        ..PgOptions::default()
+    };
+    let Some(cluster) = PgCluster::start_with(&options) else {
+        return;
+    };
+    let env = pg_env_at(&cluster.admin_url());
+    let t = tenora_with::<Postgres>(with_spares(&env, 3), Postgres::tenant_migrations()).await;
+    let max = t.stats().max_connections.unwrap();
+    let counter = Counter::start(Server::Postgres, &cluster.admin_url(), None);
+    assert!(t.prepare_template().await.unwrap());
+    assert_eq!(t.fill_spares().await.unwrap().ready, 3);
+    // Sign-ups take spares (each starting a refill) while tenants are used.
+    let ids: Vec<TenantId> = (0..6).map(|i| id(&format!("b{i}"))).collect();
+    let creates: Vec<_> = ids
+        .iter()
+        .map(|tenant| {
+            let (t, tenant) = (t.clone(), tenant.clone());
+            tokio::spawn(async move { t.create_tenant(&tenant, None).await.map(|_| ()) })
+        })
+        .collect();
+    for created in creates {
+        created.await.unwrap().unwrap();
+    }
+    let touches: Vec<_> = (0..12)
+        .map(|i| {
+            let (t, tenant) = (t.clone(), ids[i % ids.len()].clone());
+            tokio::spawn(async move {
+                let mut conn = t.tenant_conn(&tenant).await.unwrap();
+                diesel_async::SimpleAsyncConnection::batch_execute(&mut *conn, "SELECT 1")
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for touch in touches {
+        touch.await.unwrap();
+    }
+    assert_eq!(t.fill_spares().await.unwrap().ready, 3);
+    let at_peak = counter.at_peak();
+    let peak = counter.stop();
+    assert!(
+        peak <= max,
+        "{peak} connections on the server, over the budget of {max}: {at_peak:#?}"
+    );
+    let refused = cluster.refusals();
+    assert!(refused.is_empty(), "the server refused: {refused:?}");
+}
