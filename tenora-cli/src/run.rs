@@ -806,6 +806,17 @@ async fn tenants<B: Backend>(
                 "created tenant `{}` ({}) on server `{}`",
                 record.id, record.state, record.server
             ));
+            if tenora.config().tenant.spares > 0 {
+                // The sign-up started a refill in the background; a one-shot process waits
+                // for it (and tops up) rather than abandon it half-way on exit.
+                match tenora.fill_spares().await {
+                    Ok(fill) => out.detail(format!(
+                        "spares: {} made, {} ready",
+                        fill.made, fill.ready
+                    )),
+                    Err(e) => out.line(format!("warning: could not refill the warm spares: {e}")),
+                }
+            }
             Ok(Outcome::ok(json!(record)))
         }
         TenantsCommand::Drop { id, .. } => {

@@ -177,6 +177,108 @@ async fn crash_and_repair_mysql() {
     crash_and_repair(Kind::Mysql, false).await;
 }
 
+/// How many of `objects` are warm spares' databases and roles.
+fn spare_objects(objects: &[String]) -> usize {
+    objects.iter().filter(|o| o.contains("tenora_spare_")).count()
+}
+
+/// `objects` without the warm spares'.
+fn tenant_objects(objects: &[String]) -> Vec<String> {
+    objects
+        .iter()
+        .filter(|o| !o.contains("tenora_spare_"))
+        .cloned()
+        .collect()
+}
+
+/// Crashes while a warm spare is handed over (claimed; renamed) or made (role only; cloned)
+/// leave what repair, a retried create or the next fill clears, checked in the catalog; the
+/// spare set comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_repair_postgres_spares() {
+    let Some(p) = Project::ready_with(Kind::Postgres, &["template = true", "spares = 2"]) else {
+        return;
+    };
+    // `migrate:tenants` built the template and filled the spares: two databases, two roles.
+    assert_eq!(spare_objects(&p.objects().await), 4);
+    let prefix = p.prefix().to_owned();
+    for (n, point) in ["spare_claimed", "spare_taken"].into_iter().enumerate() {
+        let id = format!("s{n}");
+        crash(&p, point, &["tenants", "create", &id]);
+        assert_eq!(
+            rows(&p),
+            [(id.clone(), "provisioning".to_owned())],
+            "{point}"
+        );
+        // Claimed: nothing has the tenant's names yet. Taken: the renamed spare has them.
+        let expected = match point {
+            "spare_claimed" => Vec::new(),
+            _ => vec![
+                format!("database {prefix}{id}"),
+                format!("user {prefix}u_{id}"),
+            ],
+        };
+        assert_eq!(tenant_objects(&p.objects().await), expected, "{point}");
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 1, "{point}: {out}");
+        assert!(out.contains(&format!("{id}: provisioning since")), "{point}: {out}");
+        assert!(
+            out.contains("warm spare") && out.contains("`claimed` and no process works on it"),
+            "{point}: {out}"
+        );
+        if n == 0 {
+            let out = p.ok(&["tenants", "repair", "--all"]);
+            assert!(out.contains("abandoned creation undone"), "{point}: {out}");
+            assert_eq!(tenant_objects(&p.objects().await), Vec::<String>::new());
+        }
+        // Retried (after repair, or straight away): made from the other spare, then refilled.
+        p.ok(&["tenants", "create", &id]);
+        assert_eq!(rows(&p), [(id.clone(), "active".to_owned())], "{point}");
+        p.tenant_sql(&id, "INSERT INTO users (id) VALUES (2)").await;
+        let objects = p.objects().await;
+        assert_eq!(spare_objects(&objects), 4, "{point}: {objects:?}");
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 0, "{point}: {out}");
+        assert!(out.contains("warm spares: 2 ready of 2 recorded"), "{point}: {out}");
+        p.ok(&["tenants", "drop", &id, "--yes"]);
+    }
+    // A refill that dies with the spare's role made, or with the spare cloned but not yet
+    // ready: the sweep of `tenants repair --all` or `spares fill` removes it.
+    for (n, point) in ["spare_role_made", "spare_made"].into_iter().enumerate() {
+        let id = format!("r{n}");
+        crash(&p, point, &["tenants", "create", &id]);
+        assert_eq!(rows(&p), [(id.clone(), "active".to_owned())], "{point}");
+        let (code, out, _) = p.run(&["doctor"]);
+        assert_eq!(code, 1, "{point}: {out}");
+        assert!(
+            out.contains("`making` and no process works on it"),
+            "{point}: {out}"
+        );
+        let out = if n == 0 {
+            p.ok(&["tenants", "repair", "--all"]);
+            p.ok(&["spares", "fill"])
+        } else {
+            p.ok(&["spares", "fill"])
+        };
+        assert!(out.contains("2 ready"), "{point}: {out}");
+        let objects = p.objects().await;
+        assert_eq!(spare_objects(&objects), 4, "{point}: {objects:?}");
+        assert_eq!(
+            p.run(&["doctor"]).0,
+            0,
+            "{point}: {}",
+            p.run(&["doctor"]).1
+        );
+        p.ok(&["tenants", "drop", &id, "--yes"]);
+    }
+    let listed = p.ok(&["spares", "list"]);
+    assert_eq!(listed.matches(" ready ").count(), 2, "{listed}");
+    assert!(
+        p.ok(&["tenants", "repair", "--all"])
+            .contains("nothing to repair")
+    );
+}
+
 /// A database and user that another application made with the very names tenant `acme`
 /// would get, holding data.
 async fn foreign_objects(p: &Project) -> Vec<String> {

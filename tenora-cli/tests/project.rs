@@ -96,9 +96,14 @@ impl Project {
     /// A new project with the base and tenant schema migrated, ready to create tenants (one
     /// tenant migration, one seed; the template built when `template`).
     pub fn ready(kind: Kind, template: bool) -> Option<Project> {
+        Project::ready_with(kind, if template { &["template = true"] } else { &[] })
+    }
+
+    /// Like [`Project::ready`], with `tenant` lines added to the `[tenant]` table first.
+    pub fn ready_with(kind: Kind, tenant: &[&str]) -> Option<Project> {
         let p = Project::new(kind)?;
-        if template {
-            p.set_tenant("template = true");
+        for line in tenant {
+            p.set_tenant(line);
         }
         p.ok(&["--create-base", "migrate"]);
         p.ok(&["migrate"]);

@@ -177,7 +177,10 @@ impl<B: Backend> Tenora<B> {
             passwords: password.iter().cloned().collect(),
             legacy: false,
         };
-        match self.provision(slot, id, password.as_ref(), &token).await {
+        let provisioned = self.provision(slot, id, password.as_ref(), &token).await;
+        // Whether or not a warm spare was used, top the set up now the sign-up is over.
+        self.refill_later(slot);
+        match provisioned {
             Ok(record) => Ok(record),
             Err((step, source)) => {
                 // An object whose creation failed because it existed is someone else's, whatever

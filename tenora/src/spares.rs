@@ -180,7 +180,8 @@ impl<B: Backend> Tenora<B> {
     /// Hands a ready spare on `slot` to tenant `id` (whose `provisioning` row carries
     /// `token`); records in `made` what exists. Returns `false` — and the caller clones — when
     /// spares are off or none is ready. A spare is an optimisation: a base database that
-    /// cannot be read for one is logged, not fatal.
+    /// cannot be read for one is logged, not fatal. The caller refills once the sign-up is
+    /// over ([`Tenora::refill_later`]), so the refill does not compete with it.
     pub(crate) async fn take_spare(
         &self,
         slot: &Arc<ServerSlot<B>>,
@@ -196,16 +197,13 @@ impl<B: Backend> Tenora<B> {
             return Ok(false);
         }
         let Some(row) = self.claim_spare(slot, id).await else {
-            self.refill_later(slot);
             return Ok(false);
         };
         crate::failpoint::reached("spare_claimed");
         let Ok(spare) = TenantId::new(&row.name) else {
             return Ok(false);
         };
-        let taken = slot.server.take_spare(&spare, id, password, token).await;
-        self.refill_later(slot);
-        match taken {
+        match slot.server.take_spare(&spare, id, password, token).await {
             Ok(taken) => {
                 if taken {
                     made.user = true;
@@ -261,8 +259,12 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
-    /// Starts a fill of `slot`'s spares on a task of its own, unless one is running.
-    fn refill_later(&self, slot: &Arc<ServerSlot<B>>) {
+    /// After a sign-up on `slot`: starts a fill of its spares on a task of its own, unless
+    /// spares are off there or a fill is running.
+    pub(crate) fn refill_later(&self, slot: &Arc<ServerSlot<B>>) {
+        if self.config().tenant.spares == 0 || !slot.server.supports_spares() {
+            return;
+        }
         let (this, slot) = (self.clone(), Arc::clone(slot));
         tokio::spawn(async move {
             let Ok(_filling) = slot.filling.try_lock() else {

@@ -922,3 +922,57 @@ async fn sign_ups_of_different_tenants_run_at_once() {
         t.drop_tenant(tenant).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_of_one_id_never_overlap() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    // A second handle: another process, as far as its leases and admin sessions go.
+    let other = tenora::<Postgres>(&env).await;
+    let acme = id("acme");
+    let role = t.naming().user_name(&acme);
+    let blocker = admin_client(&url_for(&env, "postgres")).await;
+    blocker
+        .batch_execute(&format!("BEGIN; CREATE ROLE \"{role}\""))
+        .await
+        .unwrap();
+    let first = {
+        let (t, acme) = (t.clone(), acme.clone());
+        tokio::spawn(async move { t.create_tenant(&acme, None).await })
+    };
+    // Barrier: the first sign-up is inside its work (its CREATE ROLE waits for the lock).
+    let watcher = admin_client(&url_for(&env, "postgres")).await;
+    loop {
+        let blocked: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND position($1 in query) > 0",
+                &[&format!("CREATE ROLE \"{role}\" LOGIN")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked > 0 {
+            break;
+        }
+        assert!(!first.is_finished(), "{:?}", first.await);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Meanwhile the same id, from this process and from another one: refused at once, not
+    // run alongside.
+    for handle in [&t, &other] {
+        let err = handle.create_tenant(&acme, None).await.unwrap_err();
+        assert!(matches!(err, Error::InProgress { .. }), "{err:?}");
+    }
+    assert!(!first.is_finished());
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let record = first.await.unwrap().unwrap();
+    assert_eq!(record.state, tenora::TenantState::Active);
+    let roles: i64 = watcher
+        .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(roles, 1);
+    t.drop_tenant(&acme).await.unwrap();
+}
