@@ -25,6 +25,15 @@ use crate::tenant_id::TenantId;
 use crate::tenora::Tenora;
 use std::sync::Arc;
 
+/// A new tenant's password: as given or generated, sealed as its registry row holds it, and
+/// whether it was generated (then a warm spare's own, set when the spare was made, may be
+/// adopted instead: setting a SCRAM verifier costs the server milliseconds).
+pub(crate) struct NewPassword {
+    pub(crate) password: Option<SecretString>,
+    pub(crate) sealed: Option<String>,
+    pub(crate) generated: bool,
+}
+
 impl<B: Backend> Tenora<B> {
     /// Creates tenant `id`: its database (and, where the backend has users, a dedicated user
     /// that owns it and alone may connect), runs the tenant migrations and seeds, and registers
@@ -88,7 +97,7 @@ impl<B: Backend> Tenora<B> {
         let crate::TenantOptions { password, server } = options;
         let started = std::time::Instant::now();
         // Bad input is counted here; the work, by its task (it may outlive this call).
-        let (password, sealed) = match self.creation_input(id, password) {
+        let credentials = match self.creation_input(id, password) {
             Ok(input) => input,
             Err(e) => {
                 let tenant = self.metrics_tenant(id);
@@ -107,7 +116,7 @@ impl<B: Backend> Tenora<B> {
                     .await?
                     .ok_or_else(|| Error::InProgress { id: id.clone() })?;
                 let result = this
-                    .create_leased(&id, password, sealed, server.as_deref())
+                    .create_leased(&id, credentials, server.as_deref())
                     .await;
                 lease.release().await;
                 result
@@ -136,8 +145,9 @@ impl<B: Backend> Tenora<B> {
         &self,
         id: &TenantId,
         password: Option<SecretString>,
-    ) -> Result<(Option<SecretString>, Option<String>)> {
+    ) -> Result<NewPassword> {
         self.check_names(id)?;
+        let generated = password.is_none();
         let password = match (self.uses_passwords(), password) {
             (true, Some(p)) => {
                 secret::check_password(p.expose())?;
@@ -158,26 +168,32 @@ impl<B: Backend> Tenora<B> {
             .as_ref()
             .map(|p| secret::seal(self.keys(), allow_plaintext, id, p.expose()))
             .transpose()?;
-        Ok((password, sealed))
+        Ok(NewPassword {
+            password,
+            sealed,
+            generated,
+        })
     }
 
     async fn create_leased(
         &self,
         id: &TenantId,
-        password: Option<SecretString>,
-        sealed: Option<String>,
+        mut credentials: NewPassword,
         server: Option<&str>,
     ) -> Result<TenantRecord> {
         let token = ownership::new_token();
-        let slot = Arc::clone(self.claim(id, sealed, &token, server).await?);
+        let slot = Arc::clone(
+            self.claim(id, credentials.sealed.clone(), &token, server)
+                .await?,
+        );
         let slot = &slot;
         failpoint::reached(Step::Register.key());
         let proof = Proof {
             token: Some(token.clone()),
-            passwords: password.iter().cloned().collect(),
+            passwords: credentials.password.iter().cloned().collect(),
             legacy: false,
         };
-        let provisioned = self.provision(slot, id, password.as_ref(), &token).await;
+        let provisioned = self.provision(slot, id, &mut credentials, &token).await;
         // Whether or not a warm spare was used, top the set up now the sign-up is over.
         self.refill_later(slot);
         match provisioned {
@@ -285,7 +301,7 @@ impl<B: Backend> Tenora<B> {
         &self,
         slot: &Arc<ServerSlot<B>>,
         id: &TenantId,
-        password: Option<&SecretString>,
+        credentials: &mut NewPassword,
         token: &str,
     ) -> std::result::Result<TenantRecord, (Step, Error)> {
         let backend = &slot.server;
@@ -295,8 +311,9 @@ impl<B: Backend> Tenora<B> {
         // made together; otherwise (no template, or a stale one) the database is created
         // empty and migrated.
         let spared = self
-            .take_spare(slot, id, password, token, &mut made)
+            .take_spare(slot, id, credentials, token, &mut made)
             .await?;
+        let password = credentials.password.as_ref();
         let cloned = spared
             || self.config().tenant.template
                 && backend

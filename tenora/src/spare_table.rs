@@ -22,6 +22,7 @@ pub(crate) fn create_sql() -> String {
              server VARCHAR(255) NOT NULL, \
              state VARCHAR(20) NOT NULL, \
              token VARCHAR(64) NOT NULL, \
+             password TEXT NOT NULL, \
              fingerprint VARCHAR(64) NOT NULL, \
              claimed_by VARCHAR(255), \
              created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
@@ -29,9 +30,9 @@ pub(crate) fn create_sql() -> String {
     )
 }
 
-/// A spare's row.
+/// A spare's row (no `Debug`: it holds a sealed password).
 #[doc(hidden)]
-#[derive(Debug, Clone, diesel::QueryableByName)]
+#[derive(Clone, diesel::QueryableByName)]
 pub struct SpareRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) name: String,
@@ -41,6 +42,9 @@ pub struct SpareRow {
     pub(crate) state: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) token: String,
+    /// The spare role's password, sealed like a tenant's (for the spare's name).
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) password: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) fingerprint: String,
     #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
@@ -56,12 +60,13 @@ pub struct SpareRow {
 pub trait SpareConnection: Send {
     /// Makes the table if missing.
     fn spares_prepare(&mut self) -> impl Future<Output = QueryResult<()>> + Send;
-    /// Inserts a spare being made (`making`).
+    /// Inserts a spare being made (`making`), with its sealed password.
     fn spares_insert(
         &mut self,
         name: &str,
         server: &str,
         token: &str,
+        password: &str,
         fingerprint: &str,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
     /// Moves spare `name` from state `from` to `to`, setting `claimed_by`; returns the rows
@@ -101,6 +106,7 @@ macro_rules! impl_spare_table {
                 name: &str,
                 server: &str,
                 token: &str,
+                password: &str,
                 fingerprint: &str,
             ) -> diesel::QueryResult<usize> {
                 use diesel::sql_types::{Text, Timestamp};
@@ -108,20 +114,22 @@ macro_rules! impl_spare_table {
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "INSERT INTO {} (name, server, state, token, fingerprint, created_at, \
-                     updated_at) VALUES ({}, {}, 'making', {}, {}, {}, {})",
+                    "INSERT INTO {} (name, server, state, token, password, fingerprint, \
+                     created_at, updated_at) VALUES ({}, {}, 'making', {}, {}, {}, {}, {})",
                     $crate::spare_table::SPARES_TABLE,
                     ph(1),
                     ph(2),
                     ph(3),
                     ph(4),
                     ph(5),
-                    ph(6)
+                    ph(6),
+                    ph(7)
                 );
                 diesel::sql_query(sql)
                     .bind::<Text, _>(name)
                     .bind::<Text, _>(server)
                     .bind::<Text, _>(token)
+                    .bind::<Text, _>(password)
                     .bind::<Text, _>(fingerprint)
                     .bind::<Timestamp, _>(now)
                     .bind::<Timestamp, _>(now)
@@ -178,7 +186,7 @@ macro_rules! impl_spare_table {
             ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
                 use diesel_async::RunQueryDsl as _;
                 let sql = format!(
-                    "SELECT name, server, state, token, fingerprint, claimed_by, created_at, \
+                    "SELECT name, server, state, token, password, fingerprint, claimed_by, created_at, \
                      updated_at FROM {} ORDER BY server, created_at, name",
                     $crate::spare_table::SPARES_TABLE
                 );
@@ -195,7 +203,7 @@ macro_rules! impl_spare_table {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
                 let sql = format!(
-                    "SELECT name, server, state, token, fingerprint, claimed_by, created_at, \
+                    "SELECT name, server, state, token, password, fingerprint, claimed_by, created_at, \
                      updated_at FROM {} WHERE server = {} AND state = 'ready' \
                      AND fingerprint = {} ORDER BY created_at, name LIMIT {}",
                     $crate::spare_table::SPARES_TABLE,

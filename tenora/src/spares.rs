@@ -24,7 +24,9 @@ use crate::backend::{Backend, Made, Server as _};
 use crate::error::{Error, Result};
 use crate::lifecycle::Step;
 use crate::ownership::{self, Proof};
-use crate::secret::SecretString;
+use crate::provision::NewPassword;
+use crate::registry::RegistryConnection as _;
+use crate::secret;
 use crate::servers::ServerSlot;
 use crate::spare_table::{SpareConnection as _, SpareRow};
 use crate::tenant_id::TenantId;
@@ -186,14 +188,14 @@ impl<B: Backend> Tenora<B> {
         &self,
         slot: &Arc<ServerSlot<B>>,
         id: &TenantId,
-        password: Option<&SecretString>,
+        credentials: &mut NewPassword,
         token: &str,
         made: &mut Made,
     ) -> std::result::Result<bool, (Step, Error)> {
-        let Some(password) = password else {
-            return Ok(false);
-        };
-        if self.config().tenant.spares == 0 || !slot.server.supports_spares() {
+        if credentials.password.is_none()
+            || self.config().tenant.spares == 0
+            || !slot.server.supports_spares()
+        {
             return Ok(false);
         }
         let Some(row) = self.claim_spare(slot, id).await else {
@@ -203,6 +205,10 @@ impl<B: Backend> Tenora<B> {
         let Ok(spare) = TenantId::new(&row.name) else {
             return Ok(false);
         };
+        // A generated password is replaced by the spare's, whose verifier the server already
+        // holds; a password the caller chose is set.
+        let adopted = credentials.generated && self.adopt_password(id, &spare, &row, credentials).await;
+        let password = credentials.password.as_ref().filter(|_| !adopted);
         match slot.server.take_spare(&spare, id, password, token).await {
             Ok(taken) => {
                 if taken {
@@ -225,6 +231,49 @@ impl<B: Backend> Tenora<B> {
                     tracing::warn!(spare = %row.name, error = %put, "could not put a spare back");
                 }
                 Err((step, e))
+            }
+        }
+    }
+
+    /// Makes spare `row`'s password tenant `id`'s: seals it for the tenant into the
+    /// registry row in place of the generated one (a compare and swap) and into
+    /// `credentials`. Returns `false`, changing nothing, when the spare's password cannot be
+    /// opened (its key was removed from the ring) or stored.
+    async fn adopt_password(
+        &self,
+        id: &TenantId,
+        spare: &TenantId,
+        row: &SpareRow,
+        credentials: &mut NewPassword,
+    ) -> bool {
+        let Some(current) = credentials.sealed.as_deref() else {
+            return false;
+        };
+        let allow_plaintext = self.config().secrets.allow_plaintext;
+        let adopt = async {
+            let password = secret::open(self.keys(), allow_plaintext, spare, &row.password)
+                .map_err(|e| e.to_string())?;
+            let sealed = secret::seal(self.keys(), allow_plaintext, id, password.expose())
+                .map_err(|e| e.to_string())?;
+            let mut conn = self.base_conn().await.map_err(|e| e.to_string())?;
+            match conn
+                .registry_swap_password(self.table(), id, current, &sealed)
+                .await
+            {
+                Ok(1) => Ok((password, sealed)),
+                Ok(_) => Err("the registry row changed".to_owned()),
+                Err(e) => Err(format!("{e:?}")),
+            }
+        };
+        match adopt.await {
+            Ok((password, sealed)) => {
+                credentials.password = Some(password);
+                credentials.sealed = Some(sealed);
+                true
+            }
+            Err(e) => {
+                tracing::info!(tenant = %id, spare = %spare, error = %e, "the spare's password was not adopted; setting the tenant's");
+                false
             }
         }
     }
@@ -394,6 +443,13 @@ impl<B: Backend> Tenora<B> {
             ));
         }
         let token = ownership::new_token();
+        let password = secret::generate_password();
+        let sealed = secret::seal(
+            self.keys(),
+            self.config().secrets.allow_plaintext,
+            &spare,
+            password.expose(),
+        )?;
         let fingerprint = self.tenant_migrations().fingerprint();
         let lease = self
             .lease(&spare)
@@ -402,11 +458,14 @@ impl<B: Backend> Tenora<B> {
         let result = async {
             {
                 let mut conn = self.base_conn().await?;
-                conn.spares_insert(spare.as_str(), &slot.name, &token, &fingerprint)
+                conn.spares_insert(spare.as_str(), &slot.name, &token, &sealed, &fingerprint)
                     .await
                     .map_err(|e| Error::db("cannot record a new warm spare", e))?;
             }
-            let made = slot.server.make_spare(&spare, &token, &fingerprint).await;
+            let made = slot
+                .server
+                .make_spare(&spare, &token, &password, &fingerprint)
+                .await;
             let made = match made {
                 Ok(true) => {
                     crate::failpoint::reached("spare_made");
@@ -422,6 +481,7 @@ impl<B: Backend> Tenora<B> {
                     server: slot.name.clone(),
                     state: SpareState::Making.as_str().to_owned(),
                     token: token.clone(),
+                    password: String::new(),
                     fingerprint: fingerprint.clone(),
                     claimed_by: None,
                     created_at: chrono::Utc::now().naive_utc(),

@@ -297,12 +297,15 @@ async fn spares_of_other_migrations_are_never_handed_out() {
     new.fill_spares().await.unwrap();
 }
 
+/// On a server that checks passwords (scram-sha-256) with room for 20 connections: tenants
+/// made from spares log in with the password the registry holds (the spare's, adopted, or
+/// the caller's), and refilling never takes the server past the connection budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refilling_stays_within_the_connection_budget() {
+async fn spare_passwords_work_and_refills_stay_within_the_budget() {
     use tenora_test_support::{Counter, PgCluster, PgOptions, Server};
     let options = PgOptions {
         max_connections: Some(20),
-        trust: true,
+        trust: false,
         ..PgOptions::default()
     };
     let Some(cluster) = PgCluster::start_with(&options) else {
@@ -314,6 +317,11 @@ async fn refilling_stays_within_the_connection_budget() {
     let counter = Counter::start(Server::Postgres, &cluster.admin_url(), None);
     assert!(t.prepare_template().await.unwrap());
     assert_eq!(t.fill_spares().await.unwrap().ready, 3);
+    let spares: Vec<i64> = spare_databases(&env, &t)
+        .await
+        .into_iter()
+        .map(|(_, oid, _)| oid)
+        .collect();
     // Sign-ups take spares (each starting a refill) while tenants are used.
     let ids: Vec<TenantId> = (0..6).map(|i| id(&format!("b{i}"))).collect();
     let creates: Vec<_> = ids
@@ -326,6 +334,26 @@ async fn refilling_stays_within_the_connection_budget() {
     for created in creates {
         created.await.unwrap().unwrap();
     }
+    let mut from_spares = 0;
+    for tenant in &ids {
+        let oid = database_oid(&env, &t.naming().database_name(tenant)).await;
+        from_spares += usize::from(spares.contains(&oid.unwrap()));
+    }
+    assert!(from_spares >= 1, "no sign-up took a spare");
+    // A password of the caller's is set on the spare's role.
+    assert_eq!(t.fill_spares().await.unwrap().ready, 3);
+    let spares: Vec<i64> = spare_databases(&env, &t)
+        .await
+        .into_iter()
+        .map(|(_, oid, _)| oid)
+        .collect();
+    let chosen = id("chosen");
+    t.create_tenant(&chosen, Some("Chosen-Password-123".into()))
+        .await
+        .unwrap();
+    let oid = database_oid(&env, &t.naming().database_name(&chosen)).await;
+    assert!(spares.contains(&oid.unwrap()), "chosen was made from a spare");
+    let ids: Vec<TenantId> = ids.into_iter().chain([chosen]).collect();
     let touches: Vec<_> = (0..12)
         .map(|i| {
             let (t, tenant) = (t.clone(), ids[i % ids.len()].clone());

@@ -1344,7 +1344,13 @@ impl Server<Postgres> for PgServer {
         true
     }
 
-    async fn make_spare(&self, spare: &TenantId, token: &str, fingerprint: &str) -> Result<bool> {
+    async fn make_spare(
+        &self,
+        spare: &TenantId,
+        token: &str,
+        password: &SecretString,
+        fingerprint: &str,
+    ) -> Result<bool> {
         let (template, _) = self.template_names();
         let (db, role) = (self.naming.database_name(spare), self.naming.user_name(spare));
         let session = self.admin_session().await.map_err(admin_error(format!(
@@ -1357,16 +1363,24 @@ impl Server<Postgres> for PgServer {
             return Ok(false);
         }
         let made = async {
-            // The role first, with its proof in the same transaction; no login until a tenant
-            // takes it over.
+            // The role first, with its proof and password in the same transaction (the
+            // password in a statement of its own, as `create_role_on` does); no login until a
+            // tenant takes it over. Setting a SCRAM verifier costs the server milliseconds:
+            // paid here, not at the sign-up.
             let qrole = quote_ident(&role);
-            let role_sql = format!(
-                "BEGIN; CREATE ROLE {qrole} NOLOGIN; COMMENT ON ROLE {qrole} IS {}; COMMIT",
-                quote_literal(&ownership::mark(token))
-            );
-            if let Err(e) = client.batch_execute(&role_sql).await {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(admin_error(format!("cannot create the spare role `{role}`"))(e));
+            let verifier =
+                postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+            for sql in [
+                format!(
+                    "BEGIN; CREATE ROLE {qrole} NOLOGIN; COMMENT ON ROLE {qrole} IS {}",
+                    quote_literal(&ownership::mark(token))
+                ),
+                format!("ALTER ROLE {qrole} PASSWORD {}; COMMIT", quote_literal(&verifier)),
+            ] {
+                if let Err(e) = client.batch_execute(&sql).await {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    return Err(admin_error(format!("cannot create the spare role `{role}`"))(e));
+                }
             }
             crate::failpoint::reached("spare_role_made");
             // Made as `clone_template` makes a tenant's database, but left closed: nobody can
@@ -1400,7 +1414,7 @@ impl Server<Postgres> for PgServer {
         &self,
         spare: &TenantId,
         id: &TenantId,
-        password: &SecretString,
+        password: Option<&SecretString>,
         token: &str,
     ) -> std::result::Result<bool, (Step, Error)> {
         let (spare_db, spare_role) = (self.naming.database_name(spare), self.naming.user_name(spare));
@@ -1418,13 +1432,18 @@ impl Server<Postgres> for PgServer {
         // Renamed objects keep their oids, so the database stays owned by the role and its
         // privileges stay as the spare's lock-down left them: the result is what cloning
         // makes. The proof switches to the tenant's token in the same transaction.
-        let first = format!(
+        let mut first = format!(
             "BEGIN; ALTER ROLE {} RENAME TO {qrole}; ALTER DATABASE {} RENAME TO {qdb}; \
-             COMMENT ON ROLE {qrole} IS {}; ALTER DATABASE {qdb} ALLOW_CONNECTIONS true",
+             COMMENT ON ROLE {qrole} IS {}; ALTER DATABASE {qdb} ALLOW_CONNECTIONS true; \
+             ALTER ROLE {qrole} LOGIN",
             quote_ident(&spare_role),
             quote_ident(&spare_db),
             quote_literal(&ownership::mark(token)),
         );
+        if password.is_none() {
+            // The spare's own password (set when it was made) is the tenant's.
+            first.push_str("; COMMIT");
+        }
         if let Err(e) = client.batch_execute(&first).await {
             let _ = client.batch_execute("ROLLBACK").await;
             let code = e.code();
@@ -1457,11 +1476,15 @@ impl Server<Postgres> for PgServer {
                 ))
             };
         }
-        // The password in a statement of its own (see `create_role_on`): a SCRAM verifier.
+        let Some(password) = password else {
+            return Ok(true);
+        };
+        // A password of the caller's: in a statement of its own (see `create_role_on`), as a
+        // SCRAM verifier.
         let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
         if let Err(e) = client
             .batch_execute(&format!(
-                "ALTER ROLE {qrole} LOGIN PASSWORD {}; COMMIT",
+                "ALTER ROLE {qrole} PASSWORD {}; COMMIT",
                 quote_literal(&verifier)
             ))
             .await

@@ -181,14 +181,15 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         false
     }
 
-    /// Makes spare `spare`: its role (no login, carrying the proof of `token`) and its
-    /// database, a clone of the template built for `fingerprint`, owned by that role, locked
-    /// down and closed to connections. Returns `false` (having made nothing) when the template
-    /// is missing, built for other migrations, or being rebuilt.
+    /// Makes spare `spare`: its role (no login yet, carrying the proof of `token`, with
+    /// `password` set) and its database, a clone of the template built for `fingerprint`,
+    /// owned by that role, locked down and closed to connections. Returns `false` (having made
+    /// nothing) when the template is missing, built for other migrations, or being rebuilt.
     fn make_spare(
         &self,
         _spare: &TenantId,
         _token: &str,
+        _password: &SecretString,
         _fingerprint: &str,
     ) -> impl Future<Output = Result<bool>> + Send {
         async { Ok(false) }
@@ -196,7 +197,8 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
 
     /// Hands spare `spare` over to tenant `id` in one server transaction: renames its
     /// database and role to the tenant's names, makes the role carry the proof of `token`
-    /// and log in with `password`, and opens the database to connections. All or nothing:
+    /// and log in (with `password`, or the spare's own when `None`), and opens the database
+    /// to connections. All or nothing:
     /// on an error the spare is left as it was. Returns `false` when the spare's objects are
     /// gone; fails with [`Error::TenantExists`](crate::Error::TenantExists), naming the step,
     /// when the tenant's names are taken.
@@ -204,7 +206,7 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         &self,
         _spare: &TenantId,
         _id: &TenantId,
-        _password: &SecretString,
+        _password: Option<&SecretString>,
         _token: &str,
     ) -> impl Future<Output = std::result::Result<bool, (Step, crate::error::Error)>> + Send {
         async { Ok(false) }
