@@ -451,7 +451,7 @@ async fn provisioning(bench: &Bench, t: &PgTenora, admin: &tokio_postgres::Clien
     );
     let via_spare = median(via_spare);
     println!(
-        "   create_tenant with a warm spare ready (rename, password, open):      {via_spare:.1} ms \
+        "   create_tenant with a warm spare ready (rename, adopt its password):  {via_spare:.1} ms \
          (min {:.1}, max {:.1}); making a spare: {fill_each:.1} ms",
         via_spare_spread.0, via_spare_spread.1
     );

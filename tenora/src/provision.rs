@@ -30,8 +30,12 @@ use std::sync::Arc;
 /// adopted instead: setting a SCRAM verifier costs the server milliseconds).
 pub(crate) struct NewPassword {
     pub(crate) password: Option<SecretString>,
+    /// What the `provisioning` row stores.
     pub(crate) sealed: Option<String>,
     pub(crate) generated: bool,
+    /// A spare's password adopted as `password`, sealed for the tenant: written when the row
+    /// is activated (until then, nothing reads the password of a `provisioning` row).
+    pub(crate) adopted: Option<String>,
 }
 
 impl<B: Backend> Tenora<B> {
@@ -172,6 +176,7 @@ impl<B: Backend> Tenora<B> {
             password,
             sealed,
             generated,
+            adopted: None,
         })
     }
 
@@ -399,15 +404,12 @@ impl<B: Backend> Tenora<B> {
         }
 
         let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
-        let changed = base
-            .registry_set_state(
-                self.table(),
-                id,
-                Some(TenantState::Provisioning),
-                TenantState::Active,
-            )
+        let fingerprint = self.tenant_migrations().fingerprint_of(&applied);
+        let version = applied.last().map(String::as_str);
+        let changed = self
+            .activate(&mut base, id, version, &fingerprint, credentials)
             .await
-            .map_err(|e| (Step::Activate, self.registry_error(e, id)))?;
+            .map_err(|e| (Step::Activate, e))?;
         if changed != 1 {
             return Err((
                 Step::Activate,
@@ -422,14 +424,6 @@ impl<B: Backend> Tenora<B> {
         // Active from here on: nothing may undo it any more, so a failed read of the row is
         // answered with what is known.
         self.unknown_tenants().forget(id);
-        let fingerprint = self.tenant_migrations().fingerprint_of(&applied);
-        let version = applied.last().map(String::as_str);
-        if let Err(e) = base
-            .registry_set_migrations(self.table(), id, version, Some(&fingerprint))
-            .await
-        {
-            tracing::warn!(tenant = %id, error = ?e, "could not record the tenant's migration state");
-        }
         tracing::info!(tenant = %id, "tenant created");
         match self.registry_get_on(&mut base, id).await {
             Ok(Some(row)) => Ok(row.record),
@@ -445,6 +439,45 @@ impl<B: Backend> Tenora<B> {
                     migration_fingerprint: Some(fingerprint),
                 })
             }
+        }
+    }
+
+    /// Marks tenant `id`'s `provisioning` row `active` with its migration state (and the
+    /// adopted password of a warm spare) in one statement; returns the rows changed. A
+    /// registry without the migration-state columns gets the state (and password) alone.
+    async fn activate(
+        &self,
+        base: &mut B::Connection,
+        id: &TenantId,
+        version: Option<&str>,
+        fingerprint: &str,
+        credentials: &NewPassword,
+    ) -> Result<usize> {
+        let adopted = credentials.adopted.as_deref();
+        match base
+            .registry_activate(self.table(), id, version, fingerprint, adopted)
+            .await
+        {
+            Err(crate::registry::RegistryError::MissingColumn(column)) => {
+                tracing::warn!(tenant = %id, column, "could not record the tenant's migration state");
+                let changed = base
+                    .registry_set_state(
+                        self.table(),
+                        id,
+                        Some(TenantState::Provisioning),
+                        TenantState::Active,
+                    )
+                    .await
+                    .map_err(|e| self.registry_error(e, id))?;
+                if let (1, Some(new), Some(old)) = (changed, adopted, credentials.sealed.as_deref())
+                {
+                    base.registry_swap_password(self.table(), id, old, new)
+                        .await
+                        .map_err(|e| self.registry_error(e, id))?;
+                }
+                Ok(changed)
+            }
+            other => other.map_err(|e| self.registry_error(e, id)),
         }
     }
 

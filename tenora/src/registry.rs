@@ -306,6 +306,18 @@ pub trait RegistryConnection: Send {
         from: Option<TenantState>,
         to: TenantState,
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    /// Marks a `provisioning` row `active`, recording what its database has applied and,
+    /// with `password`, replacing its stored password, in one statement; returns the number
+    /// of rows changed (0: the row is no longer `provisioning`).
+    #[doc(hidden)]
+    fn registry_activate(
+        &mut self,
+        table: &str,
+        id: &TenantId,
+        version: Option<&str>,
+        fingerprint: &str,
+        password: Option<&str>,
+    ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Replaces a row's stored password, only if it still holds `expected` (a compare and
     /// swap: a value changed by another process since it was read is never overwritten);
     /// returns the number of rows changed.
@@ -580,6 +592,47 @@ macro_rules! impl_registry {
                     }
                     None => query.execute(self).await,
                 };
+                registry_result(self, table, result).await
+            }
+
+            async fn registry_activate(
+                &mut self,
+                table: &str,
+                id: &$crate::TenantId,
+                version: Option<&str>,
+                fingerprint: &str,
+                password: Option<&str>,
+            ) -> $crate::registry::RegistryResult<usize> {
+                use diesel::sql_types::{Nullable, Text, Timestamp};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let mut sql = format!(
+                    "UPDATE {} SET state = 'active', updated_at = {}, migration_version = {}, \
+                     migration_fingerprint = {}",
+                    $crate::registry::quote_table(table, $quote),
+                    ph(1),
+                    ph(2),
+                    ph(3)
+                );
+                let next = if password.is_some() {
+                    sql.push_str(&format!(", password = {}", ph(4)));
+                    5
+                } else {
+                    4
+                };
+                sql.push_str(&format!(" WHERE id = {} AND state = 'provisioning'", ph(next)));
+                let mut query = diesel::sql_query(sql)
+                    .into_boxed()
+                    .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
+                    .bind::<Nullable<Text>, _>(version)
+                    .bind::<Text, _>(fingerprint);
+                if let Some(password) = password {
+                    query = query.bind::<Text, _>(password);
+                }
+                let result = query
+                    .bind::<Text, _>(id.as_str())
+                    .execute(self)
+                    .await;
                 registry_result(self, table, result).await
             }
 

@@ -82,19 +82,29 @@ pub trait SpareConnection: Send {
     fn spares_delete(&mut self, name: &str) -> impl Future<Output = QueryResult<usize>> + Send;
     /// Every spare row, by server and age.
     fn spares_all(&mut self) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
-    /// Up to `limit` `ready` spares on `server` built for `fingerprint`, oldest first.
-    fn spares_ready(
+    /// Claims the oldest `ready` spare on `server` built for `fingerprint` for `tenant`
+    /// (`claimed`, `claimed_by`), skipping spares other sign-ups are claiming; returns it.
+    fn spares_claim(
         &mut self,
         server: &str,
         fingerprint: &str,
-        limit: i64,
-    ) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
+        tenant: &str,
+    ) -> impl Future<Output = QueryResult<Option<SpareRow>>> + Send;
 }
 
+/// How many `ready` spares a claim looks at where it takes two statements (the first claims
+/// the oldest; concurrent claims move on to the next).
+pub(crate) const CANDIDATES: i64 = 4;
+
+/// The columns of [`SpareRow`], in its order.
+pub(crate) const COLUMNS: &str =
+    "name, server, state, token, password, fingerprint, claimed_by, created_at, updated_at";
+
 /// Implements [`SpareConnection`] for a diesel-async connection type, given the backend's
-/// bind placeholder for parameter `n` (1-based).
+/// bind placeholder for parameter `n` (1-based) and whether it has `UPDATE … RETURNING` and
+/// `FOR UPDATE SKIP LOCKED` (PostgreSQL: a claim in one round trip).
 macro_rules! impl_spare_table {
-    ($conn:ty, $ph:expr) => {
+    ($conn:ty, $ph:expr, $returning:expr) => {
         impl $crate::spare_table::SpareConnection for $conn {
             async fn spares_prepare(&mut self) -> diesel::QueryResult<()> {
                 use diesel_async::SimpleAsyncConnection as _;
@@ -186,37 +196,71 @@ macro_rules! impl_spare_table {
             ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
                 use diesel_async::RunQueryDsl as _;
                 let sql = format!(
-                    "SELECT name, server, state, token, password, fingerprint, claimed_by, created_at, \
-                     updated_at FROM {} ORDER BY server, created_at, name",
+                    "SELECT {} FROM {} ORDER BY server, created_at, name",
+                    $crate::spare_table::COLUMNS,
                     $crate::spare_table::SPARES_TABLE
                 );
                 diesel::sql_query(sql).load(self).await
             }
 
-            async fn spares_ready(
+            async fn spares_claim(
                 &mut self,
                 server: &str,
                 fingerprint: &str,
-                limit: i64,
-            ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
-                use diesel::sql_types::{BigInt, Text};
+                tenant: &str,
+            ) -> diesel::QueryResult<Option<$crate::spare_table::SpareRow>> {
+                use diesel::OptionalExtension as _;
+                use diesel::sql_types::{BigInt, Text, Timestamp};
                 use diesel_async::RunQueryDsl as _;
+                use $crate::spare_table::{CANDIDATES, COLUMNS, SPARES_TABLE};
                 let ph: fn(usize) -> String = $ph;
+                let now = chrono::Utc::now().naive_utc();
+                if $returning {
+                    // One round trip: concurrent claims skip each other's rows.
+                    let sql = format!(
+                        "UPDATE {SPARES_TABLE} SET state = 'claimed', claimed_by = {}, \
+                         updated_at = {} WHERE state = 'ready' AND name = (SELECT name FROM \
+                         {SPARES_TABLE} WHERE server = {} AND state = 'ready' AND \
+                         fingerprint = {} ORDER BY created_at, name LIMIT 1 \
+                         FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}",
+                        ph(1),
+                        ph(2),
+                        ph(3),
+                        ph(4)
+                    );
+                    return diesel::sql_query(sql)
+                        .bind::<Text, _>(tenant)
+                        .bind::<Timestamp, _>(now)
+                        .bind::<Text, _>(server)
+                        .bind::<Text, _>(fingerprint)
+                        .get_result(self)
+                        .await
+                        .optional();
+                }
                 let sql = format!(
-                    "SELECT name, server, state, token, password, fingerprint, claimed_by, created_at, \
-                     updated_at FROM {} WHERE server = {} AND state = 'ready' \
+                    "SELECT {COLUMNS} FROM {SPARES_TABLE} WHERE server = {} AND state = 'ready' \
                      AND fingerprint = {} ORDER BY created_at, name LIMIT {}",
-                    $crate::spare_table::SPARES_TABLE,
                     ph(1),
                     ph(2),
                     ph(3)
                 );
-                diesel::sql_query(sql)
+                let candidates: Vec<$crate::spare_table::SpareRow> = diesel::sql_query(sql)
                     .bind::<Text, _>(server)
                     .bind::<Text, _>(fingerprint)
-                    .bind::<BigInt, _>(limit)
-                    .load(self)
-                    .await
+                    .bind::<BigInt, _>(CANDIDATES)
+                    .load(&mut *self)
+                    .await?;
+                for mut row in candidates {
+                    let moved = self
+                        .spares_move(&row.name, "ready", "claimed", Some(tenant))
+                        .await?;
+                    if moved == 1 {
+                        row.state = "claimed".to_owned();
+                        row.claimed_by = Some(tenant.to_owned());
+                        return Ok(Some(row));
+                    }
+                }
+                Ok(None)
             }
         }
     };

@@ -25,7 +25,6 @@ use crate::error::{Error, Result};
 use crate::lifecycle::Step;
 use crate::ownership::{self, Proof};
 use crate::provision::NewPassword;
-use crate::registry::RegistryConnection as _;
 use crate::secret;
 use crate::servers::ServerSlot;
 use crate::spare_table::{SpareConnection as _, SpareRow};
@@ -34,10 +33,6 @@ use crate::tenora::Tenora;
 
 /// The start of every spare's id (reserved: no tenant may use it).
 pub(crate) const SPARE_PREFIX: &str = "tenora_spare_";
-
-/// How many `ready` spares a sign-up looks at (the first claims the oldest; concurrent ones
-/// move on to the next).
-const CANDIDATES: i64 = 4;
 
 /// Where a warm spare is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -207,7 +202,7 @@ impl<B: Backend> Tenora<B> {
         };
         // A generated password is replaced by the spare's, whose verifier the server already
         // holds; a password the caller chose is set.
-        let adopted = credentials.generated && self.adopt_password(id, &spare, &row, credentials).await;
+        let adopted = credentials.generated && self.adopt_password(id, &spare, &row, credentials);
         let password = credentials.password.as_ref().filter(|_| !adopted);
         match slot.server.take_spare(&spare, id, password, token).await {
             Ok(taken) => {
@@ -217,10 +212,14 @@ impl<B: Backend> Tenora<B> {
                     crate::failpoint::reached("spare_taken");
                 }
                 // Its objects now carry the tenant's names and proof (or are gone): the row
-                // has nothing left to account for. Left behind, the sweep deletes it.
-                if let Err(e) = self.delete_spare_row(&row.name).await {
-                    tracing::warn!(spare = %row.name, error = %e, "could not delete a used spare's row");
-                }
+                // has nothing left to account for. Deleted off the sign-up's path; left
+                // behind (the process ended first), the next sweep deletes it.
+                let (this, name) = (self.clone(), row.name.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = this.delete_spare_row(&name).await {
+                        tracing::warn!(spare = %name, error = %e, "could not delete a used spare's row");
+                    }
+                });
                 Ok(taken)
             }
             Err((step, e)) => {
@@ -235,40 +234,26 @@ impl<B: Backend> Tenora<B> {
         }
     }
 
-    /// Makes spare `row`'s password tenant `id`'s: seals it for the tenant into the
-    /// registry row in place of the generated one (a compare and swap) and into
-    /// `credentials`. Returns `false`, changing nothing, when the spare's password cannot be
-    /// opened (its key was removed from the ring) or stored.
-    async fn adopt_password(
+    /// Makes spare `row`'s password tenant `id`'s, in `credentials` (the registry row gets it
+    /// sealed for the tenant when it is activated). Returns `false`, changing nothing, when
+    /// the spare's password cannot be opened (its key was removed from the ring).
+    fn adopt_password(
         &self,
         id: &TenantId,
         spare: &TenantId,
         row: &SpareRow,
         credentials: &mut NewPassword,
     ) -> bool {
-        let Some(current) = credentials.sealed.as_deref() else {
-            return false;
-        };
         let allow_plaintext = self.config().secrets.allow_plaintext;
-        let adopt = async {
-            let password = secret::open(self.keys(), allow_plaintext, spare, &row.password)
-                .map_err(|e| e.to_string())?;
-            let sealed = secret::seal(self.keys(), allow_plaintext, id, password.expose())
-                .map_err(|e| e.to_string())?;
-            let mut conn = self.base_conn().await.map_err(|e| e.to_string())?;
-            match conn
-                .registry_swap_password(self.table(), id, current, &sealed)
-                .await
-            {
-                Ok(1) => Ok((password, sealed)),
-                Ok(_) => Err("the registry row changed".to_owned()),
-                Err(e) => Err(format!("{e:?}")),
-            }
-        };
-        match adopt.await {
+        let adopt = secret::open(self.keys(), allow_plaintext, spare, &row.password)
+            .and_then(|password| {
+                secret::seal(self.keys(), allow_plaintext, id, password.expose())
+                    .map(|sealed| (password, sealed))
+            });
+        match adopt {
             Ok((password, sealed)) => {
                 credentials.password = Some(password);
-                credentials.sealed = Some(sealed);
+                credentials.adopted = Some(sealed);
                 true
             }
             Err(e) => {
@@ -283,20 +268,9 @@ impl<B: Backend> Tenora<B> {
         let fingerprint = self.tenant_migrations().fingerprint();
         let claim = async {
             let mut conn = self.base_conn().await?;
-            let candidates = conn
-                .spares_ready(&slot.name, &fingerprint, CANDIDATES)
+            conn.spares_claim(&slot.name, &fingerprint, id.as_str())
                 .await
-                .map_err(|e| Error::db("cannot read the warm spares", e))?;
-            for row in candidates {
-                let moved = conn
-                    .spares_move(&row.name, "ready", "claimed", Some(id.as_str()))
-                    .await
-                    .map_err(|e| Error::db("cannot claim a warm spare", e))?;
-                if moved == 1 {
-                    return Ok(Some(row));
-                }
-            }
-            Ok::<_, Error>(None)
+                .map_err(|e| Error::db("cannot claim a warm spare", e))
         };
         match claim.await {
             Ok(row) => row,

@@ -32,7 +32,7 @@ impl_registry!(
 );
 
 crate::run_log::impl_run_log!(AsyncMysqlConnection, |_| "?".to_owned());
-crate::spare_table::impl_spare_table!(AsyncMysqlConnection, |_| "?".to_owned());
+crate::spare_table::impl_spare_table!(AsyncMysqlConnection, |_| "?".to_owned(), false);
 
 /// MySQL's limit on database names.
 const MAX_DATABASE: usize = 64;

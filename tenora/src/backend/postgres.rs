@@ -35,7 +35,7 @@ impl_registry!(
 );
 
 crate::run_log::impl_run_log!(AsyncPgConnection, |n| format!("${n}"));
-crate::spare_table::impl_spare_table!(AsyncPgConnection, |n| format!("${n}"));
+crate::spare_table::impl_spare_table!(AsyncPgConnection, |n| format!("${n}"), true);
 
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;

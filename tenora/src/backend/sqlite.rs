@@ -34,7 +34,7 @@ impl_registry!(
 );
 
 crate::run_log::impl_run_log!(SqliteConn, |_| "?".to_owned());
-crate::spare_table::impl_spare_table!(SqliteConn, |_| "?".to_owned());
+crate::spare_table::impl_spare_table!(SqliteConn, |_| "?".to_owned(), false);
 
 /// Settings applied to every SQLite connection: a busy timeout first (so the rest, and pooled
 /// writers, wait for locks instead of failing), WAL for concurrent readers, enforced foreign
