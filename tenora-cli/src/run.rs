@@ -810,10 +810,9 @@ async fn tenants<B: Backend>(
                 // The sign-up started a refill in the background; a one-shot process waits
                 // for it (and tops up) rather than abandon it half-way on exit.
                 match tenora.fill_spares().await {
-                    Ok(fill) => out.detail(format!(
-                        "spares: {} made, {} ready",
-                        fill.made, fill.ready
-                    )),
+                    Ok(fill) => {
+                        out.detail(format!("spares: {} made, {} ready", fill.made, fill.ready))
+                    }
                     Err(e) => out.line(format!("warning: could not refill the warm spares: {e}")),
                 }
             }

@@ -26,7 +26,9 @@ pub async fn list<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome, 
                 "{:<26}  {:<12}  {:<8}  {:<7}  {:<12}  {}",
                 spare.name,
                 spare.server,
-                spare.state.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                spare
+                    .state
+                    .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
                 if spare.current { "yes" } else { "no" },
                 spare.claimed_by.as_deref().unwrap_or("-"),
                 spare.created_at.format("%Y-%m-%d %H:%M:%S")
@@ -58,6 +60,8 @@ pub fn report_fill(fill: &SpareFill, out: &Out) {
         out.detail(format!("  removed {name}"));
     }
     if let Some(short) = &fill.short {
-        out.line(format!("spares: fewer than tenant.spares are ready: {short}"));
+        out.line(format!(
+            "spares: fewer than tenant.spares are ready: {short}"
+        ));
     }
 }

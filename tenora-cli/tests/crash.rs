@@ -179,7 +179,10 @@ async fn crash_and_repair_mysql() {
 
 /// How many of `objects` are warm spares' databases and roles.
 fn spare_objects(objects: &[String]) -> usize {
-    objects.iter().filter(|o| o.contains("tenora_spare_")).count()
+    objects
+        .iter()
+        .filter(|o| o.contains("tenora_spare_"))
+        .count()
 }
 
 /// `objects` without the warm spares'.
@@ -221,7 +224,10 @@ async fn crash_and_repair_postgres_spares() {
         assert_eq!(tenant_objects(&p.objects().await), expected, "{point}");
         let (code, out, _) = p.run(&["doctor"]);
         assert_eq!(code, 1, "{point}: {out}");
-        assert!(out.contains(&format!("{id}: provisioning since")), "{point}: {out}");
+        assert!(
+            out.contains(&format!("{id}: provisioning since")),
+            "{point}: {out}"
+        );
         assert!(
             out.contains("warm spare") && out.contains("`claimed` and no process works on it"),
             "{point}: {out}"
@@ -239,7 +245,10 @@ async fn crash_and_repair_postgres_spares() {
         assert_eq!(spare_objects(&objects), 4, "{point}: {objects:?}");
         let (code, out, _) = p.run(&["doctor"]);
         assert_eq!(code, 0, "{point}: {out}");
-        assert!(out.contains("warm spares: 2 ready of 2 recorded"), "{point}: {out}");
+        assert!(
+            out.contains("warm spares: 2 ready of 2 recorded"),
+            "{point}: {out}"
+        );
         p.ok(&["tenants", "drop", &id, "--yes"]);
     }
     // A refill that dies with the spare's role made, or with the spare cloned but not yet
@@ -263,12 +272,7 @@ async fn crash_and_repair_postgres_spares() {
         assert!(out.contains("2 ready"), "{point}: {out}");
         let objects = p.objects().await;
         assert_eq!(spare_objects(&objects), 4, "{point}: {objects:?}");
-        assert_eq!(
-            p.run(&["doctor"]).0,
-            0,
-            "{point}: {}",
-            p.run(&["doctor"]).1
-        );
+        assert_eq!(p.run(&["doctor"]).0, 0, "{point}: {}", p.run(&["doctor"]).1);
         p.ok(&["tenants", "drop", &id, "--yes"]);
     }
     let listed = p.ok(&["spares", "list"]);

@@ -145,11 +145,7 @@ impl<B: Backend> Tenora<B> {
 
     /// The password to create tenant `id` with, checked (or generated), and its sealed form
     /// for the registry.
-    fn creation_input(
-        &self,
-        id: &TenantId,
-        password: Option<SecretString>,
-    ) -> Result<NewPassword> {
+    fn creation_input(&self, id: &TenantId, password: Option<SecretString>) -> Result<NewPassword> {
         self.check_names(id)?;
         let generated = password.is_none();
         let password = match (self.uses_passwords(), password) {
@@ -322,14 +318,14 @@ impl<B: Backend> Tenora<B> {
         let cloned = spared
             || self.config().tenant.template
                 && backend
-                .create_from_template(
-                    id,
-                    password,
-                    token,
-                    &self.tenant_migrations().fingerprint(),
-                    &mut made,
-                )
-                .await?;
+                    .create_from_template(
+                        id,
+                        password,
+                        token,
+                        &self.tenant_migrations().fingerprint(),
+                        &mut made,
+                    )
+                    .await?;
         if !cloned {
             if let Some(password) = password.filter(|_| !made.user) {
                 backend

@@ -620,7 +620,10 @@ macro_rules! impl_registry {
                 } else {
                     4
                 };
-                sql.push_str(&format!(" WHERE id = {} AND state = 'provisioning'", ph(next)));
+                sql.push_str(&format!(
+                    " WHERE id = {} AND state = 'provisioning'",
+                    ph(next)
+                ));
                 let mut query = diesel::sql_query(sql)
                     .into_boxed()
                     .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
@@ -629,10 +632,7 @@ macro_rules! impl_registry {
                 if let Some(password) = password {
                     query = query.bind::<Text, _>(password);
                 }
-                let result = query
-                    .bind::<Text, _>(id.as_str())
-                    .execute(self)
-                    .await;
+                let result = query.bind::<Text, _>(id.as_str()).execute(self).await;
                 registry_result(self, table, result).await
             }
 

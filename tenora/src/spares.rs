@@ -245,8 +245,8 @@ impl<B: Backend> Tenora<B> {
         credentials: &mut NewPassword,
     ) -> bool {
         let allow_plaintext = self.config().secrets.allow_plaintext;
-        let adopt = secret::open(self.keys(), allow_plaintext, spare, &row.password)
-            .and_then(|password| {
+        let adopt =
+            secret::open(self.keys(), allow_plaintext, spare, &row.password).and_then(|password| {
                 secret::seal(self.keys(), allow_plaintext, id, password.expose())
                     .map(|sealed| (password, sealed))
             });
@@ -363,12 +363,10 @@ impl<B: Backend> Tenora<B> {
                     continue;
                 }
                 Some(SpareState::Ready) if !current && !replaceable => continue,
-                Some(SpareState::Claimed) => {
-                    match row.claimed_by.as_deref().map(TenantId::new) {
-                        Some(Ok(id)) => id,
-                        _ => spare.clone(),
-                    }
-                }
+                Some(SpareState::Claimed) => match row.claimed_by.as_deref().map(TenantId::new) {
+                    Some(Ok(id)) => id,
+                    _ => spare.clone(),
+                },
                 Some(_) => spare.clone(),
                 None => {
                     tracing::warn!(spare = %row.name, state = %row.state, "a spare in an unknown state; left alone");
@@ -383,7 +381,10 @@ impl<B: Backend> Tenora<B> {
             };
             let removed = async {
                 if row.state == SpareState::Ready.as_str()
-                    && self.move_spare(&row.name, "ready", "dropping", None).await? != 1
+                    && self
+                        .move_spare(&row.name, "ready", "dropping", None)
+                        .await?
+                        != 1
                 {
                     // Claimed meanwhile by a sign-up: its, now.
                     return Ok(false);

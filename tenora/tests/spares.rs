@@ -124,12 +124,17 @@ async fn token_and_mark(env: &Env, t: &PgTenora, tenant: &TenantId) -> (String, 
 async fn a_spare_becomes_the_tenant_cloning_makes() {
     let Some(env) = Postgres::env() else { return };
     let spared = tenora_with::<Postgres>(with_spares(&env, 2), Postgres::tenant_migrations()).await;
-    let cloning = tenora_with::<Postgres>(with_spares(&env, 0), Postgres::tenant_migrations()).await;
+    let cloning =
+        tenora_with::<Postgres>(with_spares(&env, 0), Postgres::tenant_migrations()).await;
     // No table, no spares yet: nothing to list.
     assert!(spared.spares().await.unwrap().is_empty());
     assert!(spared.prepare_template().await.unwrap());
     let fill = spared.fill_spares().await.unwrap();
-    assert_eq!((fill.made, fill.ready, &fill.short), (2, 2, &None), "{fill:?}");
+    assert_eq!(
+        (fill.made, fill.ready, &fill.short),
+        (2, 2, &None),
+        "{fill:?}"
+    );
     let before = spare_databases(&env, &spared).await;
     assert_eq!(before.len(), 2, "{before:?}");
     assert!(
@@ -161,12 +166,7 @@ async fn a_spare_becomes_the_tenant_cloning_makes() {
     );
     // Indistinguishable from a clone: schema, migration records, owners, role and database
     // attributes, privileges, proof.
-    let a = catalog(
-        &env,
-        &naming.database_name(&acme),
-        &naming.user_name(&acme),
-    )
-    .await;
+    let a = catalog(&env, &naming.database_name(&acme), &naming.user_name(&acme)).await;
     let b = catalog(
         &env,
         &naming.database_name(&globex),
@@ -179,7 +179,11 @@ async fn a_spare_becomes_the_tenant_cloning_makes() {
     assert_eq!(facts, server_facts(&env, &cloning, &globex).await);
     assert!(facts[0].contains("SCRAM-SHA-256$"), "{facts:?}");
     let (token, mark) = token_and_mark(&env, &spared, &acme).await;
-    assert_eq!(mark, format!("tenora:{token}"), "the role carries acme's proof");
+    assert_eq!(
+        mark,
+        format!("tenora:{token}"),
+        "the role carries acme's proof"
+    );
     // It works as a tenant: seeded, writable.
     let mut conn = spared.tenant_conn(&acme).await.unwrap();
     let mut other = cloning.tenant_conn(&globex).await.unwrap();
@@ -225,10 +229,7 @@ async fn a_spare_becomes_the_tenant_cloning_makes() {
 
     // A tenant from a spare drops like any other.
     spared.drop_tenant(&acme).await.unwrap();
-    assert_eq!(
-        database_oid(&env, &naming.database_name(&acme)).await,
-        None
-    );
+    assert_eq!(database_oid(&env, &naming.database_name(&acme)).await, None);
     spared.fill_spares().await.unwrap();
 }
 
@@ -286,7 +287,11 @@ async fn spares_of_other_migrations_are_never_handed_out() {
     let spares = spare_databases(&env, &new).await;
     assert_eq!(spares.len(), 1);
     assert_ne!(spares[0].1, old_spare[0].1);
-    assert_eq!(spare_roles(&env, &new).await.len(), 1, "the old role is gone");
+    assert_eq!(
+        spare_roles(&env, &new).await.len(),
+        1,
+        "the old role is gone"
+    );
     let hooli = id("hooli");
     new.create_tenant(&hooli, None).await.unwrap();
     assert_eq!(
@@ -352,7 +357,10 @@ async fn spare_passwords_work_and_refills_stay_within_the_budget() {
         .await
         .unwrap();
     let oid = database_oid(&env, &t.naming().database_name(&chosen)).await;
-    assert!(spares.contains(&oid.unwrap()), "chosen was made from a spare");
+    assert!(
+        spares.contains(&oid.unwrap()),
+        "chosen was made from a spare"
+    );
     let ids: Vec<TenantId> = ids.into_iter().chain([chosen]).collect();
     let touches: Vec<_> = (0..12)
         .map(|i| {

@@ -1352,7 +1352,10 @@ impl Server<Postgres> for PgServer {
         fingerprint: &str,
     ) -> Result<bool> {
         let (template, _) = self.template_names();
-        let (db, role) = (self.naming.database_name(spare), self.naming.user_name(spare));
+        let (db, role) = (
+            self.naming.database_name(spare),
+            self.naming.user_name(spare),
+        );
         let session = self.admin_session().await.map_err(admin_error(format!(
             "cannot look up the template database `{template}`"
         )))?;
@@ -1368,18 +1371,22 @@ impl Server<Postgres> for PgServer {
             // tenant takes it over. Setting a SCRAM verifier costs the server milliseconds:
             // paid here, not at the sign-up.
             let qrole = quote_ident(&role);
-            let verifier =
-                postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
+            let verifier = postgres_protocol::password::scram_sha_256(password.expose().as_bytes());
             for sql in [
                 format!(
                     "BEGIN; CREATE ROLE {qrole} NOLOGIN; COMMENT ON ROLE {qrole} IS {}",
                     quote_literal(&ownership::mark(token))
                 ),
-                format!("ALTER ROLE {qrole} PASSWORD {}; COMMIT", quote_literal(&verifier)),
+                format!(
+                    "ALTER ROLE {qrole} PASSWORD {}; COMMIT",
+                    quote_literal(&verifier)
+                ),
             ] {
                 if let Err(e) = client.batch_execute(&sql).await {
                     let _ = client.batch_execute("ROLLBACK").await;
-                    return Err(admin_error(format!("cannot create the spare role `{role}`"))(e));
+                    return Err(admin_error(format!(
+                        "cannot create the spare role `{role}`"
+                    ))(e));
                 }
             }
             crate::failpoint::reached("spare_role_made");
@@ -1417,7 +1424,10 @@ impl Server<Postgres> for PgServer {
         password: Option<&SecretString>,
         token: &str,
     ) -> std::result::Result<bool, (Step, Error)> {
-        let (spare_db, spare_role) = (self.naming.database_name(spare), self.naming.user_name(spare));
+        let (spare_db, spare_role) = (
+            self.naming.database_name(spare),
+            self.naming.user_name(spare),
+        );
         let (db, role) = (self.naming.database_name(id), self.naming.user_name(id));
         let (qdb, qrole) = (quote_ident(&db), quote_ident(&role));
         let session = self.admin_session().await.map_err(|e| {
