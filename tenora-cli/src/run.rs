@@ -259,7 +259,9 @@ async fn execute<B: Backend>(
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         // The template check compares with the tenant migrations.
-        Command::Doctor | Command::Spares(_) if config.tenant.template => {
+        Command::Doctor | Command::Spares(_) | Command::Tenants(TenantsCommand::Repair { .. })
+            if config.tenant.template =>
+        {
             sources.tenant = Some(tenant_migrations(&config, embedded)?);
         }
         Command::SeedRun => {
@@ -347,7 +349,12 @@ async fn execute<B: Backend>(
             if !fleet.dry_run && tenora.prepare_template().await? {
                 out.detail("template database up to date");
                 if tenora.config().tenant.spares > 0 {
-                    crate::spares::report_fill(&tenora.fill_spares().await?, out);
+                    // The tenants' migrations matter more than the spares: a failed fill is
+                    // reported and the run goes on.
+                    match tenora.fill_spares().await {
+                        Ok(fill) => crate::spares::report_fill(&fill, out),
+                        Err(e) => out.line(format!("warning: could not fill the warm spares: {e}")),
+                    }
                 }
             }
             run_fleet(&tenora, fleet, Op::Migrate, out).await

@@ -384,13 +384,32 @@ impl<B: Backend> Tenora<B> {
             }
         }
         let spares = self.spares().await?;
+        // Servers whose template is built for this binary's migrations: only there are spares
+        // of other migrations outdated (elsewhere they are the other binary's, mid-deploy).
+        let mut replaceable = HashSet::new();
+        if spares.iter().any(|s| !s.current) {
+            let wanted = self.tenant_migrations().fingerprint();
+            for slot in self.servers().all() {
+                if inventories.contains_key(&slot.name)
+                    && slot.server.template_fingerprint().await?.as_deref() == Some(&wanted)
+                {
+                    replaceable.insert(slot.name.clone());
+                }
+            }
+        }
         for spare in &spares {
             let state = spare.state;
-            let fix = "`tenora spares fill` (or `tenora tenants repair --all`) removes it";
+            let fix = "`tenora tenants repair --all` (or `tenora spares fill`) removes it";
             let problem = match state {
-                Some(crate::spares::SpareState::Ready) if spare.current => continue,
+                Some(crate::spares::SpareState::Ready)
+                    if spare.current || !replaceable.contains(&spare.server) =>
+                {
+                    continue;
+                }
                 Some(crate::spares::SpareState::Ready) => {
-                    format!("built for other tenant migrations, so never handed out; {fix}")
+                    "built for other tenant migrations, so never handed out; `tenora spares \
+                     fill` replaces it"
+                        .to_owned()
                 }
                 _ => {
                     let worker = match (state, spare.claimed_by.as_deref()) {

@@ -456,22 +456,22 @@ impl<B: Backend> Tenora<B> {
         {
             Err(crate::registry::RegistryError::MissingColumn(column)) => {
                 tracing::warn!(tenant = %id, column, "could not record the tenant's migration state");
-                let changed = base
-                    .registry_set_state(
-                        self.table(),
-                        id,
-                        Some(TenantState::Provisioning),
-                        TenantState::Active,
-                    )
-                    .await
-                    .map_err(|e| self.registry_error(e, id))?;
-                if let (1, Some(new), Some(old)) = (changed, adopted, credentials.sealed.as_deref())
-                {
+                // The password first, while the row is still `provisioning`: a crash in
+                // between leaves a creation that repair undoes, never an active tenant whose
+                // stored password is not its role's.
+                if let (Some(new), Some(old)) = (adopted, credentials.sealed.as_deref()) {
                     base.registry_swap_password(self.table(), id, old, new)
                         .await
                         .map_err(|e| self.registry_error(e, id))?;
                 }
-                Ok(changed)
+                base.registry_set_state(
+                    self.table(),
+                    id,
+                    Some(TenantState::Provisioning),
+                    TenantState::Active,
+                )
+                .await
+                .map_err(|e| self.registry_error(e, id))
             }
             other => other.map_err(|e| self.registry_error(e, id)),
         }

@@ -4,7 +4,9 @@
 //! A row is inserted before anything is made on the server and deleted only after what it
 //! names is gone (or handed to a tenant), so a crash at any point leaves a row that says what
 //! to look for: the spare's name (its database and role names derive from it), its server and
-//! the token its role carries as proof.
+//! the token its role carries as proof. Rows carry their deployment's scope (its registry
+//! table), so deployments sharing a base database never read, count or sweep each other's
+//! spares.
 
 use std::future::Future;
 
@@ -19,6 +21,7 @@ pub(crate) fn create_sql() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {SPARES_TABLE} (\
              name VARCHAR(63) NOT NULL PRIMARY KEY, \
+             scope VARCHAR(255) NOT NULL, \
              server VARCHAR(255) NOT NULL, \
              state VARCHAR(20) NOT NULL, \
              token VARCHAR(64) NOT NULL, \
@@ -36,6 +39,10 @@ pub(crate) fn create_sql() -> String {
 pub struct SpareRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) name: String,
+    /// The deployment's registry table.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    #[allow(dead_code)]
+    pub(crate) scope: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     pub(crate) server: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -60,32 +67,38 @@ pub struct SpareRow {
 pub trait SpareConnection: Send {
     /// Makes the table if missing.
     fn spares_prepare(&mut self) -> impl Future<Output = QueryResult<()>> + Send;
-    /// Inserts a spare being made (`making`), with its sealed password.
+    /// Inserts a spare being made (`making`) of deployment `scope`, with its sealed password.
     fn spares_insert(
         &mut self,
+        scope: &str,
         name: &str,
         server: &str,
         token: &str,
         password: &str,
         fingerprint: &str,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
-    /// Moves spare `name` from state `from` to `to`, setting `claimed_by`; returns the rows
-    /// changed (0: it was not in `from`, so someone else moved it first).
+    /// Moves spare `name` from state `from` (claimed by `was_claimed_by`, when given) to `to`,
+    /// setting `claimed_by`; returns the rows changed (0: someone else moved it first).
     fn spares_move(
         &mut self,
         name: &str,
         from: &str,
+        was_claimed_by: Option<&str>,
         to: &str,
         claimed_by: Option<&str>,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
     /// Deletes spare `name`'s row.
     fn spares_delete(&mut self, name: &str) -> impl Future<Output = QueryResult<usize>> + Send;
-    /// Every spare row, by server and age.
-    fn spares_all(&mut self) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
+    /// Every spare row of deployment `scope`, by server and age.
+    fn spares_all(
+        &mut self,
+        scope: &str,
+    ) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
     /// Claims the oldest `ready` spare on `server` built for `fingerprint` for `tenant`
     /// (`claimed`, `claimed_by`), skipping spares other sign-ups are claiming; returns it.
     fn spares_claim(
         &mut self,
+        scope: &str,
         server: &str,
         fingerprint: &str,
         tenant: &str,
@@ -98,7 +111,7 @@ pub(crate) const CANDIDATES: i64 = 4;
 
 /// The columns of [`SpareRow`], in its order.
 pub(crate) const COLUMNS: &str =
-    "name, server, state, token, password, fingerprint, claimed_by, created_at, updated_at";
+    "name, scope, server, state, token, password, fingerprint, claimed_by, created_at, updated_at";
 
 /// Implements [`SpareConnection`] for a diesel-async connection type, given the backend's
 /// bind placeholder for parameter `n` (1-based) and whether it has `UPDATE … RETURNING` and
@@ -113,6 +126,7 @@ macro_rules! impl_spare_table {
 
             async fn spares_insert(
                 &mut self,
+                scope: &str,
                 name: &str,
                 server: &str,
                 token: &str,
@@ -124,8 +138,8 @@ macro_rules! impl_spare_table {
                 let ph: fn(usize) -> String = $ph;
                 let now = chrono::Utc::now().naive_utc();
                 let sql = format!(
-                    "INSERT INTO {} (name, server, state, token, password, fingerprint, \
-                     created_at, updated_at) VALUES ({}, {}, 'making', {}, {}, {}, {}, {})",
+                    "INSERT INTO {} (name, scope, server, state, token, password, fingerprint, \
+                     created_at, updated_at) VALUES ({}, {}, {}, 'making', {}, {}, {}, {}, {})",
                     $crate::spare_table::SPARES_TABLE,
                     ph(1),
                     ph(2),
@@ -133,10 +147,12 @@ macro_rules! impl_spare_table {
                     ph(4),
                     ph(5),
                     ph(6),
-                    ph(7)
+                    ph(7),
+                    ph(8)
                 );
                 diesel::sql_query(sql)
                     .bind::<Text, _>(name)
+                    .bind::<Text, _>(scope)
                     .bind::<Text, _>(server)
                     .bind::<Text, _>(token)
                     .bind::<Text, _>(password)
@@ -151,13 +167,14 @@ macro_rules! impl_spare_table {
                 &mut self,
                 name: &str,
                 from: &str,
+                was_claimed_by: Option<&str>,
                 to: &str,
                 claimed_by: Option<&str>,
             ) -> diesel::QueryResult<usize> {
                 use diesel::sql_types::{Nullable, Text, Timestamp};
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
-                let sql = format!(
+                let mut sql = format!(
                     "UPDATE {} SET state = {}, claimed_by = {}, updated_at = {} \
                      WHERE name = {} AND state = {}",
                     $crate::spare_table::SPARES_TABLE,
@@ -167,14 +184,20 @@ macro_rules! impl_spare_table {
                     ph(4),
                     ph(5)
                 );
-                diesel::sql_query(sql)
+                if was_claimed_by.is_some() {
+                    sql.push_str(&format!(" AND claimed_by = {}", ph(6)));
+                }
+                let query = diesel::sql_query(sql)
+                    .into_boxed()
                     .bind::<Text, _>(to)
                     .bind::<Nullable<Text>, _>(claimed_by)
                     .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
                     .bind::<Text, _>(name)
-                    .bind::<Text, _>(from)
-                    .execute(self)
-                    .await
+                    .bind::<Text, _>(from);
+                match was_claimed_by {
+                    Some(tenant) => query.bind::<Text, _>(tenant).execute(self).await,
+                    None => query.execute(self).await,
+                }
             }
 
             async fn spares_delete(&mut self, name: &str) -> diesel::QueryResult<usize> {
@@ -193,18 +216,25 @@ macro_rules! impl_spare_table {
 
             async fn spares_all(
                 &mut self,
+                scope: &str,
             ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
                 use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
                 let sql = format!(
-                    "SELECT {} FROM {} ORDER BY server, created_at, name",
+                    "SELECT {} FROM {} WHERE scope = {} ORDER BY server, created_at, name",
                     $crate::spare_table::COLUMNS,
-                    $crate::spare_table::SPARES_TABLE
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1)
                 );
-                diesel::sql_query(sql).load(self).await
+                diesel::sql_query(sql)
+                    .bind::<diesel::sql_types::Text, _>(scope)
+                    .load(self)
+                    .await
             }
 
             async fn spares_claim(
                 &mut self,
+                scope: &str,
                 server: &str,
                 fingerprint: &str,
                 tenant: &str,
@@ -220,17 +250,19 @@ macro_rules! impl_spare_table {
                     let sql = format!(
                         "UPDATE {SPARES_TABLE} SET state = 'claimed', claimed_by = {}, \
                          updated_at = {} WHERE state = 'ready' AND name = (SELECT name FROM \
-                         {SPARES_TABLE} WHERE server = {} AND state = 'ready' AND \
-                         fingerprint = {} ORDER BY created_at, name LIMIT 1 \
+                         {SPARES_TABLE} WHERE scope = {} AND server = {} AND state = 'ready' \
+                         AND fingerprint = {} ORDER BY created_at, name LIMIT 1 \
                          FOR UPDATE SKIP LOCKED) RETURNING {COLUMNS}",
                         ph(1),
                         ph(2),
                         ph(3),
-                        ph(4)
+                        ph(4),
+                        ph(5)
                     );
                     return diesel::sql_query(sql)
                         .bind::<Text, _>(tenant)
                         .bind::<Timestamp, _>(now)
+                        .bind::<Text, _>(scope)
                         .bind::<Text, _>(server)
                         .bind::<Text, _>(fingerprint)
                         .get_result(self)
@@ -238,13 +270,15 @@ macro_rules! impl_spare_table {
                         .optional();
                 }
                 let sql = format!(
-                    "SELECT {COLUMNS} FROM {SPARES_TABLE} WHERE server = {} AND state = 'ready' \
-                     AND fingerprint = {} ORDER BY created_at, name LIMIT {}",
+                    "SELECT {COLUMNS} FROM {SPARES_TABLE} WHERE scope = {} AND server = {} \
+                     AND state = 'ready' AND fingerprint = {} ORDER BY created_at, name LIMIT {}",
                     ph(1),
                     ph(2),
-                    ph(3)
+                    ph(3),
+                    ph(4)
                 );
                 let candidates: Vec<$crate::spare_table::SpareRow> = diesel::sql_query(sql)
+                    .bind::<Text, _>(scope)
                     .bind::<Text, _>(server)
                     .bind::<Text, _>(fingerprint)
                     .bind::<BigInt, _>(CANDIDATES)
@@ -252,7 +286,7 @@ macro_rules! impl_spare_table {
                     .await?;
                 for mut row in candidates {
                     let moved = self
-                        .spares_move(&row.name, "ready", "claimed", Some(tenant))
+                        .spares_move(&row.name, "ready", None, "claimed", Some(tenant))
                         .await?;
                     if moved == 1 {
                         row.state = "claimed".to_owned();

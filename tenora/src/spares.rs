@@ -34,6 +34,15 @@ use crate::tenora::Tenora;
 /// The start of every spare's id (reserved: no tenant may use it).
 pub(crate) const SPARE_PREFIX: &str = "tenora_spare_";
 
+/// What the sweep did with one spare.
+enum Swept {
+    Removed,
+    /// A live process works on it.
+    Busy,
+    /// Its row changed since it was read: left to its new owner.
+    Moved,
+}
+
 /// Where a warm spare is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -155,21 +164,25 @@ impl<B: Backend> Tenora<B> {
         self.prepare_spare_table().await?;
         for slot in slots {
             let _filling = slot.filling.lock().await;
-            self.fill_on(&slot, wanted, &mut fill).await?;
+            self.fill_on(&slot, wanted, true, &mut fill).await?;
         }
         Ok(fill)
     }
 
-    /// Removes abandoned spares and those built for other tenant migrations, on every server;
-    /// returns the names removed.
-    pub(crate) async fn sweep_spares(&self) -> Result<Vec<String>> {
+    /// Removes the warm spares a crash abandoned (being made, handed over or removed by no
+    /// live process) and, on servers whose template is built for this binary's tenant
+    /// migrations, those built for other migrations; makes none. Returns the names removed.
+    /// A spare that cannot be removed is logged and left for the next sweep.
+    /// [`Tenora::repair_all`] and [`Tenora::fill_spares`] sweep too.
+    pub async fn sweep_spares(&self) -> Result<Vec<String>> {
         if !self.spare_table_exists().await? {
             return Ok(Vec::new());
         }
         let mut fill = SpareFill::default();
+        let keep = (self.config().tenant.spares == 0).then_some(0);
         for slot in self.servers().all() {
             let _filling = slot.filling.lock().await;
-            self.sweep_on(slot, None, &mut fill).await?;
+            self.sweep_on(slot, keep, &mut fill).await?;
         }
         Ok(fill.removed)
     }
@@ -205,27 +218,30 @@ impl<B: Backend> Tenora<B> {
         let adopted = credentials.generated && self.adopt_password(id, &spare, &row, credentials);
         let password = credentials.password.as_ref().filter(|_| !adopted);
         match slot.server.take_spare(&spare, id, password, token).await {
-            Ok(taken) => {
-                if taken {
-                    made.user = true;
-                    made.database = true;
-                    crate::failpoint::reached("spare_taken");
-                }
-                // Its objects now carry the tenant's names and proof (or are gone): the row
-                // has nothing left to account for. Deleted off the sign-up's path; left
-                // behind (the process ended first), the next sweep deletes it.
+            Ok(true) => {
+                made.user = true;
+                made.database = true;
+                crate::failpoint::reached("spare_taken");
+                // Its objects now carry the tenant's names and proof: the row has nothing
+                // left to account for. Deleted off the sign-up's path; left behind (the
+                // process ended first), the next sweep deletes it.
                 let (this, name) = (self.clone(), row.name.clone());
                 tokio::spawn(async move {
                     if let Err(e) = this.delete_spare_row(&name).await {
                         tracing::warn!(spare = %name, error = %e, "could not delete a used spare's row");
                     }
                 });
-                Ok(taken)
+                Ok(true)
             }
+            // Its objects (or some of them) are gone: the row stays `claimed`, so the sweep
+            // removes whatever is left with the spare's proof.
+            Ok(false) => Ok(false),
             Err((step, e)) => {
                 // The transaction rolled back: a spare refused for a taken name is intact.
                 if matches!(e, Error::TenantExists { .. })
-                    && let Err(put) = self.move_spare(&row.name, "claimed", "ready", None).await
+                    && let Err(put) = self
+                        .move_spare(&row.name, "claimed", Some(id.as_str()), "ready", None)
+                        .await
                 {
                     tracing::warn!(spare = %row.name, error = %put, "could not put a spare back");
                 }
@@ -268,7 +284,7 @@ impl<B: Backend> Tenora<B> {
         let fingerprint = self.tenant_migrations().fingerprint();
         let claim = async {
             let mut conn = self.base_conn().await?;
-            conn.spares_claim(&slot.name, &fingerprint, id.as_str())
+            conn.spares_claim(self.table(), &slot.name, &fingerprint, id.as_str())
                 .await
                 .map_err(|e| Error::db("cannot claim a warm spare", e))
         };
@@ -276,7 +292,7 @@ impl<B: Backend> Tenora<B> {
             Ok(row) => row,
             Err(e) => {
                 // No table yet (never filled), or the base database failing: clone instead.
-                tracing::debug!(tenant = %id, error = %e, "no warm spare taken");
+                tracing::warn!(tenant = %id, error = %e, "no warm spare taken; cloning");
                 None
             }
         }
@@ -297,7 +313,7 @@ impl<B: Backend> Tenora<B> {
             let wanted = this.config().tenant.spares;
             let result = async {
                 this.prepare_spare_table().await?;
-                this.fill_on(&slot, wanted, &mut fill).await
+                this.fill_on(&slot, wanted, false, &mut fill).await
             }
             .await;
             if let Err(e) = result {
@@ -307,8 +323,50 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Sweeps `slot`, then makes spares until `wanted` are ready (or being made elsewhere).
-    /// The caller holds `slot.filling`.
-    async fn fill_on(&self, slot: &ServerSlot<B>, wanted: u32, fill: &mut SpareFill) -> Result<()> {
+    /// The caller holds `slot.filling`; across processes, one fills a server at a time (its
+    /// fill lease), so replicas refilling after the same burst do not all clone the
+    /// shortfall. With `wait`, waits for another process's fill (up to a minute); without,
+    /// leaves the server to it.
+    async fn fill_on(
+        &self,
+        slot: &ServerSlot<B>,
+        wanted: u32,
+        wait: bool,
+        fill: &mut SpareFill,
+    ) -> Result<()> {
+        let id = TenantId::new(format!(
+            "{SPARE_PREFIX}fill_{:016x}",
+            crate::backend::stable_hash(&[&slot.name])
+        ))
+        .expect("a valid id");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let lease = loop {
+            match self.lease(&id).await? {
+                Some(lease) => break lease,
+                None if wait && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                None => {
+                    fill.short = Some(format!(
+                        "another process is filling the spares of server `{}`",
+                        slot.name
+                    ));
+                    return Ok(());
+                }
+            }
+        };
+        let result = self.fill_leased(slot, wanted, fill).await;
+        lease.release().await;
+        result
+    }
+
+    /// [`Tenora::fill_on`], holding the server's fill lease.
+    async fn fill_leased(
+        &self,
+        slot: &ServerSlot<B>,
+        wanted: u32,
+        fill: &mut SpareFill,
+    ) -> Result<()> {
         let mut ready = self.sweep_on(slot, Some(wanted as usize), fill).await?;
         if !slot.accepts_new || !slot.server.supports_spares() {
             fill.ready += ready;
@@ -332,7 +390,9 @@ impl<B: Backend> Tenora<B> {
 
     /// Removes `slot`'s abandoned spares, those built for other migrations (once the template
     /// is this binary's) and, with `keep`, ready ones beyond that many (`tenant.spares` was
-    /// lowered); returns how many current spares are ready or being made by a live process.
+    /// lowered; with 0, every spare); returns how many current spares are ready or being made
+    /// by a live process. A spare that cannot be removed is logged and left for the next
+    /// sweep, so one stuck spare never stops the others (nor the refill).
     async fn sweep_on(
         &self,
         slot: &ServerSlot<B>,
@@ -344,7 +404,13 @@ impl<B: Backend> Tenora<B> {
         // built for other migrations (a rolling deploy: the other binary's), they are the
         // other binary's spares.
         let replaceable = slot.server.supports_spares()
-            && slot.server.template_fingerprint().await?.as_deref() == Some(fingerprint.as_str());
+            && match slot.server.template_fingerprint().await {
+                Ok(built) => built.as_deref() == Some(fingerprint.as_str()),
+                Err(e) => {
+                    tracing::warn!(server = %slot.name, error = %e, "cannot read the template's label; spares of other migrations are kept");
+                    false
+                }
+            };
         let mut ready = 0;
         for row in self.spare_rows().await? {
             if row.server != slot.name {
@@ -355,49 +421,91 @@ impl<B: Backend> Tenora<B> {
                 continue;
             };
             let current = row.fingerprint == fingerprint;
-            // Who may be working on it: the spare's own lease (making, dropping), or the
-            // claiming tenant's (a hand-over in progress).
-            let lease_id = match SpareState::parse(&row.state) {
+            let state = SpareState::parse(&row.state);
+            match state {
                 Some(SpareState::Ready) if current && keep.is_none_or(|keep| ready < keep) => {
                     ready += 1;
                     continue;
                 }
-                Some(SpareState::Ready) if !current && !replaceable => continue,
-                Some(SpareState::Claimed) => match row.claimed_by.as_deref().map(TenantId::new) {
-                    Some(Ok(id)) => id,
-                    _ => spare.clone(),
-                },
-                Some(_) => spare.clone(),
+                Some(SpareState::Ready) if !current && !replaceable && keep != Some(0) => continue,
                 None => {
                     tracing::warn!(spare = %row.name, state = %row.state, "a spare in an unknown state; left alone");
                     continue;
                 }
-            };
-            let Some(lease) = self.lease(&lease_id).await? else {
-                if row.state == SpareState::Making.as_str() && current {
-                    ready += 1;
-                }
-                continue;
-            };
-            let removed = async {
-                if row.state == SpareState::Ready.as_str()
-                    && self
-                        .move_spare(&row.name, "ready", "dropping", None)
-                        .await?
-                        != 1
-                {
-                    // Claimed meanwhile by a sign-up: its, now.
-                    return Ok(false);
-                }
-                self.remove_spare(slot, &spare, &row).await.map(|()| true)
+                _ => {}
             }
-            .await;
-            lease.release().await;
-            if removed? {
-                fill.removed.push(row.name.clone());
+            match self.sweep_one(slot, &spare, &row).await {
+                Ok(Swept::Removed) => fill.removed.push(row.name.clone()),
+                Ok(Swept::Busy) if state == Some(SpareState::Making) && current => ready += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(spare = %row.name, error = %e, "could not remove a warm spare; the next sweep tries again");
+                }
             }
         }
         Ok(ready)
+    }
+
+    /// Removes spare `row` (read earlier) unless a live process works on it or its row moved
+    /// since: every step re-checks the state it read, under the lease that keeps the owner of
+    /// that state off it.
+    async fn sweep_one(
+        &self,
+        slot: &ServerSlot<B>,
+        spare: &TenantId,
+        row: &SpareRow,
+    ) -> Result<Swept> {
+        let claimed = row.state == SpareState::Claimed.as_str();
+        if claimed {
+            // A hand-over is in progress while its tenant's lease is held. Moved to
+            // `dropping` under that lease, then released at once: a retried sign-up of the
+            // tenant is not kept waiting for the removal.
+            let Some(tenant) = row
+                .claimed_by
+                .as_deref()
+                .and_then(|t| TenantId::new(t).ok())
+            else {
+                tracing::warn!(spare = %row.name, "a claimed spare without a valid tenant; left alone");
+                return Ok(Swept::Busy);
+            };
+            let Some(lease) = self.lease(&tenant).await? else {
+                return Ok(Swept::Busy);
+            };
+            let moved = self
+                .move_spare(
+                    &row.name,
+                    "claimed",
+                    Some(tenant.as_str()),
+                    "dropping",
+                    None,
+                )
+                .await;
+            lease.release().await;
+            if moved? != 1 {
+                return Ok(Swept::Moved);
+            }
+        }
+        let Some(lease) = self.lease(spare).await? else {
+            return Ok(Swept::Busy);
+        };
+        let result = async {
+            if !claimed
+                && row.state != SpareState::Dropping.as_str()
+                && self
+                    .move_spare(&row.name, &row.state, None, "dropping", None)
+                    .await?
+                    != 1
+            {
+                // Made ready, or claimed by a sign-up, since it was read.
+                return Ok(Swept::Moved);
+            }
+            self.remove_spare(slot, spare, row)
+                .await
+                .map(|()| Swept::Removed)
+        }
+        .await;
+        lease.release().await;
+        result
     }
 
     /// Makes one spare on `slot`: records it, clones it, marks it ready. Returns `false`
@@ -433,7 +541,14 @@ impl<B: Backend> Tenora<B> {
         let result = async {
             {
                 let mut conn = self.base_conn().await?;
-                conn.spares_insert(spare.as_str(), &slot.name, &token, &sealed, &fingerprint)
+                conn.spares_insert(
+                    self.table(),
+                    spare.as_str(),
+                    &slot.name,
+                    &token,
+                    &sealed,
+                    &fingerprint,
+                )
                     .await
                     .map_err(|e| Error::db("cannot record a new warm spare", e))?;
             }
@@ -444,9 +559,19 @@ impl<B: Backend> Tenora<B> {
             let made = match made {
                 Ok(true) => {
                     crate::failpoint::reached("spare_made");
-                    self.move_spare(spare.as_str(), "making", "ready", None)
+                    match self
+                        .move_spare(spare.as_str(), "making", None, "ready", None)
                         .await
-                        .map(|_| true)
+                    {
+                        Ok(1) => Ok(true),
+                        Ok(_) => Err(Error::Conflict {
+                            id: spare.clone(),
+                            message: "the warm spare's row was changed while it was being \
+                                      made (removed by hand?)"
+                                .to_owned(),
+                        }),
+                        Err(e) => Err(e),
+                    }
                 }
                 other => other,
             };
@@ -455,6 +580,7 @@ impl<B: Backend> Tenora<B> {
                     name: spare.to_string(),
                     server: slot.name.clone(),
                     state: SpareState::Making.as_str().to_owned(),
+                    scope: self.table().to_owned(),
                     token: token.clone(),
                     password: String::new(),
                     fingerprint: fingerprint.clone(),
@@ -523,7 +649,7 @@ impl<B: Backend> Tenora<B> {
             return Ok(Vec::new());
         }
         let mut conn = self.base_conn().await?;
-        conn.spares_all()
+        conn.spares_all(self.table())
             .await
             .map_err(|e| Error::db("cannot read the warm spares", e))
     }
@@ -552,11 +678,12 @@ impl<B: Backend> Tenora<B> {
         &self,
         name: &str,
         from: &str,
+        was_claimed_by: Option<&str>,
         to: &str,
         claimed_by: Option<&str>,
     ) -> Result<usize> {
         let mut conn = self.base_conn().await?;
-        conn.spares_move(name, from, to, claimed_by)
+        conn.spares_move(name, from, was_claimed_by, to, claimed_by)
             .await
             .map_err(|e| Error::db(format!("cannot move the warm spare `{name}` to `{to}`"), e))
     }

@@ -269,18 +269,20 @@ async fn spares_of_other_migrations_are_never_handed_out() {
     let listed = new.spares().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(!listed[0].current, "{listed:?}");
-    let health = new.check().await.unwrap();
-    assert!(
-        health.problems.iter().any(|p| matches!(
-            p,
-            Problem::Spare { problem, .. } if problem.contains("other tenant migrations")
-        )),
-        "{:?}",
-        health.problems
-    );
-
-    // Rebuilding the template lets the fill replace the old spare.
+    // Mid-deploy (the template is still the old binary's) it is the old binary's spare, not
+    // a problem; a sweep leaves it alone.
+    let outdated = |health: &tenora::Health| {
+        health.problems.iter().any(|p| {
+            matches!(p, Problem::Spare { problem, .. } if problem.contains("other tenant migrations"))
+        })
+    };
+    assert!(!outdated(&new.check().await.unwrap()));
+    assert!(new.sweep_spares().await.unwrap().is_empty());
+    // The old binary still hands it out... to nobody here; once the template is the new
+    // binary's, it is outdated, and the fill replaces it.
     assert!(new.prepare_template().await.unwrap());
+    let health = new.check().await.unwrap();
+    assert!(outdated(&health), "{:?}", health.problems);
     let fill = new.fill_spares().await.unwrap();
     assert_eq!(fill.removed, vec![listed[0].name.clone()], "{fill:?}");
     assert_eq!((fill.made, fill.ready), (1, 1), "{fill:?}");
@@ -385,4 +387,56 @@ async fn spare_passwords_work_and_refills_stay_within_the_budget() {
     );
     let refused = cluster.refusals();
     assert!(refused.is_empty(), "the server refused: {refused:?}");
+}
+
+/// Two deployments sharing a base database (different registry tables) each see, count,
+/// take and sweep only their own spares; `tenant.spares = 0` removes a deployment's spares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_sharing_a_base_database_keep_their_own_spares() {
+    let Some(env) = Postgres::env() else { return };
+    let a = tenora_with::<Postgres>(with_spares(&env, 2), Postgres::tenant_migrations()).await;
+    // Deployment B: its own registry table in the same base database.
+    let base = admin_client(&url_for(&env, env.config.base.database.as_deref().unwrap())).await;
+    let (up, _) = tenora::registry::registry_migration_sql("other_tenants");
+    base.batch_execute(&up).await.unwrap();
+    let mut config = with_spares(&env, 1);
+    config.registry.table = "other_tenants".to_owned();
+    let b = PgTenora::builder(config)
+        .tenant_migrations(Postgres::tenant_migrations())
+        .connect()
+        .await
+        .unwrap();
+    assert!(a.prepare_template().await.unwrap());
+    assert_eq!(a.fill_spares().await.unwrap().made, 2);
+    let fill = b.fill_spares().await.unwrap();
+    assert_eq!(
+        (fill.made, fill.ready, fill.removed.len()),
+        (1, 1, 0),
+        "{fill:?}"
+    );
+    assert_eq!(spare_databases(&env, &a).await.len(), 3);
+    let (mine, theirs) = (b.spares().await.unwrap(), a.spares().await.unwrap());
+    assert_eq!((mine.len(), theirs.len()), (1, 2));
+    // B's sign-up takes B's spare.
+    let spare_oid = |name: &str| {
+        let naming = b.naming();
+        let db = naming.database_name(&id(name));
+        let env = &env;
+        async move { database_oid(env, &db).await.unwrap() }
+    };
+    let expected = spare_oid(&mine[0].name).await;
+    let tenant = id("b_tenant");
+    b.create_tenant(&tenant, None).await.unwrap();
+    assert_eq!(
+        database_oid(&env, &b.naming().database_name(&tenant)).await,
+        Some(expected)
+    );
+    b.fill_spares().await.unwrap();
+    // Deployment A turns spares off: its spares go, B's stay.
+    let off = tenora_with::<Postgres>(with_spares(&env, 0), Postgres::tenant_migrations()).await;
+    let fill = off.fill_spares().await.unwrap();
+    assert_eq!(fill.removed.len(), 2, "{fill:?}");
+    assert!(a.spares().await.unwrap().is_empty());
+    assert_eq!(b.spares().await.unwrap().len(), 1);
+    assert_eq!(spare_databases(&env, &a).await.len(), 1);
 }

@@ -119,7 +119,6 @@ pub trait Backend: sealed::Sealed + Sized + Send + Sync + 'static {
 }
 
 /// A stable 64-bit hash (FNV-1a) of `parts`, for lock keys that every process must derive alike.
-#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {

@@ -40,10 +40,11 @@ crate::spare_table::impl_spare_table!(AsyncPgConnection, |n| format!("${n}"), tr
 /// Advisory lock key of migration runs (the bytes of "tenoraMG").
 const MIGRATION_LOCK_KEY: i64 = 8387231305986821447;
 
-/// Advisory lock key of the template (the bytes of "tenoraTP"): held exclusively while it is
-/// rebuilt, shared while it is cloned. Taken on sessions of the admin database, so every
-/// process using the same server sees the same lock.
-const TEMPLATE_LOCK_KEY: i64 = 8387231305986822224;
+/// The template's advisory lock is held exclusively while it is rebuilt, shared while it is
+/// cloned; its key is derived from the template's name (`PgServer::template_lock_key`), so
+/// deployments with other prefixes on the same server never wait for each other. Taken on
+/// sessions of the admin database, so every process using the same server sees the same lock.
+const TEMPLATE_LOCK_SCOPE: &str = "tenora template";
 
 /// How long a migration run waits for another run on the same database.
 const MIGRATION_LOCK_WAIT_SECS: u32 = 3600;
@@ -307,6 +308,13 @@ impl PgServer {
         (self.naming.database_name(&id), self.naming.user_name(&id))
     }
 
+    /// The advisory lock key of this deployment's template.
+    fn template_lock_key(&self) -> i64 {
+        let (db, _) = self.template_names();
+        let hash = super::stable_hash(&[TEMPLATE_LOCK_SCOPE, &db]);
+        i64::from_ne_bytes(hash.to_ne_bytes())
+    }
+
     /// The fingerprint the template was built for, if it exists.
     async fn read_template_fingerprint(&self) -> Result<Option<String>> {
         let (db, _) = self.template_names();
@@ -544,8 +552,9 @@ impl PgServer {
             .batch_execute(&format!(
                 "REVOKE ALL ON DATABASE {d} FROM PUBLIC; \
                  ALTER DATABASE {d} ALLOW_CONNECTIONS true; \
-                 SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})",
+                 SELECT pg_advisory_unlock_shared({key})",
                 d = quote_ident(&db),
+                key = self.template_lock_key(),
             ))
             .await
             .map_err(|e| {
@@ -571,9 +580,10 @@ impl PgServer {
         let row = client
             .query_one(
                 &format!(
-                    "SELECT pg_try_advisory_lock_shared({TEMPLATE_LOCK_KEY}), \
+                    "SELECT pg_try_advisory_lock_shared({}), \
                      (SELECT shobj_description(oid, 'pg_database') FROM pg_database \
-                      WHERE datname = $1)"
+                      WHERE datname = $1)",
+                    self.template_lock_key()
                 ),
                 &[&template],
             )
@@ -590,7 +600,7 @@ impl PgServer {
             .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
             == Some(fingerprint);
         if !current {
-            unlock_template_shared(client).await;
+            unlock_template_shared(client, self.template_lock_key()).await;
         }
         Ok(current)
     }
@@ -759,11 +769,9 @@ impl PgServer {
 
 /// Releases the template lock taken shared on `client` (it also ends with the session, should
 /// that be broken).
-async fn unlock_template_shared(client: &tokio_postgres::Client) {
+async fn unlock_template_shared(client: &tokio_postgres::Client, key: i64) {
     let _ = client
-        .batch_execute(&format!(
-            "SELECT pg_advisory_unlock_shared({TEMPLATE_LOCK_KEY})"
-        ))
+        .batch_execute(&format!("SELECT pg_advisory_unlock_shared({key})"))
         .await;
 }
 
@@ -1260,7 +1268,7 @@ impl Server<Postgres> for PgServer {
                     .expect("open_session always leaves a client");
                 client
                     .query_one(
-                        &format!("SELECT pg_try_advisory_lock({TEMPLATE_LOCK_KEY})"),
+                        &format!("SELECT pg_try_advisory_lock({})", self.template_lock_key()),
                         &[],
                     )
                     .await
@@ -1276,8 +1284,9 @@ impl Server<Postgres> for PgServer {
                     source: format!(
                         "another process held its lock for {} s (rebuilding it, or cloning \
                          it); it may be stuck: look for sessions holding advisory lock \
-                         {TEMPLATE_LOCK_KEY} in pg_locks",
-                        TEMPLATE_LOCK_WAIT.as_secs()
+                         {} in pg_locks",
+                        TEMPLATE_LOCK_WAIT.as_secs(),
+                        self.template_lock_key()
                     )
                     .into(),
                 });
@@ -1293,7 +1302,10 @@ impl Server<Postgres> for PgServer {
         let mut session = self.role_session.lock().await;
         let unlocked = match session.as_ref() {
             Some(client) => client
-                .batch_execute(&format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))
+                .batch_execute(&format!(
+                    "SELECT pg_advisory_unlock({})",
+                    self.template_lock_key()
+                ))
                 .await
                 .is_ok(),
             None => true,
@@ -1335,7 +1347,7 @@ impl Server<Postgres> for PgServer {
         // A successful clone released the shared lock in its last round trip; otherwise release
         // it here (it also ends with the session, should that be broken).
         if !matches!(result, Ok(true)) {
-            unlock_template_shared(client).await;
+            unlock_template_shared(client, self.template_lock_key()).await;
         }
         result
     }
@@ -1392,16 +1404,30 @@ impl Server<Postgres> for PgServer {
             crate::failpoint::reached("spare_role_made");
             // Made as `clone_template` makes a tenant's database, but left closed: nobody can
             // connect to it (a database with sessions cannot be renamed).
-            client
+            let cloned = client
                 .batch_execute(&format!(
                     "CREATE DATABASE {} TEMPLATE {} OWNER {qrole} ALLOW_CONNECTIONS false",
                     quote_ident(&db),
                     quote_ident(&template),
                 ))
-                .await
-                .map_err(admin_error(format!(
-                    "cannot clone the template into the spare database `{db}`"
-                )))?;
+                .await;
+            match cloned {
+                Ok(()) => {}
+                // The template vanished or is in use (being rebuilt): no spare this time; the
+                // caller removes the role.
+                Err(e)
+                    if e.code() == Some(&SqlState::UNDEFINED_DATABASE)
+                        || e.code() == Some(&SqlState::OBJECT_IN_USE) =>
+                {
+                    tracing::info!(template = %template, error = %ServerError(e), "template busy; no spare made");
+                    return Ok(false);
+                }
+                Err(e) => {
+                    return Err(admin_error(format!(
+                        "cannot clone the template into the spare database `{db}`"
+                    ))(e));
+                }
+            }
             client
                 .batch_execute(&format!(
                     "REVOKE ALL ON DATABASE {} FROM PUBLIC",
@@ -1411,10 +1437,11 @@ impl Server<Postgres> for PgServer {
                 .map_err(admin_error(format!(
                     "cannot lock down the spare database `{db}`"
                 )))
+                .map(|()| true)
         }
         .await;
-        unlock_template_shared(client).await;
-        made.map(|()| true)
+        unlock_template_shared(client, self.template_lock_key()).await;
+        made
     }
 
     async fn take_spare(
