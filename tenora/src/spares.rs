@@ -217,7 +217,11 @@ impl<B: Backend> Tenora<B> {
         // holds; a password the caller chose is set.
         let adopted = credentials.generated && self.adopt_password(id, &spare, &row, credentials);
         let password = credentials.password.as_ref().filter(|_| !adopted);
-        match slot.server.take_spare(&spare, id, password, token).await {
+        match slot
+            .server
+            .take_spare(&spare, &row.token, id, password, token)
+            .await
+        {
             Ok(true) => {
                 made.user = true;
                 made.database = true;

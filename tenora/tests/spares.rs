@@ -227,6 +227,37 @@ async fn a_spare_becomes_the_tenant_cloning_makes() {
         .await
         .unwrap();
 
+    // A spare whose role lost its proof (changed by hand) is not handed out: the sign-up
+    // clones, and the sweep drops its row but leaves the objects alone.
+    let client = admin(&env).await;
+    let spare_dbs = spare_databases(&env, &spared).await;
+    for spare in spared.spares().await.unwrap() {
+        let role = naming.user_name(&TenantId::new(&spare.name).unwrap());
+        client
+            .batch_execute(&format!("COMMENT ON ROLE \"{role}\" IS 'someone else'"))
+            .await
+            .unwrap();
+    }
+    let wayne = id("wayne");
+    spared.create_tenant(&wayne, None).await.unwrap();
+    let oid = database_oid(&env, &naming.database_name(&wayne))
+        .await
+        .unwrap();
+    assert!(
+        spare_dbs.iter().all(|(_, spare, _)| *spare != oid),
+        "a spare without its proof was handed out"
+    );
+    spared.fill_spares().await.unwrap();
+    let still: Vec<i64> = spare_databases(&env, &spared)
+        .await
+        .into_iter()
+        .map(|(_, oid, _)| oid)
+        .collect();
+    assert!(
+        spare_dbs.iter().all(|(_, spare, _)| still.contains(spare)),
+        "objects without the spare's proof are never dropped"
+    );
+
     // A tenant from a spare drops like any other.
     spared.drop_tenant(&acme).await.unwrap();
     assert_eq!(database_oid(&env, &naming.database_name(&acme)).await, None);

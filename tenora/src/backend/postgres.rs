@@ -1447,6 +1447,7 @@ impl Server<Postgres> for PgServer {
     async fn take_spare(
         &self,
         spare: &TenantId,
+        spare_token: &str,
         id: &TenantId,
         password: Option<&SecretString>,
         token: &str,
@@ -1469,10 +1470,21 @@ impl Server<Postgres> for PgServer {
         // Renamed objects keep their oids, so the database stays owned by the role and its
         // privileges stay as the spare's lock-down left them: the result is what cloning
         // makes. The proof switches to the tenant's token in the same transaction.
+        // First, in the same round trip, that the objects with the spare's names are the
+        // spare's: its role carries the spare's proof and owns its database (anything else is
+        // treated as a vanished spare: the sign-up clones, the sweep leaves it alone).
         let mut first = format!(
-            "BEGIN; ALTER ROLE {} RENAME TO {qrole}; ALTER DATABASE {} RENAME TO {qdb}; \
+            "BEGIN; DO $tenora$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles r \
+             JOIN pg_database d ON d.datdba = r.oid WHERE r.rolname = {} AND d.datname = {} \
+             AND shobj_description(r.oid, 'pg_authid') = {}) THEN RAISE EXCEPTION \
+             'not the warm spare recorded' USING ERRCODE = 'undefined_object'; END IF; \
+             END $tenora$; \
+             ALTER ROLE {} RENAME TO {qrole}; ALTER DATABASE {} RENAME TO {qdb}; \
              COMMENT ON ROLE {qrole} IS {}; ALTER DATABASE {qdb} ALLOW_CONNECTIONS true; \
              ALTER ROLE {qrole} LOGIN",
+            quote_literal(&spare_role),
+            quote_literal(&spare_db),
+            quote_literal(&ownership::mark(spare_token)),
             quote_ident(&spare_role),
             quote_ident(&spare_db),
             quote_literal(&ownership::mark(token)),

@@ -195,7 +195,8 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
         async { Ok(false) }
     }
 
-    /// Hands spare `spare` over to tenant `id` in one server transaction: renames its
+    /// Hands spare `spare` (whose role carries the proof of `spare_token`; anything else with
+    /// its names is not taken) over to tenant `id` in one server transaction: renames its
     /// database and role to the tenant's names, makes the role carry the proof of `token`
     /// and log in (with `password`, or the spare's own when `None`), and opens the database
     /// to connections. All or nothing:
@@ -205,6 +206,7 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
     fn take_spare(
         &self,
         _spare: &TenantId,
+        _spare_token: &str,
         _id: &TenantId,
         _password: Option<&SecretString>,
         _token: &str,
