@@ -471,3 +471,67 @@ async fn deployments_sharing_a_base_database_keep_their_own_spares() {
     assert_eq!(b.spares().await.unwrap().len(), 1);
     assert_eq!(spare_databases(&env, &a).await.len(), 1);
 }
+
+/// The spare databases on the server at `admin_url` with the env's prefixes: (name, oid).
+async fn spares_on(admin_url: &str, t: &PgTenora) -> Vec<(String, i64)> {
+    let prefix = t.naming().database_name(&id("tenora_spare_"));
+    admin_client(admin_url)
+        .await
+        .query(
+            "SELECT datname::text, oid::int8 FROM pg_database WHERE starts_with(datname, $1)",
+            &[&prefix],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// With several servers, each server that takes new tenants keeps its own spares (none on
+/// the unlisted default, which takes none), and a tenant placed on a server gets that
+/// server's spare.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_server_keeps_its_own_spares() {
+    use tenora::{ServerConfig, TenantOptions};
+    use tenora_test_support::PgCluster;
+    let Some(env) = Postgres::env() else { return };
+    let (Some(a), Some(b)) = (PgCluster::start(), PgCluster::start()) else {
+        return;
+    };
+    let config = with_spares(&env, 1)
+        .server("a", ServerConfig::url(a.admin_url()))
+        .server("b", ServerConfig::url(b.admin_url()));
+    let t = tenora_with::<Postgres>(config, Postgres::tenant_migrations()).await;
+    assert!(t.prepare_template().await.unwrap());
+    let fill = t.fill_spares().await.unwrap();
+    assert_eq!((fill.made, fill.ready), (2, 2), "{fill:?}");
+    assert!(spare_databases(&env, &t).await.is_empty(), "none on the default");
+    for (server, cluster) in [("a", &a), ("b", &b)] {
+        let spares = spares_on(&cluster.admin_url(), &t).await;
+        assert_eq!(spares.len(), 1, "{server}");
+        let tenant = id(&format!("on_{server}"));
+        let record = t
+            .create_tenant_with(&tenant, TenantOptions::default().server(server))
+            .await
+            .unwrap();
+        assert_eq!(record.server, server);
+        let oid: i64 = admin_client(&cluster.admin_url())
+            .await
+            .query_one(
+                "SELECT oid::int8 FROM pg_database WHERE datname = $1",
+                &[&t.naming().database_name(&tenant)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(oid, spares[0].1, "the tenant on {server} was made from its spare");
+        // It logs in with the password the registry holds (a scram-sha-256 cluster).
+        let mut conn = t.tenant_conn(&tenant).await.unwrap();
+        Postgres::project_names(&mut conn).await;
+    }
+    assert_eq!(t.fill_spares().await.unwrap().ready, 2);
+    for cluster in [&a, &b] {
+        assert_eq!(spares_on(&cluster.admin_url(), &t).await.len(), 1);
+    }
+}
