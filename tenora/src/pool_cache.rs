@@ -15,7 +15,7 @@
 //! map under the lock but are closed after it is released: closing a pool (on SQLite, closing
 //! its last connection may checkpoint the WAL) never blocks other tenants' hits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -54,6 +54,9 @@ pub(crate) struct Entry<P> {
     /// The stamp under which the entry is in the index (`u64::MAX`: not indexed). Read and
     /// written only under the write lock.
     indexed: AtomicU64,
+    /// The entry's own number: with the stamp, its key in the index (many entries share a
+    /// millisecond; numbers keep the index's comparisons to integers, never tenant names).
+    seq: u64,
 }
 
 impl<P> Entry<P> {
@@ -174,10 +177,12 @@ pub(crate) struct PoolCache<P> {
     evictions: AtomicU64,
 }
 
-/// The map and its least-recently-used index (built pools only, by stamp).
+/// The map and its least-recently-used index (built pools only, by stamp, then entry number).
 struct Inner<P> {
     map: HashMap<TenantId, Cell<P>>,
-    lru: BTreeSet<(u64, TenantId)>,
+    lru: BTreeMap<(u64, u64), TenantId>,
+    /// The next entry's number.
+    next_seq: u64,
 }
 
 /// A stamp meaning "not in the index".
@@ -190,7 +195,7 @@ impl<P: CachedPool> Inner<P> {
         let cell = self.map.remove(id)?;
         let stamp = cell.indexed.swap(NOT_INDEXED, Ordering::Relaxed);
         if stamp != NOT_INDEXED {
-            self.lru.remove(&(stamp, id.clone()));
+            self.lru.remove(&(stamp, cell.seq));
         }
         Some(cell)
     }
@@ -200,9 +205,9 @@ impl<P: CachedPool> Inner<P> {
         let stamp = cell.last_used.load(Ordering::Relaxed);
         let old = cell.indexed.swap(stamp, Ordering::Relaxed);
         if old != NOT_INDEXED {
-            self.lru.remove(&(old, id.clone()));
+            self.lru.remove(&(old, cell.seq));
         }
-        self.lru.insert((stamp, id.clone()));
+        self.lru.insert((stamp, cell.seq), id.clone());
     }
 
     /// The least recently used built pool, preferring one with no connection checked out:
@@ -210,7 +215,7 @@ impl<P: CachedPool> Inner<P> {
     fn least_recently_used(&mut self) -> Option<TenantId> {
         let mut in_use = Vec::new();
         let victim = loop {
-            let Some((stamp, id)) = self.lru.pop_first() else {
+            let Some(((stamp, seq), id)) = self.lru.pop_first() else {
                 break None;
             };
             let Some(cell) = self.map.get(&id) else {
@@ -219,16 +224,16 @@ impl<P: CachedPool> Inner<P> {
             let used = cell.last_used.load(Ordering::Relaxed);
             if used > stamp {
                 cell.indexed.store(used, Ordering::Relaxed);
-                self.lru.insert((used, id));
+                self.lru.insert((used, seq), id);
                 continue;
             }
             if cell.get().is_none_or(CachedPool::is_unused) {
                 // Back in the index: `take` removes it with the entry.
-                self.lru.insert((stamp, id.clone()));
+                self.lru.insert((stamp, seq), id.clone());
                 break Some(id);
             }
             // Connections checked out (at most as many pools as the budget has connections).
-            in_use.push((stamp, id));
+            in_use.push(((stamp, seq), id));
         };
         let victim = victim.or_else(|| in_use.first().map(|(_, id)| id.clone()));
         self.lru.extend(in_use);
@@ -308,7 +313,8 @@ impl<P: CachedPool> PoolCache<P> {
         PoolCache {
             inner: RwLock::new(Inner {
                 map: HashMap::new(),
-                lru: BTreeSet::new(),
+                lru: BTreeMap::new(),
+                next_seq: 0,
             }),
             epoch: Instant::now(),
             max_cached: max_cached.max(1),
@@ -357,11 +363,14 @@ impl<P: CachedPool> PoolCache<P> {
                     // ids must not push warm pools out.
                     let mut inner = self.write();
                     let now = self.now();
+                    let seq = inner.next_seq;
+                    inner.next_seq += 1;
                     Arc::clone(inner.map.entry(id.clone()).or_insert_with(|| {
                         Arc::new(Entry {
                             pool: OnceCell::new(),
                             last_used: AtomicU64::new(now),
                             indexed: AtomicU64::new(NOT_INDEXED),
+                            seq,
                         })
                     }))
                 }
@@ -917,7 +926,7 @@ mod tests {
         assert_eq!(kept, ["a", "b", "d"]);
         assert_eq!(inner.lru.len(), 3);
         // Every built pool is indexed under its own stamp.
-        for (stamp, tenant) in &inner.lru {
+        for ((stamp, _), tenant) in &inner.lru {
             assert_eq!(inner.map[tenant].indexed.load(Ordering::Relaxed), *stamp);
         }
     }

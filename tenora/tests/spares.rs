@@ -506,7 +506,10 @@ async fn each_server_keeps_its_own_spares() {
     assert!(t.prepare_template().await.unwrap());
     let fill = t.fill_spares().await.unwrap();
     assert_eq!((fill.made, fill.ready), (2, 2), "{fill:?}");
-    assert!(spare_databases(&env, &t).await.is_empty(), "none on the default");
+    assert!(
+        spare_databases(&env, &t).await.is_empty(),
+        "none on the default"
+    );
     for (server, cluster) in [("a", &a), ("b", &b)] {
         let spares = spares_on(&cluster.admin_url(), &t).await;
         assert_eq!(spares.len(), 1, "{server}");
@@ -525,7 +528,10 @@ async fn each_server_keeps_its_own_spares() {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(oid, spares[0].1, "the tenant on {server} was made from its spare");
+        assert_eq!(
+            oid, spares[0].1,
+            "the tenant on {server} was made from its spare"
+        );
         // It logs in with the password the registry holds (a scram-sha-256 cluster).
         let mut conn = t.tenant_conn(&tenant).await.unwrap();
         Postgres::project_names(&mut conn).await;
