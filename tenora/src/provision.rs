@@ -402,7 +402,7 @@ impl<B: Backend> Tenora<B> {
         let mut base = self.base_conn().await.map_err(|e| (Step::Activate, e))?;
         let fingerprint = self.tenant_migrations().fingerprint_of(&applied);
         let version = applied.last().map(String::as_str);
-        let changed = self
+        let (changed, stored) = self
             .activate(&mut base, id, version, &fingerprint, credentials)
             .await
             .map_err(|e| (Step::Activate, e))?;
@@ -421,7 +421,12 @@ impl<B: Backend> Tenora<B> {
         // answered with what is known.
         self.unknown_tenants().forget(id);
         tracing::info!(tenant = %id, "tenant created");
-        match self.registry_get_on(&mut base, id).await {
+        // The row as stored: returned by the activation where the backend can, else read.
+        let stored = match stored {
+            Some(row) => row.into_stored(self.table()).map(Some),
+            None => self.registry_get_on(&mut base, id).await,
+        };
+        match stored {
             Ok(Some(row)) => Ok(row.record),
             Ok(None) | Err(_) => {
                 let now = chrono::Utc::now().naive_utc();
@@ -439,8 +444,9 @@ impl<B: Backend> Tenora<B> {
     }
 
     /// Marks tenant `id`'s `provisioning` row `active` with its migration state (and the
-    /// adopted password of a warm spare) in one statement; returns the rows changed. A
-    /// registry without the migration-state columns gets the state (and password) alone.
+    /// adopted password of a warm spare) in one statement; returns the rows changed and the
+    /// row where the backend returns it. A registry without the migration-state columns gets
+    /// the state (and password) alone.
     async fn activate(
         &self,
         base: &mut B::Connection,
@@ -448,7 +454,7 @@ impl<B: Backend> Tenora<B> {
         version: Option<&str>,
         fingerprint: &str,
         credentials: &NewPassword,
-    ) -> Result<usize> {
+    ) -> Result<(usize, Option<crate::registry::RawRow>)> {
         let adopted = credentials.adopted.as_deref();
         match base
             .registry_activate(self.table(), id, version, fingerprint, adopted)
@@ -471,6 +477,7 @@ impl<B: Backend> Tenora<B> {
                     TenantState::Active,
                 )
                 .await
+                .map(|n| (n, None))
                 .map_err(|e| self.registry_error(e, id))
             }
             other => other.map_err(|e| self.registry_error(e, id)),

@@ -308,7 +308,8 @@ pub trait RegistryConnection: Send {
     ) -> impl Future<Output = RegistryResult<usize>> + Send;
     /// Marks a `provisioning` row `active`, recording what its database has applied and,
     /// with `password`, replacing its stored password, in one statement; returns the number
-    /// of rows changed (0: the row is no longer `provisioning`).
+    /// of rows changed (0: the row is no longer `provisioning`) and, where the backend can
+    /// return it from the same statement (PostgreSQL), the row as stored.
     #[doc(hidden)]
     fn registry_activate(
         &mut self,
@@ -317,7 +318,7 @@ pub trait RegistryConnection: Send {
         version: Option<&str>,
         fingerprint: &str,
         password: Option<&str>,
-    ) -> impl Future<Output = RegistryResult<usize>> + Send;
+    ) -> impl Future<Output = RegistryResult<(usize, Option<RawRow>)>> + Send;
     /// Replaces a row's stored password, only if it still holds `expected` (a compare and
     /// swap: a value changed by another process since it was read is never overwritten);
     /// returns the number of rows changed.
@@ -353,7 +354,7 @@ pub fn quote_table(table: &str, quote: char) -> String {
 /// one parameter, and the SQL of an exact (case- and accent-sensitive) text comparison of a
 /// column with a placeholder.
 macro_rules! impl_registry {
-    ($conn:ty, $ph:expr, $quote:expr, $columns:expr, $exact:expr) => {
+    ($conn:ty, $ph:expr, $quote:expr, $columns:expr, $exact:expr, $returning:expr) => {
         /// A registry query's result, a failure sorted: a missing table or column is read
         /// from the catalog, not guessed from the message (which the server may translate).
         async fn registry_result<T>(
@@ -602,7 +603,8 @@ macro_rules! impl_registry {
                 version: Option<&str>,
                 fingerprint: &str,
                 password: Option<&str>,
-            ) -> $crate::registry::RegistryResult<usize> {
+            ) -> $crate::registry::RegistryResult<(usize, Option<$crate::registry::RawRow>)> {
+                use diesel::OptionalExtension as _;
                 use diesel::sql_types::{Nullable, Text, Timestamp};
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
@@ -624,6 +626,9 @@ macro_rules! impl_registry {
                     " WHERE id = {} AND state = 'provisioning'",
                     ph(next)
                 ));
+                if $returning {
+                    sql.push_str(&format!(" RETURNING {}", $crate::registry::COLUMNS));
+                }
                 let mut query = diesel::sql_query(sql)
                     .into_boxed()
                     .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
@@ -632,8 +637,20 @@ macro_rules! impl_registry {
                 if let Some(password) = password {
                     query = query.bind::<Text, _>(password);
                 }
-                let result = query.bind::<Text, _>(id.as_str()).execute(self).await;
-                registry_result(self, table, result).await
+                let query = query.bind::<Text, _>(id.as_str());
+                if $returning {
+                    let result = query
+                        .get_result::<$crate::registry::RawRow>(&mut *self)
+                        .await
+                        .optional();
+                    return registry_result(self, table, result)
+                        .await
+                        .map(|row| (usize::from(row.is_some()), row));
+                }
+                let result = query.execute(&mut *self).await;
+                registry_result(self, table, result)
+                    .await
+                    .map(|n| (n, None))
             }
 
             async fn registry_swap_password(

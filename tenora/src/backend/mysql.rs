@@ -28,7 +28,8 @@ impl_registry!(
     '`',
     "SELECT CAST(COLUMN_NAME AS CHAR) AS column_name FROM information_schema.COLUMNS \
      WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-    |column, value| format!("BINARY {column} = {value}")
+    |column, value| format!("BINARY {column} = {value}"),
+    false
 );
 
 crate::run_log::impl_run_log!(AsyncMysqlConnection, |_| "?".to_owned());

@@ -31,7 +31,8 @@ impl_registry!(
     '"',
     "SELECT attname::text AS column_name FROM pg_attribute \
      WHERE attrelid = to_regclass(quote_ident($1)) AND attnum > 0 AND NOT attisdropped",
-    |column, value| format!("{column} = {value}")
+    |column, value| format!("{column} = {value}"),
+    true
 );
 
 crate::run_log::impl_run_log!(AsyncPgConnection, |n| format!("${n}"));

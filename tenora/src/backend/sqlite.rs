@@ -30,7 +30,8 @@ impl_registry!(
     |_| "?".to_owned(),
     '"',
     "SELECT name AS column_name FROM pragma_table_info(?)",
-    |column, value| format!("{column} = {value}")
+    |column, value| format!("{column} = {value}"),
+    false
 );
 
 crate::run_log::impl_run_log!(SqliteConn, |_| "?".to_owned());
