@@ -79,12 +79,6 @@ impl Naming {
         self
     }
 
-    /// Whether `id`'s names fit the server's length limits (reserved or not).
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    pub(crate) fn fits(&self, id: &TenantId) -> bool {
-        id.as_str().len() <= self.max_id_len()
-    }
-
     /// Sets the longest user name, as the server reports it.
     #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn set_max_user_len(&self, max: usize) {

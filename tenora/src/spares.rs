@@ -129,11 +129,20 @@ impl<B: Backend> Tenora<B> {
     /// # Ok(()) }
     /// ```
     pub async fn spares(&self) -> Result<Vec<Spare>> {
+        let fingerprint = self.tenant_migrations().fingerprint();
         Ok(self
             .spare_rows()
             .await?
             .into_iter()
-            .map(|row| self.spare_of(row))
+            .map(|row| Spare {
+                current: row.fingerprint == fingerprint,
+                state: SpareState::parse(&row.state),
+                name: row.name,
+                server: row.server,
+                claimed_by: row.claimed_by,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
             .collect())
     }
 
@@ -143,8 +152,9 @@ impl<B: Backend> Tenora<B> {
     /// they belong to the binary that built it, say during a rolling deploy) and any beyond
     /// `tenant.spares`, then clones the template until `tenant.spares` are ready.
     /// Needs an up-to-date template ([`Tenora::prepare_template`]); without one it makes
-    /// nothing and says so in [`SpareFill::short`]. Waits for a fill already running in this
-    /// process; `create_tenant` starts one in the background after it takes a spare.
+    /// nothing and says so in [`SpareFill::short`]. Waits for a fill already running (in this
+    /// process, or up to a minute in another); `create_tenant` starts one in the background
+    /// after each sign-up.
     ///
     /// ```no_run
     /// # async fn demo(tenora: tenora::PgTenora) -> tenora::Result<()> {
@@ -503,7 +513,7 @@ impl<B: Backend> Tenora<B> {
                 // Made ready, or claimed by a sign-up, since it was read.
                 return Ok(Swept::Moved);
             }
-            self.remove_spare(slot, spare, row)
+            self.remove_spare(slot, spare, &row.token)
                 .await
                 .map(|()| Swept::Removed)
         }
@@ -515,20 +525,10 @@ impl<B: Backend> Tenora<B> {
     /// Makes one spare on `slot`: records it, clones it, marks it ready. Returns `false`
     /// (leaving nothing) when the template is not current.
     async fn make_spare(&self, slot: &ServerSlot<B>) -> Result<bool> {
-        let naming = slot.server.naming();
+        // Fits every configuration: prefixes have at most 32 characters, so a spare's names
+        // have at most 57 of PostgreSQL's 63.
         let spare = TenantId::new(format!("{SPARE_PREFIX}{}", &ownership::new_token()[..12]))
             .expect("a valid id");
-        if !naming.fits(&spare) {
-            return Err(Error::config(
-                "tenant.spares",
-                format!(
-                    "spare names ({} for the database) do not fit the server's name limit with \
-                     the configured prefixes; shorten tenant.database_prefix / \
-                     tenant.user_prefix or set tenant.spares = 0",
-                    naming.database_name(&spare)
-                ),
-            ));
-        }
         let token = ownership::new_token();
         let password = secret::generate_password();
         let sealed = secret::seal(
@@ -579,22 +579,10 @@ impl<B: Backend> Tenora<B> {
                 }
                 other => other,
             };
-            if !matches!(made, Ok(true)) {
-                let row = SpareRow {
-                    name: spare.to_string(),
-                    server: slot.name.clone(),
-                    state: SpareState::Making.as_str().to_owned(),
-                    scope: self.table().to_owned(),
-                    token: token.clone(),
-                    password: String::new(),
-                    fingerprint: fingerprint.clone(),
-                    claimed_by: None,
-                    created_at: chrono::Utc::now().naive_utc(),
-                    updated_at: chrono::Utc::now().naive_utc(),
-                };
-                if let Err(e) = self.remove_spare(slot, &spare, &row).await {
-                    tracing::warn!(spare = %spare, error = %e, "could not remove a spare that failed half-way; the next fill does");
-                }
+            if !matches!(made, Ok(true))
+                && let Err(e) = self.remove_spare(slot, &spare, &token).await
+            {
+                tracing::warn!(spare = %spare, error = %e, "could not remove a spare that failed half-way; the next fill does");
             }
             made
         }
@@ -606,16 +594,16 @@ impl<B: Backend> Tenora<B> {
         result
     }
 
-    /// Removes what carries spare `row`'s proof under the spare's names, then its row (the
-    /// caller holds the lease that keeps others off it).
+    /// Removes what carries the proof of `token` under spare `spare`'s names, then its row
+    /// (the caller holds the lease that keeps others off it).
     async fn remove_spare(
         &self,
         slot: &ServerSlot<B>,
         spare: &TenantId,
-        row: &SpareRow,
+        token: &str,
     ) -> Result<()> {
         let proof = Proof {
-            token: Some(row.token.clone()),
+            token: Some(token.to_owned()),
             passwords: Vec::new(),
             legacy: false,
         };
@@ -630,21 +618,9 @@ impl<B: Backend> Tenora<B> {
         if !removal.left_alone.is_empty() {
             tracing::warn!(spare = %spare, left_alone = ?removal.left_alone, "objects with a spare's names that do not carry its proof were left alone");
         }
-        self.delete_spare_row(&row.name).await?;
+        self.delete_spare_row(spare.as_str()).await?;
         tracing::info!(spare = %spare, server = %slot.name, "warm spare removed");
         Ok(())
-    }
-
-    fn spare_of(&self, row: SpareRow) -> Spare {
-        Spare {
-            current: row.fingerprint == self.tenant_migrations().fingerprint(),
-            state: SpareState::parse(&row.state),
-            name: row.name,
-            server: row.server,
-            claimed_by: row.claimed_by,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-        }
     }
 
     /// Every spare row (none when the table was never made).

@@ -869,26 +869,29 @@ async fn futures_join(t: &PgTenora, id: &TenantId, n: usize) -> Vec<tenora::PgCo
     held
 }
 
-/// Sign-ups of different tenants run at once: while one waits on the server (another session
-/// holds an uncommitted role of the same name, so its `CREATE ROLE` waits for that
-/// transaction), another tenant is created from start to finish.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_ups_of_different_tenants_run_at_once() {
-    let Some(env) = Postgres::env() else { return };
-    let t = tenora::<Postgres>(&env).await;
-    let (slow, fast) = (id("slow_a"), id("fast_b"));
-    let role = t.naming().user_name(&slow);
-    let blocker = admin_client(&url_for(&env, "postgres")).await;
+/// A sign-up of `tenant` on `t` started while another session holds an uncommitted role of
+/// the tenant's role name: returns once the server shows the sign-up's `CREATE ROLE` waiting
+/// for that lock (a barrier, not a sleep), with the blocking session (`ROLLBACK` on it lets
+/// the sign-up go on) and the sign-up's task.
+async fn sign_up_blocked_on_the_server(
+    env: &Env,
+    t: &PgTenora,
+    tenant: &TenantId,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<tenora::Result<tenora::TenantRecord>>,
+) {
+    let role = t.naming().user_name(tenant);
+    let blocker = admin_client(&url_for(env, "postgres")).await;
     blocker
         .batch_execute(&format!("BEGIN; CREATE ROLE \"{role}\""))
         .await
         .unwrap();
     let waiting = {
-        let (t, slow) = (t.clone(), slow.clone());
-        tokio::spawn(async move { t.create_tenant(&slow, None).await })
+        let (t, tenant) = (t.clone(), tenant.clone());
+        tokio::spawn(async move { t.create_tenant(&tenant, None).await })
     };
-    // Barrier: the server shows Tenora's CREATE ROLE waiting for a lock.
-    let watcher = admin_client(&url_for(&env, "postgres")).await;
+    let watcher = admin_client(&url_for(env, "postgres")).await;
     loop {
         let blocked: i64 = watcher
             .query_one(
@@ -900,11 +903,23 @@ async fn sign_ups_of_different_tenants_run_at_once() {
             .unwrap()
             .get(0);
         if blocked > 0 {
-            break;
+            return (blocker, waiting);
         }
         assert!(!waiting.is_finished(), "{:?}", waiting.await);
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+/// Sign-ups of different tenants run at once: while one waits on the server (another session
+/// holds an uncommitted role of the same name, so its `CREATE ROLE` waits for that
+/// transaction), another tenant is created from start to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ups_of_different_tenants_run_at_once() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora::<Postgres>(&env).await;
+    let (slow, fast) = (id("slow_a"), id("fast_b"));
+    // Barrier: the server shows Tenora's CREATE ROLE waiting for a lock.
+    let (blocker, waiting) = sign_up_blocked_on_the_server(&env, &t, &slow).await;
     // Meanwhile another tenant is made in full (with one admin session behind a lock, it would
     // wait for the first forever).
     tokio::time::timeout(
@@ -931,33 +946,8 @@ async fn sign_ups_of_one_id_never_overlap() {
     let other = tenora::<Postgres>(&env).await;
     let acme = id("acme");
     let role = t.naming().user_name(&acme);
-    let blocker = admin_client(&url_for(&env, "postgres")).await;
-    blocker
-        .batch_execute(&format!("BEGIN; CREATE ROLE \"{role}\""))
-        .await
-        .unwrap();
-    let first = {
-        let (t, acme) = (t.clone(), acme.clone());
-        tokio::spawn(async move { t.create_tenant(&acme, None).await })
-    };
     // Barrier: the first sign-up is inside its work (its CREATE ROLE waits for the lock).
-    let watcher = admin_client(&url_for(&env, "postgres")).await;
-    loop {
-        let blocked: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND position($1 in query) > 0",
-                &[&format!("CREATE ROLE \"{role}\" LOGIN")],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if blocked > 0 {
-            break;
-        }
-        assert!(!first.is_finished(), "{:?}", first.await);
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let (blocker, first) = sign_up_blocked_on_the_server(&env, &t, &acme).await;
     // Meanwhile the same id, from this process and from another one: refused at once, not
     // run alongside.
     for handle in [&t, &other] {
@@ -968,7 +958,7 @@ async fn sign_ups_of_one_id_never_overlap() {
     blocker.batch_execute("ROLLBACK").await.unwrap();
     let record = first.await.unwrap().unwrap();
     assert_eq!(record.state, tenora::TenantState::Active);
-    let roles: i64 = watcher
+    let roles: i64 = blocker
         .query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&role])
         .await
         .unwrap()

@@ -20,10 +20,16 @@ async fn admin(env: &Env) -> tokio_postgres::Client {
     admin_client(&url_for(env, "postgres")).await
 }
 
-/// The spare databases on the server: (name, oid, open to connections).
+/// The spare databases on the env's server: (name, oid, open to connections).
 async fn spare_databases(env: &Env, t: &PgTenora) -> Vec<(String, i64, bool)> {
+    spares_on(&url_for(env, "postgres"), t).await
+}
+
+/// The spare databases on the server at `admin_url` with `t`'s prefixes: (name, oid, open to
+/// connections), by name.
+async fn spares_on(admin_url: &str, t: &PgTenora) -> Vec<(String, i64, bool)> {
     let prefix = t.naming().database_name(&id("tenora_spare_"));
-    let mut found: Vec<(String, i64, bool)> = admin(env)
+    let mut found: Vec<(String, i64, bool)> = admin_client(admin_url)
         .await
         .query(
             "SELECT datname::text, oid::int8, datallowconn FROM pg_database \
@@ -470,22 +476,6 @@ async fn deployments_sharing_a_base_database_keep_their_own_spares() {
     assert!(a.spares().await.unwrap().is_empty());
     assert_eq!(b.spares().await.unwrap().len(), 1);
     assert_eq!(spare_databases(&env, &a).await.len(), 1);
-}
-
-/// The spare databases on the server at `admin_url` with the env's prefixes: (name, oid).
-async fn spares_on(admin_url: &str, t: &PgTenora) -> Vec<(String, i64)> {
-    let prefix = t.naming().database_name(&id("tenora_spare_"));
-    admin_client(admin_url)
-        .await
-        .query(
-            "SELECT datname::text, oid::int8 FROM pg_database WHERE starts_with(datname, $1)",
-            &[&prefix],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 /// With several servers, each server that takes new tenants keeps its own spares (none on

@@ -199,9 +199,8 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
     /// its names is not taken) over to tenant `id` in one server transaction: renames its
     /// database and role to the tenant's names, makes the role carry the proof of `token`
     /// and log in (with `password`, or the spare's own when `None`), and opens the database
-    /// to connections. All or nothing:
-    /// on an error the spare is left as it was. Returns `false` when the spare's objects are
-    /// gone; fails with [`Error::TenantExists`](crate::Error::TenantExists), naming the step,
+    /// to connections. All or nothing: on an error the spare is left as it was. Returns
+    /// `false` when the spare's objects are gone (or not the spare's); fails with [`Error::TenantExists`](crate::Error::TenantExists), naming the step,
     /// when the tenant's names are taken.
     fn take_spare(
         &self,
