@@ -6,24 +6,32 @@
 //! (single-flight), and a slow miss never blocks hits or misses of other tenants. A failed build
 //! removes its cell again, so lookups of unknown ids leave nothing behind.
 //!
-//! Making room costs the same at any cache size: built pools are also kept in an index ordered
-//! by when they were last handed out. A hit only stamps its entry (under the read lock); the
-//! index catches up lazily when room is made — an entry found with a newer stamp than its
-//! index key moves to its place and the walk goes on — so taking the least recently used pool
-//! is O(log n) amortized. Idle reaping and budget reclaims read the whole cache under the read
-//! lock (hits go on) and take the write lock only to remove what they chose. Pools leave the
-//! map under the lock but are closed after it is released: closing a pool (on SQLite, closing
-//! its last connection may checkpoint the WAL) never blocks other tenants' hits.
+//! Hits on different tenants rarely meet: the table is split into shards by hash, each behind
+//! its own lock on its own cache lines, and a hit stamps its entry with a coarse millisecond
+//! clock ([`crate::coarse_clock`]) rather than the fine one.
+//!
+//! Making room costs the same at any cache size: built pools also wait in one eviction queue
+//! (oldest stamp first). A hit only stamps its entry; when room is made, an entry at the front
+//! used since it was queued goes to the back (a second chance) and the walk goes on, so taking
+//! the least recently used pool is O(1) amortized, and removing it from its table is a
+//! pointer comparison under the stored hash — the cold tenant id is never read again. Idle
+//! reaping and budget reclaims read the tables under read locks (hits go on) and take write
+//! locks only to remove what they chose. Pools leave the table under a lock but are closed
+//! after every lock is released: closing a pool (on SQLite, closing its last connection may
+//! checkpoint the WAL) never blocks other tenants' hits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
 
+use hashbrown::HashTable;
 use tokio::sync::OnceCell;
 
 use crate::budget::Reclaim;
+use crate::coarse_clock as clock;
 use crate::tenant_id::TenantId;
 
 /// What the cache needs to know about a pool to close it safely.
@@ -47,16 +55,17 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
     }
 }
 
-/// A cache slot: the pool (once built) and when it was last handed out.
+/// A cache slot: the tenant, the pool (once built) and when it was last handed out.
 pub(crate) struct Entry<P> {
+    id: TenantId,
+    /// `id`'s hash in the cache's table (kept: growing the table and removing the entry never
+    /// read the id again).
+    hash: u64,
     pool: OnceCell<P>,
     last_used: AtomicU64,
-    /// The stamp under which the entry is in the index (`u64::MAX`: not indexed). Read and
-    /// written only under the write lock.
-    indexed: AtomicU64,
-    /// The entry's own number: with the stamp, its key in the index (many entries share a
-    /// millisecond; numbers keep the index's comparisons to integers, never tenant names).
-    seq: u64,
+    /// The stamp under which the entry waits in the eviction queue (`NOT_QUEUED`: it does
+    /// not). Read and written only under the write lock.
+    queued: AtomicU64,
 }
 
 impl<P> Entry<P> {
@@ -108,7 +117,6 @@ pub struct CacheStats {
 /// (other callers waiting on it build it in turn; the last one to give up removes it).
 struct EmptyCellGuard<'a, P: CachedPool> {
     cache: &'a PoolCache<P>,
-    id: &'a TenantId,
     cell: Cell<P>,
 }
 
@@ -117,12 +125,13 @@ impl<P: CachedPool> Drop for EmptyCellGuard<'_, P> {
         if self.cell.get().is_some() {
             return;
         }
-        let mut inner = self.cache.write();
-        let ours_and_unused = inner.map.get(self.id).is_some_and(|c| {
-            Arc::ptr_eq(c, &self.cell) && c.get().is_none() && Arc::strong_count(c) == 2
-        });
-        if ours_and_unused {
-            inner.map.remove(self.id);
+        let mut table = self.cache.write(self.cell.hash);
+        let found = table.find_entry(self.cell.hash, |c| Arc::ptr_eq(c, &self.cell));
+        if let Ok(entry) = found {
+            // Still empty and held only by the table and this guard.
+            if entry.get().get().is_none() && Arc::strong_count(entry.get()) == 2 {
+                entry.remove();
+            }
         }
     }
 }
@@ -168,8 +177,16 @@ impl StripedCounter {
 
 /// A map from tenant to pool with single-flight creation.
 pub(crate) struct PoolCache<P> {
-    inner: RwLock<Inner<P>>,
-    epoch: Instant,
+    /// The tenants, spread over shards by hash: hits on different shards take different
+    /// locks, so cores do not pass one lock's cache line back and forth on every hit.
+    shards: Box<[Shard<P>]>,
+    /// Built entries, least recently queued first (see [`Queue`]).
+    queue: Mutex<Queue<P>>,
+    /// Built entries in the table and the queue (counted as they are queued and taken).
+    built: AtomicUsize,
+    /// Keys the table's hashes (SipHash with a random key: ids come from requests, so
+    /// colliding ids cannot be chosen to flood one bucket).
+    hasher: RandomState,
     max_cached: usize,
     hits: StripedCounter,
     misses: AtomicU64,
@@ -177,71 +194,37 @@ pub(crate) struct PoolCache<P> {
     evictions: AtomicU64,
 }
 
-/// The map and its least-recently-used index (built pools only, by stamp, then entry number).
-struct Inner<P> {
-    map: HashMap<TenantId, Cell<P>>,
-    lru: BTreeMap<(u64, u64), TenantId>,
-    /// The next entry's number.
-    next_seq: u64,
+/// One shard's table, alone on its cache lines.
+#[repr(align(128))]
+struct Shard<P> {
+    table: RwLock<HashTable<Cell<P>>>,
 }
 
-/// A stamp meaning "not in the index".
-const NOT_INDEXED: u64 = u64::MAX;
+/// Shards of the cache (a power of two).
+const SHARDS: usize = 16;
 
-impl<P: CachedPool> Inner<P> {
-    /// Removes `id`'s entry from the map and the index; the caller drops it after releasing
-    /// the lock.
-    fn take(&mut self, id: &TenantId) -> Option<Cell<P>> {
-        let cell = self.map.remove(id)?;
-        let stamp = cell.indexed.swap(NOT_INDEXED, Ordering::Relaxed);
-        if stamp != NOT_INDEXED {
-            self.lru.remove(&(stamp, cell.seq));
-        }
-        Some(cell)
-    }
+/// The eviction queue: every built entry once, oldest stamp first.
+///
+/// A hit only stamps its entry (under its shard's read lock). When room is made, an entry at
+/// the front that was used since it was queued goes to the back under its new stamp (a second
+/// chance) and the walk goes on, so the entry taken is the least recently used one and each
+/// step is O(1) amortized. Entries taken out of the table some other way (evicted by id,
+/// reaped) stay behind as dead weak references until they reach the front or the queue is
+/// compacted (when they outnumber the live ones).
+struct Queue<P> {
+    entries: VecDeque<(u64, Weak<Entry<P>>)>,
+}
 
-    /// Puts built entry `cell` of `id` in the index under its current stamp.
-    fn index(&mut self, id: &TenantId, cell: &Entry<P>) {
-        let stamp = cell.last_used.load(Ordering::Relaxed);
-        let old = cell.indexed.swap(stamp, Ordering::Relaxed);
-        if old != NOT_INDEXED {
-            self.lru.remove(&(old, cell.seq));
-        }
-        self.lru.insert((stamp, cell.seq), id.clone());
-    }
+/// `Entry::queued` of an entry not queued yet.
+const NOT_QUEUED: u64 = u64::MAX;
+/// `Entry::queued` of an entry taken out of the table (never queued again).
+const TAKEN: u64 = u64::MAX - 1;
 
-    /// The least recently used built pool, preferring one with no connection checked out:
-    /// walks the index from the oldest stamp, moving entries used since they were indexed.
-    fn least_recently_used(&mut self) -> Option<TenantId> {
-        let mut in_use = Vec::new();
-        let victim = loop {
-            let Some(((stamp, seq), id)) = self.lru.pop_first() else {
-                break None;
-            };
-            let Some(cell) = self.map.get(&id) else {
-                continue;
-            };
-            let used = cell.last_used.load(Ordering::Relaxed);
-            if used > stamp {
-                cell.indexed.store(used, Ordering::Relaxed);
-                self.lru.insert((used, seq), id);
-                continue;
-            }
-            if cell.get().is_none_or(CachedPool::is_unused) {
-                // Back in the index: `take` removes it with the entry.
-                self.lru.insert((stamp, seq), id.clone());
-                break Some(id);
-            }
-            // Connections checked out (at most as many pools as the budget has connections).
-            in_use.push(((stamp, seq), id));
-        };
-        let victim = victim.or_else(|| in_use.first().map(|(_, id)| id.clone()));
-        self.lru.extend(in_use);
-        victim
-    }
-
-    fn built(&self) -> usize {
-        self.lru.len()
+impl<P> Entry<P> {
+    /// Marks the entry taken; returns whether it was counted as built (queued).
+    fn mark_taken(&self) -> bool {
+        let was = self.queued.swap(TAKEN, Ordering::AcqRel);
+        was != NOT_QUEUED && was != TAKEN
     }
 }
 
@@ -270,53 +253,18 @@ impl<P: CachedPool> Reclaim for BudgetReclaimer<P> {
 }
 
 impl<P: CachedPool> PoolCache<P> {
-    /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts. Chosen under the read lock
-    /// (hits go on), removed under the write lock, closed after it.
-    fn reclaim_matching(&self, wanted: impl Fn(&P) -> bool) -> bool {
-        let with_idle = |require_unused: bool| {
-            let inner = self.read();
-            inner
-                .map
-                .iter()
-                .filter(|(_, c)| {
-                    c.get().is_some_and(|p| {
-                        wanted(p) && p.idle_connections() > 0 && (!require_unused || p.is_unused())
-                    })
-                })
-                .min_by_key(|(_, c)| c.last_used.load(Ordering::Relaxed))
-                .map(|(id, c)| (id.clone(), Arc::clone(c)))
-        };
-        if let Some((id, chosen)) = with_idle(true) {
-            let removed = {
-                let mut inner = self.write();
-                // Still the same pool, still unused: a hit may have taken a connection since.
-                let same = inner.map.get(&id).is_some_and(|c| {
-                    Arc::ptr_eq(c, &chosen) && c.get().is_some_and(CachedPool::is_unused)
-                });
-                if same { inner.take(&id) } else { None }
-            };
-            if let Some(cell) = removed {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(tenant = %id, "closed an idle tenant pool for the connection budget");
-                drop(cell);
-                return true;
-            }
-        }
-        with_idle(false)
-            .and_then(|(_, cell)| cell.get().map(CachedPool::shed_idle))
-            .unwrap_or(false)
-    }
-}
-
-impl<P: CachedPool> PoolCache<P> {
     pub(crate) fn new(max_cached: usize) -> Self {
         PoolCache {
-            inner: RwLock::new(Inner {
-                map: HashMap::new(),
-                lru: BTreeMap::new(),
-                next_seq: 0,
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    table: RwLock::new(HashTable::new()),
+                })
+                .collect(),
+            queue: Mutex::new(Queue {
+                entries: VecDeque::new(),
             }),
-            epoch: Instant::now(),
+            built: AtomicUsize::new(0),
+            hasher: RandomState::new(),
             max_cached: max_cached.max(1),
             hits: StripedCounter::new(),
             misses: AtomicU64::new(0),
@@ -325,14 +273,89 @@ impl<P: CachedPool> PoolCache<P> {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner<P>> {
-        // A panic while holding the lock cannot leave the map inconsistent (every operation is
-        // a single insert/remove), so a poisoned lock is safe to keep using.
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    fn shard(&self, hash: u64) -> &RwLock<HashTable<Cell<P>>> {
+        // Bits the table itself uses least (it takes the low ones for the bucket and the top
+        // seven for the tag).
+        &self.shards[(hash >> 40) as usize % SHARDS].table
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner<P>> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    fn read(&self, hash: u64) -> RwLockReadGuard<'_, HashTable<Cell<P>>> {
+        // A panic while holding a lock cannot leave a table inconsistent (every operation is a
+        // single insert/remove), so a poisoned lock is safe to keep using.
+        self.shard(hash).read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, HashTable<Cell<P>>> {
+        self.shard(hash).write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue<P>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every entry in the table (built or being built), for scans that choose under read
+    /// locks.
+    fn entries_where(&self, mut keep: impl FnMut(&Cell<P>) -> bool) -> Vec<Cell<P>> {
+        let mut chosen = Vec::new();
+        for shard in self.shards.iter() {
+            let table = shard.table.read().unwrap_or_else(|p| p.into_inner());
+            chosen.extend(table.iter().filter(|c| keep(c)).map(Arc::clone));
+        }
+        chosen
+    }
+
+    /// Takes `cell` out of its shard's table if it is still there; returns it (to be dropped
+    /// after every lock is released).
+    fn take_cell(&self, cell: &Cell<P>) -> Option<Cell<P>> {
+        let mut table = self.write(cell.hash);
+        let (taken, _) = table
+            .find_entry(cell.hash, |c| Arc::ptr_eq(c, cell))
+            .ok()?
+            .remove();
+        drop(table);
+        if taken.mark_taken() {
+            self.built.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(taken)
+    }
+
+    /// The entry of `id`, if the table has one.
+    fn find(&self, id: &TenantId) -> Option<Cell<P>> {
+        let hash = self.hasher.hash_one(id);
+        self.read(hash)
+            .find(hash, |c| c.hash == hash && c.id == *id)
+            .cloned()
+    }
+
+    /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts. Chosen under read locks
+    /// (hits go on), removed under a write lock, closed after it.
+    fn reclaim_matching(&self, wanted: impl Fn(&P) -> bool) -> bool {
+        let with_idle = |require_unused: bool| {
+            self.entries_where(|c| {
+                c.get().is_some_and(|p| {
+                    wanted(p) && p.idle_connections() > 0 && (!require_unused || p.is_unused())
+                })
+            })
+            .into_iter()
+            .min_by_key(|c| c.last_used.load(Ordering::Relaxed))
+        };
+        if let Some(chosen) = with_idle(true) {
+            // Still unused: a hit may have taken a connection since.
+            let removed = chosen
+                .get()
+                .is_some_and(CachedPool::is_unused)
+                .then(|| self.take_cell(&chosen))
+                .flatten();
+            if let Some(cell) = removed {
+                self.evictions.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(tenant = %cell.id, "closed an idle tenant pool for the connection budget");
+                drop(cell);
+                return true;
+            }
+        }
+        with_idle(false)
+            .and_then(|cell| cell.get().map(CachedPool::shed_idle))
+            .unwrap_or(false)
     }
 
     /// The tenant's pool, building it with `build` on a miss.
@@ -341,14 +364,16 @@ impl<P: CachedPool> PoolCache<P> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<P, E>>,
     {
+        let hash = self.hasher.hash_one(id);
+        let same_id = |c: &Cell<P>| c.hash == hash && c.id == *id;
         let cell = {
-            let inner = self.read();
-            match inner.map.get(id) {
+            let table = self.read(hash);
+            match table.find(hash, same_id) {
                 Some(cell) => {
                     if let Some(pool) = cell.get() {
                         // Written only when the clock moved: a hot tenant's entry stays a
                         // shared cache line instead of bouncing between cores.
-                        let now = self.now();
+                        let now = clock::now_ms();
                         if cell.last_used.load(Ordering::Relaxed) != now {
                             cell.last_used.store(now, Ordering::Relaxed);
                         }
@@ -358,32 +383,27 @@ impl<P: CachedPool> PoolCache<P> {
                     Arc::clone(cell)
                 }
                 None => {
-                    drop(inner);
+                    drop(table);
                     // Make room only once the tenant proved real (below): a stream of unknown
                     // ids must not push warm pools out.
-                    let mut inner = self.write();
-                    let now = self.now();
-                    let seq = inner.next_seq;
-                    inner.next_seq += 1;
-                    Arc::clone(inner.map.entry(id.clone()).or_insert_with(|| {
+                    let mut table = self.write(hash);
+                    let entry = table.entry(hash, same_id, |c| c.hash).or_insert_with(|| {
                         Arc::new(Entry {
+                            id: id.clone(),
+                            hash,
                             pool: OnceCell::new(),
-                            last_used: AtomicU64::new(now),
-                            indexed: AtomicU64::new(NOT_INDEXED),
-                            seq,
+                            last_used: AtomicU64::new(clock::now_ms()),
+                            queued: AtomicU64::new(NOT_QUEUED),
                         })
-                    }))
+                    });
+                    Arc::clone(entry.get())
                 }
             }
         };
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Removes the cell again if it is still empty when this call ends — failed or
         // cancelled (a dropped request) alike — so unknown ids leave nothing behind.
-        let guard = EmptyCellGuard {
-            cache: self,
-            id,
-            cell,
-        };
+        let guard = EmptyCellGuard { cache: self, cell };
         let mut built = false;
         let result = guard
             .cell
@@ -398,50 +418,130 @@ impl<P: CachedPool> PoolCache<P> {
             .cloned();
         if built {
             // The build may have taken a while: this pool is the most recently used now.
-            guard.cell.last_used.store(self.now(), Ordering::Relaxed);
-        }
-        // (Held only when built: the guard removes an empty cell it alone holds.)
-        let cell = built.then(|| Arc::clone(&guard.cell));
-        drop(guard);
-        if let Some(cell) = cell {
-            let mut closed = Vec::new();
-            {
-                let mut inner = self.write();
-                // Indexed unless evicted meanwhile.
-                if inner.map.get(id).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                    inner.index(id, &cell);
-                }
-                while inner.built() > self.max_cached {
-                    match self.evict_lru(&mut inner) {
-                        Some(cell) => closed.push(cell),
-                        None => break,
-                    }
-                }
-            }
-            // Closed outside the lock.
-            drop(closed);
+            guard
+                .cell
+                .last_used
+                .store(clock::now_ms(), Ordering::Relaxed);
+            let cell = Arc::clone(&guard.cell);
+            drop(guard);
+            self.queue_and_make_room(&cell);
         }
         result
+    }
+
+    /// Queues newly built `cell` (unless it was taken out meanwhile), then closes least
+    /// recently used pools while more than `max_cached` are built.
+    fn queue_and_make_room(&self, cell: &Cell<P>) {
+        let mut closed = Vec::new();
+        {
+            let mut queue = self.lock_queue();
+            let stamp = cell.last_used.load(Ordering::Relaxed);
+            let queued = cell.queued.compare_exchange(
+                NOT_QUEUED,
+                stamp,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if queued.is_ok() {
+                let built = self.built.fetch_add(1, Ordering::AcqRel) + 1;
+                queue.entries.push_back((stamp, Arc::downgrade(cell)));
+                // Dead references outnumbering live ones: drop them in one pass (amortized
+                // O(1) per queued entry).
+                if queue.entries.len() > 2 * built + 64 {
+                    queue.entries.retain(|(_, weak)| {
+                        weak.upgrade().is_some_and(|c| {
+                            let q = c.queued.load(Ordering::Acquire);
+                            q != NOT_QUEUED && q != TAKEN
+                        })
+                    });
+                }
+            }
+            while self.built.load(Ordering::Acquire) > self.max_cached {
+                match self.least_recently_used(&mut queue) {
+                    // Queue, then shard: the one lock order of the cache.
+                    Some(victim) => closed.extend(self.take_cell(&victim)),
+                    None => break,
+                }
+            }
+        }
+        self.evictions
+            .fetch_add(closed.len() as u64, Ordering::Relaxed);
+        for cell in &closed {
+            tracing::debug!(tenant = %cell.id, "closed a cached tenant pool");
+        }
+        // Closed outside every lock.
+        drop(closed);
+    }
+
+    /// The least recently used built pool, preferring one with no connection checked out,
+    /// out of the queue (and counted out of the built ones); the caller takes it out of the
+    /// table. Walks the queue from the front, giving entries used since they were queued a
+    /// place at the back.
+    fn least_recently_used(&self, queue: &mut Queue<P>) -> Option<Cell<P>> {
+        let mut in_use = Vec::new();
+        let mut victim = None;
+        // Hits go on during the walk (they take no queue lock): at most one pass of second
+        // chances, so a walk ends however busy the tenants are.
+        let mut moves_left = queue.entries.len();
+        while let Some((stamp, weak)) = queue.entries.pop_front() {
+            let Some(cell) = weak.upgrade() else {
+                continue;
+            };
+            if cell.queued.load(Ordering::Acquire) != stamp {
+                continue; // Taken out of the table already.
+            }
+            let used = cell.last_used.load(Ordering::Relaxed);
+            if used > stamp && moves_left > 0 {
+                moves_left -= 1;
+                // Moves only if not taken meanwhile.
+                if cell
+                    .queued
+                    .compare_exchange(stamp, used, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    queue.entries.push_back((used, weak));
+                }
+                continue;
+            }
+            if cell.get().is_none_or(CachedPool::is_unused) {
+                victim = Some((stamp, cell));
+                break;
+            }
+            // Connections checked out (at most as many pools as the budget has connections).
+            in_use.push((stamp, weak, cell));
+        }
+        if victim.is_none() && !in_use.is_empty() {
+            let (stamp, _, cell) = in_use.remove(0);
+            victim = Some((stamp, cell));
+        }
+        // The busy ones go back to the front, in their order.
+        for (stamp, weak, _) in in_use.into_iter().rev() {
+            queue.entries.push_front((stamp, weak));
+        }
+        let (stamp, cell) = victim?;
+        // Counted out here; `take_cell` then finds it already marked.
+        let claimed = cell
+            .queued
+            .compare_exchange(stamp, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if claimed {
+            self.built.fetch_sub(1, Ordering::AcqRel);
+        }
+        Some(cell)
     }
 
     /// Removes the tenant's pool; returns whether one was cached. Connections already handed
     /// out stay usable; the pool closes when the last of them is returned.
     pub(crate) fn evict(&self, id: &TenantId) -> bool {
-        let cell = self.write().take(id);
-        let removed = cell.as_ref().is_some_and(|cell| cell.initialized());
-        if removed {
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
-        removed
+        self.evict_if(id, |_| true)
     }
 
     /// Removes the tenant's pool if `pred` holds for it; returns whether it did.
     pub(crate) fn evict_if(&self, id: &TenantId, pred: impl FnOnce(&P) -> bool) -> bool {
-        let cell = {
-            let mut inner = self.write();
-            let matches = inner.map.get(id).and_then(|c| c.get()).is_some_and(pred);
-            if matches { inner.take(id) } else { None }
-        };
+        let cell = self
+            .find(id)
+            .filter(|c| c.get().is_none_or(pred))
+            .and_then(|c| self.take_cell(&c));
         let removed = cell.as_ref().is_some_and(|cell| cell.initialized());
         if removed {
             self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -451,19 +551,19 @@ impl<P: CachedPool> PoolCache<P> {
 
     /// Removes every pool.
     pub(crate) fn clear(&self) {
-        let taken: Vec<Cell<P>> = {
-            let mut inner = self.write();
-            inner.lru.clear();
-            inner.map.drain().map(|(_, cell)| cell).collect()
-        };
+        let taken: Vec<Cell<P>> = self
+            .entries_where(|_| true)
+            .iter()
+            .filter_map(|c| self.take_cell(c))
+            .collect();
+        self.lock_queue().entries.clear();
         let n = taken.iter().filter(|c| c.initialized()).count();
         self.evictions.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
-        let cached_pools = self.read().built();
         CacheStats {
-            cached_pools,
+            cached_pools: self.built.load(Ordering::Acquire),
             hits: self.hits.sum(),
             misses: self.misses.load(Ordering::Relaxed),
             pools_created: self.created.load(Ordering::Relaxed),
@@ -472,59 +572,24 @@ impl<P: CachedPool> PoolCache<P> {
         }
     }
 
-    /// Milliseconds since the cache was made (a cheap, monotonic "last used" clock).
-    fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Removes the least recently used built pool, preferring unused ones; returns it (to be
-    /// dropped after the lock is released).
-    fn evict_lru(&self, inner: &mut Inner<P>) -> Option<Cell<P>> {
-        let id = inner.least_recently_used()?;
-        let cell = inner.take(&id)?;
-        self.evictions.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(tenant = %id, "closed a cached tenant pool");
-        Some(cell)
-    }
-
     /// Closes pools unused for longer than `idle` (and failing ones); returns how many. Chosen
-    /// under the read lock (hits go on), removed under the write lock, closed after it.
+    /// under read locks (hits go on), removed under write locks, closed after them.
     pub(crate) fn reap_idle(&self, idle: Duration) -> usize {
-        let cutoff = self
-            .now()
-            .saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
-        let stale_now = |c: &Entry<P>| {
+        let cutoff =
+            clock::now_ms().saturating_sub(u64::try_from(idle.as_millis()).unwrap_or(u64::MAX));
+        let stale_now = |c: &Cell<P>| {
             c.get().is_some_and(|pool| {
                 pool.is_unused()
                     && (pool.is_failing() || c.last_used.load(Ordering::Relaxed) < cutoff)
             })
         };
-        let stale: Vec<(TenantId, Cell<P>)> = {
-            let inner = self.read();
-            inner
-                .map
-                .iter()
-                .filter(|(_, c)| stale_now(c))
-                .map(|(id, c)| (id.clone(), Arc::clone(c)))
-                .collect()
-        };
-        if stale.is_empty() {
-            return 0;
-        }
-        let taken: Vec<Cell<P>> = {
-            let mut inner = self.write();
-            stale
-                .iter()
-                .filter_map(|(id, chosen)| {
-                    // Still the same pool and still stale (a hit may have come since).
-                    let same = inner
-                        .map
-                        .get(id)
-                        .is_some_and(|c| Arc::ptr_eq(c, chosen) && stale_now(c));
-                    if same { inner.take(id) } else { None }
-                })
-                .collect()
-        };
+        let stale = self.entries_where(stale_now);
+        let taken: Vec<Cell<P>> = stale
+            .iter()
+            // Still stale (a hit may have come since).
+            .filter(|c| stale_now(c))
+            .filter_map(|c| self.take_cell(c))
+            .collect();
         drop(stale);
         self.evictions
             .fetch_add(taken.len() as u64, Ordering::Relaxed);
@@ -599,6 +664,33 @@ mod tests {
         TenantId::new(s).unwrap()
     }
 
+    /// Long enough for the coarse clock (a few ms of resolution) to move.
+    async fn tick() {
+        tokio::time::sleep(Duration::from_millis(12)).await;
+    }
+
+    impl<P: CachedPool> PoolCache<P> {
+        /// The tenants in the table (built or being built), sorted.
+        fn keys(&self) -> Vec<String> {
+            let mut keys: Vec<String> = self
+                .entries_where(|_| true)
+                .iter()
+                .map(|c| c.id.to_string())
+                .collect();
+            keys.sort();
+            keys
+        }
+
+        fn built(&self) -> usize {
+            self.built.load(Ordering::SeqCst)
+        }
+
+        /// Whether every lock of the cache is free.
+        fn unlocked(&self) -> bool {
+            self.queue.try_lock().is_ok() && self.shards.iter().all(|s| s.table.try_write().is_ok())
+        }
+    }
+
     impl CachedPool for u32 {
         fn is_unused(&self) -> bool {
             true
@@ -636,7 +728,7 @@ mod tests {
                 .get_or_try_init(&id(name), || async move { Ok::<_, ()>(i as u32) })
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(3)).await;
+            tick().await;
         }
         cache
     }
@@ -662,10 +754,7 @@ mod tests {
                 .await
                 .is_err()
         );
-        let inner = cache.read();
-        let mut keys: Vec<_> = inner.map.keys().map(|k| k.to_string()).collect();
-        keys.sort();
-        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(cache.keys(), ["a", "b"]);
         assert_eq!(cache.evictions.load(Ordering::Relaxed), 0);
     }
 
@@ -677,17 +766,12 @@ mod tests {
             .get_or_try_init(&id("a"), || async { Ok::<_, ()>(9) })
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tick().await;
         cache
             .get_or_try_init(&id("c"), || async { Ok::<_, ()>(2) })
             .await
             .unwrap();
-        {
-            let inner = cache.read();
-            let map = &inner.map;
-            assert!(map.contains_key(&id("a")) && map.contains_key(&id("c")));
-            assert!(!map.contains_key(&id("b")));
-        }
+        assert_eq!(cache.keys(), ["a", "c"]);
         assert_eq!(cache.stats().evictions, 1);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(cache.reap_idle(Duration::from_millis(10)), 2);
@@ -803,7 +887,7 @@ mod tests {
             .get_or_try_init(&id("nope"), || async { Err::<u32, _>("unknown") })
             .await;
         assert_eq!(r, Err("unknown"));
-        assert!(cache.read().map.is_empty());
+        assert!(cache.keys().is_empty());
         cache
             .get_or_try_init(&id("a"), || async { Ok::<_, ()>(1) })
             .await
@@ -833,7 +917,7 @@ mod tests {
     impl Drop for ProbeState {
         fn drop(&mut self) {
             let cache = self.cache.get().and_then(std::sync::Weak::upgrade);
-            if cache.is_some_and(|c| c.inner.try_write().is_ok()) {
+            if cache.is_some_and(|c| c.unlocked()) {
                 self.closed_unlocked.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -875,26 +959,56 @@ mod tests {
         // `a` is the oldest but has a connection checked out; `b` is unused.
         let a = probe(&cache, "a", &closed).await;
         a.0.in_use.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tick().await;
         drop(probe(&cache, "b", &closed).await);
-        tokio::time::sleep(Duration::from_millis(3)).await;
+        tick().await;
         drop(probe(&cache, "c", &closed).await);
-        {
-            let inner = cache.read();
-            assert!(inner.map.contains_key(&id("a")), "the busy pool stays");
-            assert!(!inner.map.contains_key(&id("b")));
-            assert_eq!(inner.built(), 2);
-        }
+        assert_eq!(cache.keys(), ["a", "c"], "the busy pool stays");
+        assert_eq!(cache.built(), 2);
         assert_eq!(closed.load(Ordering::SeqCst), 1, "closed outside the lock");
         // Used since it was indexed, `a` moves up; evicting it, and reaping, close unlocked.
         a.0.in_use.store(false, Ordering::SeqCst);
         drop(a);
         assert!(cache.evict(&id("a")));
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(cache.reap_idle(Duration::from_millis(10)), 1);
         assert_eq!(closed.load(Ordering::SeqCst), 3);
-        assert_eq!(cache.read().built(), 0);
-        assert!(cache.read().lru.is_empty());
+        assert_eq!(cache.built(), 0);
+        assert!(cache.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn churn_by_id_keeps_the_queue_bounded_and_the_count_true() {
+        // Ten tenants through a cache of eight: evictions by id and to make room.
+        let cache = PoolCache::<u32>::new(8);
+        let names: Vec<TenantId> = (0..10).map(|i| id(&format!("t{i}"))).collect();
+        for round in 0..5_000_u32 {
+            let tenant = &names[round as usize % names.len()];
+            cache
+                .get_or_try_init(tenant, || async move { Ok::<_, ()>(round) })
+                .await
+                .unwrap();
+            if round % 3 == 0 {
+                assert!(cache.evict(tenant));
+            }
+            assert!(cache.built() <= 8);
+            let queued = cache.lock_queue().entries.len();
+            assert!(queued <= 2 * 8 + 65, "{queued}");
+        }
+        assert_eq!(cache.built(), cache.keys().len());
+        assert_eq!(cache.stats().cached_pools, cache.keys().len());
+        // Reaping and clearing keep the count true as well.
+        tick().await;
+        let cached = cache.keys().len();
+        assert_eq!(cache.reap_idle(Duration::from_millis(1)), cached);
+        assert_eq!(cache.built(), 0);
+        cache
+            .get_or_try_init(&names[0], || async { Ok::<_, ()>(1) })
+            .await
+            .unwrap();
+        cache.clear();
+        assert_eq!(cache.built(), 0);
+        assert!(cache.keys().is_empty());
     }
 
     #[tokio::test]
@@ -905,7 +1019,7 @@ mod tests {
                 .get_or_try_init(&id(name), || async { Ok::<_, ()>(1) })
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(3)).await;
+            tick().await;
         }
         // Hits on `a` and `b` (only their stamps change), then a fourth tenant: `c`, the one
         // not used since, makes room.
@@ -914,20 +1028,25 @@ mod tests {
                 .get_or_try_init(&id(name), || async { Ok::<_, ()>(9) })
                 .await
                 .unwrap();
-            tokio::time::sleep(Duration::from_millis(3)).await;
+            tick().await;
         }
         cache
             .get_or_try_init(&id("d"), || async { Ok::<_, ()>(1) })
             .await
             .unwrap();
-        let inner = cache.read();
-        let mut kept: Vec<String> = inner.map.keys().map(ToString::to_string).collect();
-        kept.sort();
-        assert_eq!(kept, ["a", "b", "d"]);
-        assert_eq!(inner.lru.len(), 3);
-        // Every built pool is indexed under its own stamp.
-        for ((stamp, _), tenant) in &inner.lru {
-            assert_eq!(inner.map[tenant].indexed.load(Ordering::Relaxed), *stamp);
-        }
+        assert_eq!(cache.keys(), ["a", "b", "d"]);
+        assert_eq!(cache.built(), 3);
+        // Every built pool is queued once, under its own stamp.
+        let queue = cache.lock_queue();
+        let live: Vec<_> = queue
+            .entries
+            .iter()
+            .filter_map(|(stamp, weak)| Some((*stamp, weak.upgrade()?)))
+            .filter(|(stamp, c)| c.queued.load(Ordering::Relaxed) == *stamp)
+            .collect();
+        assert_eq!(live.len(), 3);
+        let mut ids: Vec<String> = live.iter().map(|(_, c)| c.id.to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "d"]);
     }
 }

@@ -19,8 +19,9 @@ pub struct Budgeted<C> {
     _permit: Permit,
     /// Close instead of going back to the pool (an idle connection given back to the budget).
     retired: bool,
-    /// When the connection last went back to its pool.
-    returned_at: Option<std::time::Instant>,
+    /// When the connection last went back to its pool, on the coarse clock (a checkout then
+    /// reads one cheap clock instead of the fine one: this is on every hit).
+    returned_at_ms: Option<u64>,
 }
 
 impl<C> fmt::Debug for Budgeted<C> {
@@ -51,14 +52,15 @@ impl<C> Budgeted<C> {
             conn: Box::new(conn),
             _permit: permit,
             retired: false,
-            returned_at: None,
+            returned_at_ms: None,
         }
     }
 
     /// How long the connection has been idle in its pool (zero when it never was).
     pub(crate) fn idle_for(&self) -> std::time::Duration {
-        self.returned_at
-            .map_or(std::time::Duration::ZERO, |t| t.elapsed())
+        self.returned_at_ms.map_or(std::time::Duration::ZERO, |t| {
+            std::time::Duration::from_millis(crate::coarse_clock::now_ms().saturating_sub(t))
+        })
     }
 
     /// Marks the connection to be closed when it is returned to its pool.
@@ -164,7 +166,7 @@ impl<M: bb8::ManageConnection<Error = PoolError>> bb8::ManageConnection for Budg
 
     /// Called by bb8 as a connection goes back to the pool.
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.returned_at = Some(std::time::Instant::now());
+        conn.returned_at_ms = Some(crate::coarse_clock::now_ms());
         conn.retired || self.inner.has_broken(&mut conn.conn)
     }
 }
