@@ -64,6 +64,7 @@ mod backend_alias;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 mod budget;
+mod cached_sql;
 mod coarse_clock;
 mod config;
 mod doctor;

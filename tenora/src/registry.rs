@@ -407,11 +407,14 @@ macro_rules! impl_registry {
                     $crate::registry::quote_table(table, $quote),
                     ph(1)
                 );
-                let result = diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(id.as_str())
-                    .get_result::<$crate::registry::RawRow>(self)
-                    .await
-                    .optional();
+                // Cached: every pool build (a cache miss) reads the row.
+                let result = $crate::cached_sql::cached_sql::<
+                    <$conn as diesel_async::AsyncConnectionCore>::Backend,
+                >(sql)
+                .bind::<diesel::sql_types::Text, _>(id.as_str())
+                .get_result::<$crate::registry::RawRow>(self)
+                .await
+                .optional();
                 registry_result(self, table, result).await
             }
 
@@ -453,16 +456,19 @@ macro_rules! impl_registry {
                     ph(6),
                     ph(7)
                 );
-                let result = diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(id.as_str())
-                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(password)
-                    .bind::<diesel::sql_types::Text, _>(state.as_str())
-                    .bind::<diesel::sql_types::Timestamp, _>(now)
-                    .bind::<diesel::sql_types::Timestamp, _>(now)
-                    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
-                    .bind::<diesel::sql_types::Text, _>(server)
-                    .execute(self)
-                    .await;
+                // Cached: one text per registry, run by every sign-up.
+                let result = $crate::cached_sql::cached_sql::<
+                    <$conn as diesel_async::AsyncConnectionCore>::Backend,
+                >(sql)
+                .bind::<diesel::sql_types::Text, _>(id.as_str())
+                .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(password)
+                .bind::<diesel::sql_types::Text, _>(state.as_str())
+                .bind::<diesel::sql_types::Timestamp, _>(now)
+                .bind::<diesel::sql_types::Timestamp, _>(now)
+                .bind::<diesel::sql_types::Nullable<diesel::sql_types::Text>, _>(token)
+                .bind::<diesel::sql_types::Text, _>(server)
+                .execute(self)
+                .await;
                 registry_result(self, table, result).await
             }
 
@@ -629,11 +635,14 @@ macro_rules! impl_registry {
                 if $returning {
                     sql.push_str(&format!(" RETURNING {}", $crate::registry::COLUMNS));
                 }
-                let mut query = diesel::sql_query(sql)
-                    .into_boxed()
-                    .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
-                    .bind::<Nullable<Text>, _>(version)
-                    .bind::<Text, _>(fingerprint);
+                // Cached: two texts per registry (with or without the password), run by
+                // every sign-up.
+                let mut query = $crate::cached_sql::cached_sql::<
+                    <$conn as diesel_async::AsyncConnectionCore>::Backend,
+                >(sql)
+                .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
+                .bind::<Nullable<Text>, _>(version)
+                .bind::<Text, _>(fingerprint);
                 if let Some(password) = password {
                     query = query.bind::<Text, _>(password);
                 }

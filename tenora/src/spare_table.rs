@@ -208,7 +208,8 @@ macro_rules! impl_spare_table {
                     $crate::spare_table::SPARES_TABLE,
                     ph(1)
                 );
-                diesel::sql_query(sql)
+                // Cached: one text, run after every sign-up that took a spare.
+                $crate::cached_sql::cached_sql::<<$conn as diesel_async::AsyncConnectionCore>::Backend>(sql)
                     .bind::<diesel::sql_types::Text, _>(name)
                     .execute(self)
                     .await
@@ -259,7 +260,8 @@ macro_rules! impl_spare_table {
                         ph(4),
                         ph(5)
                     );
-                    return diesel::sql_query(sql)
+                    // Cached: one text, run by every sign-up.
+                    return $crate::cached_sql::cached_sql::<<$conn as diesel_async::AsyncConnectionCore>::Backend>(sql)
                         .bind::<Text, _>(tenant)
                         .bind::<Timestamp, _>(now)
                         .bind::<Text, _>(scope)
