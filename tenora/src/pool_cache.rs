@@ -56,16 +56,56 @@ pub(crate) trait CachedPool: Clone + Send + Sync + 'static {
 }
 
 /// A cache slot: the tenant, the pool (once built) and when it was last handed out.
+///
+/// In declaration order (`repr(C)`): what an eviction walk reads first sits on the first cache
+/// line, next to the reference counts.
+#[repr(C)]
 pub(crate) struct Entry<P> {
-    id: TenantId,
     /// `id`'s hash in the cache's table (kept: growing the table and removing the entry never
     /// read the id again).
     hash: u64,
-    pool: OnceCell<P>,
-    last_used: AtomicU64,
-    /// The stamp under which the entry waits in the eviction queue (`NOT_QUEUED`: it does
-    /// not). Read and written only under the write lock.
+    /// The stamp under which the entry waits in the eviction queue (`NOT_QUEUED`: not yet;
+    /// `TAKEN`: out of the table). Changed under the queue's lock, or swapped to `TAKEN`.
     queued: AtomicU64,
+    last_used: AtomicU64,
+    pool: OnceCell<P>,
+    id: InlineId,
+}
+
+/// A tenant id kept inside its entry (ids are at most 63 bytes): one allocation per entry,
+/// so closing the least recently used entry touches no second, cold allocation.
+struct InlineId {
+    len: u8,
+    bytes: [u8; TenantId::MAX_LEN],
+}
+
+impl InlineId {
+    fn new(id: &TenantId) -> Self {
+        let source = id.as_str().as_bytes();
+        // A `TenantId` is never longer (checked when it is made).
+        let len = source.len().min(TenantId::MAX_LEN);
+        let mut bytes = [0; TenantId::MAX_LEN];
+        bytes[..len].copy_from_slice(&source[..len]);
+        InlineId {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn is(&self, id: &TenantId) -> bool {
+        &self.bytes[..usize::from(self.len)] == id.as_str().as_bytes()
+    }
+
+    fn as_str(&self) -> &str {
+        // ASCII, copied from a `TenantId`.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Display for InlineId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl<P> Entry<P> {
@@ -323,7 +363,7 @@ impl<P: CachedPool> PoolCache<P> {
     fn find(&self, id: &TenantId) -> Option<Cell<P>> {
         let hash = self.hasher.hash_one(id);
         self.read(hash)
-            .find(hash, |c| c.hash == hash && c.id == *id)
+            .find(hash, |c| c.hash == hash && c.id.is(id))
             .cloned()
     }
 
@@ -365,7 +405,7 @@ impl<P: CachedPool> PoolCache<P> {
         Fut: Future<Output = Result<P, E>>,
     {
         let hash = self.hasher.hash_one(id);
-        let same_id = |c: &Cell<P>| c.hash == hash && c.id == *id;
+        let same_id = |c: &Cell<P>| c.hash == hash && c.id.is(id);
         let cell = {
             let table = self.read(hash);
             match table.find(hash, same_id) {
@@ -389,11 +429,11 @@ impl<P: CachedPool> PoolCache<P> {
                     let mut table = self.write(hash);
                     let entry = table.entry(hash, same_id, |c| c.hash).or_insert_with(|| {
                         Arc::new(Entry {
-                            id: id.clone(),
                             hash,
-                            pool: OnceCell::new(),
-                            last_used: AtomicU64::new(clock::now_ms()),
                             queued: AtomicU64::new(NOT_QUEUED),
+                            last_used: AtomicU64::new(clock::now_ms()),
+                            pool: OnceCell::new(),
+                            id: InlineId::new(id),
                         })
                     });
                     Arc::clone(entry.get())
