@@ -601,10 +601,7 @@ impl PgServer {
         if !locked {
             return Ok(false);
         }
-        let current = label
-            .as_deref()
-            .and_then(|l| l.strip_prefix(TEMPLATE_LABEL))
-            == Some(fingerprint);
+        let current = label.and_then(|l| l.strip_prefix(TEMPLATE_LABEL)) == Some(fingerprint);
         if !current {
             unlock_template_shared(client, self.template_lock_key()).await;
         }
