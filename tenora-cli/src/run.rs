@@ -1304,6 +1304,13 @@ async fn rotate_key<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome
         report.without_password
     );
     out.line(&summary);
+    if report.spares_resealed > 0 || report.spares_unreadable > 0 {
+        out.line(format!(
+            "keys rotate: {} warm spare(s) re-sealed, {} whose password no configured key opens \
+             (left as they are: taking one sets the tenant's own password)",
+            report.spares_resealed, report.spares_unreadable
+        ));
+    }
     Ok(Outcome {
         json: json!(report),
         failed: (!report.malformed.is_empty()).then(|| {

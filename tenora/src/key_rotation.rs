@@ -86,6 +86,11 @@ pub struct KeyRotation {
     pub changed_meanwhile: usize,
     /// Rows whose id is not a valid tenant id: skipped (`tenora doctor` lists them).
     pub malformed: Vec<MalformedRow>,
+    /// Warm spares whose password moved to the current key.
+    pub spares_resealed: usize,
+    /// Warm spares whose password no configured key opens: left as they are (taking one
+    /// sets the tenant's own password instead of adopting the spare's).
+    pub spares_unreadable: usize,
 }
 
 /// A row the rotation re-seals: its id, the stored value it read, and that value opened (two
@@ -201,7 +206,9 @@ impl<B: Backend> Tenora<B> {
     /// by row, each write a compare-and-swap on the value read, so a password another process
     /// changes meanwhile is never overwritten. Every row stays readable with the configured
     /// keys at every moment, so an interrupted run is simply run again: rows already sealed
-    /// with the current key are skipped. `tenora keys rotate` runs it.
+    /// with the current key are skipped. The warm spares' passwords (`tenant.spares`) are
+    /// re-sealed the same way; a spare no key opens is reported, not fatal. `tenora keys
+    /// rotate` runs it.
     ///
     /// Rotating means: make the new key current (`TENORA_KEY`), list the old one in
     /// `TENORA_OLD_KEYS` (on every process, before or with the switch), run this, then remove
@@ -243,6 +250,10 @@ impl<B: Backend> Tenora<B> {
             self.reseal(&mut conn, keys, row, &mut report).await?;
             crate::failpoint::reached("key_rotation_row");
         }
+        drop(conn);
+        // The warm spares' passwords too: a spare sealed with a key later removed could not
+        // hand its password over.
+        (report.spares_resealed, report.spares_unreadable) = self.reseal_spares().await?;
         tracing::info!(
             key = %report.key_id,
             resealed = report.resealed,

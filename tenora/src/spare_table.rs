@@ -89,6 +89,14 @@ pub trait SpareConnection: Send {
     ) -> impl Future<Output = QueryResult<usize>> + Send;
     /// Deletes spare `name`'s row.
     fn spares_delete(&mut self, name: &str) -> impl Future<Output = QueryResult<usize>> + Send;
+    /// Replaces spare `name`'s sealed password with `new` if it still holds `expected`;
+    /// returns the rows changed (0: changed or removed meanwhile).
+    fn spares_swap_password(
+        &mut self,
+        name: &str,
+        expected: &str,
+        new: &str,
+    ) -> impl Future<Output = QueryResult<usize>> + Send;
     /// Every spare row of deployment `scope`, by server and age.
     fn spares_all(
         &mut self,
@@ -211,6 +219,33 @@ macro_rules! impl_spare_table {
                 // Cached: one text, run after every sign-up that took a spare.
                 $crate::cached_sql::cached_sql::<<$conn as diesel_async::AsyncConnectionCore>::Backend>(sql)
                     .bind::<diesel::sql_types::Text, _>(name)
+                    .execute(self)
+                    .await
+            }
+
+            async fn spares_swap_password(
+                &mut self,
+                name: &str,
+                expected: &str,
+                new: &str,
+            ) -> diesel::QueryResult<usize> {
+                use diesel::sql_types::{Text, Timestamp};
+                use diesel_async::RunQueryDsl as _;
+                let ph: fn(usize) -> String = $ph;
+                let sql = format!(
+                    "UPDATE {} SET password = {}, updated_at = {} WHERE name = {} \
+                     AND password = {}",
+                    $crate::spare_table::SPARES_TABLE,
+                    ph(1),
+                    ph(2),
+                    ph(3),
+                    ph(4)
+                );
+                diesel::sql_query(sql)
+                    .bind::<Text, _>(new)
+                    .bind::<Timestamp, _>(chrono::Utc::now().naive_utc())
+                    .bind::<Text, _>(name)
+                    .bind::<Text, _>(expected)
                     .execute(self)
                     .await
             }

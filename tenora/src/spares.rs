@@ -623,6 +623,50 @@ impl<B: Backend> Tenora<B> {
         Ok(())
     }
 
+    /// Re-seals the warm spares' passwords with the current key (part of
+    /// [`Tenora::rotate_key`]): each write a compare-and-swap on the value read. Returns
+    /// (re-sealed, unreadable). A spare whose password no configured key opens is left as it
+    /// is: taking it sets the tenant's own password instead of adopting the spare's.
+    pub(crate) async fn reseal_spares(&self) -> Result<(usize, usize)> {
+        let keys = self.keys();
+        let Some(current) = keys.current() else {
+            return Ok((0, 0));
+        };
+        let current_id = current.id();
+        let allow_plaintext = self.config().secrets.allow_plaintext;
+        let (mut resealed, mut unreadable) = (0, 0);
+        for row in self.spare_rows().await? {
+            if secret::sealed_with(&row.password, &current_id) {
+                continue;
+            }
+            let Ok(spare) = TenantId::new(&row.name) else {
+                continue;
+            };
+            let sealed =
+                secret::open(keys, allow_plaintext, &spare, &row.password).and_then(|password| {
+                    secret::seal(keys, allow_plaintext, &spare, password.expose())
+                });
+            let Ok(sealed) = sealed else {
+                tracing::warn!(spare = %spare, "a warm spare's password opens with no configured key; left as it is");
+                unreadable += 1;
+                continue;
+            };
+            let mut conn = self.base_conn().await?;
+            let swapped = conn
+                .spares_swap_password(&row.name, &row.password, &sealed)
+                .await
+                .map_err(|e| {
+                    Error::db(
+                        format!("cannot re-seal the warm spare `{spare}`'s password"),
+                        e,
+                    )
+                })?;
+            // 0: taken or removed meanwhile (its password went with it).
+            resealed += swapped;
+        }
+        Ok((resealed, unreadable))
+    }
+
     /// Every spare row (none when the table was never made).
     pub(crate) async fn spare_rows(&self) -> Result<Vec<SpareRow>> {
         if !self.spare_table_exists().await? {

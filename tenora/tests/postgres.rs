@@ -20,7 +20,7 @@ pub(crate) fn url_for(env: &Env, database: &str) -> String {
 }
 
 /// Reads the stored (sealed) password of `id` from the registry.
-async fn stored_password(env: &Env, id: &str) -> String {
+pub(crate) async fn stored_password(env: &Env, id: &str) -> String {
     let client = admin_client(&url_for(env, env.config.base.database.as_deref().unwrap())).await;
     client
         .query_one("SELECT password FROM tenora_tenants WHERE id = $1", &[&id])

@@ -531,3 +531,87 @@ async fn each_server_keeps_its_own_spares() {
         assert_eq!(spares_on(&cluster.admin_url(), &t).await.len(), 1);
     }
 }
+
+/// The env's spare rows: (spare id, sealed password), by id.
+async fn spare_passwords(env: &Env) -> Vec<(String, String)> {
+    let base = env.config.base.database.as_deref().unwrap();
+    admin_client(&url_for(env, base))
+        .await
+        .query(
+            "SELECT name, password FROM __tenora_spares ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// A key rotation re-seals the spares' passwords too: once the old key is gone, a spare is
+/// still handed over with its own password (adopted, not replaced).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_reseals_spare_passwords() {
+    let Some(env) = Postgres::env() else { return };
+    let (old_key, new_key) = (
+        tenora::EncryptionKey::generate(),
+        tenora::EncryptionKey::generate(),
+    );
+    let mut before = with_spares(&env, 1);
+    before.secrets.key = Some(old_key.to_base64());
+    before.secrets.old_keys = Vec::new();
+    let t = tenora_with::<Postgres>(before.clone(), Postgres::tenant_migrations()).await;
+    assert!(t.prepare_template().await.unwrap());
+    assert_eq!(t.fill_spares().await.unwrap().made, 1);
+    let sealed_old = spare_passwords(&env).await;
+    assert_eq!(sealed_old.len(), 1);
+    assert!(
+        sealed_old[0].1.contains(&old_key.id()),
+        "sealed with the old key"
+    );
+    drop(t);
+
+    // The new key current, the old one still readable: the rotation moves the spare too.
+    let mut during = before.clone();
+    during.secrets.key = Some(new_key.to_base64());
+    during.secrets.old_keys = vec![old_key.to_base64()];
+    let t = tenora_with::<Postgres>(during, Postgres::tenant_migrations()).await;
+    let report = t.rotate_key().await.unwrap();
+    assert_eq!(
+        (report.spares_resealed, report.spares_unreadable),
+        (1, 0),
+        "{report:?}"
+    );
+    let sealed_new = spare_passwords(&env).await;
+    assert_eq!(sealed_new[0].0, sealed_old[0].0);
+    assert!(sealed_new[0].1.contains(&new_key.id()));
+    assert!(!sealed_new[0].1.contains(&old_key.id()));
+    // Run again: nothing left to move.
+    assert_eq!(t.rotate_key().await.unwrap().spares_resealed, 0);
+    drop(t);
+
+    // The old key removed: the spare's password still opens, so the sign-up adopts it — the
+    // tenant's registry row holds the spare's password, sealed for the tenant with the new key.
+    let mut after = before;
+    after.secrets.key = Some(new_key.to_base64());
+    after.secrets.old_keys = Vec::new();
+    let t = tenora_with::<Postgres>(after, Postgres::tenant_migrations()).await;
+    let spare = spare_databases(&env, &t).await;
+    let tenant = id("rotated");
+    t.create_tenant(&tenant, None).await.unwrap();
+    assert_eq!(
+        database_oid(&env, &t.naming().database_name(&tenant)).await,
+        Some(spare[0].1),
+        "the spare was handed over"
+    );
+    let keys = tenora::secret::KeyRing::new(Some(new_key), Vec::new());
+    let spare_password = keys.open(&id(&sealed_new[0].0), &sealed_new[0].1).unwrap();
+    let stored = crate::postgres::stored_password(&env, "rotated").await;
+    let tenant_password = keys.open(&tenant, &stored).unwrap();
+    assert_eq!(
+        tenant_password.expose(),
+        spare_password.expose(),
+        "adopted, not replaced"
+    );
+    t.fill_spares().await.unwrap();
+}
