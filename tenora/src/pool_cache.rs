@@ -153,26 +153,40 @@ pub struct CacheStats {
     pub refused_by_server: u64,
 }
 
-/// Removes its cell from the map on drop if the cell is still empty and nobody else holds it
-/// (other callers waiting on it build it in turn; the last one to give up removes it).
+/// Removes its cell from the table on drop if the cell is still empty and nobody else holds
+/// it (other callers waiting on it build it in turn; the last one to give up removes it).
 struct EmptyCellGuard<'a, P: CachedPool> {
     cache: &'a PoolCache<P>,
-    cell: Cell<P>,
+    /// Always `Some` until dropped.
+    cell: Option<Cell<P>>,
+}
+
+impl<P: CachedPool> EmptyCellGuard<'_, P> {
+    fn cell(&self) -> &Cell<P> {
+        self.cell.as_ref().expect("set until the guard is dropped")
+    }
 }
 
 impl<P: CachedPool> Drop for EmptyCellGuard<'_, P> {
     fn drop(&mut self) {
-        if self.cell.get().is_some() {
+        let Some(cell) = self.cell.take() else {
+            return;
+        };
+        if cell.get().is_some() {
             return;
         }
-        let mut table = self.cache.write(self.cell.hash);
-        let found = table.find_entry(self.cell.hash, |c| Arc::ptr_eq(c, &self.cell));
+        let mut table = self.cache.write(cell.hash);
+        let found = table.find_entry(cell.hash, |c| Arc::ptr_eq(c, &cell));
         if let Ok(entry) = found {
             // Still empty and held only by the table and this guard.
             if entry.get().get().is_none() && Arc::strong_count(entry.get()) == 2 {
                 entry.remove();
             }
         }
+        // Let go under the lock: of two waiters giving up at once, the second then sees
+        // itself as the last holder and removes the cell.
+        drop(cell);
+        drop(table);
     }
 }
 
@@ -344,6 +358,31 @@ impl<P: CachedPool> PoolCache<P> {
         chosen
     }
 
+    /// The least recently used entry `keep` accepts, read shard by shard under read locks
+    /// (one handle cloned per shard at most: hot entries' reference counts stay untouched).
+    fn least_used_where(&self, keep: impl Fn(&Cell<P>) -> bool) -> Option<Cell<P>> {
+        let mut best: Option<Cell<P>> = None;
+        // Handles replaced by an older find, dropped after the loop (never under a lock).
+        let mut passed_over = Vec::new();
+        for shard in self.shards.iter() {
+            let table = shard.table.read().unwrap_or_else(|p| p.into_inner());
+            let found = table
+                .iter()
+                .filter(|c| keep(c))
+                .min_by_key(|c| c.last_used.load(Ordering::Relaxed));
+            let older = |c: &Cell<P>| {
+                best.as_ref().is_none_or(|b| {
+                    c.last_used.load(Ordering::Relaxed) < b.last_used.load(Ordering::Relaxed)
+                })
+            };
+            if let Some(c) = found.filter(|c| older(c)) {
+                passed_over.extend(best.replace(Arc::clone(c)));
+            }
+        }
+        drop(passed_over);
+        best
+    }
+
     /// Takes `cell` out of its shard's table if it is still there; returns it (to be dropped
     /// after every lock is released).
     fn take_cell(&self, cell: &Cell<P>) -> Option<Cell<P>> {
@@ -371,13 +410,11 @@ impl<P: CachedPool> PoolCache<P> {
     /// (hits go on), removed under a write lock, closed after it.
     fn reclaim_matching(&self, wanted: impl Fn(&P) -> bool) -> bool {
         let with_idle = |require_unused: bool| {
-            self.entries_where(|c| {
+            self.least_used_where(|c| {
                 c.get().is_some_and(|p| {
                     wanted(p) && p.idle_connections() > 0 && (!require_unused || p.is_unused())
                 })
             })
-            .into_iter()
-            .min_by_key(|c| c.last_used.load(Ordering::Relaxed))
         };
         if let Some(chosen) = with_idle(true) {
             // Still unused: a hit may have taken a connection since.
@@ -443,10 +480,13 @@ impl<P: CachedPool> PoolCache<P> {
         self.misses.fetch_add(1, Ordering::Relaxed);
         // Removes the cell again if it is still empty when this call ends — failed or
         // cancelled (a dropped request) alike — so unknown ids leave nothing behind.
-        let guard = EmptyCellGuard { cache: self, cell };
+        let guard = EmptyCellGuard {
+            cache: self,
+            cell: Some(cell),
+        };
         let mut built = false;
         let result = guard
-            .cell
+            .cell()
             .pool
             .get_or_try_init(|| async {
                 let pool = build().await?;
@@ -458,12 +498,9 @@ impl<P: CachedPool> PoolCache<P> {
             .cloned();
         if built {
             // The build may have taken a while: this pool is the most recently used now.
-            guard
-                .cell
-                .last_used
-                .store(clock::now_ms(), Ordering::Relaxed);
-            let cell = Arc::clone(&guard.cell);
+            let cell = Arc::clone(guard.cell());
             drop(guard);
+            cell.last_used.store(clock::now_ms(), Ordering::Relaxed);
             self.queue_and_make_room(&cell);
         }
         result
@@ -472,7 +509,10 @@ impl<P: CachedPool> PoolCache<P> {
     /// Queues newly built `cell` (unless it was taken out meanwhile), then closes least
     /// recently used pools while more than `max_cached` are built.
     fn queue_and_make_room(&self, cell: &Cell<P>) {
+        // Every entry handle taken under the queue lock is dropped after it: the last handle
+        // of an entry closes its pool.
         let mut closed = Vec::new();
+        let mut graveyard = Vec::new();
         {
             let mut queue = self.lock_queue();
             let stamp = cell.last_used.load(Ordering::Relaxed);
@@ -488,18 +528,23 @@ impl<P: CachedPool> PoolCache<P> {
                 // Dead references outnumbering live ones: drop them in one pass (amortized
                 // O(1) per queued entry).
                 if queue.entries.len() > 2 * built + 64 {
-                    queue.entries.retain(|(_, weak)| {
-                        weak.upgrade().is_some_and(|c| {
+                    queue.entries.retain(|(_, weak)| match weak.upgrade() {
+                        Some(c) => {
                             let q = c.queued.load(Ordering::Acquire);
+                            graveyard.push(c);
                             q != NOT_QUEUED && q != TAKEN
-                        })
+                        }
+                        None => false,
                     });
                 }
             }
             while self.built.load(Ordering::Acquire) > self.max_cached {
-                match self.least_recently_used(&mut queue) {
+                match self.least_recently_used(&mut queue, &mut graveyard) {
                     // Queue, then shard: the one lock order of the cache.
-                    Some(victim) => closed.extend(self.take_cell(&victim)),
+                    Some(victim) => {
+                        closed.extend(self.take_cell(&victim));
+                        graveyard.push(victim);
+                    }
                     None => break,
                 }
             }
@@ -511,13 +556,18 @@ impl<P: CachedPool> PoolCache<P> {
         }
         // Closed outside every lock.
         drop(closed);
+        drop(graveyard);
     }
 
     /// The least recently used built pool, preferring one with no connection checked out,
     /// out of the queue (and counted out of the built ones); the caller takes it out of the
     /// table. Walks the queue from the front, giving entries used since they were queued a
     /// place at the back.
-    fn least_recently_used(&self, queue: &mut Queue<P>) -> Option<Cell<P>> {
+    fn least_recently_used(
+        &self,
+        queue: &mut Queue<P>,
+        graveyard: &mut Vec<Cell<P>>,
+    ) -> Option<Cell<P>> {
         let mut in_use = Vec::new();
         let mut victim = None;
         // Hits go on during the walk (they take no queue lock): at most one pass of second
@@ -528,7 +578,9 @@ impl<P: CachedPool> PoolCache<P> {
                 continue;
             };
             if cell.queued.load(Ordering::Acquire) != stamp {
-                continue; // Taken out of the table already.
+                // Taken out of the table already (dropped by the caller, after the lock).
+                graveyard.push(cell);
+                continue;
             }
             let used = cell.last_used.load(Ordering::Relaxed);
             if used > stamp && moves_left > 0 {
@@ -541,6 +593,7 @@ impl<P: CachedPool> PoolCache<P> {
                 {
                     queue.entries.push_back((used, weak));
                 }
+                graveyard.push(cell);
                 continue;
             }
             if cell.get().is_none_or(CachedPool::is_unused) {
@@ -555,8 +608,9 @@ impl<P: CachedPool> PoolCache<P> {
             victim = Some((stamp, cell));
         }
         // The busy ones go back to the front, in their order.
-        for (stamp, weak, _) in in_use.into_iter().rev() {
+        for (stamp, weak, cell) in in_use.into_iter().rev() {
             queue.entries.push_front((stamp, weak));
+            graveyard.push(cell);
         }
         let (stamp, cell) = victim?;
         // Counted out here; `take_cell` then finds it already marked.
@@ -596,7 +650,9 @@ impl<P: CachedPool> PoolCache<P> {
             .iter()
             .filter_map(|c| self.take_cell(c))
             .collect();
-        self.lock_queue().entries.clear();
+        // The queue keeps their records, dead now (popped or compacted later): emptying it
+        // here would also drop the record of a pool built meanwhile, which then could never
+        // be chosen to make room.
         let n = taken.iter().filter(|c| c.initialized()).count();
         self.evictions.fetch_add(n as u64, Ordering::Relaxed);
     }
@@ -1015,6 +1071,33 @@ mod tests {
         assert_eq!(closed.load(Ordering::SeqCst), 3);
         assert_eq!(cache.built(), 0);
         assert!(cache.keys().is_empty());
+    }
+
+    #[tokio::test]
+    async fn budget_reclaims_take_the_least_recently_used_across_shards() {
+        let cache = PoolCache::<u32>::new(100);
+        let names: Vec<String> = (0..40).map(|i| format!("t{i:02}")).collect();
+        for name in &names {
+            cache
+                .get_or_try_init(&id(name), || async { Ok::<_, ()>(1) })
+                .await
+                .unwrap();
+        }
+        tick().await;
+        // Every tenant but the first three used again: those three go first, oldest first.
+        for name in &names[3..] {
+            cache
+                .get_or_try_init(&id(name), || async { Ok::<_, ()>(9) })
+                .await
+                .unwrap();
+        }
+        for round in 0..3 {
+            assert!(cache.reclaim_one());
+            let kept = cache.keys();
+            assert_eq!(kept.len(), 39 - round);
+            assert!(names[3..].iter().all(|n| kept.contains(n)), "round {round}");
+        }
+        assert_eq!(cache.stats().cached_pools, 37);
     }
 
     #[tokio::test]
