@@ -1,7 +1,7 @@
 //! [`PoolCache`]: one bb8 pool per tenant, created once, shared by every caller.
 //!
-//! The hit path takes a read lock for a map lookup and an `Arc` clone, never across an
-//! `.await`. A miss inserts an empty `OnceCell` under a short write lock and then builds the
+//! The hit path takes its shard's read lock for a table lookup and a pool clone, never across
+//! an `.await`. A miss inserts an empty `OnceCell` under a short write lock and then builds the
 //! pool outside the lock: concurrent first calls for one tenant wait on the same cell
 //! (single-flight), and a slow miss never blocks hits or misses of other tenants. A failed build
 //! removes its cell again, so lookups of unknown ids leave nothing behind.
@@ -265,9 +265,7 @@ const SHARDS: usize = 16;
 /// step is O(1) amortized. Entries taken out of the table some other way (evicted by id,
 /// reaped) stay behind as dead weak references until they reach the front or the queue is
 /// compacted (when they outnumber the live ones).
-struct Queue<P> {
-    entries: VecDeque<(u64, Weak<Entry<P>>)>,
-}
+type Queue<P> = VecDeque<(u64, Weak<Entry<P>>)>;
 
 /// `Entry::queued` of an entry not queued yet.
 const NOT_QUEUED: u64 = u64::MAX;
@@ -275,6 +273,11 @@ const NOT_QUEUED: u64 = u64::MAX;
 const TAKEN: u64 = u64::MAX - 1;
 
 impl<P> Entry<P> {
+    /// Whether this is the entry of `id`, whose hash is `hash`.
+    fn is(&self, hash: u64, id: &TenantId) -> bool {
+        self.hash == hash && self.id.is(id)
+    }
+
     /// Marks the entry taken; returns whether it was counted as built (queued).
     fn mark_taken(&self) -> bool {
         let was = self.queued.swap(TAKEN, Ordering::AcqRel);
@@ -314,9 +317,7 @@ impl<P: CachedPool> PoolCache<P> {
                     table: RwLock::new(HashTable::new()),
                 })
                 .collect(),
-            queue: Mutex::new(Queue {
-                entries: VecDeque::new(),
-            }),
+            queue: Mutex::new(VecDeque::new()),
             built: AtomicUsize::new(0),
             hasher: RandomState::new(),
             max_cached: max_cached.max(1),
@@ -401,9 +402,7 @@ impl<P: CachedPool> PoolCache<P> {
     /// The entry of `id`, if the table has one.
     fn find(&self, id: &TenantId) -> Option<Cell<P>> {
         let hash = self.hasher.hash_one(id);
-        self.read(hash)
-            .find(hash, |c| c.hash == hash && c.id.is(id))
-            .cloned()
+        self.read(hash).find(hash, |c| c.is(hash, id)).cloned()
     }
 
     /// [`Reclaim::reclaim_one`] among the pools `wanted` accepts. Chosen under read locks
@@ -442,7 +441,7 @@ impl<P: CachedPool> PoolCache<P> {
         Fut: Future<Output = Result<P, E>>,
     {
         let hash = self.hasher.hash_one(id);
-        let same_id = |c: &Cell<P>| c.hash == hash && c.id.is(id);
+        let same_id = |c: &Cell<P>| c.is(hash, id);
         let cell = {
             let table = self.read(hash);
             match table.find(hash, same_id) {
@@ -524,11 +523,11 @@ impl<P: CachedPool> PoolCache<P> {
             );
             if queued.is_ok() {
                 let built = self.built.fetch_add(1, Ordering::AcqRel) + 1;
-                queue.entries.push_back((stamp, Arc::downgrade(cell)));
+                queue.push_back((stamp, Arc::downgrade(cell)));
                 // Dead references outnumbering live ones: drop them in one pass (amortized
                 // O(1) per queued entry).
-                if queue.entries.len() > 2 * built + 64 {
-                    queue.entries.retain(|(_, weak)| match weak.upgrade() {
+                if queue.len() > 2 * built + 64 {
+                    queue.retain(|(_, weak)| match weak.upgrade() {
                         Some(c) => {
                             let q = c.queued.load(Ordering::Acquire);
                             graveyard.push(c);
@@ -572,8 +571,8 @@ impl<P: CachedPool> PoolCache<P> {
         let mut victim = None;
         // Hits go on during the walk (they take no queue lock): at most one pass of second
         // chances, so a walk ends however busy the tenants are.
-        let mut moves_left = queue.entries.len();
-        while let Some((stamp, weak)) = queue.entries.pop_front() {
+        let mut moves_left = queue.len();
+        while let Some((stamp, weak)) = queue.pop_front() {
             let Some(cell) = weak.upgrade() else {
                 continue;
             };
@@ -591,7 +590,7 @@ impl<P: CachedPool> PoolCache<P> {
                     .compare_exchange(stamp, used, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    queue.entries.push_back((used, weak));
+                    queue.push_back((used, weak));
                 }
                 graveyard.push(cell);
                 continue;
@@ -609,7 +608,7 @@ impl<P: CachedPool> PoolCache<P> {
         }
         // The busy ones go back to the front, in their order.
         for (stamp, weak, cell) in in_use.into_iter().rev() {
-            queue.entries.push_front((stamp, weak));
+            queue.push_front((stamp, weak));
             graveyard.push(cell);
         }
         let (stamp, cell) = victim?;
@@ -627,14 +626,21 @@ impl<P: CachedPool> PoolCache<P> {
     /// Removes the tenant's pool; returns whether one was cached. Connections already handed
     /// out stay usable; the pool closes when the last of them is returned.
     pub(crate) fn evict(&self, id: &TenantId) -> bool {
-        self.evict_if(id, |_| true)
+        self.evict_where(id, |_| true)
     }
 
-    /// Removes the tenant's pool if `pred` holds for it; returns whether it did.
+    /// Removes the tenant's pool if it is built and `pred` holds for it; returns whether it
+    /// did.
     pub(crate) fn evict_if(&self, id: &TenantId, pred: impl FnOnce(&P) -> bool) -> bool {
+        self.evict_where(id, |cell| cell.get().is_some_and(pred))
+    }
+
+    /// Removes the tenant's entry (built or being built) if `pred` holds for it; returns
+    /// whether a built pool left.
+    fn evict_where(&self, id: &TenantId, pred: impl FnOnce(&Cell<P>) -> bool) -> bool {
         let cell = self
             .find(id)
-            .filter(|c| c.get().is_none_or(pred))
+            .filter(|c| pred(c))
             .and_then(|c| self.take_cell(&c));
         let removed = cell.as_ref().is_some_and(|cell| cell.initialized());
         if removed {
@@ -1073,6 +1079,34 @@ mod tests {
         assert!(cache.keys().is_empty());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn evict_if_leaves_a_pool_being_built() {
+        let cache = Arc::new(PoolCache::<u32>::new(10));
+        let (started, building) = tokio::sync::oneshot::channel();
+        let (finish, release) = tokio::sync::oneshot::channel::<()>();
+        let build = {
+            let cache = Arc::clone(&cache);
+            tokio::spawn(async move {
+                cache
+                    .get_or_try_init(&id("slow"), || async move {
+                        started.send(()).unwrap();
+                        release.await.unwrap();
+                        Ok::<_, ()>(5)
+                    })
+                    .await
+            })
+        };
+        building.await.unwrap();
+        // Nothing built yet: a conditional eviction has nothing to judge and leaves it.
+        assert!(!cache.evict_if(&id("slow"), |_| true));
+        assert_eq!(cache.keys(), ["slow"]);
+        finish.send(()).unwrap();
+        assert_eq!(build.await.unwrap(), Ok(5));
+        assert_eq!(cache.built(), 1);
+        assert!(cache.evict_if(&id("slow"), |pool| *pool == 5));
+        assert_eq!((cache.built(), cache.keys().len()), (0, 0));
+    }
+
     #[tokio::test]
     async fn budget_reclaims_take_the_least_recently_used_across_shards() {
         let cache = PoolCache::<u32>::new(100);
@@ -1115,7 +1149,7 @@ mod tests {
                 assert!(cache.evict(tenant));
             }
             assert!(cache.built() <= 8);
-            let queued = cache.lock_queue().entries.len();
+            let queued = cache.lock_queue().len();
             assert!(queued <= 2 * 8 + 65, "{queued}");
         }
         assert_eq!(cache.built(), cache.keys().len());
@@ -1162,7 +1196,6 @@ mod tests {
         // Every built pool is queued once, under its own stamp.
         let queue = cache.lock_queue();
         let live: Vec<_> = queue
-            .entries
             .iter()
             .filter_map(|(stamp, weak)| Some((*stamp, weak.upgrade()?)))
             .filter(|(stamp, c)| c.queued.load(Ordering::Relaxed) == *stamp)

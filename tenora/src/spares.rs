@@ -635,7 +635,12 @@ impl<B: Backend> Tenora<B> {
         let current_id = current.id();
         let allow_plaintext = self.config().secrets.allow_plaintext;
         let (mut resealed, mut unreadable) = (0, 0);
-        for row in self.spare_rows().await? {
+        let rows = self.spare_rows().await?;
+        if rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let mut conn = self.base_conn().await?;
+        for row in rows {
             if secret::sealed_with(&row.password, &current_id) {
                 continue;
             }
@@ -651,7 +656,6 @@ impl<B: Backend> Tenora<B> {
                 unreadable += 1;
                 continue;
             };
-            let mut conn = self.base_conn().await?;
             let swapped = conn
                 .spares_swap_password(&row.name, &row.password, &sealed)
                 .await
