@@ -1260,6 +1260,13 @@ async fn key_status<B: Backend>(tenora: &Tenora<B>, out: &Out) -> Result<Outcome
     for (id, why) in &status.unreadable {
         out.line(format!("unreadable: {id}: {why}"));
     }
+    if status.spares_current + status.spares_other_key + status.spares_unreadable > 0 {
+        out.line(format!(
+            "warm spares: {} on the current key, {} on another key or plain text, {} unreadable \
+             (taking one of those sets the tenant's own password)",
+            status.spares_current, status.spares_other_key, status.spares_unreadable
+        ));
+    }
     let summary = if status.all_current() {
         format!(
             "keys: {} registry row(s), every password sealed with the current key",

@@ -433,6 +433,50 @@ impl<B: Backend> Tenora<B> {
                 problem,
             });
         }
+        // Spare objects no spare row knows (of this deployment or another sharing the base
+        // database): left over from a row deleted by hand, or from a deployment elsewhere with
+        // the same prefixes. Reported, never dropped.
+        let every_spare = if inventories.values().any(|i| !i.spares.is_empty()) {
+            self.spare_rows_of(None).await?
+        } else {
+            Vec::new()
+        };
+        // By name alone: spare names are random, and deployments may name servers apart.
+        let known: HashSet<(bool, String)> = every_spare
+            .iter()
+            .filter_map(|s| TenantId::new(&s.name).ok())
+            .flat_map(|id| {
+                [
+                    (true, naming.user_name(&id)),
+                    (false, naming.database_name(&id)),
+                ]
+            })
+            .collect();
+        for slot in self.servers().all() {
+            let Some(inventory) = inventories.get(&slot.name) else {
+                continue;
+            };
+            let mut unknown: Vec<_> = inventory
+                .spares
+                .iter()
+                .filter(|(key, mark)| {
+                    !known.contains(*key) && mark.as_deref().and_then(ownership::token_of).is_some()
+                })
+                .map(|((is_user, name), _)| (name.clone(), *is_user))
+                .collect();
+            unknown.sort();
+            problems.extend(unknown.into_iter().map(|(name, is_user)| Problem::Spare {
+                problem: format!(
+                    "its {} carries Tenora's proof, but no warm-spare row knows it: left over \
+                     from a row deleted by hand, or a spare of a deployment with the same \
+                     prefixes and another base database; Tenora will not drop it (drop it by \
+                     hand once sure)",
+                    if is_user { "role" } else { "database" }
+                ),
+                name,
+                server: slot.name.clone(),
+            }));
+        }
         Ok(Health {
             rows: count,
             problems,

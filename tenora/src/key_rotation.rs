@@ -27,13 +27,25 @@ pub struct KeyStatus {
     pub unreadable: Vec<(String, String)>,
     /// How many rows are unreadable in all.
     pub unreadable_count: usize,
+    /// Warm spares (`tenant.spares`) whose password the current key seals.
+    pub spares_current: usize,
+    /// Warm spares whose password another configured key seals, or that is stored
+    /// unencrypted: [`Tenora::rotate_key`] re-seals them. Removing that key first would leave
+    /// them unreadable.
+    pub spares_other_key: usize,
+    /// Warm spares whose password no configured key opens. Still usable: taking one sets the
+    /// tenant's own password instead of adopting the spare's.
+    pub spares_unreadable: usize,
 }
 
 impl KeyStatus {
-    /// Whether every stored password is sealed with the current key.
+    /// Whether every stored password (warm spares' too) is sealed with the current key. An
+    /// unreadable spare does not count against it: no rotation can fix it, and it loses
+    /// nothing (see [`KeyStatus::spares_unreadable`]).
     pub fn all_current(&self) -> bool {
         self.plaintext == 0
             && self.unreadable_count == 0
+            && self.spares_other_key == 0
             && self
                 .keys
                 .iter()
@@ -107,8 +119,8 @@ const NAMED: usize = 20;
 
 impl<B: Backend> Tenora<B> {
     /// Counts, from the registry, how many stored passwords each key seals, how many are stored
-    /// unencrypted, and which ones no configured key opens (each row is opened to check). Reads
-    /// only; `tenora keys status` prints it.
+    /// unencrypted, and which ones no configured key opens (each row is opened to check); the
+    /// same for the warm spares' passwords. Reads only; `tenora keys status` prints it.
     pub async fn key_status(&self) -> Result<KeyStatus> {
         let keys = self.keys();
         let rows = self.registry_rows().await?;
@@ -197,6 +209,11 @@ impl<B: Backend> Tenora<B> {
                 rows,
                 v1_rows: 0,
             }));
+        (
+            status.spares_current,
+            status.spares_other_key,
+            status.spares_unreadable,
+        ) = self.spare_key_counts().await?;
         Ok(status)
     }
 

@@ -123,6 +123,24 @@ impl Naming {
         TenantId::new(id).ok().filter(|id| self.check(id).is_ok())
     }
 
+    /// Whether `name` is a user (`is_user`) or database name of a reserved id: a warm spare's.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_spare_name(&self, name: &str, is_user: bool) -> bool {
+        let id = if is_user {
+            name.strip_prefix(&self.user_prefix)
+        } else {
+            name.strip_prefix(&self.database_prefix)
+                .and_then(|n| n.strip_suffix(&self.database_suffix))
+        };
+        id.is_some_and(|id| {
+            TenantId::new(id).is_ok()
+                && self
+                    .reserved_id_prefixes
+                    .iter()
+                    .any(|p| id.starts_with(p.as_str()))
+        })
+    }
+
     /// The prefix of every tenant database name.
     #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn database_prefix(&self) -> &str {

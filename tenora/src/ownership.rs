@@ -115,6 +115,9 @@ pub struct Inventory {
     pub users: std::collections::HashMap<String, Option<String>>,
     /// Database (or file) name → mark.
     pub databases: std::collections::HashMap<String, Option<String>>,
+    /// Warm spares' objects (named for reserved spare ids, see `Naming::reserve_id_prefix`):
+    /// (`true` for a user, name) → mark.
+    pub spares: std::collections::HashMap<(bool, String), Option<String>>,
 }
 
 /// The token a mark written by [`mark`] carries.

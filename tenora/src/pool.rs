@@ -84,6 +84,14 @@ impl Drop for Growing<'_> {
     }
 }
 
+/// What the hit path's non-blocking checkout found (see [`ManagedPool::take_idle`]).
+pub(crate) enum Idle<B: Backend> {
+    /// A connection to hand out.
+    Live(PooledConn<B>),
+    /// A connection idle for [`Backend::PING_IDLE_AFTER`] or more, to ping first, and its pool.
+    Stale(PooledConn<B>, Arc<ManagedPool<B>>),
+}
+
 /// How often a caller waiting for a pool checks again whether it may open a connection itself
 /// (connections closed as broken make room without waking anyone).
 const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -218,6 +226,39 @@ impl<B: Backend> ManagedPool<B> {
             }
             _ => false,
         }
+    }
+
+    /// The hit path's checkout: an idle connection taken without waiting (one poll of bb8's
+    /// checkout), or `None` when the pool has none to give at once. A connection whose session
+    /// has ended is closed and `None` returned (the caller's waiting checkout takes the next).
+    pub(crate) fn take_idle(self: &Arc<Self>) -> Option<Idle<B>> {
+        let mut checkout = std::pin::pin!(self.pool.get_owned());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let Poll::Ready(Ok(mut conn)) = checkout.as_mut().poll(&mut cx) else {
+            return None;
+        };
+        use bb8::ManageConnection as _;
+        if self.manager.has_broken(&mut *conn) {
+            conn.retire();
+            return None;
+        }
+        if conn.idle_for() < B::PING_IDLE_AFTER {
+            Some(Idle::Live(conn))
+        } else {
+            Some(Idle::Stale(conn, Arc::clone(self)))
+        }
+    }
+
+    /// A connection [`take_idle`](Self::take_idle) found stale, handed out if it answers a ping
+    /// and closed if it does not.
+    pub(crate) async fn checked(&self, mut conn: PooledConn<B>) -> Option<PooledConn<B>> {
+        use bb8::ManageConnection as _;
+        if self.manager.is_valid(&mut *conn).await.is_ok() {
+            return Some(conn);
+        }
+        tracing::debug!(pool = %self.target, "closed a pooled connection whose session had ended");
+        conn.retire();
+        None
     }
 
     /// Claims room to open one connection, if the pool has room beyond the connections it has

@@ -97,10 +97,11 @@ pub trait SpareConnection: Send {
         expected: &str,
         new: &str,
     ) -> impl Future<Output = QueryResult<usize>> + Send;
-    /// Every spare row of deployment `scope`, by server and age.
+    /// Every spare row of deployment `scope` (of every deployment sharing the base database
+    /// with `None`), by server and age.
     fn spares_all(
         &mut self,
-        scope: &str,
+        scope: Option<&str>,
     ) -> impl Future<Output = QueryResult<Vec<SpareRow>>> + Send;
     /// Claims the oldest `ready` spare on `server` built for `fingerprint` for `tenant`
     /// (`claimed`, `claimed_by`), skipping spares other sign-ups are claiming; returns it.
@@ -252,20 +253,26 @@ macro_rules! impl_spare_table {
 
             async fn spares_all(
                 &mut self,
-                scope: &str,
+                scope: Option<&str>,
             ) -> diesel::QueryResult<Vec<$crate::spare_table::SpareRow>> {
                 use diesel_async::RunQueryDsl as _;
                 let ph: fn(usize) -> String = $ph;
-                let sql = format!(
-                    "SELECT {} FROM {} WHERE scope = {} ORDER BY server, created_at, name",
-                    $crate::spare_table::COLUMNS,
-                    $crate::spare_table::SPARES_TABLE,
-                    ph(1)
-                );
-                diesel::sql_query(sql)
-                    .bind::<diesel::sql_types::Text, _>(scope)
-                    .load(self)
-                    .await
+                let sql = |filter: &str| {
+                    format!(
+                        "SELECT {} FROM {}{filter} ORDER BY server, created_at, name",
+                        $crate::spare_table::COLUMNS,
+                        $crate::spare_table::SPARES_TABLE,
+                    )
+                };
+                match scope {
+                    Some(scope) => {
+                        diesel::sql_query(sql(&format!(" WHERE scope = {}", ph(1))))
+                            .bind::<diesel::sql_types::Text, _>(scope)
+                            .load(self)
+                            .await
+                    }
+                    None => diesel::sql_query(sql("")).load(self).await,
+                }
             }
 
             async fn spares_claim(

@@ -671,13 +671,46 @@ impl<B: Backend> Tenora<B> {
         Ok((resealed, unreadable))
     }
 
+    /// How many spare passwords the current key seals, another configured key (or none: plain
+    /// text) seals, and no configured key opens — for [`Tenora::key_status`].
+    pub(crate) async fn spare_key_counts(&self) -> Result<(usize, usize, usize)> {
+        let keys = self.keys();
+        let current_id = keys.current().map(|k| k.id());
+        let allow_plaintext = self.config().secrets.allow_plaintext;
+        let (mut current, mut other, mut unreadable) = (0, 0, 0);
+        for row in self.spare_rows().await? {
+            if current_id
+                .as_deref()
+                .is_some_and(|id| secret::sealed_with(&row.password, id))
+            {
+                current += 1;
+                continue;
+            }
+            let opens = TenantId::new(&row.name).is_ok_and(|spare| {
+                secret::open(keys, allow_plaintext, &spare, &row.password).is_ok()
+            });
+            if opens {
+                other += 1;
+            } else {
+                unreadable += 1;
+            }
+        }
+        Ok((current, other, unreadable))
+    }
+
     /// Every spare row (none when the table was never made).
     pub(crate) async fn spare_rows(&self) -> Result<Vec<SpareRow>> {
+        self.spare_rows_of(Some(self.table())).await
+    }
+
+    /// The spare rows of deployment `scope`, or of every deployment sharing the base database
+    /// (none when the table was never made).
+    pub(crate) async fn spare_rows_of(&self, scope: Option<&str>) -> Result<Vec<SpareRow>> {
         if !self.spare_table_exists().await? {
             return Ok(Vec::new());
         }
         let mut conn = self.base_conn().await?;
-        conn.spares_all(self.table())
+        conn.spares_all(scope)
             .await
             .map_err(|e| Error::db("cannot read the warm spares", e))
     }

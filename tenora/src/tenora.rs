@@ -14,7 +14,7 @@ use crate::error::{Error, Result, Wait};
 use crate::migrate::{self, MigrationOp};
 use crate::migrations::{Migrations, Seeds};
 use crate::password_provider::PasswordProvider;
-use crate::pool::{ManagedPool, PooledConn};
+use crate::pool::{Idle, ManagedPool, PooledConn};
 use crate::pool_cache::{CacheStats, PoolCache};
 use crate::registry::{RegistryConnection as _, StoredTenant, TenantRecord, TenantState};
 use crate::secret::{self, KeyRing, SecretString};
@@ -572,6 +572,16 @@ impl<B: Backend> Tenora<B> {
     /// # Ok(()) }
     /// ```
     pub async fn tenant_conn(&self, id: &TenantId) -> Result<PooledConn<B>> {
+        // The hit path: an idle connection of a cached pool, taken without waiting.
+        match self.inner.tenants.try_hit(id, ManagedPool::take_idle) {
+            Some(Idle::Live(conn)) => return Ok(conn),
+            Some(Idle::Stale(conn, pool)) => {
+                if let Some(conn) = pool.checked(conn).await {
+                    return Ok(conn);
+                }
+            }
+            None => {}
+        }
         let pool = self.tenant_pool(id, None).await?;
         match self.conn_from(id, &pool).await {
             // The server refused the pool's password: it was rotated (maybe by another

@@ -476,6 +476,53 @@ async fn deployments_sharing_a_base_database_keep_their_own_spares() {
     assert!(a.spares().await.unwrap().is_empty());
     assert_eq!(b.spares().await.unwrap().len(), 1);
     assert_eq!(spare_databases(&env, &a).await.len(), 1);
+    // B's spare is known to A's doctor too (it shares the spare table). (B's tenant is an
+    // orphan to A: another deployment's tenant with the same prefixes.)
+    let health = off.check().await.unwrap();
+    assert!(
+        !health
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::Spare { .. })),
+        "{:?}",
+        health.problems
+    );
+}
+
+/// A spare whose row was deleted by hand: `doctor` reports its role and database (they carry
+/// Tenora's proof), and nothing removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_without_its_row_is_reported_and_kept() {
+    let Some(env) = Postgres::env() else { return };
+    let t = tenora_with::<Postgres>(with_spares(&env, 1), Postgres::tenant_migrations()).await;
+    assert!(t.prepare_template().await.unwrap());
+    assert_eq!(t.fill_spares().await.unwrap().made, 1);
+    let lost = spare_databases(&env, &t).await;
+    let base = admin_client(&url_for(&env, env.config.base.database.as_deref().unwrap())).await;
+    base.batch_execute("DELETE FROM __tenora_spares")
+        .await
+        .unwrap();
+    let health = t.check().await.unwrap();
+    let reported: Vec<String> = health
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            Problem::Spare { name, problem, .. } if problem.contains("no warm-spare row") => {
+                Some(name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let role = spare_roles(&env, &t).await;
+    let mut expected = vec![lost[0].0.clone(), role[0].clone()];
+    expected.sort();
+    assert_eq!(reported, expected, "{:?}", health.problems);
+    // Repairs and fills leave them: Tenora cannot prove they are this deployment's.
+    t.repair_all().await.unwrap();
+    t.fill_spares().await.unwrap();
+    let databases = spare_databases(&env, &t).await;
+    assert!(databases.iter().any(|d| d.1 == lost[0].1), "{databases:?}");
+    assert!(spare_roles(&env, &t).await.contains(&role[0]));
 }
 
 /// With several servers, each server that takes new tenants keeps its own spares (none on
@@ -576,6 +623,20 @@ async fn key_rotation_reseals_spare_passwords() {
     during.secrets.key = Some(new_key.to_base64());
     during.secrets.old_keys = vec![old_key.to_base64()];
     let t = tenora_with::<Postgres>(during, Postgres::tenant_migrations()).await;
+    let status = t.key_status().await.unwrap();
+    assert_eq!(
+        (
+            status.spares_current,
+            status.spares_other_key,
+            status.spares_unreadable
+        ),
+        (0, 1, 0),
+        "{status:?}"
+    );
+    assert!(
+        !status.all_current(),
+        "the old key still seals a spare: not safe to remove"
+    );
     let report = t.rotate_key().await.unwrap();
     assert_eq!(
         (report.spares_resealed, report.spares_unreadable),
@@ -588,6 +649,30 @@ async fn key_rotation_reseals_spare_passwords() {
     assert!(!sealed_new[0].1.contains(&old_key.id()));
     // Run again: nothing left to move.
     assert_eq!(t.rotate_key().await.unwrap().spares_resealed, 0);
+    let status = t.key_status().await.unwrap();
+    assert_eq!(
+        (status.spares_current, status.spares_other_key),
+        (1, 0),
+        "{status:?}"
+    );
+    assert!(status.all_current(), "{status:?}");
+    drop(t);
+
+    // A key that never sealed it: the spare is counted unreadable (and still usable).
+    let mut stranger = before.clone();
+    stranger.secrets.key = Some(tenora::EncryptionKey::generate().to_base64());
+    stranger.secrets.old_keys = Vec::new();
+    let t = tenora_with::<Postgres>(stranger, Postgres::tenant_migrations()).await;
+    let status = t.key_status().await.unwrap();
+    assert_eq!(
+        (
+            status.spares_current,
+            status.spares_other_key,
+            status.spares_unreadable
+        ),
+        (0, 0, 1),
+        "{status:?}"
+    );
     drop(t);
 
     // The old key removed: the spare's password still opens, so the sign-up adopts it — the

@@ -773,6 +773,8 @@ impl Server<Mysql> for MysqlServer {
                 .filter(|(name, _)| self.naming.id_of_database(name).is_some())
                 .map(|(name, mark)| (name, empty(mark)))
                 .collect(),
+            // No warm spares on MySQL.
+            spares: Default::default(),
         })
     }
 

@@ -1172,12 +1172,18 @@ impl Server<Postgres> for PgServer {
         for row in rows {
             let (is_user, name, mark): (bool, String, Option<String>) =
                 (row.get(0), row.get(1), row.get(2));
-            if is_user {
-                if self.naming.id_of_user(&name).is_some() {
-                    inventory.users.insert(name, mark);
+            let known = if is_user {
+                self.naming.id_of_user(&name)
+            } else {
+                self.naming.id_of_database(&name)
+            };
+            match (known, is_user) {
+                (Some(_), true) => drop(inventory.users.insert(name, mark)),
+                (Some(_), false) => drop(inventory.databases.insert(name, mark)),
+                (None, _) if self.naming.is_spare_name(&name, is_user) => {
+                    inventory.spares.insert((is_user, name), mark);
                 }
-            } else if self.naming.id_of_database(&name).is_some() {
-                inventory.databases.insert(name, mark);
+                (None, _) => {}
             }
         }
         Ok(inventory)
