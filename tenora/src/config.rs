@@ -404,6 +404,11 @@ pub struct Config {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[pooler]`: a connection pooler in front of the base database's server that tenant
+    /// traffic goes through (PostgreSQL; see [`PoolerConfig`](crate::PoolerConfig)).
+    /// Administrative work always connects to the server directly.
+    #[serde(default)]
+    pub pooler: Option<crate::pooler::PoolerConfig>,
     /// `[servers.<name>]`: more database servers for tenant databases (see
     /// [`ServerConfig`](crate::ServerConfig)); empty: the base database's server holds every
     /// tenant.
@@ -568,6 +573,7 @@ impl Config {
             registry: RegistryConfig::default(),
             secrets: SecretsConfig::default(),
             pool_cache: PoolCacheConfig::default(),
+            pooler: None,
             metrics: MetricsConfig::default(),
             servers: Default::default(),
             root: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
@@ -624,6 +630,13 @@ impl Config {
     /// Sets the tenant pool settings.
     pub fn tenant_pool(mut self, pool: PoolConfig) -> Self {
         self.tenant.pool = pool;
+        self
+    }
+
+    /// Sends tenant traffic through a connection pooler (`[pooler]`, PostgreSQL); see
+    /// [`PoolerConfig`](crate::PoolerConfig).
+    pub fn pooler(mut self, pooler: crate::pooler::PoolerConfig) -> Self {
+        self.pooler = Some(pooler);
         self
     }
 
@@ -879,6 +892,9 @@ impl Config {
             ));
         }
         self.validate_spares()?;
+        if let Some(pooler) = &self.pooler {
+            pooler.validate("pooler", self.base.client)?;
+        }
         if self.tenant.database_suffix.contains(['/', '\\']) {
             return Err(Error::config(
                 "tenant.database_suffix",

@@ -85,6 +85,7 @@ mod password_provider;
 mod password_rotation;
 mod pool;
 mod pool_cache;
+mod pooler;
 mod provision;
 pub mod registry;
 mod repair;
@@ -127,6 +128,7 @@ pub use crate::pool::PooledConn;
 pub use crate::pool_cache::CacheStats;
 #[doc(hidden)]
 pub use crate::pool_cache::bench as __cache_bench;
+pub use crate::pooler::{PoolerConfig, PoolerMode};
 pub use crate::registry::{TenantRecord, TenantState};
 pub use crate::repair::Repair;
 pub use crate::secret::{EncryptionKey, KeyRing, SecretString};

@@ -76,6 +76,10 @@ pub struct ServerConfig {
     /// PostgreSQL TLS, as in `[base]`.
     #[serde(default)]
     pub sslkey: Option<PathBuf>,
+    /// `[servers.<name>.pooler]`: a connection pooler in front of this server for tenant
+    /// traffic, as `[pooler]` is for the base database's server (not inherited from it).
+    #[serde(default)]
+    pub pooler: Option<crate::pooler::PoolerConfig>,
     /// MySQL TLS, as in `[base]`.
     #[serde(default, rename = "ssl-mode")]
     pub ssl_mode: Option<TlsMode>,
@@ -196,6 +200,7 @@ impl ServerConfig {
             || self.password.is_some()
             || self.admin_database.is_some()
             || self.path.is_some()
+            || self.pooler.is_some()
             || self.has_tls_settings()
     }
 }
@@ -285,6 +290,9 @@ impl Config {
                 ));
             }
             let key = |k: &str| format!("servers.{name}.{k}");
+            if let Some(pooler) = &server.pooler {
+                pooler.validate(&key("pooler"), self.base.client)?;
+            }
             if server.weight == 0 {
                 return Err(Error::config(
                     key("weight"),
@@ -406,6 +414,8 @@ impl Config {
             }
         }
         config.pool_cache.max_connections = server.max_connections;
+        // The [pooler] table fronts the base database's server, not this one.
+        config.pooler = server.pooler.clone();
         // A tenant-only server has no base pool.
         config.base.pool.max_size = 0;
         config.base.pool.min_idle = None;

@@ -690,7 +690,15 @@ impl<B: Backend> Tenora<B> {
         let describe = || self.describe_tenant_on(slot, id);
         self.connect_budgeted(&slot.budget, slice, describe, async {
             slot.server
-                .connect_tenant(id, password)
+                .connect_tenant(
+                    id,
+                    password,
+                    if slice == Slice::Pools {
+                        crate::backend::server::Route::Traffic
+                    } else {
+                        crate::backend::server::Route::Direct
+                    },
+                )
                 .await
                 .map_err(|e| e.on_server(&label))
         })

@@ -36,6 +36,9 @@ mod postgres;
 #[cfg(feature = "postgres")]
 mod spares;
 
+#[cfg(feature = "postgres")]
+mod pooler;
+
 #[cfg(feature = "mysql")]
 mod mysql;
 

@@ -12,11 +12,13 @@
 
 mod mariadb_server;
 mod pg_cluster;
+mod pgbouncer;
 mod pki;
 mod server_count;
 
 pub use mariadb_server::{MariaDbOptions, MariaDbServer};
 pub use pg_cluster::{PgCluster, PgOptions};
+pub use pgbouncer::{PGBOUNCER_OLD_VAR, PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
 pub use pki::{CertFiles, TestPki};
 pub use server_count::{Counter, connection_ids};
 

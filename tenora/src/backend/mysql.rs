@@ -446,6 +446,7 @@ impl Server<Mysql> for MysqlServer {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        _route: super::server::Route,
     ) -> Result<AsyncMysqlConnection> {
         connect(&self.tenant_opts(id, password), &self.tls)
             .await

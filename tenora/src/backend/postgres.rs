@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 
 use diesel_async::SimpleAsyncConnection as _;
 
+use super::server::Route;
 use super::{Backend, Made, MigrationLock, Server, Target, sealed};
 use crate::config::{Client, Config};
 use crate::error::{BoxError, Error, Result};
@@ -94,6 +95,9 @@ pub struct PgServer {
     base_database: String,
     server: String,
     naming: Naming,
+    /// Where tenant traffic connects when a pooler fronts the server (`[pooler]`): its hosts
+    /// and ports, with the server's TLS settings.
+    pooled: Option<Arc<tokio_postgres::Config>>,
 }
 
 impl std::fmt::Debug for PgServer {
@@ -302,6 +306,58 @@ fn manager(
     AsyncDieselConnectionManager::new_with_config(label, manager_config)
 }
 
+/// The connection settings of tenant traffic through `pooler`: its hosts and ports, the rest
+/// (TLS, timeouts, application name) as `server`'s; each tenant's user, database and password
+/// are filled in per connection.
+fn pooled_config(
+    pooler: &crate::pooler::PoolerConfig,
+    server: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Config> {
+    let parsed = tokio_postgres::Config::from_str(pooler.url.expose()).map_err(|e| {
+        Error::config(
+            "pooler.url",
+            format!(
+                "not a valid PostgreSQL connection URL ({})",
+                crate::config::redact_url(&e.to_string())
+            ),
+        )
+    })?;
+    if parsed.get_user().is_some()
+        || parsed.get_password().is_some()
+        || parsed.get_dbname().is_some()
+    {
+        return Err(Error::config(
+            "pooler.url",
+            "names a user, password or database; give only the pooler's host and port (each \
+             tenant connects as its own user to its own database)",
+        ));
+    }
+    if parsed.get_hosts().is_empty() {
+        return Err(Error::config(
+            "pooler.url",
+            "names no host, e.g. \"postgres://pgbouncer.internal:6432\"",
+        ));
+    }
+    let mut config = tokio_postgres::Config::new();
+    for host in parsed.get_hosts() {
+        match host {
+            tokio_postgres::config::Host::Tcp(name) => config.host(name),
+            #[cfg(unix)]
+            tokio_postgres::config::Host::Unix(path) => config.host_path(path),
+        };
+    }
+    for port in parsed.get_ports() {
+        config.port(*port);
+    }
+    config
+        .application_name(server.get_application_name().unwrap_or("tenora"))
+        .ssl_mode(server.get_ssl_mode());
+    if let Some(timeout) = server.get_connect_timeout() {
+        config.connect_timeout(*timeout);
+    }
+    Ok(config)
+}
+
 impl PgServer {
     /// The template database and its owner role.
     fn template_names(&self) -> (String, String) {
@@ -343,8 +399,13 @@ impl PgServer {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        route: Route,
     ) -> tokio_postgres::Config {
-        let mut config = (*self.base).clone();
+        let via = match (&self.pooled, route) {
+            (Some(pooler), Route::Traffic) => pooler,
+            _ => &self.base,
+        };
+        let mut config = (**via).clone();
         config
             .user(self.naming.user_name(id))
             .dbname(self.naming.database_name(id));
@@ -899,7 +960,13 @@ impl Server<Postgres> for PgServer {
             .reserve_databases([naming.database_name(&template)])
             .reserve_users([naming.user_name(&template)])
             .reserve_id_prefix(crate::spares::SPARE_PREFIX);
+        let pooled = config
+            .pooler
+            .as_ref()
+            .map(|pooler| pooled_config(pooler, &pg).map(Arc::new))
+            .transpose()?;
         Ok(PgServer {
+            pooled,
             server: format!("{}{}", describe_server(&pg), tls.describe()),
             base: Arc::new(pg),
             tls,
@@ -950,7 +1017,7 @@ impl Server<Postgres> for PgServer {
     ) -> AsyncDieselConnectionManager<AsyncPgConnection> {
         manager(
             self.describe_tenant(id),
-            Arc::new(self.tenant_config(id, password)),
+            Arc::new(self.tenant_config(id, password, Route::Traffic)),
             self.tls.clone(),
         )
     }
@@ -959,8 +1026,9 @@ impl Server<Postgres> for PgServer {
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        route: Route,
     ) -> Result<AsyncPgConnection> {
-        connect(&self.tenant_config(id, password), &self.tls)
+        connect(&self.tenant_config(id, password, route), &self.tls)
             .await
             .map_err(|e| Error::Connect {
                 target: self.describe_tenant(id),

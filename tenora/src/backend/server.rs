@@ -26,6 +26,16 @@ pub enum MigrationLock {
     File(std::path::PathBuf),
 }
 
+/// Which way a connection to a tenant's database goes when a pooler fronts the server
+/// (`[pooler]`): without one, both go to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Tenant traffic (the tenant pools): through the pooler.
+    Traffic,
+    /// Administrative work (migrations, seeds, checks): to the server itself.
+    Direct,
+}
+
 /// One database server of backend `B`, built from the connection settings of `[base]` (the
 /// server that holds the base database) or of a `[servers.<name>]` table.
 pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
@@ -48,14 +58,16 @@ pub trait Server<B: Backend>: Send + Sync + Sized + 'static {
     /// Pool manager for the home database.
     fn base_manager(&self) -> B::Manager;
 
-    /// Pool manager for a tenant's database, connecting as the tenant's user.
+    /// Pool manager for a tenant's database, connecting as the tenant's user (through the
+    /// pooler, if one fronts the server: [`Route::Traffic`]).
     fn tenant_manager(&self, id: &TenantId, password: Option<&SecretString>) -> B::Manager;
 
-    /// One unpooled connection to a tenant's database as the tenant's user.
+    /// One unpooled connection to a tenant's database as the tenant's user, going `route`.
     fn connect_tenant(
         &self,
         id: &TenantId,
         password: Option<&SecretString>,
+        route: Route,
     ) -> impl Future<Output = Result<B::Connection>> + Send;
 
     /// One unpooled connection to the home database.

@@ -320,6 +320,7 @@ impl Server<Sqlite> for SqliteServer {
         &self,
         id: &TenantId,
         _password: Option<&SecretString>,
+        _route: super::server::Route,
     ) -> Result<SqliteConn> {
         establish(&self.tenant_url(id))
             .await
