@@ -6,6 +6,7 @@
 
 mod crash;
 mod keys;
+mod pooler;
 mod project;
 mod runs;
 mod scenario;

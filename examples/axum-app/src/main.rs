@@ -6,6 +6,10 @@
 //! - `ADMIN_TOKEN`: bearer token of `POST /admin/tenants` (random and printed when unset).
 //! - `APP_SECRET`: secret the tenants' API keys derive from (random when unset: keys then
 //!   last until the process stops).
+//! - `APP_POOLER_URL`: a connection pooler (PgBouncer) in front of the PostgreSQL server, as
+//!   `postgres://host:port`: tenant requests go through it, administrative work (sign-ups,
+//!   migrations, the registry) to `APP_DATABASE_URL`. `APP_POOLER_MODE`: its `pool_mode`,
+//!   `transaction` (default) or `session`.
 //! - `APP_DB_PREFIX` / `APP_ROLE_PREFIX`: prefixes of tenant database and role names (Tenora's
 //!   defaults: none and `user_`), so several apps can share a server.
 //! - `RUST_LOG`: log filter as `target=level` pairs (default `info`); colours only on a
@@ -90,7 +94,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
                 "PostgreSQL tenants' passwords are sealed with TENORA_KEY: set it (create one \
                  with `tenora generate-key`)",
             )?;
-            axum_app::app::<Postgres>(prefixes(Config::postgres(url).key(key)), settings).await?
+            let mut config = prefixes(Config::postgres(url).key(key));
+            if let Some(pooler) = env("APP_POOLER_URL") {
+                config = config.pooler(match env("APP_POOLER_MODE").as_deref() {
+                    None | Some("transaction") => tenora::PoolerConfig::transaction(pooler),
+                    Some("session") => tenora::PoolerConfig::session(pooler),
+                    Some(other) => {
+                        return Err(format!(
+                            "APP_POOLER_MODE={other:?}: use `transaction` or `session`"
+                        )
+                        .into());
+                    }
+                });
+            }
+            axum_app::app::<Postgres>(config, settings).await?
         }
         Some(_) => {
             return Err("APP_DATABASE_URL must be a postgres:// URL (or unset for SQLite)".into());

@@ -654,3 +654,116 @@ async fn metrics_count_what_requests_did() {
     );
     drop(child);
 }
+
+/// `ops` tenant requests (`GET /projects`), `at_once` at a time, over `tenants` round-robin;
+/// returns the failed ones (status and body).
+async fn burst(addr: SocketAddr, tenants: &[String], ops: usize, at_once: usize) -> Vec<String> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tenants = std::sync::Arc::new(tenants.to_vec());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..at_once {
+        let (next, tenants) = (next.clone(), tenants.clone());
+        tasks.spawn(async move {
+            let mut failed = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= ops {
+                    return failed;
+                }
+                let tenant = &tenants[i % tenants.len()];
+                let reply = as_tenant(addr, tenant, "GET", "/projects", None).await;
+                if reply.status != 200 {
+                    failed.push(format!("{tenant}: {} {}", reply.status, reply.body));
+                }
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        failed.extend(done.unwrap());
+    }
+    failed
+}
+
+/// Behind PgBouncer 1.25.2 in transaction mode (`APP_POOLER_URL`): 2,000 requests over 50
+/// tenants and 1,000 over 5 of them, 64 at a time, with 0 errors, the tenant traffic counted
+/// by PgBouncer itself; then PgBouncer restarts and the next 500 requests have 0 errors too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_requests_through_pgbouncer_in_transaction_mode() {
+    use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
+    let Some(mut db) = pg::db() else { return };
+    let url = db.config.base.url.as_ref().unwrap().expose().to_owned();
+    let port = server_port(&url);
+    // Two server connections per tenant database at most: the test server (100 slots) is
+    // shared with the other tests running at the same time.
+    let Some(mut bouncer) = PgBouncer::start(
+        PGBOUNCER_VAR,
+        port,
+        &PgBouncerOptions {
+            default_pool_size: 2,
+            ..PgBouncerOptions::default()
+        },
+    ) else {
+        return;
+    };
+    db.config = db
+        .config
+        .clone()
+        .pooler(tenora::PoolerConfig::transaction(format!(
+            "postgres://127.0.0.1:{}",
+            bouncer.port
+        )));
+    let addr = start_app::<Postgres>(&db).await;
+    let names: Vec<String> = (0..50).map(|i| format!("b{i:02}")).collect();
+    for name in &names {
+        assert_eq!(create(addr, name).await.status, 201);
+    }
+    let roles: Vec<String> = names
+        .iter()
+        .map(|n| format!("{}{n}", db.config.tenant.user_prefix))
+        .collect();
+    bouncer.allow(&roles).await;
+
+    let failed = burst(addr, &names, 2_000, 64).await;
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let failed = burst(addr, &names[..5], 1_000, 64).await;
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let stats = bouncer.transactions_per_database().await;
+    for name in &names {
+        let database = format!("{}{name}", db.config.tenant.database_prefix);
+        assert!(
+            stats.get(&database).is_some_and(|&n| n > 0),
+            "{database} not served by PgBouncer: {stats:?}"
+        );
+    }
+
+    bouncer.restart();
+    let failed = burst(addr, &names, 500, 64).await;
+    assert!(
+        failed.is_empty(),
+        "after the restart, {} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+/// The port of a `postgres://user@host:port/db` URL (5432 when it names none).
+fn server_port(url: &str) -> u16 {
+    let authority = url.split("://").nth(1).unwrap_or(url);
+    let host_port = authority.split('/').next().unwrap_or_default();
+    let host_port = host_port.rsplit('@').next().unwrap_or_default();
+    host_port
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(5432)
+}
