@@ -12,6 +12,7 @@
 //! cargo bench -p tenora --features postgres --bench tenora -- --fleet-only     # section 4
 //! cargo bench -p tenora --features postgres --bench tenora -- --servers-only   # section 7
 //! cargo bench -p tenora --features postgres --bench tenora -- --cache-only     # section 8
+//! cargo bench -p tenora --features postgres --bench tenora -- --pooler-only    # section 9
 //! ```
 //!
 //! Section 7 starts three private PostgreSQL clusters (as the test helper does) and compares
@@ -530,6 +531,13 @@ async fn main() {
         .await;
     t.migrate_base().await.unwrap();
 
+    if std::env::args().any(|a| a == "--pooler-only") {
+        pooler_section(&bench, &t, if quick { 20_000 } else { 200_000 }).await;
+        drop(t);
+        bench.cleanup(false).await;
+        println!("\ncleaned up");
+        return;
+    }
     if blocking_only {
         blocking_section(&bench, &t, if quick { 1_000 } else { 5_000 }).await;
         drop(t);
@@ -924,6 +932,116 @@ async fn blocking_section(_: &Bench, _: &PgTenora, _: usize) {
 /// Section 7: `n` tenants on one server vs spread over three (private clusters, trust auth,
 /// no TLS on either side): provisioning rate (4 tasks creating) and a fleet migration of one
 /// new migration with the default per-server concurrency.
+/// Section 9: tenant traffic through PgBouncer (`TENORA_TEST_PGBOUNCER`, transaction mode)
+/// against the same tenants connected directly; `ops` checkouts per measurement.
+async fn pooler_section(bench: &Bench, t: &PgTenora, ops: usize) {
+    use diesel::{ExpressionMethods as _, QueryDsl as _};
+    use diesel_async::RunQueryDsl as _;
+    use std::str::FromStr as _;
+    use tenant_schema::schema::projects;
+    use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
+    const TENANTS: usize = 20;
+    let port = tokio_postgres::Config::from_str(&bench.admin_url)
+        .unwrap()
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432);
+    // Two server connections per tenant database: the pooled side never needs more server
+    // connections than the direct side's budget allows it.
+    let Some(mut bouncer) = PgBouncer::start(
+        PGBOUNCER_VAR,
+        port,
+        &PgBouncerOptions {
+            default_pool_size: 2,
+            ..PgBouncerOptions::default()
+        },
+    ) else {
+        println!("\n9. skipped: set {PGBOUNCER_VAR} to a PgBouncer 1.21+ binary");
+        return;
+    };
+    create_tenants(t, 0..TENANTS).await;
+    let ids: Arc<Vec<TenantId>> = Arc::new((0..TENANTS).map(id).collect());
+    let roles: Vec<String> = ids.iter().map(|i| t.naming().user_name(i)).collect();
+    bouncer.allow(&roles).await;
+    // Both sides built the same way, the pooler the only difference, with the same pool
+    // sizes: at most two connections per tenant, which the warm-up pass opens (a hit's cost
+    // depends on finding one idle: with larger pools the side with the slower queries would
+    // grow larger pools and win the hit path).
+    let pool = tenora::PoolConfig {
+        max_size: 2,
+        ..tenora::PoolConfig::default()
+    };
+    let connect = |config: Config| async move {
+        PgTenora::builder(config)
+            .tenant_migrations(tenant_schema::POSTGRES_MIGRATIONS)
+            .connect()
+            .await
+            .unwrap()
+    };
+    let config = bench.config.clone().tenant_pool(pool);
+    let direct_side = connect(config.clone()).await;
+    let pooled = connect(config.pooler(tenora::PoolerConfig::transaction(format!(
+        "postgres://127.0.0.1:{}",
+        bouncer.port
+    ))))
+    .await;
+    // A checkout and drop; or a checkout and a prepared query (diesel's query builder).
+    let side = |t: PgTenora, ops: usize, query: bool| {
+        let ids = Arc::clone(&ids);
+        run_tasks(ops, move |i| {
+            let (t, ids) = (t.clone(), Arc::clone(&ids));
+            async move {
+                let tenant = &ids[i % ids.len()];
+                let mut c = t.tenant_conn(tenant).await.unwrap();
+                if query {
+                    projects::table
+                        .filter(projects::name.ne(tenant.as_str()))
+                        .count()
+                        .get_result::<i64>(&mut c)
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    };
+    let (mut direct, mut through) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
+    for round in 0..3 {
+        for pass in 0..2 {
+            let (t, into) = if (round + pass) % 2 == 0 {
+                (direct_side.clone(), &mut direct)
+            } else {
+                (pooled.clone(), &mut through)
+            };
+            side(t.clone(), ops / 10, true).await; // warm: pools grown, statements prepared
+            into.0.push(side(t.clone(), ops, false).await);
+            into.1.push(side(t.clone(), ops / 10, true).await);
+            t.close_all();
+            settle(&admin_client(&bench.admin_url).await, &bench.prefix).await;
+        }
+    }
+    let served: u64 = bouncer.transactions_per_database().await.values().sum();
+    let (hit_d, hit_p) = (median(direct.0), median(through.0));
+    let (query_d, query_p) = (median(direct.1), median(through.1));
+    println!(
+        "\n9. behind PgBouncer ({}, transaction mode, default_pool_size 2) vs direct, {TENANTS} \
+         tenants, {TASKS} tasks, medians of 3 rounds",
+        bouncer.version()
+    );
+    println!(
+        "   tenant_conn + drop:           direct {hit_d:.0} ns/op, through the pooler {hit_p:.0} \
+         ns/op: {:.2}x",
+        hit_p / hit_d
+    );
+    println!(
+        "   tenant_conn + prepared query: direct {:.0} ops/s, through the pooler {:.0} ops/s: \
+         {:.2}x the throughput ({served} transactions counted by PgBouncer)",
+        1e9 / query_d,
+        1e9 / query_p,
+        query_d / query_p
+    );
+}
+
 async fn servers_section(n: usize) {
     use tenora::ServerConfig;
     use tenora_test_support::{PgCluster, PgOptions};

@@ -72,15 +72,14 @@ impl ErrorSink<Error> for LastError {
 
 /// A claim to open one connection for a pool; released on drop, which wakes callers waiting
 /// for room to grow.
-struct Growing<'a> {
-    growing: &'a AtomicU32,
-    released: &'a tokio::sync::Notify,
+struct Growing<B: Backend> {
+    pool: Arc<ManagedPool<B>>,
 }
 
-impl Drop for Growing<'_> {
+impl<B: Backend> Drop for Growing<B> {
     fn drop(&mut self) {
-        self.growing.fetch_sub(1, Ordering::AcqRel);
-        self.released.notify_waiters();
+        self.pool.growing.fetch_sub(1, Ordering::AcqRel);
+        self.pool.growing_done.notify_waiters();
     }
 }
 
@@ -263,15 +262,14 @@ impl<B: Backend> ManagedPool<B> {
 
     /// Claims room to open one connection, if the pool has room beyond the connections it has
     /// and those other callers are opening.
-    fn claim_room(&self) -> Option<Growing<'_>> {
+    fn claim_room(self: &Arc<Self>) -> Option<Growing<B>> {
         self.growing
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| {
                 (self.pool.state().connections + g < self.max_size).then_some(g + 1)
             })
             .ok()
             .map(|_| Growing {
-                growing: &self.growing,
-                released: &self.growing_done,
+                pool: Arc::clone(self),
             })
     }
 
@@ -280,7 +278,10 @@ impl<B: Backend> ManagedPool<B> {
     /// A connection whose server session has ended (the driver knows without a round trip) or
     /// that fails a ping after [`Backend::PING_IDLE_AFTER`] idle is closed instead of handed out,
     /// and another one taken: at most once per connection the pool can hold.
-    pub(crate) async fn get(&self, target: impl Fn() -> String) -> Result<PooledConn<B>> {
+    pub(crate) async fn get(
+        self: &Arc<Self>,
+        target: impl Fn() -> String,
+    ) -> Result<PooledConn<B>> {
         for _ in 0..self.max_size {
             let mut conn = self.checkout(&target).await?;
             if self.is_alive(&mut conn).await {
@@ -304,7 +305,7 @@ impl<B: Backend> ManagedPool<B> {
     }
 
     /// A connection from the pool (idle, returned by another caller, or newly opened).
-    async fn checkout(&self, target: &impl Fn() -> String) -> Result<PooledConn<B>> {
+    async fn checkout(self: &Arc<Self>, target: &impl Fn() -> String) -> Result<PooledConn<B>> {
         // The hit path: an idle connection is handed over in the first poll (one lock).
         let mut checkout = std::pin::pin!(self.pool.get_owned());
         let first = std::future::poll_fn(|cx| Poll::Ready(checkout.as_mut().poll(cx))).await;
@@ -316,19 +317,33 @@ impl<B: Backend> ManagedPool<B> {
         // pool has room for, each under its own wait for the budget.
         loop {
             if let Some(claim) = self.claim_room() {
-                let waiting_for_budget = AtomicBool::new(true);
-                // Whichever comes first: a connection returned to the pool, or a new one.
-                // (Waiting for the budget alone could wait for the permit this pool's own
-                // idle connection holds.)
-                let grown = tokio::select! {
+                // Whichever comes first: a connection returned to the pool, or the budget for
+                // a new one. (Waiting for the budget alone could wait for the permit this
+                // pool's own idle connection holds.)
+                let permit = tokio::select! {
                     biased;
-                    result = &mut checkout => {
-                        return self.checked_out(result, target, waiting_for_budget.load(Ordering::Relaxed));
+                    result = &mut checkout => return self.checked_out(result, target, true),
+                    permit = self.budget.acquire(self.slice) => {
+                        permit.map_err(|e| e.busy(target()))?
                     }
-                    grown = self.grow(target, &waiting_for_budget) => grown,
                 };
-                drop(claim);
-                grown?;
+                // The connection opens in a task of its own, so it is never abandoned half-way
+                // when a returned connection comes first (through a pooler, every abandoned
+                // attempt is a wasted login): it then joins the pool for the next caller.
+                let mut opening = tokio::spawn(Self::grow(claim, permit, target()));
+                tokio::select! {
+                    biased;
+                    result = &mut checkout => return self.checked_out(result, target, false),
+                    opened = &mut opening => match opened {
+                        Ok(opened) => opened?,
+                        Err(gone) => {
+                            return Err(TenoraError::Connect {
+                                target: target(),
+                                source: Box::new(gone),
+                            });
+                        }
+                    },
+                }
                 // The new connection is in the pool and this caller's checkout is in line for
                 // it; if another caller takes it first, look again.
                 continue;
@@ -342,23 +357,14 @@ impl<B: Backend> ManagedPool<B> {
         }
     }
 
-    /// Opens one more connection under the caller's own wait for the budget and hands it to
-    /// the pool (where the caller, or whoever asked first, takes it).
-    async fn grow(
-        &self,
-        target: &impl Fn() -> String,
-        waiting_for_budget: &AtomicBool,
-    ) -> Result<()> {
-        let permit = self
-            .budget
-            .acquire(self.slice)
+    /// Opens one more connection under `permit` (the room `claim` holds) and hands it to the
+    /// pool (where the caller, or whoever asked first, takes it).
+    async fn grow(claim: Growing<B>, permit: crate::budget::Permit, target: String) -> Result<()> {
+        let pool = &claim.pool;
+        let conn = connect_with(&*pool.manager, &pool.budget, permit)
             .await
-            .map_err(|e| e.busy(target()))?;
-        waiting_for_budget.store(false, Ordering::Relaxed);
-        let conn = connect_with(&*self.manager, &self.budget, permit)
-            .await
-            .map_err(|e| self.connect_error(e, target()))?;
-        self.hand_over(conn).await;
+            .map_err(|e| pool.connect_error(e, target))?;
+        pool.hand_over(conn).await;
         Ok(())
     }
 

@@ -72,7 +72,7 @@ struct Inner<B: Backend> {
     servers: Servers<B>,
     config: Config,
     keys: KeyRing,
-    base_pool: ManagedPool<B>,
+    base_pool: Arc<ManagedPool<B>>,
     // Pools are shared as one Arc: a cache hit costs a single reference-count increment.
     tenants: Arc<PoolCache<Arc<ManagedPool<B>>>>,
     base_migrations: Migrations,
@@ -212,14 +212,14 @@ impl<B: Backend> TenoraBuilder<B> {
             .acquire(Slice::Base)
             .await
             .map_err(|e| e.busy(crate::backend::Server::<B>::describe_base(&default.server)))?;
-        let base_pool = ManagedPool::new(
+        let base_pool = Arc::new(ManagedPool::new(
             &config.base.pool,
             "base.pool",
             base_manager,
             Arc::clone(&default.budget),
             Slice::Base,
             Budgeted::new(first, permit),
-        );
+        ));
         let passwords = self.passwords.or_else(|| {
             let command = config.secrets.password_command.as_deref()?;
             let timeout = Duration::from_secs(config.secrets.password_command_timeout);

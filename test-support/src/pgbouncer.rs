@@ -7,7 +7,9 @@
 //!
 //! Authentication needs no passwords: `auth_type = trust` with every role that connects listed
 //! in `auth_file` ([`PgBouncer::allow`] adds roles and reloads). PgBouncer refuses to run as
-//! root: it runs as the `postgres` OS user, in a temp folder that user owns.
+//! root: it runs as the `postgres` OS user, in a temp folder that user owns. Its log goes with
+//! the folder; set `TENORA_KEEP_PGBOUNCER_LOG` to keep the last one as
+//! `/tmp/pgbouncer-last.log`.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -282,6 +284,9 @@ impl Drop for PgBouncer {
     fn drop(&mut self) {
         self.signal("-INT");
         std::thread::sleep(Duration::from_millis(50));
+        if std::env::var_os("TENORA_KEEP_PGBOUNCER_LOG").is_some() {
+            let _ = std::fs::copy(self.dir.join("pgbouncer.log"), "/tmp/pgbouncer-last.log");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
