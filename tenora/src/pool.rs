@@ -44,6 +44,20 @@ enum Failure {
 #[derive(Debug, Clone, Default)]
 struct LastError(Arc<Mutex<Option<Failure>>>, Arc<AtomicBool>);
 
+impl LastError {
+    /// Keeps `error` as the pool's last connection failure.
+    fn record(&self, error: &Error) {
+        self.1
+            .store(matches!(error, ConnectError::Connect(_)), Ordering::Relaxed);
+        let failure = match error {
+            ConnectError::Refused(m) => Failure::Refused(m.clone()),
+            ConnectError::Connect(e) => Failure::Connect(e.to_string()),
+            other => Failure::Exhausted(other.to_string()),
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+    }
+}
+
 impl ErrorSink<Error> for LastError {
     fn sink(&self, error: Error) {
         match &error {
@@ -55,14 +69,7 @@ impl ErrorSink<Error> for LastError {
             }
             _ => tracing::warn!(error = %error, "pooled connection attempt failed"),
         }
-        self.1
-            .store(matches!(error, ConnectError::Connect(_)), Ordering::Relaxed);
-        let failure = match error {
-            ConnectError::Refused(m) => Failure::Refused(m),
-            ConnectError::Connect(e) => Failure::Connect(e.to_string()),
-            other => Failure::Exhausted(other.to_string()),
-        };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(failure);
+        self.record(&error);
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<Error>> {
@@ -89,6 +96,8 @@ pub(crate) enum Idle<B: Backend> {
     Live(PooledConn<B>),
     /// A connection idle for [`Backend::PING_IDLE_AFTER`] or more, to ping first, and its pool.
     Stale(PooledConn<B>, Arc<ManagedPool<B>>),
+    /// A connection whose session has ended, marked to be closed when dropped.
+    Broken(PooledConn<B>),
 }
 
 /// How often a caller waiting for a pool checks again whether it may open a connection itself
@@ -229,7 +238,8 @@ impl<B: Backend> ManagedPool<B> {
 
     /// The hit path's checkout: an idle connection taken without waiting (one poll of bb8's
     /// checkout), or `None` when the pool has none to give at once. A connection whose session
-    /// has ended is closed and `None` returned (the caller's waiting checkout takes the next).
+    /// has ended comes back as [`Idle::Broken`], for the caller to close outside the cache's
+    /// lock before its waiting checkout takes the next.
     pub(crate) fn take_idle(self: &Arc<Self>) -> Option<Idle<B>> {
         let mut checkout = std::pin::pin!(self.pool.get_owned());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -238,8 +248,9 @@ impl<B: Backend> ManagedPool<B> {
         };
         use bb8::ManageConnection as _;
         if self.manager.has_broken(&mut *conn) {
+            // Closed by the caller, after the cache's lock is released.
             conn.retire();
-            return None;
+            return Some(Idle::Broken(conn));
         }
         if conn.idle_for() < B::PING_IDLE_AFTER {
             Some(Idle::Live(conn))
@@ -251,8 +262,7 @@ impl<B: Backend> ManagedPool<B> {
     /// A connection [`take_idle`](Self::take_idle) found stale, handed out if it answers a ping
     /// and closed if it does not.
     pub(crate) async fn checked(&self, mut conn: PooledConn<B>) -> Option<PooledConn<B>> {
-        use bb8::ManageConnection as _;
-        if self.manager.is_valid(&mut *conn).await.is_ok() {
+        if self.ping(&mut conn).await {
             return Some(conn);
         }
         tracing::debug!(pool = %self.target, "closed a pooled connection whose session had ended");
@@ -301,7 +311,24 @@ impl<B: Backend> ManagedPool<B> {
         if self.manager.has_broken(conn) {
             return false;
         }
-        idle < B::PING_IDLE_AFTER || self.manager.is_valid(conn).await.is_ok()
+        idle < B::PING_IDLE_AFTER || self.ping_connection(conn).await
+    }
+
+    /// Whether a checked-out connection answers a ping.
+    async fn ping(&self, conn: &mut PooledConn<B>) -> bool {
+        let conn: &mut B::Connection = conn;
+        self.ping_connection(conn).await
+    }
+
+    /// Whether `conn` answers a ping within the pool's `connection_timeout` (through a pooler
+    /// a ping may queue for a server connection much longer).
+    async fn ping_connection(&self, conn: &mut B::Connection) -> bool {
+        use bb8::ManageConnection as _;
+        let limit = std::time::Duration::from_secs(self.connection_timeout);
+        matches!(
+            tokio::time::timeout(limit, self.manager.is_valid(conn)).await,
+            Ok(Ok(()))
+        )
     }
 
     /// A connection from the pool (idle, returned by another caller, or newly opened).
@@ -336,10 +363,14 @@ impl<B: Backend> ManagedPool<B> {
                     result = &mut checkout => return self.checked_out(result, target, false),
                     opened = &mut opening => match opened {
                         Ok(opened) => opened?,
+                        // A panic in the driver is a bug to surface, not a connect failure.
+                        Err(gone) if gone.is_panic() => std::panic::resume_unwind(gone.into_panic()),
+                        // Cancelled: the runtime is shutting down.
                         Err(gone) => {
-                            return Err(TenoraError::Connect {
+                            return Err(TenoraError::Busy {
                                 target: target(),
-                                source: Box::new(gone),
+                                wait: Wait::Pool,
+                                message: format!("the connection attempt was cancelled ({gone})"),
                             });
                         }
                     },
@@ -359,11 +390,32 @@ impl<B: Backend> ManagedPool<B> {
 
     /// Opens one more connection under `permit` (the room `claim` holds) and hands it to the
     /// pool (where the caller, or whoever asked first, takes it).
+    ///
+    /// Bounded by the pool's `connection_timeout` (the driver's own connect timeout covers only
+    /// the TCP connect; a pooler may hold a login or the setup queries much longer). A failure
+    /// is logged and kept as the pool's last error, for the waiters whose caller has left.
     async fn grow(claim: Growing<B>, permit: crate::budget::Permit, target: String) -> Result<()> {
         let pool = &claim.pool;
-        let conn = connect_with(&*pool.manager, &pool.budget, permit)
-            .await
-            .map_err(|e| pool.connect_error(e, target))?;
+        let limit = std::time::Duration::from_secs(pool.connection_timeout);
+        let connected =
+            tokio::time::timeout(limit, connect_with(&*pool.manager, &pool.budget, permit))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ConnectError::Connect(PoolError::ConnectionError(
+                        diesel::ConnectionError::BadConnection(format!(
+                            "no connection within {}.connection_timeout ({} s)",
+                            pool.section, pool.connection_timeout
+                        )),
+                    )))
+                });
+        let conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(pool = %target, error = %e, "opening a pooled connection failed");
+                pool.last_error.record(&e);
+                return Err(pool.connect_error(e, target));
+            }
+        };
         pool.hand_over(conn).await;
         Ok(())
     }

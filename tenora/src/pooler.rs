@@ -28,7 +28,9 @@ pub struct PoolerConfig {
     /// string. Only its hosts and ports are used: each tenant connects as its own user to its
     /// own database, with its own password, and with the server's TLS settings.
     pub url: SecretString,
-    /// The pooler's `pool_mode` for tenant databases.
+    /// The pooler's `pool_mode` for tenant databases. Tenora routes connections the same way
+    /// in both modes; the mode records what the pooler does (see [`PoolerMode`] for what each
+    /// allows), and messages name it.
     #[serde(default)]
     pub mode: PoolerMode,
 }

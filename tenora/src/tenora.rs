@@ -580,6 +580,10 @@ impl<B: Backend> Tenora<B> {
                     return Ok(conn);
                 }
             }
+            Some(Idle::Broken(conn)) => {
+                tracing::debug!(tenant = %id, "closed a pooled connection whose session had ended");
+                drop(conn);
+            }
             None => {}
         }
         let pool = self.tenant_pool(id, None).await?;
@@ -1272,9 +1276,18 @@ impl<B: Backend> Tenora<B> {
 
     /// Runs the tenant seeds on tenant `id`; returns the seed names.
     pub async fn run_tenant_seeds(&self, id: &TenantId) -> Result<Vec<String>> {
-        let mut conn = self.tenant_conn(id).await?;
+        // Administrative work: a direct connection (never through a `[pooler]`), counted as
+        // work, not as one of the tenant's pooled connections.
+        let stored = self.active_tenant(id).await?;
+        let slot = self.server_of(&stored)?;
+        let candidates = self.tenant_passwords(&stored, None).await?;
+        let (mut conn, _permit) = self
+            .connect_tenant_any(slot, id, candidates, Slice::Work)
+            .await?
+            .0
+            .into_parts();
         migrate::run_seeds(
-            &mut **conn,
+            &mut conn,
             &self.inner.tenant_seeds,
             &format!("tenant `{id}`"),
         )

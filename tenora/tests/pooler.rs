@@ -146,6 +146,7 @@ async fn an_old_pooler_in_session_mode_serves_tenants() {
     let options = PgBouncerOptions {
         pool_mode: "session",
         default_pool_size: 3,
+        ..PgBouncerOptions::default()
     };
     let Some((bouncer, t, ids)) =
         behind(&env, PGBOUNCER_OLD_VAR, &options, PoolerConfig::session, 4).await

@@ -21,6 +21,9 @@ pub const PGBOUNCER_VAR: &str = "TENORA_TEST_PGBOUNCER";
 /// The environment variable naming PgBouncer 1.18 (no prepared statements in transaction mode).
 pub const PGBOUNCER_OLD_VAR: &str = "TENORA_TEST_PGBOUNCER_OLD";
 
+/// The console user's password when PgBouncer checks passwords.
+const CONSOLE_PASSWORD: &str = "console";
+
 /// How to set up a [`PgBouncer`].
 #[derive(Debug, Clone)]
 pub struct PgBouncerOptions {
@@ -28,6 +31,10 @@ pub struct PgBouncerOptions {
     pub pool_mode: &'static str,
     /// `default_pool_size`: server connections per database and user (default 20).
     pub default_pool_size: u32,
+    /// `auth_type`: `trust` (default: every role in `auth_file` logs in without a password) or
+    /// `scram-sha-256` (PgBouncer checks the passwords [`PgBouncer::allow_with_password`]
+    /// gives it; it still logs in to the server without one).
+    pub auth_type: &'static str,
 }
 
 impl Default for PgBouncerOptions {
@@ -35,6 +42,7 @@ impl Default for PgBouncerOptions {
         PgBouncerOptions {
             pool_mode: "transaction",
             default_pool_size: 20,
+            auth_type: "trust",
         }
     }
 }
@@ -46,7 +54,7 @@ pub struct PgBouncer {
     as_postgres: bool,
     /// TCP port on 127.0.0.1.
     pub port: u16,
-    users: Vec<String>,
+    users: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -77,7 +85,15 @@ impl PgBouncer {
             dir,
             as_postgres,
             port: 0,
-            users: vec!["postgres".to_owned()],
+            // The console's user: a password once PgBouncer checks them.
+            users: vec![(
+                "postgres".to_owned(),
+                if options.auth_type == "trust" {
+                    String::new()
+                } else {
+                    CONSOLE_PASSWORD.to_owned()
+                },
+            )],
         };
         bouncer.write_users();
         // A few tries in case another process takes the port between probe and start.
@@ -90,7 +106,7 @@ impl PgBouncer {
                  listen_addr = 127.0.0.1\n\
                  listen_port = {port}\n\
                  unix_socket_dir = {dir}\n\
-                 auth_type = trust\n\
+                 auth_type = {auth}\n\
                  auth_file = {dir}/users.txt\n\
                  admin_users = postgres\n\
                  pool_mode = {mode}\n\
@@ -104,6 +120,7 @@ impl PgBouncer {
                 dir = path(&bouncer.dir),
                 mode = options.pool_mode,
                 size = options.default_pool_size,
+                auth = options.auth_type,
             );
             std::fs::write(bouncer.ini(), ini).expect("write pgbouncer.ini");
             if as_postgres {
@@ -128,7 +145,13 @@ impl PgBouncer {
         let lines: String = self
             .users
             .iter()
-            .map(|u| format!("\"{}\" \"\"\n", u.replace('"', "\"\"")))
+            .map(|(u, p)| {
+                format!(
+                    "\"{}\" \"{}\"\n",
+                    u.replace('"', "\"\""),
+                    p.replace('"', "\"\"")
+                )
+            })
             .collect();
         std::fs::write(self.dir.join("users.txt"), lines).expect("write users.txt");
         if self.as_postgres {
@@ -154,14 +177,44 @@ impl PgBouncer {
         if !out.status.success() {
             return false;
         }
+        // `-d` returns before the daemon listens: ready once its Unix socket, in this
+        // instance's own folder, exists (a TCP probe could reach another process on the
+        // port) and the pid file names it.
+        let socket = self.dir.join(format!(".s.PGSQL.{}", self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if socket.exists() && self.pid().is_some() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Stops the daemon: SIGINT, then SIGKILL if it is still there after a few seconds (a
+    /// zombie counts as gone).
+    fn stop(&self) {
+        let Some(pid) = self.pid() else { return };
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                !status
+                    .lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            })
+        };
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if running() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let _ = std::fs::remove_file(self.pid_file());
     }
 
     fn pid(&self) -> Option<String> {
@@ -171,19 +224,24 @@ impl PgBouncer {
             .filter(|p| !p.is_empty())
     }
 
-    fn signal(&self, signal: &str) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").args([signal, &pid]).status();
-        }
-    }
-
     /// Lets roles `users` log in (trust mode refuses roles missing from `auth_file`): reloads
     /// the configuration and returns once the console lists them.
     pub async fn allow<S: AsRef<str>>(&mut self, users: &[S]) {
-        self.users
-            .extend(users.iter().map(|u| u.as_ref().to_owned()));
+        let none: Vec<(&str, &str)> = users.iter().map(|u| (u.as_ref(), "")).collect();
+        self.allow_with_password(&none).await;
+    }
+
+    /// Lets roles log in with these passwords (checked by PgBouncer under `scram-sha-256`;
+    /// a role listed again gets the new password): reloads the configuration and returns once
+    /// the console lists them.
+    pub async fn allow_with_password(&mut self, users: &[(&str, &str)]) {
+        for (user, password) in users {
+            self.users.retain(|(u, _)| u != user);
+            self.users
+                .push(((*user).to_owned(), (*password).to_owned()));
+        }
         self.write_users();
-        let console = crate::pg_connect(&self.url("postgres", "pgbouncer")).await;
+        let console = crate::pg_connect(&self.console_url()).await;
         console
             .simple_query("RELOAD")
             .await
@@ -202,7 +260,7 @@ impl PgBouncer {
                     _ => None,
                 })
                 .collect();
-            if users.iter().all(|u| listed.iter().any(|l| l == u.as_ref())) {
+            if users.iter().all(|(u, _)| listed.iter().any(|l| l == u)) {
                 return;
             }
             assert!(
@@ -214,18 +272,10 @@ impl PgBouncer {
         }
     }
 
-    /// Stops PgBouncer (SIGINT: immediate shutdown, every client connection closed) and
-    /// starts it again on the same port, as an operator's restart would.
+    /// Stops PgBouncer (every client connection closes) and starts it again on the same port,
+    /// as an operator's restart would.
     pub fn restart(&self) {
-        let pid = self.pid();
-        self.signal("-INT");
-        if let Some(pid) = pid {
-            let proc = PathBuf::from(format!("/proc/{pid}"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while proc.exists() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        self.stop();
         for _ in 0..50 {
             if self.launch() {
                 return;
@@ -249,6 +299,15 @@ impl PgBouncer {
             .to_owned()
     }
 
+    /// The admin console's URL.
+    fn console_url(&self) -> String {
+        let password = &self.users[0].1;
+        format!(
+            "postgres://postgres:{password}@127.0.0.1:{}/pgbouncer",
+            self.port
+        )
+    }
+
     /// URL of database `database` as role `user` through this PgBouncer (no password: trust).
     pub fn url(&self, user: &str, database: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
@@ -257,7 +316,7 @@ impl PgBouncer {
     /// `SHOW STATS` from the admin console: per database, the transactions PgBouncer served
     /// (`total_xact_count`).
     pub async fn transactions_per_database(&self) -> std::collections::BTreeMap<String, u64> {
-        let client = crate::pg_connect(&self.url("postgres", "pgbouncer")).await;
+        let client = crate::pg_connect(&self.console_url()).await;
         let messages = client
             .simple_query("SHOW STATS")
             .await
@@ -282,8 +341,7 @@ impl PgBouncer {
 
 impl Drop for PgBouncer {
     fn drop(&mut self) {
-        self.signal("-INT");
-        std::thread::sleep(Duration::from_millis(50));
+        self.stop();
         if std::env::var_os("TENORA_KEEP_PGBOUNCER_LOG").is_some() {
             let _ = std::fs::copy(self.dir.join("pgbouncer.log"), "/tmp/pgbouncer-last.log");
         }

@@ -98,6 +98,9 @@ pub struct PgServer {
     /// Where tenant traffic connects when a pooler fronts the server (`[pooler]`): its hosts
     /// and ports, with the server's TLS settings.
     pooled: Option<Arc<tokio_postgres::Config>>,
+    /// For messages about tenants: `, traffic through the transaction-mode pooler at …`, or
+    /// empty without a pooler.
+    pooler_label: String,
 }
 
 impl std::fmt::Debug for PgServer {
@@ -249,12 +252,22 @@ async fn connect(
     AsyncPgConnection::try_from_client_and_connection(client, connection).await
 }
 
+/// Whether a pooler (PgBouncer) refused the password: it checks passwords itself and answers
+/// with SQLSTATE 08P01 and the server's wording, not 28P01.
+fn pooler_refused_password(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code() == &SqlState::PROTOCOL_VIOLATION
+            && (db.message().contains("password authentication failed")
+                || db.message().contains("SASL authentication failed"))
+    })
+}
+
 /// A failed connect's message; a server out of connection slots (SQLSTATE 53300: "too many
 /// clients", "remaining connection slots are reserved") or a role's or database's connection
 /// limit is marked so the budget can react.
 fn connect_message(e: tokio_postgres::Error) -> String {
     // Only a refused password (not pg_hba rejections, certificate or role problems: 28000).
-    if e.code() == Some(&SqlState::INVALID_PASSWORD) {
+    if e.code() == Some(&SqlState::INVALID_PASSWORD) || pooler_refused_password(&e) {
         return format!("{}: {}", crate::budget::AUTH_FAILED, ServerError(e));
     }
     if e.code() != Some(&SqlState::TOO_MANY_CONNECTIONS) {
@@ -965,8 +978,17 @@ impl Server<Postgres> for PgServer {
             .as_ref()
             .map(|pooler| pooled_config(pooler, &pg).map(Arc::new))
             .transpose()?;
+        let pooler_label = match (&config.pooler, &pooled) {
+            (Some(pooler), Some(at)) => format!(
+                ", traffic through the {}-mode pooler at {}",
+                pooler.mode,
+                describe_server(at)
+            ),
+            _ => String::new(),
+        };
         Ok(PgServer {
             pooled,
+            pooler_label,
             server: format!("{}{}", describe_server(&pg), tls.describe()),
             base: Arc::new(pg),
             tls,
@@ -996,9 +1018,10 @@ impl Server<Postgres> for PgServer {
 
     fn describe_tenant(&self, id: &TenantId) -> String {
         format!(
-            "tenant `{id}` (PostgreSQL database `{}` on {})",
+            "tenant `{id}` (PostgreSQL database `{}` on {}{})",
             self.naming.database_name(id),
-            self.server
+            self.server,
+            self.pooler_label
         )
     }
 
@@ -1708,6 +1731,41 @@ impl Server<Postgres> for PgServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PgBouncer checks passwords itself and refuses a wrong one with SQLSTATE 08P01, not the
+    /// server's 28P01: still a refused password, so a rotation's old password is tried next.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pooler_refusing_the_password_is_an_auth_failure() {
+        use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
+        let Some(admin) = tenora_test_support::server_url("TENORA_TEST_PG_URL", "PostgreSQL")
+        else {
+            return;
+        };
+        let port = tokio_postgres::Config::from_str(&admin)
+            .unwrap()
+            .get_ports()[0];
+        let options = PgBouncerOptions {
+            auth_type: "scram-sha-256",
+            ..PgBouncerOptions::default()
+        };
+        let Some(mut bouncer) = PgBouncer::start(PGBOUNCER_VAR, port, &options) else {
+            return;
+        };
+        bouncer
+            .allow_with_password(&[("postgres_pw_test", "right")])
+            .await;
+        let wrong = tokio_postgres::Config::from_str(&format!(
+            "postgres://postgres_pw_test:wrong@127.0.0.1:{}/postgres",
+            bouncer.port
+        ))
+        .unwrap();
+        let error = match wrong.connect(tokio_postgres::NoTls).await {
+            Ok(_) => panic!("PgBouncer accepted a wrong password"),
+            Err(e) => e,
+        };
+        let message = connect_message(error);
+        assert!(message.starts_with(crate::budget::AUTH_FAILED), "{message}");
+    }
 
     #[test]
     fn quoting_doubles_delimiters() {
