@@ -343,6 +343,11 @@ impl<B: Backend> ManagedPool<B> {
         // connection to come back; meanwhile, at most as many callers open connections as the
         // pool has room for, each under its own wait for the budget.
         loop {
+            // Listening before looking: a grower finishing between the look and the wait
+            // below still wakes this caller.
+            let room_freed = self.growing_done.notified();
+            let mut room_freed = std::pin::pin!(room_freed);
+            room_freed.as_mut().enable();
             if let Some(claim) = self.claim_room() {
                 // Whichever comes first: a connection returned to the pool, or the budget for
                 // a new one. (Waiting for the budget alone could wait for the permit this
@@ -382,7 +387,7 @@ impl<B: Backend> ManagedPool<B> {
             tokio::select! {
                 biased;
                 result = &mut checkout => return self.checked_out(result, target, false),
-                () = self.growing_done.notified() => {}
+                () = &mut room_freed => {}
                 () = tokio::time::sleep(ROOM_RECHECK) => {}
             }
         }

@@ -74,7 +74,43 @@ impl PoolerConfig {
                 "must name the pooler, e.g. \"postgres://pgbouncer.internal:6432\"",
             ));
         }
+        #[cfg(feature = "postgres")]
+        self.address(section)?;
         Ok(())
+    }
+
+    /// The pooler's address: its URL parsed, which may name only hosts and ports. `section`
+    /// names the table in errors.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn address(&self, section: &str) -> Result<tokio_postgres::Config> {
+        use std::str::FromStr as _;
+        let key = format!("{section}.url");
+        let parsed = tokio_postgres::Config::from_str(self.url.expose()).map_err(|e| {
+            Error::config(
+                key.clone(),
+                format!(
+                    "not a valid PostgreSQL connection URL ({})",
+                    crate::config::redact_url(&e.to_string())
+                ),
+            )
+        })?;
+        if parsed.get_user().is_some()
+            || parsed.get_password().is_some()
+            || parsed.get_dbname().is_some()
+        {
+            return Err(Error::config(
+                key,
+                "names a user, password or database; give only the pooler's host and port \
+                 (each tenant connects as its own user to its own database)",
+            ));
+        }
+        if parsed.get_hosts().is_empty() {
+            return Err(Error::config(
+                key,
+                "names no host, e.g. \"postgres://pgbouncer.internal:6432\"",
+            ));
+        }
+        Ok(parsed)
     }
 }
 
@@ -158,12 +194,23 @@ mod tests {
 
     #[cfg(feature = "postgres")]
     #[test]
+    fn a_bad_pooler_url_is_refused_when_the_config_is_read_naming_its_table() {
+        let err = pg("[servers.eu]\nurl = \"postgres://adm@eu/postgres\"\n\
+             [servers.eu.pooler]\nurl = \"postgres://app:hunter2@b1:6432\"\n")
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("servers.eu.pooler.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
     fn the_pooler_url_names_only_hosts_and_ports() {
         use crate::backend::Backend;
         use crate::backend::server::Server as _;
         type Pg = <crate::backend::Postgres as Backend>::Server;
         let built = |url: &str| {
-            let config = pg(&format!("[pooler]\nurl = \"{url}\"\n")).unwrap();
+            let config = pg(&format!("[pooler]\nurl = \"{url}\"\n"))?;
             Pg::from_config(&config).map(|_| ())
         };
         built("postgres://bouncer:6432").unwrap();

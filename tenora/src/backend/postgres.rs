@@ -320,37 +320,14 @@ fn manager(
 }
 
 /// The connection settings of tenant traffic through `pooler`: its hosts and ports, the rest
-/// (TLS, timeouts, application name) as `server`'s; each tenant's user, database and password
-/// are filled in per connection.
+/// (TLS, timeouts, keepalives, application name) as `server`'s; each tenant's user, database
+/// and password are filled in per connection.
 fn pooled_config(
     pooler: &crate::pooler::PoolerConfig,
     server: &tokio_postgres::Config,
 ) -> Result<tokio_postgres::Config> {
-    let parsed = tokio_postgres::Config::from_str(pooler.url.expose()).map_err(|e| {
-        Error::config(
-            "pooler.url",
-            format!(
-                "not a valid PostgreSQL connection URL ({})",
-                crate::config::redact_url(&e.to_string())
-            ),
-        )
-    })?;
-    if parsed.get_user().is_some()
-        || parsed.get_password().is_some()
-        || parsed.get_dbname().is_some()
-    {
-        return Err(Error::config(
-            "pooler.url",
-            "names a user, password or database; give only the pooler's host and port (each \
-             tenant connects as its own user to its own database)",
-        ));
-    }
-    if parsed.get_hosts().is_empty() {
-        return Err(Error::config(
-            "pooler.url",
-            "names no host, e.g. \"postgres://pgbouncer.internal:6432\"",
-        ));
-    }
+    // Checked with its table's name by `Config::validate`.
+    let parsed = pooler.address("pooler")?;
     let mut config = tokio_postgres::Config::new();
     for host in parsed.get_hosts() {
         match host {
@@ -364,9 +341,20 @@ fn pooled_config(
     }
     config
         .application_name(server.get_application_name().unwrap_or("tenora"))
-        .ssl_mode(server.get_ssl_mode());
+        .ssl_mode(server.get_ssl_mode())
+        .keepalives(server.get_keepalives())
+        .keepalives_idle(server.get_keepalives_idle());
     if let Some(timeout) = server.get_connect_timeout() {
         config.connect_timeout(*timeout);
+    }
+    if let Some(interval) = server.get_keepalives_interval() {
+        config.keepalives_interval(interval);
+    }
+    if let Some(retries) = server.get_keepalives_retries() {
+        config.keepalives_retries(retries);
+    }
+    if let Some(timeout) = server.get_tcp_user_timeout() {
+        config.tcp_user_timeout(*timeout);
     }
     Ok(config)
 }
