@@ -3,8 +3,6 @@
 //! migration exactly once per tenant, and every command (seeds too) exits 0 without a
 //! transaction through the pooler.
 
-use std::str::FromStr as _;
-
 use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
 
 use crate::project::{Kind, Project};
@@ -15,12 +13,9 @@ async fn fleet_commands_with_a_transaction_pooler() {
         return;
     };
     let admin = std::env::var("TENORA_TEST_PG_URL").unwrap();
-    let port = tokio_postgres::Config::from_str(&admin)
-        .unwrap()
-        .get_ports()[0];
     let Some(bouncer) = PgBouncer::start(
         PGBOUNCER_VAR,
-        port,
+        &admin,
         &PgBouncerOptions {
             default_pool_size: 20,
             ..PgBouncerOptions::default()

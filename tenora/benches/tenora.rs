@@ -937,21 +937,14 @@ async fn blocking_section(_: &Bench, _: &PgTenora, _: usize) {
 async fn pooler_section(bench: &Bench, t: &PgTenora, ops: usize) {
     use diesel::{ExpressionMethods as _, QueryDsl as _};
     use diesel_async::RunQueryDsl as _;
-    use std::str::FromStr as _;
     use tenant_schema::schema::projects;
     use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
     const TENANTS: usize = 20;
-    let port = tokio_postgres::Config::from_str(&bench.admin_url)
-        .unwrap()
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432);
     // Two server connections per tenant database: the pooled side never needs more server
     // connections than the direct side's budget allows it.
     let Some(mut bouncer) = PgBouncer::start(
         PGBOUNCER_VAR,
-        port,
+        &bench.admin_url,
         &PgBouncerOptions {
             default_pool_size: 2,
             ..PgBouncerOptions::default()

@@ -111,33 +111,33 @@ impl Naming {
 
     /// The tenant whose database is `name`, if a valid id (not reserved) maps to it.
     pub fn id_of_database(&self, name: &str) -> Option<TenantId> {
-        let id = name
-            .strip_prefix(&self.database_prefix)?
-            .strip_suffix(&self.database_suffix)?;
-        TenantId::new(id).ok().filter(|id| self.check(id).is_ok())
+        self.id_in(name, false).filter(|id| self.check(id).is_ok())
     }
 
     /// The tenant whose user is `name`, if a valid id (not reserved) maps to it.
     pub fn id_of_user(&self, name: &str) -> Option<TenantId> {
-        let id = name.strip_prefix(&self.user_prefix)?;
-        TenantId::new(id).ok().filter(|id| self.check(id).is_ok())
+        self.id_in(name, true).filter(|id| self.check(id).is_ok())
+    }
+
+    /// The id a user (`is_user`) or database name is made of, if it fits the naming, reserved
+    /// or not.
+    fn id_in(&self, name: &str, is_user: bool) -> Option<TenantId> {
+        let id = if is_user {
+            name.strip_prefix(&self.user_prefix)?
+        } else {
+            name.strip_prefix(&self.database_prefix)?
+                .strip_suffix(&self.database_suffix)?
+        };
+        TenantId::new(id).ok()
     }
 
     /// Whether `name` is a user (`is_user`) or database name of a reserved id: a warm spare's.
     #[cfg(feature = "postgres")]
     pub(crate) fn is_spare_name(&self, name: &str, is_user: bool) -> bool {
-        let id = if is_user {
-            name.strip_prefix(&self.user_prefix)
-        } else {
-            name.strip_prefix(&self.database_prefix)
-                .and_then(|n| n.strip_suffix(&self.database_suffix))
-        };
-        id.is_some_and(|id| {
-            TenantId::new(id).is_ok()
-                && self
-                    .reserved_id_prefixes
-                    .iter()
-                    .any(|p| id.starts_with(p.as_str()))
+        self.id_in(name, is_user).is_some_and(|id| {
+            self.reserved_id_prefixes
+                .iter()
+                .any(|p| id.as_str().starts_with(p.as_str()))
         })
     }
 

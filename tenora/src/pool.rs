@@ -100,6 +100,16 @@ pub(crate) enum Idle<B: Backend> {
     Broken(PooledConn<B>),
 }
 
+/// What [`ManagedPool::freshness`] found.
+enum Freshness {
+    /// Hand it out.
+    Live,
+    /// Idle for [`Backend::PING_IDLE_AFTER`] or more: ping it first.
+    Stale,
+    /// Its session has ended.
+    Broken,
+}
+
 /// How often a caller waiting for a pool checks again whether it may open a connection itself
 /// (connections closed as broken make room without waking anyone).
 const ROOM_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
@@ -246,16 +256,28 @@ impl<B: Backend> ManagedPool<B> {
         let Poll::Ready(Ok(mut conn)) = checkout.as_mut().poll(&mut cx) else {
             return None;
         };
+        Some(match self.freshness(&mut conn) {
+            Freshness::Live => Idle::Live(conn),
+            Freshness::Stale => Idle::Stale(conn, Arc::clone(self)),
+            Freshness::Broken => {
+                // Closed by the caller, after the cache's lock is released.
+                conn.retire();
+                Idle::Broken(conn)
+            }
+        })
+    }
+
+    /// Whether a checked-out connection's session is there (the driver knows without a round
+    /// trip), and whether it has been idle long enough to need a ping first.
+    fn freshness(&self, conn: &mut PooledConn<B>) -> Freshness {
         use bb8::ManageConnection as _;
-        if self.manager.has_broken(&mut *conn) {
-            // Closed by the caller, after the cache's lock is released.
-            conn.retire();
-            return Some(Idle::Broken(conn));
-        }
-        if conn.idle_for() < B::PING_IDLE_AFTER {
-            Some(Idle::Live(conn))
+        let idle = conn.idle_for();
+        if self.manager.has_broken(&mut **conn) {
+            Freshness::Broken
+        } else if idle < B::PING_IDLE_AFTER {
+            Freshness::Live
         } else {
-            Some(Idle::Stale(conn, Arc::clone(self)))
+            Freshness::Stale
         }
     }
 
@@ -305,28 +327,20 @@ impl<B: Backend> ManagedPool<B> {
 
     /// Whether a checked-out connection's session is still there.
     async fn is_alive(&self, conn: &mut PooledConn<B>) -> bool {
-        let idle = conn.idle_for();
-        use bb8::ManageConnection as _;
-        let conn: &mut B::Connection = conn;
-        if self.manager.has_broken(conn) {
-            return false;
+        match self.freshness(conn) {
+            Freshness::Live => true,
+            Freshness::Stale => self.ping(conn).await,
+            Freshness::Broken => false,
         }
-        idle < B::PING_IDLE_AFTER || self.ping_connection(conn).await
     }
 
-    /// Whether a checked-out connection answers a ping.
+    /// Whether a checked-out connection answers a ping within the pool's `connection_timeout`
+    /// (through a pooler a ping may queue for a server connection much longer).
     async fn ping(&self, conn: &mut PooledConn<B>) -> bool {
-        let conn: &mut B::Connection = conn;
-        self.ping_connection(conn).await
-    }
-
-    /// Whether `conn` answers a ping within the pool's `connection_timeout` (through a pooler
-    /// a ping may queue for a server connection much longer).
-    async fn ping_connection(&self, conn: &mut B::Connection) -> bool {
         use bb8::ManageConnection as _;
         let limit = std::time::Duration::from_secs(self.connection_timeout);
         matches!(
-            tokio::time::timeout(limit, self.manager.is_valid(conn)).await,
+            tokio::time::timeout(limit, self.manager.is_valid(&mut **conn)).await,
             Ok(Ok(()))
         )
     }

@@ -1174,6 +1174,23 @@ impl<B: Backend> Tenora<B> {
             .map(|ran| ran.touched)
     }
 
+    /// A direct connection to tenant `id`'s database for administrative work (migrations,
+    /// seeds, checks): never through a `[pooler]`, counted against the work slice of the
+    /// budget. Keep the permit alive while the connection is open.
+    async fn work_conn(
+        &self,
+        slot: &ServerSlot<B>,
+        stored: &StoredTenant,
+        id: &TenantId,
+    ) -> Result<(B::Connection, crate::budget::Permit)> {
+        let candidates = self.tenant_passwords(stored, None).await?;
+        Ok(self
+            .connect_tenant_any(slot, id, candidates, Slice::Work)
+            .await?
+            .0
+            .into_parts())
+    }
+
     pub(crate) async fn run_on_tenant(
         &self,
         id: &TenantId,
@@ -1182,12 +1199,7 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<crate::migrate::Ran> {
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
-        let candidates = self.tenant_passwords(&stored, None).await?;
-        let (conn, _permit) = self
-            .connect_tenant_any(slot, id, candidates, Slice::Work)
-            .await?
-            .0
-            .into_parts();
+        let (conn, _permit) = self.work_conn(slot, &stored, id).await?;
         let result = self
             .run_migrations_observed(
                 &slot.server,
@@ -1231,12 +1243,7 @@ impl<B: Backend> Tenora<B> {
     ) -> Result<(Vec<String>, std::collections::HashMap<String, String>)> {
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
-        let candidates = self.tenant_passwords(&stored, None).await?;
-        let (mut conn, _permit) = self
-            .connect_tenant_any(slot, id, candidates, Slice::Work)
-            .await?
-            .0
-            .into_parts();
+        let (mut conn, _permit) = self.work_conn(slot, &stored, id).await?;
         let mut versions = conn.applied_versions().await.map_err(|e| {
             self.registry_error_any(e, &format!("cannot read the migrations of tenant `{id}`"))
         })?;
@@ -1276,16 +1283,9 @@ impl<B: Backend> Tenora<B> {
 
     /// Runs the tenant seeds on tenant `id`; returns the seed names.
     pub async fn run_tenant_seeds(&self, id: &TenantId) -> Result<Vec<String>> {
-        // Administrative work: a direct connection (never through a `[pooler]`), counted as
-        // work, not as one of the tenant's pooled connections.
         let stored = self.active_tenant(id).await?;
         let slot = self.server_of(&stored)?;
-        let candidates = self.tenant_passwords(&stored, None).await?;
-        let (mut conn, _permit) = self
-            .connect_tenant_any(slot, id, candidates, Slice::Work)
-            .await?
-            .0
-            .into_parts();
+        let (mut conn, _permit) = self.work_conn(slot, &stored, id).await?;
         migrate::run_seeds(
             &mut conn,
             &self.inner.tenant_seeds,

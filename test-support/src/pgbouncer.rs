@@ -11,10 +11,11 @@
 //! the folder; set `TENORA_KEEP_PGBOUNCER_LOG` to keep the last one as
 //! `/tmp/pgbouncer-last.log`.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::pg_cluster::{free_port, path};
 
 /// The environment variable naming a current PgBouncer (1.21 or later).
 pub const PGBOUNCER_VAR: &str = "TENORA_TEST_PGBOUNCER";
@@ -57,18 +58,12 @@ pub struct PgBouncer {
     users: Vec<(String, String)>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 impl PgBouncer {
     /// Starts the PgBouncer that environment variable `var` names ([`PGBOUNCER_VAR`] or
-    /// [`PGBOUNCER_OLD_VAR`]) in front of the PostgreSQL server at 127.0.0.1:`server_port`,
-    /// or returns `None` (after a loud message; a failure in CI) when it is not set.
-    pub fn start(var: &str, server_port: u16, options: &PgBouncerOptions) -> Option<PgBouncer> {
+    /// [`PGBOUNCER_OLD_VAR`]) in front of the PostgreSQL server `server_url` points at (its
+    /// host and port; PgBouncer logs in without a password), or returns `None` (after a loud
+    /// message; a failure in CI) when it is not set.
+    pub fn start(var: &str, server_url: &str, options: &PgBouncerOptions) -> Option<PgBouncer> {
         let exe = match std::env::var(var) {
             Ok(path) if !path.is_empty() => PathBuf::from(path),
             _ => {
@@ -77,6 +72,7 @@ impl PgBouncer {
             }
         };
         assert!(exe.is_file(), "{var} names no file: {}", exe.display());
+        let (server_host, server_port) = host_and_port(server_url);
         let as_postgres = crate::is_root();
         let dir = std::env::temp_dir().join(format!("tenora-pgbouncer-{}", crate::unique_token()));
         std::fs::create_dir_all(&dir).expect("create PgBouncer folder");
@@ -101,7 +97,7 @@ impl PgBouncer {
             bouncer.port = free_port();
             let ini = format!(
                 "[databases]\n\
-                 * = host=127.0.0.1 port={server_port}\n\
+                 * = host={server_host} port={server_port}\n\
                  [pgbouncer]\n\
                  listen_addr = 127.0.0.1\n\
                  listen_port = {port}\n\
@@ -349,6 +345,18 @@ impl Drop for PgBouncer {
     }
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
+/// The first TCP host and port of a PostgreSQL URL (defaults: 127.0.0.1, 5432).
+fn host_and_port(url: &str) -> (String, u16) {
+    use std::str::FromStr as _;
+    let config = tokio_postgres::Config::from_str(url).expect("a PostgreSQL URL");
+    let host = config
+        .get_hosts()
+        .iter()
+        .find_map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => Some(name.clone()),
+            #[cfg(unix)]
+            _ => None,
+        })
+        .unwrap_or_else(|| "127.0.0.1".to_owned());
+    (host, config.get_ports().first().copied().unwrap_or(5432))
 }

@@ -693,13 +693,12 @@ async fn pg_requests_through_pgbouncer_in_transaction_mode() {
     use tenora_test_support::{PGBOUNCER_VAR, PgBouncer, PgBouncerOptions};
     let Some(mut db) = pg::db() else { return };
     let url = db.config.base.url.as_ref().unwrap().expose().to_owned();
-    let port = server_port(&url);
     // One server connection per tenant database: 50 of them fit the test server's 100 slots,
     // which other tests use at the same time (the library's pooler test runs several per
     // database, so statements move between server connections there).
     let Some(mut bouncer) = PgBouncer::start(
         PGBOUNCER_VAR,
-        port,
+        &url,
         &PgBouncerOptions {
             default_pool_size: 1,
             ..PgBouncerOptions::default()
@@ -725,20 +724,16 @@ async fn pg_requests_through_pgbouncer_in_transaction_mode() {
         .collect();
     bouncer.allow(&roles).await;
 
-    let failed = burst(addr, &names, 2_000, 64).await;
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let failed = burst(addr, &names[..5], 1_000, 64).await;
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    let no_failures = |failed: Vec<String>, during: &str| {
+        assert!(
+            failed.is_empty(),
+            "{during}: {} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+    };
+    no_failures(burst(addr, &names, 2_000, 64).await, "50 tenants");
+    no_failures(burst(addr, &names[..5], 1_000, 64).await, "5 tenants");
     let stats = bouncer.transactions_per_database().await;
     for name in &names {
         let database = format!("{}{name}", db.config.tenant.database_prefix);
@@ -749,22 +744,5 @@ async fn pg_requests_through_pgbouncer_in_transaction_mode() {
     }
 
     bouncer.restart();
-    let failed = burst(addr, &names, 500, 64).await;
-    assert!(
-        failed.is_empty(),
-        "after the restart, {} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-}
-
-/// The port of a `postgres://user@host:port/db` URL (5432 when it names none).
-fn server_port(url: &str) -> u16 {
-    let authority = url.split("://").nth(1).unwrap_or(url);
-    let host_port = authority.split('/').next().unwrap_or_default();
-    let host_port = host_port.rsplit('@').next().unwrap_or_default();
-    host_port
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse().ok())
-        .unwrap_or(5432)
+    no_failures(burst(addr, &names, 500, 64).await, "after the restart");
 }

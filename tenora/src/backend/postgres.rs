@@ -1729,14 +1729,11 @@ mod tests {
         else {
             return;
         };
-        let port = tokio_postgres::Config::from_str(&admin)
-            .unwrap()
-            .get_ports()[0];
         let options = PgBouncerOptions {
             auth_type: "scram-sha-256",
             ..PgBouncerOptions::default()
         };
-        let Some(mut bouncer) = PgBouncer::start(PGBOUNCER_VAR, port, &options) else {
+        let Some(mut bouncer) = PgBouncer::start(PGBOUNCER_VAR, &admin, &options) else {
             return;
         };
         bouncer
